@@ -1,0 +1,25 @@
+"""sentence-transformers moved its sparse modules between 5.x (``sparse_encoder.models``, ``models.Router``) and
+6.x (``sparse_encoder.modules``). Import them from wherever this installation keeps them."""
+from __future__ import annotations
+
+import importlib
+
+
+def _first(names: list[str], attr: str):
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, attr):
+            return getattr(module, attr)
+    raise ImportError(f"sentence-transformers has no {attr} in {names}; install sentence-transformers>=5.0")
+
+
+def sparse_encoder_class():
+    return _first(["sentence_transformers.sparse_encoder", "sentence_transformers"], "SparseEncoder")
+
+
+def sparse_module(attr: str):
+    return _first(["sentence_transformers.sparse_encoder.modules", "sentence_transformers.sparse_encoder.models",
+                   "sentence_transformers.models"], attr)

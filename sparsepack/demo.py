@@ -1,0 +1,118 @@
+"""Tiny neural sparse models built offline: the embedded default of the demo, and the test fixtures.
+
+Random-weight BERT / DistilBERT masked LMs over a fixed WordPiece vocabulary (built from sorted lists, so ids are the
+same on every run), saved as real sentence-transformers ``SparseEncoder`` directories that load through the same
+``SparseEncoder(path)`` call users make with a Hugging Face id.
+"""
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = sorted(set("""
+a about after all also an and are as at be because been but by can city cloud data day do document does engine
+find first for from go good has have he how i if in index into is it its know language like long make many model
+more most new news night no not now of on one open opensearch or other out over people query rain rainy river
+said search see she so some sparse such text than that the their them then there these they this time to token
+two up use vector very was water way we weather were what when which who will with word world would year york you
+""".split()))
+PIECES = ["##s", "##ing", "##ed", "##er", "##ly", "##y", "##es", "##ion", "##al", "##e"]
+CHARS = sorted(set(string.ascii_lowercase + string.digits + string.punctuation)) + ["é", "ü", "ß", "日", "本"]
+
+
+def demo_vocab(extra_size: int = 0) -> list[str]:
+    vocab = SPECIALS + CHARS + ["##" + c for c in string.ascii_lowercase] + PIECES + WORDS
+    vocab += [f"tok{i}" for i in range(extra_size)]
+    seen: set[str] = set()
+    return [t for t in vocab if not (t in seen or seen.add(t))]
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    arch: str = "bert"  # bert | distilbert
+    mode: str = "inference-free"  # inference-free | bi-encoder
+    activation: str = "log1p_relu"  # relu | log1p_relu
+    hidden: int = 32
+    layers: int = 2
+    heads: int = 2
+    max_length: int = 64
+    vocab_extra: int = 0
+    seed: int = 0
+    pooling: str = "max"
+    vocab_file: str | None = None  # a real vocab.txt instead of the generated one
+
+
+def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
+    """Write a SparseEncoder for ``spec`` to ``out_dir`` and return the path."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast, DistilBertConfig, DistilBertForMaskedLM
+
+    from ._st_compat import sparse_encoder_class, sparse_module
+
+    out_dir = Path(out_dir)
+    backbone_dir = out_dir / "_backbone"
+    backbone_dir.mkdir(parents=True, exist_ok=True)
+    vocab_path = backbone_dir / "vocab.txt"
+    if spec.vocab_file:
+        vocab_path.write_text(Path(spec.vocab_file).read_text(encoding="utf-8"), encoding="utf-8")
+    else:
+        vocab_path.write_text("\n".join(demo_vocab(spec.vocab_extra)) + "\n", encoding="utf-8")
+    # from_pretrained on a folder holding only vocab.txt works in transformers 4.x and 5.x alike
+    tokenizer = BertTokenizerFast.from_pretrained(str(backbone_dir), do_lower_case=True, model_max_length=spec.max_length)
+    vocab_size = len(tokenizer.get_vocab())
+
+    torch.manual_seed(spec.seed)
+    if spec.arch == "bert":
+        config = BertConfig(vocab_size=vocab_size, hidden_size=spec.hidden, num_hidden_layers=spec.layers,
+                            num_attention_heads=spec.heads, intermediate_size=spec.hidden * 4,
+                            max_position_embeddings=max(spec.max_length, 16), pad_token_id=0)
+        model = BertForMaskedLM(config)
+        bias = model.cls.predictions.bias
+    elif spec.arch == "distilbert":
+        config = DistilBertConfig(vocab_size=vocab_size, dim=spec.hidden, n_layers=spec.layers, n_heads=spec.heads,
+                                  hidden_dim=spec.hidden * 4, max_position_embeddings=max(spec.max_length, 16), pad_token_id=0)
+        model = DistilBertForMaskedLM(config)
+        bias = model.vocab_projector.bias
+    else:
+        raise ValueError(f"unknown demo arch {spec.arch!r}; use bert or distilbert")
+    model.eval()
+    _sparsify(model, bias, tokenizer)
+    model.save_pretrained(backbone_dir)
+    tokenizer.save_pretrained(backbone_dir)
+
+    Transformer = sparse_module("MLMTransformer")
+    SpladePooling = sparse_module("SpladePooling")
+    SparseEncoder = sparse_encoder_class()
+    doc_modules = [Transformer(str(backbone_dir), max_seq_length=spec.max_length),
+                   SpladePooling(pooling_strategy=spec.pooling, activation_function=spec.activation)]
+    if spec.mode == "inference-free":
+        SparseStaticEmbedding = sparse_module("SparseStaticEmbedding")
+        Router = sparse_module("Router")
+        gen = torch.Generator().manual_seed(spec.seed + 1)
+        weight = torch.rand(vocab_size, generator=gen) * 4.5 + 0.5
+        for tid in tokenizer.all_special_ids:
+            weight[tid] = 0.0
+        query = SparseStaticEmbedding(tokenizer=doc_modules[0].tokenizer, weight=weight, frozen=True)
+        modules = [Router.for_query_document(query_modules=[query], document_modules=doc_modules)]
+    elif spec.mode == "bi-encoder":
+        modules = doc_modules
+    else:
+        raise ValueError(f"unknown demo mode {spec.mode!r}; use inference-free or bi-encoder")
+    encoder = SparseEncoder(modules=modules, similarity_fn_name="dot", device="cpu")
+    encoder.save(str(out_dir))
+    (out_dir / "LICENSE").write_text("Apache-2.0 (sparsepack demo model, random weights)\n")
+    return out_dir
+
+
+def _sparsify(model, bias, tokenizer) -> None:
+    """Random MLM heads activate nearly every vocabulary entry; shift the output bias so ~4% stay positive."""
+    import torch
+
+    texts = ["the weather in new york is rainy", "open search finds sparse vectors", "a b c d e f g 1 2 3"]
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+        pooled = logits.masked_fill(enc["attention_mask"].unsqueeze(-1) == 0, float("-inf")).amax(dim=1)
+        bias.data -= torch.quantile(pooled.flatten(), 0.96)

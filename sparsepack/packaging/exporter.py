@@ -1,0 +1,116 @@
+"""Turn the document encoder into a file ML Commons loads. One small interface, so another format can follow.
+
+TorchScript is what ML Commons' TORCH_SCRIPT runtime (DJL + libtorch) loads. torch 2.13+ marks
+``torch.jit.trace/save/load`` deprecated; they still work, and nothing else loads there.
+"""
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Callable, Dict, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import SparsepackError
+
+
+class Exporter(Protocol):
+    model_format: str  # ML Commons' model_format
+    suffix: str
+
+    def export(self, module: nn.Module, example: Dict[str, Tensor], path: Path) -> None: ...
+
+    def load(self, path: Path) -> Callable[[Dict[str, Tensor]], Dict[str, Tensor]]: ...
+
+    def operators(self, path: Path) -> set[str]: ...
+
+
+class TorchScriptExporter:
+    model_format = "TORCH_SCRIPT"
+    suffix = ".pt"
+
+    def export(self, module: nn.Module, example: Dict[str, Tensor], path: Path) -> None:
+        """Trace in a fresh interpreter: TorchScript suffixes class names with ``___torch_mangle_N``, N counting every
+        trace made in the process, so only a fresh process gives the same bytes from one run to the next."""
+        module.eval()
+        with tempfile.TemporaryDirectory(prefix="sparsepack-trace-") as tmp:
+            job = Path(tmp) / "job.pt"
+            torch.save({"module": module, "example": example}, job)
+            proc = subprocess.run([sys.executable, "-m", "sparsepack.packaging.exporter", str(job), str(path)],
+                                  capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise SparsepackError(f"TorchScript trace failed: {last}; the model's forward must be traceable with eager attention")
+
+    def load(self, path: Path):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = torch.jit.load(str(path), map_location="cpu")
+        loaded.eval()
+        return loaded
+
+    def operators(self, path: Path) -> set[str]:
+        return graph_operators(self.load(path))
+
+
+_OP = re.compile(r"^(aten|prim|quantized|_quantized)::[A-Za-z0-9_]+")
+
+
+def graph_operators(scripted) -> set[str]:
+    """Every operator the saved graph calls, including those of inlined submodules."""
+    ops: set[str] = set()
+    graph = scripted.inlined_graph if hasattr(scripted, "inlined_graph") else scripted.graph
+
+    def walk(block):
+        for node in block.nodes():
+            kind = node.kind()
+            if _OP.match(kind):
+                ops.add(kind)
+            for sub in node.blocks():
+                walk(sub)
+
+    walk(graph)
+    return ops
+
+
+def normalize_torchscript_zip(data: bytes) -> bytes:
+    """Rewrite the TorchScript zip with fixed timestamps and a fixed serialization id.
+
+    torch writes a random ``.data/serialization_id`` into every file; libtorch only reads it for logging.
+    """
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            payload = src.read(info.filename)
+            if info.filename.endswith(".data/serialization_id"):
+                payload = b"0" * len(payload)
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.external_attr = 0o644 << 16
+            dst.writestr(fixed, payload)
+    return out.getvalue()
+
+
+def _trace_and_save(module: nn.Module, example: Dict[str, Tensor], path: Path) -> None:
+    module.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module, (example,), strict=False, check_trace=False)
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+    path.write_bytes(normalize_torchscript_zip(buffer.getvalue()))
+
+
+EXPORTERS = {"torchscript": TorchScriptExporter}
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    job = torch.load(sys.argv[1], weights_only=False)
+    _trace_and_save(job["module"], job["example"], Path(sys.argv[2]))
