@@ -1,0 +1,130 @@
+"""Assemble an OpenSearch install with job-scheduler, k-NN, ML Commons and neural-search from Maven Central.
+
+Facts established here (2026-11-25), where they differ from the reference recipe:
+- 3.6.0's integ-test zip already carries lang-painless and mapper-extras; 2.19.6's carries only transport-netty4,
+  so those two modules are assembled from their Maven jars.
+- The neural-search zip's artifact id is ``neural-search`` (not ``opensearch-neural-search``).
+- Maven serves no precxx11 DJL natives for libtorch 1.13.1 / 2.5.1 and no ``pytorch-jni`` 2.5.1-0.31.1; the cxx11
+  ``pytorch-native-cpu`` libs with the cxx11 JNI from ``pytorch-jni`` 2.5.1-0.32.0 / 1.13.1-0.22.0 are seeded where
+  ML Commons' DJL looks, so no deploy ever downloads.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from pathlib import Path
+
+from ..errors import SparsepackError
+from .maven import Coordinate, fetch
+from .plan import NodePlan, painless_dependencies
+
+ASSEMBLED_MARKER = ".sparsepack-assembled"
+DJL_VERSION = "0.31.1"  # what ML Commons 2.19 / 3.x bundle
+
+
+def download_all(plan: NodePlan, cache: Path) -> dict[str, Path]:
+    hint = f"sparsepack node assembles {', '.join(('3.6.0', '2.19.6'))}; another version needs every plugin served at the same version"
+    files = {"core": fetch(plan.core, cache, hint)}
+    for coord in plan.plugins:
+        files[coord.artifact] = fetch(coord, cache, hint)
+    files["libtorch"] = fetch(plan.libtorch, cache, "DJL publishes pytorch-native-cpu for 1.13.1 and 2.5.1")
+    files["jni"] = fetch(plan.jni, cache)
+    return files
+
+
+def _module_jars(plan: NodePlan, cache: Path) -> dict[str, list[Path]]:
+    pom = fetch(plan.painless_pom, cache)
+    painless = [fetch(c, cache) for c in (plan.painless, plan.painless_spi, *painless_dependencies(pom))]
+    return {"lang-painless": painless, "mapper-extras": [fetch(plan.mapper_extras, cache)]}
+
+
+_MODULE_CLASSES = {
+    "lang-painless": "org.opensearch.painless.PainlessModulePlugin",
+    "mapper-extras": "org.opensearch.index.mapper.MapperExtrasModulePlugin",
+}
+_PAINLESS_POLICY = """grant {
+  permission java.lang.RuntimePermission "createClassLoader";
+  permission java.lang.RuntimePermission "getClassLoader";
+};
+"""
+
+
+def _add_module(install: Path, name: str, jars: list[Path], plan: NodePlan) -> None:
+    target = install / "modules" / name
+    target.mkdir(parents=True)
+    for jar in jars:
+        shutil.copy2(jar, target / jar.name)
+    (target / "plugin-descriptor.properties").write_text(
+        f"description={name} module assembled by sparsepack\nversion={plan.version}\nname={name}\n"
+        f"classname={_MODULE_CLASSES[name]}\njava.version={plan.descriptor_java}\nopensearch.version={plan.version}\n"
+        f"extended.plugins=\nhas.native.controller=false\n")
+    if name == "lang-painless":
+        (target / "plugin-security.policy").write_text(_PAINLESS_POLICY)
+
+
+def ensure_install(plan: NodePlan, home: Path, cache: Path, log=print) -> Path:
+    """Return ``home/dist/opensearch-V`` with the four plugins installed, assembling it once."""
+    install = home / "dist" / f"opensearch-{plan.version}"
+    if (install / ASSEMBLED_MARKER).exists():
+        return install
+    files = download_all(plan, cache)
+    java_home = plan.java_home()
+    install.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".opensearch-{plan.version}.", dir=install.parent))
+    try:
+        log(f"unpacking OpenSearch {plan.version}")
+        with zipfile.ZipFile(files["core"]) as zf:
+            zf.extractall(staging)
+        root = staging / f"opensearch-{plan.version}"
+        for path in (root / "bin").iterdir():
+            path.chmod(0o755)
+        for path in (root / "jdk" / "bin").glob("*") if (root / "jdk").exists() else []:
+            path.chmod(0o755)
+        for name, jars in _module_jars(plan, cache).items():
+            if not (root / "modules" / name).exists():
+                log(f"assembling module {name}")
+                _add_module(root, name, jars, plan)
+        env = {**os.environ, "OPENSEARCH_JAVA_HOME": str(java_home), "JAVA_HOME": str(java_home)}
+        for coord in plan.plugins:
+            log(f"installing {coord.artifact} {coord.version}")
+            proc = subprocess.run([str(root / "bin" / "opensearch-plugin"), "install", "--batch", files[coord.artifact].resolve().as_uri()],
+                                  env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+                raise SparsepackError(f"installing {coord} failed: {tail}")
+        _seed_libtorch(plan, files, root / "libtorch")
+        (root / ASSEMBLED_MARKER).write_text(plan.version + "\n")
+        shutil.rmtree(install, ignore_errors=True)
+        root.rename(install)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return install
+
+
+def _seed_libtorch(plan: NodePlan, files: dict[str, Path], target: Path) -> None:
+    """libtorch + JNI, flat, as DJL expects them in ``<path.data>/ml_cache/pytorch/<ver>-<flavor>-<classifier>/``."""
+    target.mkdir(parents=True)
+    with zipfile.ZipFile(files["libtorch"]) as zf:
+        for name in zf.namelist():
+            if name.startswith("pytorch/cpu/linux-x86_64/") and not name.endswith("/"):
+                with zf.open(name) as src, open(target / Path(name).name, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+    with zipfile.ZipFile(files["jni"]) as zf:
+        (target / f"{DJL_VERSION}-libdjl_torch.so").write_bytes(zf.read("jnilib/linux-x86_64/cpu/libdjl_torch.so"))
+    system_cxx = Path("/usr/lib/x86_64-linux-gnu/libstdc++.so.6")
+    if (target / "libstdc++.so.6").exists() and system_cxx.exists():
+        (target / "libstdc++.so.6").unlink()  # the bundled, older copy breaks other native code in the JVM
+    if not (target / "libtorch.so").exists():
+        raise SparsepackError(f"{plan.libtorch} holds no libtorch.so for linux-x86_64; delete the cached jar and retry")
+
+
+def seed_dirs(plan: NodePlan) -> list[str]:
+    """Folder names DJL may look in; ML Commons sets PYTORCH_PRECXX11, so the precxx11 name is the one used."""
+    return [f"{plan.libtorch_version}-cpu-precxx11-linux-x86_64", f"{plan.libtorch_version}-cpu-linux-x86_64"]
+
+
+def coordinate_list(plan: NodePlan) -> list[Coordinate]:
+    return [plan.core, *plan.plugins, plan.painless, plan.painless_spi, plan.mapper_extras, plan.libtorch, plan.jni]
