@@ -41,10 +41,21 @@ def _module_jars(plan: NodePlan, cache: Path) -> dict[str, list[Path]]:
     return {"lang-painless": painless, "mapper-extras": [fetch(plan.mapper_extras, cache)]}
 
 
+# 3.x renamed the module classes (PainlessPlugin -> PainlessModulePlugin); the jar says which one it has.
 _MODULE_CLASSES = {
-    "lang-painless": "org.opensearch.painless.PainlessModulePlugin",
-    "mapper-extras": "org.opensearch.index.mapper.MapperExtrasModulePlugin",
+    "lang-painless": ("org.opensearch.painless.PainlessModulePlugin", "org.opensearch.painless.PainlessPlugin"),
+    "mapper-extras": ("org.opensearch.index.mapper.MapperExtrasModulePlugin", "org.opensearch.index.mapper.MapperExtrasPlugin"),
 }
+
+
+def _plugin_class(name: str, jars: list[Path]) -> str:
+    for jar in jars:
+        with zipfile.ZipFile(jar) as zf:
+            entries = set(zf.namelist())
+        for cls in _MODULE_CLASSES[name]:
+            if cls.replace(".", "/") + ".class" in entries:
+                return cls
+    raise SparsepackError(f"none of {_MODULE_CLASSES[name]} found in the {name} jars; this OpenSearch version is not supported")
 _PAINLESS_POLICY = """grant {
   permission java.lang.RuntimePermission "createClassLoader";
   permission java.lang.RuntimePermission "getClassLoader";
@@ -56,10 +67,11 @@ def _add_module(install: Path, name: str, jars: list[Path], plan: NodePlan) -> N
     target = install / "modules" / name
     target.mkdir(parents=True)
     for jar in jars:
-        shutil.copy2(jar, target / jar.name)
+        shutil.copyfile(jar, target / jar.name)
+        (target / jar.name).chmod(0o644)
     (target / "plugin-descriptor.properties").write_text(
         f"description={name} module assembled by sparsepack\nversion={plan.version}\nname={name}\n"
-        f"classname={_MODULE_CLASSES[name]}\njava.version={plan.descriptor_java}\nopensearch.version={plan.version}\n"
+        f"classname={_plugin_class(name, jars)}\njava.version={plan.descriptor_java}\nopensearch.version={plan.version}\n"
         f"extended.plugins=\nhas.native.controller=false\n")
     if name == "lang-painless":
         (target / "plugin-security.policy").write_text(_PAINLESS_POLICY)

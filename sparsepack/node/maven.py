@@ -117,6 +117,7 @@ def fetch(coord: Coordinate, cache_dir: Path, alternatives: str = "", progress: 
             record_pin(coord, digest.hexdigest())
         elif digest.hexdigest() != expected:
             raise SparsepackError(f"{coord}: {algo} {digest.hexdigest()} does not match the expected {expected}; delete {target.parent} and retry")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the node's service user reads copies of these
         os.replace(tmp, target)
     finally:
         if bar:

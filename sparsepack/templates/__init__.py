@@ -1,0 +1,216 @@
+"""Render ML Commons and neural-search JSON bodies from Jinja templates, gated by the target OpenSearch version.
+
+``render(name, manifest, target_version, **values) -> dict``. Templates ship as package data; a directory given as
+``template_dir`` overrides any template by file name.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2 import meta
+
+from ..errors import SparsepackError
+from .versions import DEFAULT_TARGET, features_for, fmt, line_of, parse_version, require
+
+CHUNK_SIZE = 10_000_000  # ML Commons' upload_chunk limit
+SEISMIC_MAX_VOCAB = 32768  # neural-search folds token ids to 16 bits
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    description: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()  # features the template itself needs
+    value_features: dict[str, str] = field(default_factory=dict)  # a truthy value -> feature it needs
+    uses_artifact: bool = False  # picks one artifact of the manifest (role=document|query)
+
+
+_NAMES = {"model_name": None, "model_version": "1.0.0", "model_description": None}
+TEMPLATES: dict[str, TemplateSpec] = {
+    "model-group": TemplateSpec("model group create body", {"group_name": None, "group_description": None,
+                                                           "access_mode": None, "backend_roles": None}),
+    "register-meta": TemplateSpec("_register_meta body for chunked upload of one artifact",
+                                  {**_NAMES, "role": "document", "model_group_id": None, "model_config_stub": False},
+                                  value_features={"model_config_stub": "model_config_stub"}, uses_artifact=True),
+    "register-url": TemplateSpec("_register body for an artifact served at a URL",
+                                 {**_NAMES, "role": "document", "model_group_id": None}, uses_artifact=True),
+    "model-config": TemplateSpec("model metadata file for opensearch-py-ml's MLCommonClient.register_model",
+                                 {**_NAMES, "role": "document"}, uses_artifact=True),
+    "ingest-pipeline": TemplateSpec("ingest pipeline with the sparse_encoding processor",
+                                    {"pipeline_description": "sparse encoding by sparsepack", "text_field": "text",
+                                     "embedding_field": "text_sparse", "chunk_field": "text_chunks", "chunking": False,
+                                     "chunk_token_limit": 384, "chunk_overlap_rate": 0.2, "batch_size": None,
+                                     "prune_type": None, "prune_ratio": 0.1, "skip_existing": False},
+                                    requires=("sparse_encoding_processor",),
+                                    value_features={"chunking": "text_chunking", "batch_size": "ingest_batch_size",
+                                                    "prune_type": "ingest_prune", "skip_existing": "skip_existing"}),
+    "search-pipeline": TemplateSpec("search pipeline: default model id and two-phase neural sparse search",
+                                    {"pipeline_description": "neural sparse search by sparsepack", "two_phase": True,
+                                     "prune_type": None, "two_phase_prune_ratio": 0.4, "expansion_rate": 5.0,
+                                     "max_window_size": 10000},
+                                    requires=("neural_query_enricher",),
+                                    value_features={"two_phase": "two_phase", "prune_type": "two_phase_prune_type"}),
+    "index-mapping": TemplateSpec("index with a rank_features (or sparse_vector) field",
+                                  {"text_field": "text", "embedding_field": "text_sparse", "chunk_field": "text_chunks",
+                                   "chunking": False, "field_type": "rank_features", "ingest_pipeline": None,
+                                   "search_pipeline": None, "shards": 1, "replicas": 0, "n_postings": -1,
+                                   "cluster_ratio": 0.1, "summary_prune_ratio": 0.4, "approximate_threshold": 1000000}),
+    "query": TemplateSpec("neural_sparse search body",
+                          {"embedding_field": "text_sparse", "query_text": None, "model_id": None, "analyzer": None,
+                           "query_tokens": None, "size": 10},
+                          requires=("neural_sparse_query",),
+                          value_features={"analyzer": "analyzer", "query_tokens": "query_tokens"}),
+    "cluster-settings": TemplateSpec("persistent ML Commons settings for registering and deploying",
+                                     {"only_run_on_ml_node": False, "native_memory_threshold": 95,
+                                      "jvm_heap_memory_threshold": 95, "disk_free_space_threshold": "1gb",
+                                      "allow_custom_deployment_plan": True}),
+}
+
+
+def _environment(template_dir: str | Path | None) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = []
+    if template_dir:
+        if not Path(template_dir).is_dir():
+            raise SparsepackError(f"--template-dir {template_dir} is not a directory")
+        loaders.append(jinja2.FileSystemLoader(str(template_dir)))
+    loaders.append(jinja2.FileSystemLoader(str(resources.files("sparsepack") / "templates")))
+    return jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined,
+                              autoescape=False, keep_trailing_newline=True)
+
+
+def template_variables(name: str, template_dir: str | Path | None = None) -> list[str]:
+    env = _environment(template_dir)
+    source = env.loader.get_source(env, f"{name}.json.j2")[0]
+    return sorted(meta.find_undeclared_variables(env.parse(source)))
+
+
+def list_templates(template_dir: str | Path | None = None) -> list[dict]:
+    return [{"name": n, "description": s.description, "variables": template_variables(n, template_dir),
+             "defaults": {k: v for k, v in s.defaults.items() if v is not None}}
+            for n, s in TEMPLATES.items()]
+
+
+def _pick_artifact(manifest: dict, role: str) -> dict:
+    for art in manifest.get("artifacts", []):
+        if art["role"] == role:
+            return art
+    roles = [a["role"] for a in manifest.get("artifacts", [])]
+    raise SparsepackError(f"the manifest has no {role!r} artifact (it has {roles}); use role={roles[0] if roles else 'document'}")
+
+
+def render(name: str, manifest: dict | None, target_version: str = DEFAULT_TARGET, template_dir: str | Path | None = None,
+           **values: Any) -> dict:
+    if name not in TEMPLATES:
+        raise SparsepackError(f"unknown template {name!r}; `sparsepack render --list` shows {', '.join(TEMPLATES)}")
+    spec = TEMPLATES[name]
+    version = parse_version(target_version)
+    for feature in spec.requires:
+        require(feature, version)
+    context: dict[str, Any] = {**spec.defaults, **values}
+    for key, feature in spec.value_features.items():
+        if context.get(key):
+            require(feature, version)
+    manifest = manifest or {}
+    if manifest.get("name"):
+        context["model_name"] = context.get("model_name") or manifest["name"]
+        context["group_name"] = context.get("group_name") or f"{manifest['name']}-group"
+    context.setdefault("model_name", None)
+    if context.get("model_description") is None and manifest:
+        context["model_description"] = f"{manifest['mode']} neural sparse model {manifest['name']} packaged by sparsepack"
+    if context.get("group_description") is None and "group_description" in context:
+        context["group_description"] = "neural sparse models packaged by sparsepack"
+    if spec.uses_artifact:
+        if not manifest:
+            raise SparsepackError(f"template {name} needs --manifest OUT/manifest.json")
+        line = line_of(version)
+        if line not in manifest.get("compatible_opensearch", []):
+            raise SparsepackError(f"the package's TorchScript does not load on OpenSearch {line} "
+                                  f"(compatible: {', '.join(manifest.get('compatible_opensearch', [])) or 'none'}); "
+                                  f"re-package with eager attention or target another version")
+        art = _pick_artifact(manifest, context["role"])
+        context["artifact"] = art
+        context["total_chunks"] = max(1, math.ceil(art["size_bytes"] / CHUNK_SIZE))
+    if name == "index-mapping" and context.get("field_type") == "sparse_vector":
+        require("sparse_vector", version)
+        require("token_id_format", version)
+        if manifest and manifest.get("vocab_size", 0) > SEISMIC_MAX_VOCAB:
+            raise SparsepackError(f"vocabulary of {manifest['vocab_size']} tokens exceeds {SEISMIC_MAX_VOCAB}: SEISMIC folds ids "
+                                  f"to 16 bits and they would collide; use field_type=rank_features")
+    elif name == "index-mapping" and context.get("field_type") != "rank_features":
+        raise SparsepackError(f"field_type {context.get('field_type')!r} is unknown; use rank_features or sparse_vector")
+    if name == "query":
+        chosen = [k for k in ("query_tokens", "analyzer", "model_id") if context.get(k)]
+        if len(chosen) > 1:
+            raise SparsepackError(f"query: give one of query_tokens, analyzer, model_id (got {', '.join(chosen)})")
+        if not chosen and version < (3, 1):
+            raise SparsepackError(f"query: OpenSearch {fmt(version)} needs model_id (or query_tokens); "
+                                  f"only 3.1+ has a default analyzer")
+        if not context.get("query_tokens") and not context.get("query_text"):
+            raise SparsepackError("query: set query_text=... (or query_tokens)")
+    if name == "ingest-pipeline" and context.get("prune_type"):
+        _check_prune(context["prune_type"], context["prune_ratio"])
+    context["features"] = features_for(version)
+    context["target_version"] = fmt(version)
+    context["manifest"] = manifest
+    missing = [k for k in template_variables(name, template_dir) if context.get(k, ...) is None and k not in _NULLABLE]
+    if missing:
+        raise SparsepackError(f"template {name} needs {', '.join(missing)}; pass --set {missing[0]}=...")
+    env = _environment(template_dir)
+    try:
+        text = env.get_template(f"{name}.json.j2").render(**context)
+    except jinja2.UndefinedError as exc:
+        raise SparsepackError(f"template {name}: {exc.message}; pass it with --set NAME=VALUE") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SparsepackError(f"template {name} rendered invalid JSON ({exc.msg} at line {exc.lineno}); fix the template") from exc
+
+
+_NULLABLE = {"access_mode", "backend_roles", "model_group_id", "batch_size", "prune_type", "ingest_pipeline",
+             "search_pipeline", "model_id", "analyzer", "query_tokens", "query_text"}
+
+_PRUNE_TYPES = ("none", "max_ratio", "alpha_mass", "top_k", "abs_value")
+
+
+def _check_prune(prune_type: str, ratio: float) -> None:
+    if prune_type not in _PRUNE_TYPES:
+        raise SparsepackError(f"prune_type {prune_type!r} is unknown; use one of {', '.join(_PRUNE_TYPES)}")
+    if prune_type == "top_k" and (float(ratio) < 1 or float(ratio) != int(float(ratio))):
+        raise SparsepackError(f"prune_type top_k needs a positive integer prune_ratio, got {ratio}")
+    if prune_type in ("max_ratio", "alpha_mass") and not 0 <= float(ratio) < 1:
+        raise SparsepackError(f"prune_type {prune_type} needs prune_ratio in [0, 1), got {ratio}")
+
+
+def parse_set_values(pairs: list[str]) -> dict[str, Any]:
+    """``--set key=value``: values are JSON when they parse (numbers, true, {...}), else strings."""
+    out = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise SparsepackError(f"--set {pair!r} is not KEY=VALUE")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def write_package_bodies(out_dir: Path, manifest: dict, target_version: str = DEFAULT_TARGET) -> None:
+    """Next to each zip: its register-meta and model-config JSON for the default target; listed in the manifest."""
+    if line_of(parse_version(target_version)) not in manifest["compatible_opensearch"]:
+        return
+    for art in manifest["artifacts"]:
+        stem = art["file"].removesuffix(".zip")
+        files = {}
+        for template in ("register-meta", "model-config"):
+            body = render(template, manifest, target_version, role=art["role"])
+            path = out_dir / f"{stem}.{template}.json"
+            path.write_text(json.dumps(body, indent=2) + "\n")
+            files[template] = path.name
+        art["bodies"] = {"target_version": target_version, **files}
