@@ -1,0 +1,384 @@
+"""``sparsepack``: a thin command line over the library."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import SparsepackError
+
+
+def _err(msg: str) -> None:
+    print(f"sparsepack: {msg}", file=sys.stderr, flush=True)
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _conn_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("connection (flags win over OPENSEARCH_URL, OPENSEARCH_USERNAME, OPENSEARCH_PASSWORD, ...)")
+    g.add_argument("--url", help="cluster URL (env OPENSEARCH_URL; default http://localhost:9200)")
+    g.add_argument("--username", help="basic-auth user (env OPENSEARCH_USERNAME)")
+    g.add_argument("--password", help="basic-auth password (prefer env OPENSEARCH_PASSWORD: flags show in ps)")
+    g.add_argument("--api-key", help="API key (env OPENSEARCH_API_KEY)")
+    g.add_argument("--ca-certs", help="CA bundle for a private CA (env OPENSEARCH_CA_CERTS)")
+    g.add_argument("--client-cert", help="client certificate (PEM)")
+    g.add_argument("--client-key", help="client key (PEM)")
+    g.add_argument("--insecure", action="store_true", help="skip TLS certificate verification (explicit opt-out)")
+    g.add_argument("--aws-region", help="sign requests with AWS SigV4 for Amazon OpenSearch Service")
+    g.add_argument("--aws-service", default="es", choices=("es", "aoss"), help="es (domains) or aoss (serverless)")
+    g.add_argument("--request-timeout", type=float, default=60.0, help="seconds per HTTP request")
+
+
+def _conn(args):
+    from .registry.connection import ConnectionOptions
+
+    return ConnectionOptions.from_env(url=args.url, username=args.username, password=args.password, api_key=args.api_key,
+                                      ca_certs=args.ca_certs, client_cert=args.client_cert, client_key=args.client_key,
+                                      insecure=args.insecure or None, aws_region=args.aws_region,
+                                      aws_service=args.aws_service, timeout=args.request_timeout)
+
+
+def _package_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--revision", help="Hugging Face revision (branch, tag or commit)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow models that ship custom code (review it first)")
+    p.add_argument("--max-length", type=int, help="document truncation in tokens (default: min(model max, 512))")
+    p.add_argument("--prune-ratio", type=float, default=0.0, help="inside the model: keep weights > max x ratio (off by default)")
+    p.add_argument("--opensearch", default="2.x,3.x", help="OpenSearch lines the trace must load on (default 2.x,3.x)")
+
+
+def _package_kwargs(args) -> dict:
+    return {"revision": args.revision, "trust_remote_code": args.trust_remote_code, "max_length": args.max_length,
+            "prune_ratio": args.prune_ratio, "targets": tuple(t.strip() for t in args.opensearch.split(",") if t.strip()),
+            "extra_files": _write_bodies}
+
+
+def _write_bodies(staging: Path, manifest: dict) -> None:
+    from .templates import write_package_bodies
+
+    write_package_bodies(staging, manifest)
+
+
+def cmd_package(args) -> int:
+    from .packaging.package import package
+
+    manifest = package(args.model, args.output, force=args.force, **_package_kwargs(args))
+    if args.json:
+        _print_json(manifest)
+    else:
+        doc = manifest["parity"]["document"]
+        print(f"{manifest['name']}: {manifest['mode']}, {manifest['activation']}, max_length {manifest['max_length']}, "
+              f"vocab {manifest['vocab_size']}; loads on OpenSearch {', '.join(manifest['compatible_opensearch'])}")
+        print(f"parity: documents max |d| {doc['max_abs_diff']:.2e} (<= {doc['tolerance']:.0e}), queries "
+              f"{'identical' if manifest['parity']['query']['passed'] else 'DIFFER'}")
+        for art in manifest["artifacts"]:
+            print(f"  {art['role']:8s} {art['function_name']:15s} {args.output}/{art['file']}  sha256 {art['sha256'][:16]}...")
+    return 0
+
+
+def cmd_render(args) -> int:
+    from .packaging.package import load_manifest
+    from .templates import list_templates, parse_set_values, render
+
+    if args.list:
+        for t in list_templates(args.template_dir):
+            print(f"{t['name']:18s} {t['description']}\n{'':18s} variables: {', '.join(t['variables'])}")
+        return 0
+    if not args.template:
+        raise SparsepackError("name a template (see `sparsepack render --list`)")
+    manifest = load_manifest(args.manifest)[0] if args.manifest else None
+    body = render(args.template, manifest, args.target_version, template_dir=args.template_dir, **parse_set_values(args.set))
+    text = json.dumps(body, indent=2) + "\n"
+    if args.output:
+        tmp = Path(args.output).with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(args.output)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_node(args) -> int:
+    from .node import cluster
+
+    if args.node_command == "start":
+        state = cluster.start(args.version, port=args.port, heap=args.heap, nodes=args.nodes, log=_err)
+        _print_json({"url": state.url, "version": state.version, "nodes": [n.name for n in state.nodes]}) if args.json else \
+            print(state.url)
+    elif args.node_command == "stop":
+        return 0 if cluster.stop(args.port, log=_err) else 1
+    elif args.node_command == "status":
+        st = cluster.status(args.port)
+        _print_json(st)
+        return 0 if st.get("healthy") else 1
+    elif args.node_command == "logs":
+        state = cluster.load_state(cluster.default_home(), args.port)
+        if state is None:
+            raise SparsepackError(f"no sparsepack cluster recorded on port {args.port}")
+        ndir = cluster.cluster_dir(Path(state.home), args.port) / args.node
+        print(cluster.log_tail(ndir, args.lines).replace(" | ", "\n"))
+    return 0
+
+
+def cmd_preflight(args) -> int:
+    from .packaging.package import load_manifest
+    from .registry import preflight
+    from .registry.connection import connect
+
+    manifest = load_manifest(args.manifest)[0] if args.manifest else None
+    cl = connect(_conn(args))
+    pf = preflight.run_preflight(cl, manifest)
+    if not pf.ok and args.apply_settings:
+        preflight.apply_settings(cl, pf.version)
+        pf = preflight.run_preflight(cl, manifest)
+    if args.json:
+        _print_json(pf.as_dict())
+    else:
+        print(f"OpenSearch {pf.version}; plugins: {', '.join(pf.plugins)}; ML nodes: {len(pf.ml_nodes)}")
+        for b in pf.blockers:
+            print(f"  BLOCKER: {b}")
+        print("preflight passed" if pf.ok else "preflight failed")
+    return 0 if pf.ok else 4
+
+
+def _release_opts(args):
+    from .registry.release import ReleaseOptions
+
+    return ReleaseOptions(group=args.group, clear_previous=args.clear_previous,
+                          node_ids=[n for n in (args.nodes or "").split(",") if n], node_attr=args.node_attr,
+                          timeout=args.timeout, keep_on_failure=args.keep_on_failure, keep=args.keep,
+                          apply_settings=args.apply_settings, progress=not args.json)
+
+
+def _emit_report(report: dict, args) -> int:
+    if getattr(args, "report", None):
+        Path(args.report).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    if args.json:
+        _print_json(report)
+    else:
+        for name, step in report["steps"].items():
+            print(f"  {name:16s} {'ok' if step.get('passed') else 'FAILED'}  {step.get('seconds', 0):.1f}s")
+        if report.get("model_ids"):
+            print(f"  model ids: {report['model_ids']}")
+    if not report["passed"]:
+        _err(f"release failed at {report['failed_step']}: {report.get('error', '')}")
+        return 4
+    return 0
+
+
+def cmd_release(args) -> int:
+    from .registry.release import release
+
+    kwargs = _package_kwargs(args)
+    report = release(args.target, _conn(args), _release_opts(args), package_dir=args.package_dir, **kwargs)
+    return _emit_report(report, args)
+
+
+def cmd_smoke(args) -> int:
+    from .packaging.package import load_manifest
+    from .registry.connection import connect
+    from .registry.preflight import run_preflight
+    from .registry.release import Report, run_smoke
+
+    manifest, root = load_manifest(args.package)
+    conn = _conn(args)
+    report = Report(args.package, conn)
+    cl = connect(conn)
+    version = cl.info()["version"]["number"]
+    ids = {"document": args.document_model}
+    if args.query_model:
+        ids["query"] = args.query_model
+    encode_query = None
+    if args.model:
+        from .packaging.introspect import load_encoder
+
+        enc = load_encoder(args.model)
+        encode_query = lambda texts: enc.encode_query(texts, convert_to_tensor=True).to_dense()  # noqa: E731
+    try:
+        run_smoke(cl, manifest, root, version, ids, args.keep, report, encode_query)
+        report.data["passed"] = True
+    except SparsepackError as exc:
+        report.data["error"] = str(exc)
+    report.data["cluster"] = {"version": version, "ml_nodes": run_preflight(cl).ml_nodes}
+    report.data["model_ids"] = ids
+    return _emit_report(report.data, args)
+
+
+def cmd_list(args) -> int:
+    from .registry import models
+    from .registry.connection import connect
+
+    rows = models.list_models(connect(_conn(args)), args.group)
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['model_id']}  {r['state'] or '?':18s} {r['function_name'] or '?':16s} {r['name']} v{r['version']}")
+    return 0
+
+
+def cmd_undeploy(args) -> int:
+    from .registry import models
+    from .registry.connection import connect
+
+    cl = connect(_conn(args))
+    for mid in args.model_ids:
+        models.undeploy(cl, mid)
+        print(f"undeployed {mid}")
+    return 0
+
+
+def cmd_delete(args) -> int:
+    from .registry import models
+    from .registry.connection import connect
+
+    cl = connect(_conn(args))
+    for mid in args.model_ids:
+        models.delete(cl, mid, args.timeout)
+        print(f"deleted {mid}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import DemoSpec, build_demo_model
+    from .node import cluster
+    from .registry.connection import ConnectionOptions
+    from .registry.release import ReleaseOptions, release
+
+    work = Path(args.workdir)
+    model_dir = work / "demo-model"
+    if not (model_dir / "modules.json").exists():
+        _err(f"building the demo model (random-weight BERT, offline) in {model_dir}")
+        build_demo_model(model_dir, DemoSpec())
+    url = args.url
+    if not url:
+        state = cluster.start(args.version, port=args.port, log=_err)
+        url = state.url
+    report = release(str(model_dir), ConnectionOptions.from_env(url=url), ReleaseOptions(progress=False, clear_previous=True),
+                     package_dir=str(work / "demo-package"), targets=("2.x", "3.x"), extra_files=_write_bodies)
+    if args.json:
+        args.report = getattr(args, "report", None)
+    return _emit_report(report, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sparsepack", description="Get OpenSearch neural sparse models into production.")
+    p.add_argument("--version", action="version", version=f"sparsepack {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sp = sub.add_parser("package", help="trace a SparseEncoder into ML Commons artifacts and prove parity")
+    sp.add_argument("model", help="Hugging Face id or local SparseEncoder directory")
+    sp.add_argument("-o", "--output", required=True, help="output directory (written atomically)")
+    _package_args(sp)
+    sp.add_argument("--force", action="store_true", help="replace an existing output directory")
+    sp.add_argument("--json", action="store_true", help="print the manifest to stdout")
+    sp.set_defaults(func=cmd_package)
+
+    sp = sub.add_parser("render", help="render an ML Commons / neural-search body from a template")
+    sp.add_argument("template", nargs="?")
+    sp.add_argument("--manifest", help="package manifest.json (or its directory)")
+    sp.add_argument("--target-version", default="3.8", help="OpenSearch version the body is for (default: newest 3.x)")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="template variable (JSON or string)")
+    sp.add_argument("--template-dir", help="directory whose NAME.json.j2 files override the built-in templates")
+    sp.add_argument("-o", "--output", help="write to this file instead of stdout")
+    sp.add_argument("--list", action="store_true", help="list templates and their variables")
+    sp.set_defaults(func=cmd_render)
+
+    sp = sub.add_parser("node", help="a local OpenSearch node with ML Commons and neural-search")
+    nsub = sp.add_subparsers(dest="node_command", required=True)
+    for name in ("start", "stop", "status", "logs"):
+        n = nsub.add_parser(name)
+        n.add_argument("--port", type=int, default=9200)
+        if name == "start":
+            n.add_argument("--version", default="3.6.0", help="3.6.0 (default) or 2.19.6")
+            n.add_argument("--heap", default="1g")
+            n.add_argument("--nodes", type=int, default=1, help="1 + (N-1) dedicated ml nodes with attribute gpu=true")
+            n.add_argument("--json", action="store_true")
+        if name == "logs":
+            n.add_argument("--node", default="node-0")
+            n.add_argument("--lines", type=int, default=40)
+    sp.set_defaults(func=cmd_node)
+
+    sp = sub.add_parser("preflight", help="check a cluster can register and deploy a package")
+    _conn_args(sp)
+    sp.add_argument("--manifest")
+    sp.add_argument("--apply-settings", action="store_true", help="apply the cluster-settings template if anything blocks")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_preflight)
+
+    for name, func, helptext in (("release", cmd_release, "package (if given a model), preflight, register, deploy, smoke"),):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("target", help="model id/path, or a package directory")
+        _conn_args(sp)
+        _package_args(sp)
+        sp.add_argument("--package-dir", help="where to package a model (default ./NAME-sparsepack)")
+        sp.add_argument("--group", help="model group name (default NAME-sparsepack)")
+        sp.add_argument("--clear-previous", action="store_true", help="undeploy and delete other models in the group")
+        sp.add_argument("--nodes", help="deploy only on these node ids (comma-separated)")
+        sp.add_argument("--node-attr", help="deploy only on nodes with this attribute, e.g. gpu=true")
+        sp.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for register/deploy tasks")
+        sp.add_argument("--keep-on-failure", action="store_true", help="do not roll back what this run created")
+        sp.add_argument("--keep", action="store_true", help="keep the smoke test's index and pipelines")
+        sp.add_argument("--apply-settings", action="store_true", help="apply missing ML Commons settings")
+        sp.add_argument("--report", help="also write the JSON report to this file")
+        sp.add_argument("--json", action="store_true", help="print the JSON report")
+        sp.set_defaults(func=func)
+
+    sp = sub.add_parser("smoke", help="smoke-test deployed models against a package")
+    sp.add_argument("package", help="package directory")
+    sp.add_argument("--document-model", required=True)
+    sp.add_argument("--query-model")
+    sp.add_argument("--model", help="source model: also compare queries with its encode_query")
+    sp.add_argument("--keep", action="store_true")
+    sp.add_argument("--report")
+    sp.add_argument("--json", action="store_true")
+    _conn_args(sp)
+    sp.set_defaults(func=cmd_smoke)
+
+    sp = sub.add_parser("list", help="list models")
+    _conn_args(sp)
+    sp.add_argument("--group", help="only this model group id")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_list)
+    for name, func in (("undeploy", cmd_undeploy), ("delete", cmd_delete)):
+        sp = sub.add_parser(name, help=f"{name} models by id")
+        sp.add_argument("model_ids", nargs="+")
+        sp.add_argument("--timeout", type=float, default=120.0)
+        _conn_args(sp)
+        sp.set_defaults(func=func)
+
+    sp = sub.add_parser("demo", help="build the offline demo model, package it, start the local node, release, report")
+    sp.add_argument("--workdir", default=os.environ.get("SPARSEPACK_DEMO_DIR", "/tmp/sparsepack-demo"))
+    sp.add_argument("--version", default="3.6.0")
+    sp.add_argument("--port", type=int, default=9200)
+    sp.add_argument("--url", help="use this cluster instead of starting the local node")
+    sp.add_argument("--report")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SparsepackError as exc:
+        _err(f"error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line for users, the traceback on request
+        if os.environ.get("SPARSEPACK_DEBUG"):
+            raise
+        _err(f"unexpected error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+             f"(set SPARSEPACK_DEBUG=1 for the traceback)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""An opensearch-py client from flags with environment fallbacks, and the one place HTTP calls are retried."""
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import ClusterError, SparsepackError
+
+RETRY_STATUSES = (429, 502, 503, 504)
+
+
+@dataclass
+class ConnectionOptions:
+    url: str = "http://localhost:9200"
+    username: str | None = None
+    password: str | None = None
+    api_key: str | None = None
+    ca_certs: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    insecure: bool = False
+    aws_region: str | None = None
+    aws_service: str = "es"
+    timeout: float = 60.0
+    retries: int = 5
+
+    @classmethod
+    def from_env(cls, **flags: Any) -> "ConnectionOptions":
+        """Flags win; else OPENSEARCH_URL, OPENSEARCH_USERNAME, OPENSEARCH_PASSWORD, OPENSEARCH_API_KEY,
+        OPENSEARCH_CA_CERTS, OPENSEARCH_CLIENT_CERT, OPENSEARCH_CLIENT_KEY, AWS_REGION."""
+        env = {
+            "url": os.environ.get("OPENSEARCH_URL"), "username": os.environ.get("OPENSEARCH_USERNAME"),
+            "password": os.environ.get("OPENSEARCH_PASSWORD"), "api_key": os.environ.get("OPENSEARCH_API_KEY"),
+            "ca_certs": os.environ.get("OPENSEARCH_CA_CERTS"), "client_cert": os.environ.get("OPENSEARCH_CLIENT_CERT"),
+            "client_key": os.environ.get("OPENSEARCH_CLIENT_KEY"), "aws_region": os.environ.get("AWS_REGION"),
+        }
+        values = {k: v for k, v in env.items() if v}
+        values.update({k: v for k, v in flags.items() if v not in (None, "")})
+        return cls(**values)
+
+    def redacted(self) -> dict:
+        """What may be printed or stored: never a secret."""
+        auth = "api-key" if self.api_key else "basic" if self.username else f"aws-sigv4:{self.aws_service}" if self.aws_region else "none"
+        return {"url": self.url, "auth": auth, "tls_verify": not self.insecure}
+
+
+def build_client(opts: ConnectionOptions):
+    from opensearchpy import OpenSearch, RequestsHttpConnection
+
+    if opts.username and opts.password is None:
+        raise SparsepackError("--username given without a password; pass --password or set OPENSEARCH_PASSWORD")
+    if bool(opts.client_cert) != bool(opts.client_key):
+        raise SparsepackError("--client-cert and --client-key go together; pass both")
+    for label, path in (("--ca-certs", opts.ca_certs), ("--client-cert", opts.client_cert), ("--client-key", opts.client_key)):
+        if path and not os.path.exists(path):
+            raise SparsepackError(f"{label} {path} does not exist")
+    kwargs: dict[str, Any] = {
+        "hosts": [opts.url], "timeout": opts.timeout, "max_retries": 0, "retry_on_timeout": False,
+        "verify_certs": not opts.insecure, "ssl_show_warn": False, "connection_class": RequestsHttpConnection,
+    }
+    if opts.url.startswith("https"):
+        kwargs["use_ssl"] = True
+    if opts.ca_certs:
+        kwargs["ca_certs"] = opts.ca_certs
+    if opts.client_cert:
+        kwargs["client_cert"], kwargs["client_key"] = opts.client_cert, opts.client_key
+    if opts.api_key:
+        kwargs["headers"] = {"Authorization": f"ApiKey {opts.api_key}"}
+    elif opts.username:
+        kwargs["http_auth"] = (opts.username, opts.password)
+    elif opts.aws_region:
+        kwargs["http_auth"] = _aws_auth(opts)
+    return OpenSearch(**kwargs)
+
+
+def _aws_auth(opts: ConnectionOptions):
+    if opts.aws_service not in ("es", "aoss"):
+        raise SparsepackError(f"--aws-service {opts.aws_service!r}: use es (managed domains) or aoss (serverless)")
+    try:
+        import boto3
+        from opensearchpy import AWSV4SignerAuth
+    except ImportError as exc:
+        raise SparsepackError("AWS SigV4 needs boto3: pip install 'sparsepack[aws]'") from exc
+    credentials = boto3.Session().get_credentials()
+    if credentials is None:
+        raise SparsepackError("no AWS credentials found; configure them (aws configure, env vars or an instance role)")
+    return AWSV4SignerAuth(credentials, opts.aws_region, opts.aws_service)
+
+
+class Cluster:
+    """Thin wrapper: every request goes through :meth:`request`, which retries transient failures with backoff and
+    turns the server's refusal into a ClusterError carrying the server's own reason."""
+
+    def __init__(self, client, opts: ConnectionOptions, sleep: Callable[[float], None] = time.sleep):
+        self.client = client
+        self.opts = opts
+        self._sleep = sleep
+        self.retried = 0
+
+    def request(self, method: str, path: str, body: Any = None, params: dict | None = None, retry: bool = True,
+                ok_404: bool = False) -> Any:
+        from opensearchpy import exceptions as ex
+
+        attempts = self.opts.retries + 1 if retry else 1
+        for attempt in range(attempts):
+            try:
+                return self.client.transport.perform_request(method, path, body=body, params=params)
+            except ex.TransportError as exc:
+                status = exc.status_code if isinstance(exc.status_code, int) else None
+                if status == 404 and ok_404:
+                    return None
+                transient = status in RETRY_STATUSES or isinstance(exc, ex.ConnectionError) and not isinstance(exc, ex.SSLError)
+                if transient and attempt + 1 < attempts:
+                    self.retried += 1
+                    self._sleep(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random()))
+                    continue
+                raise _as_cluster_error(exc, method, path, self.opts) from exc
+        raise AssertionError("unreachable")
+
+    def wait_for(self, check: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
+        """Poll ``check`` until it returns something truthy; ``what`` names the wait in the timeout error."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = check()
+            if result:
+                return result
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}; raise --timeout or check the cluster logs")
+            self._sleep(interval)
+
+    def info(self) -> dict:
+        return self.request("GET", "/")
+
+
+def _as_cluster_error(exc, method: str, path: str, opts: ConnectionOptions) -> ClusterError:
+    from opensearchpy import exceptions as ex
+
+    if isinstance(exc, ex.SSLError):
+        return ClusterError(f"TLS handshake with {opts.url} failed ({_short(exc.info)}); pass --ca-certs for a private CA, "
+                            f"or --insecure to skip verification")
+    if isinstance(exc, ex.ConnectionError):
+        return ClusterError(f"cannot connect to {opts.url} ({_short(exc.info)}); check --url and that the cluster is up")
+    status = exc.status_code
+    if status == 401:
+        return ClusterError(f"{opts.url} refused the credentials (401); check --username/--password or --api-key")
+    if status == 403:
+        return ClusterError(f"{method} {path} is forbidden for this user (403): {_reason(exc)}; grant the ml_full_access role")
+    return ClusterError(f"{method} {path} failed with HTTP {status}: {_reason(exc)}")
+
+
+def _reason(exc) -> str:
+    info = exc.info
+    if isinstance(info, dict):
+        err = info.get("error", info)
+        if isinstance(err, dict):
+            root = (err.get("root_cause") or [{}])[0]
+            return str(root.get("reason") or err.get("reason") or err)[:400]
+        return str(err)[:400]
+    return _short(info or exc.error)
+
+
+def _short(value) -> str:
+    text = str(value).strip().splitlines()
+    return text[0][:300] if text else "no detail"
+
+
+def connect(opts: ConnectionOptions) -> Cluster:
+    return Cluster(build_client(opts), opts)

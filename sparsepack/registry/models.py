@@ -1,0 +1,214 @@
+"""ML Commons model lifecycle: group, chunked upload, deploy on chosen nodes, task polling, undeploy, delete."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ClusterError
+from ..templates import CHUNK_SIZE, render
+from .connection import Cluster
+
+BASE = "/_plugins/_ml"
+TASK_DONE = {"COMPLETED", "FAILED", "COMPLETED_WITH_ERROR", "CANCELLED", "EXPIRED"}
+USABLE = {"REGISTERED", "DEPLOYED", "PARTIALLY_DEPLOYED", "DEPLOYING", "UNDEPLOYED", "DEPLOY_FAILED", "LOADED", "UPLOADED",
+          "PARTIALLY_LOADED", "UNLOADED", "LOAD_FAILED"}
+DEPLOYED = {"DEPLOYED", "PARTIALLY_DEPLOYED", "LOADED", "PARTIALLY_LOADED"}
+
+
+@dataclass
+class Created:
+    """What this run created, so a failure can remove exactly that and nothing else."""
+    group_id: str | None = None
+    model_ids: list[str] = field(default_factory=list)
+    deployed: list[str] = field(default_factory=list)
+
+
+def ensure_group(cluster: Cluster, name: str, version: str, created: Created, access_mode: str | None = None) -> tuple[str, bool]:
+    found = cluster.request("POST", f"{BASE}/model_groups/_search",
+                            body={"query": {"term": {"name.keyword": name}}, "size": 1}, ok_404=True)
+    hits = (found or {}).get("hits", {}).get("hits", [])
+    if hits:
+        return hits[0]["_id"], False
+    body = render("model-group", None, version, group_name=name, access_mode=access_mode)
+    group_id = cluster.request("POST", f"{BASE}/model_groups/_register", body=body)["model_group_id"]
+    created.group_id = group_id
+    return group_id, True
+
+
+def get_model(cluster: Cluster, model_id: str) -> dict | None:
+    return cluster.request("GET", f"{BASE}/models/{model_id}", ok_404=True)
+
+
+def models_in_group(cluster: Cluster, group_id: str) -> list[dict]:
+    body = {"size": 1000, "query": {"bool": {"filter": [{"term": {"model_group_id": group_id}}],
+                                             "must_not": [{"exists": {"field": "chunk_number"}}]}}}
+    res = cluster.request("POST", f"{BASE}/models/_search", body=body, ok_404=True) or {}
+    return [{"model_id": h["_id"], **h["_source"]} for h in res.get("hits", {}).get("hits", [])]
+
+
+def find_by_hash(cluster: Cluster, group_id: str, sha256: str) -> dict | None:
+    for model in models_in_group(cluster, group_id):
+        if model.get("model_content_hash_value") == sha256 and model.get("model_state") in USABLE:
+            return model
+    return None
+
+
+def _chunks(path: Path):
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK_SIZE):
+            yield chunk
+
+
+def upload(cluster: Cluster, manifest: dict, root: Path, artifact: dict, group_id: str, version: str, created: Created,
+           timeout: float = 300.0, progress: bool = True) -> str:
+    """``_register_meta`` then every chunk in order (the last one flips the model to REGISTERED)."""
+    body = render("register-meta", manifest, version, role=artifact["role"], model_group_id=group_id,
+                  model_name=f"{manifest['name']}-{artifact['role']}")
+    model_id = cluster.request("POST", f"{BASE}/models/_register_meta", body=body)["model_id"]
+    created.model_ids.append(model_id)
+    path = root / artifact["file"]
+    bar = _bar(artifact["size_bytes"], f"upload {artifact['file']}", progress)
+    try:
+        for n, chunk in enumerate(_chunks(path)):
+            cluster.request("POST", f"{BASE}/models/{model_id}/upload_chunk/{n}", body=chunk)
+            if bar:
+                bar.update(len(chunk))
+    finally:
+        if bar:
+            bar.close()
+    cluster.wait_for(lambda: (get_model(cluster, model_id) or {}).get("model_state") in USABLE, timeout,
+                     f"model {model_id} to become REGISTERED")
+    return model_id
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr, leave=False, disable=not sys.stderr.isatty())
+
+
+def nodes_with_attr(cluster: Cluster, attr: str) -> list[str]:
+    key, sep, value = attr.partition("=")
+    if not sep:
+        raise ClusterError(f"--node-attr {attr!r} is not KEY=VALUE (e.g. gpu=true)")
+    nodes = cluster.request("GET", "/_nodes")["nodes"]
+    chosen = sorted(nid for nid, n in nodes.items() if str(n.get("attributes", {}).get(key)) == value)
+    if not chosen:
+        raise ClusterError(f"no node has the attribute {key}={value}; set node.attr.{key}: {value} on the GPU/ML nodes")
+    return chosen
+
+
+def wait_task(cluster: Cluster, task_id: str, timeout: float, what: str) -> dict:
+    task = cluster.wait_for(lambda: _done(cluster.request("GET", f"{BASE}/tasks/{task_id}")), timeout, what)
+    if task["state"] != "COMPLETED":
+        raise ClusterError(f"{what} ended {task['state']}: {node_errors(task)}")
+    return task
+
+
+def _done(task: dict) -> dict | None:
+    return task if task.get("state") in TASK_DONE else None
+
+
+def node_errors(task: dict) -> str:
+    """The task's per-node errors, verbatim."""
+    raw = task.get("error")
+    if not raw:
+        return "no error reported by the server"
+    try:
+        errors = json.loads(raw)
+    except (TypeError, json.JSONDecodeError):
+        return str(raw)
+    if isinstance(errors, dict):
+        return "; ".join(f"node {nid}: {msg}" for nid, msg in errors.items())
+    return str(errors)
+
+
+def deploy(cluster: Cluster, model_id: str, node_ids: list[str] | None, timeout: float, created: Created) -> dict:
+    model = get_model(cluster, model_id) or {}
+    current = set(model.get("planning_worker_nodes") or [])
+    if model.get("model_state") == "DEPLOYED" and (not node_ids or current == set(node_ids)):
+        return {"model_id": model_id, "state": "DEPLOYED", "worker_nodes": sorted(current), "reused": True}
+    body = {"node_ids": node_ids} if node_ids else None
+    task_id = cluster.request("POST", f"{BASE}/models/{model_id}/_deploy", body=body)["task_id"]
+    created.deployed.append(model_id)
+    task = wait_task(cluster, task_id, timeout, f"deploy of {model_id}")
+    model = get_model(cluster, model_id) or {}
+    state = model.get("model_state")
+    if state not in DEPLOYED:
+        raise ClusterError(f"deploy of {model_id} left it {state}: {node_errors(task)}")
+    if state.startswith("PARTIALLY"):
+        raise ClusterError(f"deploy of {model_id} is PARTIALLY_DEPLOYED: {node_errors(task)}")
+    return {"model_id": model_id, "state": state, "worker_nodes": sorted(task.get("worker_node") or []), "task_id": task_id,
+            "reused": False}
+
+
+def worker_nodes(cluster: Cluster, model_id: str) -> list[str]:
+    """Nodes that actually serve the model, from the profile API."""
+    prof = cluster.request("GET", f"{BASE}/profile/models/{model_id}")
+    out = set()
+    for nid, node in prof.get("nodes", {}).items():
+        if model_id in node.get("models", {}):
+            out.add(nid)
+    return sorted(out)
+
+
+def undeploy(cluster: Cluster, model_id: str) -> None:
+    cluster.request("POST", f"{BASE}/models/{model_id}/_undeploy", ok_404=True)
+
+
+def delete(cluster: Cluster, model_id: str, timeout: float = 60.0) -> None:
+    model = get_model(cluster, model_id)
+    if model is None:
+        return
+    if model.get("model_state") in DEPLOYED | {"DEPLOYING"}:
+        undeploy(cluster, model_id)
+        cluster.wait_for(lambda: (get_model(cluster, model_id) or {}).get("model_state") not in DEPLOYED | {"DEPLOYING"},
+                         timeout, f"model {model_id} to undeploy")
+    cluster.request("DELETE", f"{BASE}/models/{model_id}", ok_404=True)
+
+
+def delete_group(cluster: Cluster, group_id: str, timeout: float = 30.0) -> None:
+    """Deleted models linger in the group's search view for a refresh interval; wait them out."""
+    cluster.request("POST", "/.plugins-ml-model/_refresh", ok_404=True)
+    cluster.wait_for(lambda: not models_in_group(cluster, group_id), timeout, f"model group {group_id} to empty")
+    cluster.request("DELETE", f"{BASE}/model_groups/{group_id}", ok_404=True)
+
+
+def rollback(cluster: Cluster, created: Created) -> list[str]:
+    """Remove what this run created; return what could not be removed (never raises)."""
+    left = []
+    for model_id in reversed(created.model_ids):
+        try:
+            delete(cluster, model_id)
+        except Exception as exc:  # noqa: BLE001 - keep rolling back the rest
+            left.append(f"model {model_id}: {exc}")
+    for model_id in created.deployed:
+        if model_id not in created.model_ids:
+            try:
+                undeploy(cluster, model_id)
+            except Exception as exc:  # noqa: BLE001
+                left.append(f"undeploy {model_id}: {exc}")
+    if created.group_id:
+        try:
+            delete_group(cluster, created.group_id)
+        except Exception as exc:  # noqa: BLE001
+            left.append(f"group {created.group_id}: {exc}")
+    return left
+
+
+def list_models(cluster: Cluster, group: str | None = None) -> list[dict]:
+    body = {"size": 1000, "query": {"bool": {"must_not": [{"exists": {"field": "chunk_number"}}]}}}
+    res = cluster.request("POST", f"{BASE}/models/_search", body=body, ok_404=True) or {}
+    out = []
+    for hit in res.get("hits", {}).get("hits", []):
+        src = hit["_source"]
+        if group and src.get("model_group_id") != group:
+            continue
+        out.append({"model_id": hit["_id"], "name": src.get("name"), "version": src.get("model_version"),
+                    "function_name": src.get("algorithm") or src.get("function_name"), "state": src.get("model_state"),
+                    "group": src.get("model_group_id"), "sha256": src.get("model_content_hash_value")})
+    return sorted(out, key=lambda m: (m["name"] or "", m["version"] or ""))

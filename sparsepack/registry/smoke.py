@@ -1,0 +1,178 @@
+"""Prove a deployed model answers like the packaged one, and that retrieval through the pipelines works."""
+from __future__ import annotations
+
+import json
+import struct
+import time
+import uuid
+from pathlib import Path
+
+import torch
+
+from ..packaging.archive import read_zip
+from ..packaging.exporter import EXPORTERS
+from ..packaging.parity import (DOCUMENT_BATTERY, QUERY_BATTERY, DjlStyleTokenizer, emulate_sparse_tokenize,
+                                reference_token_map, run_artifact)
+from ..packaging.tokenizer_export import server_token_strings
+from ..templates import render
+from .connection import Cluster
+from .models import BASE
+
+PREDICT_TOLERANCE = 1e-4
+SCORE_RTOL = 1e-3
+
+CORPUS = [
+    "The weather in New York is rainy today, with heavy rain over the city all night.",
+    "OpenSearch indexes sparse vectors as rank features and finds documents with a neural sparse query.",
+    "The river water was cold and the cloud over the valley made the day very long.",
+    "People use language models to make a vector from each word of a text document.",
+    "She said the news of the year would find many people in the city this time.",
+    "Search engines index tokens; a query is a list of token weights.",
+]
+QUERIES = ["rainy weather in new york", "sparse vector search engine", "cold river water", "language model for word vectors",
+           "news of the year", "token weights of a query"]
+
+
+class LocalPackage:
+    """The packaged artifacts run locally, keyed the way the server keys its output."""
+
+    def __init__(self, manifest: dict, root: Path):
+        self.manifest = manifest
+        doc = next(a for a in manifest["artifacts"] if a["role"] == "document")
+        entries = read_zip(root / doc["file"])
+        self.doc_tokenizer_data = json.loads(entries["tokenizer.json"])
+        pt_name = next(n for n in entries if n.endswith(".pt"))
+        exporter = EXPORTERS["torchscript"]()
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / pt_name
+            path.write_bytes(entries[pt_name])
+            self.artifact = exporter.load(path)
+        self.tokenizer = DjlStyleTokenizer(self.doc_tokenizer_data)
+        self.names = server_token_strings(self.doc_tokenizer_data, manifest["vocab_size"])
+        query = next((a for a in manifest["artifacts"] if a["role"] == "query"), None)
+        self.query_tokenizer_data = self.idf = None
+        if query is not None:
+            q_entries = read_zip(root / query["file"])
+            self.query_tokenizer_data = json.loads(q_entries["tokenizer.json"])
+            self.idf = json.loads(q_entries["idf.json"]) if "idf.json" in q_entries else None
+
+    def encode_documents(self, texts: list[str]) -> list[dict[str, float]]:
+        vectors = run_artifact(self.artifact, self.tokenizer, texts, batch_size=1)
+        return [reference_token_map(v, self.names) for v in vectors]
+
+    def encode_queries(self, texts: list[str]) -> list[dict[str, float]]:
+        if self.query_tokenizer_data is None:
+            return self.encode_documents(texts)
+        return [{k: v for k, v in emulate_sparse_tokenize(self.query_tokenizer_data, self.idf, t).items() if v != 0.0}
+                for t in texts]
+
+
+def predict(cluster: Cluster, model_id: str, texts: list[str]) -> list[dict[str, float]]:
+    res = cluster.request("POST", f"{BASE}/_predict/sparse_encoding/{model_id}", body={"text_docs": texts})
+    return [r["output"][0]["dataAsMap"]["response"][0] for r in res["inference_results"]]
+
+
+def compare_maps(got: list[dict], want: list[dict], tolerance: float) -> dict:
+    same = [set(g) == set(w) for g, w in zip(got, want)]
+    diffs = [abs(g[k] - w[k]) for g, w in zip(got, want) for k in set(g) & set(w)]
+    max_diff = max(diffs, default=0.0)
+    return {"texts": len(got), "identical_token_sets": sum(same), "max_abs_diff": max_diff, "tolerance": tolerance,
+            "passed": all(same) and len(got) == len(want) and max_diff <= tolerance}
+
+
+def check_predict(cluster: Cluster, local: LocalPackage, doc_model: str, query_model: str | None,
+                  encode_query=None) -> dict:
+    t0 = time.perf_counter()
+    result = {"document": compare_maps(predict(cluster, doc_model, DOCUMENT_BATTERY), local.encode_documents(DOCUMENT_BATTERY),
+                                       PREDICT_TOLERANCE)}
+    query_id = query_model or doc_model
+    server_q = predict(cluster, query_id, QUERY_BATTERY)
+    result["query"] = compare_maps(server_q, local.encode_queries(QUERY_BATTERY), PREDICT_TOLERANCE)
+    if encode_query is not None:  # the source model is at hand: compare with it directly too
+        vectors = encode_query(QUERY_BATTERY)
+        want = [reference_token_map(v, local.names) for v in vectors]
+        result["query_vs_encode_query"] = compare_maps(server_q, want, PREDICT_TOLERANCE)
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    result["passed"] = all(v["passed"] for k, v in result.items() if isinstance(v, dict))
+    return result
+
+
+def lucene_feature(value: float) -> float:
+    """rank_features keeps 9 significant bits: Lucene's FeatureField stores float bits >> 15. Scores are query weight x
+    this value, so local scores quantised the same way match the server to float rounding."""
+    bits = struct.unpack("<I", struct.pack("<f", value))[0]
+    return struct.unpack("<f", struct.pack("<I", (bits >> 15) << 15))[0]
+
+
+def _dot(q: dict, d: dict, quantize: bool = True) -> float:
+    return sum(w * (lucene_feature(d[t]) if quantize else d[t]) for t, w in q.items() if t in d)
+
+
+def two_phase_top(q: dict, docs: list[dict], prune_ratio: float = 0.4) -> int | None:
+    """neural_sparse_two_phase_processor (max_ratio): phase one retrieves with the tokens of weight >= ratio x max,
+    phase two rescores those candidates with the whole query."""
+    if not q:
+        return None
+    cut = max(q.values()) * prune_ratio
+    high = {t: w for t, w in q.items() if w >= cut}
+    candidates = [i for i, d in enumerate(docs) if _dot(high, d) > 0]
+    return max(candidates, key=lambda i: _dot(q, docs[i]), default=None)
+
+
+def check_retrieval(cluster: Cluster, local: LocalPackage, version: str, doc_model: str, query_model: str | None,
+                    keep: bool = False) -> dict:
+    """Temporary index + ingest pipeline + two-phase search pipeline; each query's locally best document must come
+    first, with the server's score equal to the local dot product."""
+    suffix = uuid.uuid4().hex[:8]
+    index, ingest, search = f"sparsepack-smoke-{suffix}", f"sparsepack-smoke-ingest-{suffix}", f"sparsepack-smoke-search-{suffix}"
+    query_id = query_model or doc_model
+    t0 = time.perf_counter()
+    resources = {"index": index, "ingest_pipeline": ingest, "search_pipeline": search}
+    try:
+        cluster.request("PUT", f"/_ingest/pipeline/{ingest}", body=render("ingest-pipeline", local.manifest, version, model_id=doc_model))
+        cluster.request("PUT", f"/_search/pipeline/{search}", body=render("search-pipeline", local.manifest, version, model_id=query_id))
+        cluster.request("PUT", f"/{index}", body=render("index-mapping", local.manifest, version, ingest_pipeline=ingest))
+        for i, text in enumerate(CORPUS):
+            cluster.request("PUT", f"/{index}/_doc/{i}", body={"text": text}, params={"refresh": "false"})
+        cluster.request("POST", f"/{index}/_refresh")
+        doc_vectors = local.encode_documents(CORPUS)
+        stored = cluster.request("GET", f"/{index}/_doc/0")["_source"]
+        ingest_ok = set(stored.get("text_sparse", {})) == set(doc_vectors[0])
+        checks, checked = [], 0
+        for q_text, q_vec in zip(QUERIES, local.encode_queries(QUERIES)):
+            scores = [_dot(q_vec, d) for d in doc_vectors]
+            ranked = sorted(range(len(CORPUS)), key=lambda i: -scores[i])
+            best = ranked[0]
+            if scores[best] <= 0 or (scores[best] - scores[ranked[1]]) <= SCORE_RTOL * scores[best] * 10:
+                checks.append({"query": q_text, "checkable": False, "reason": "no unique positive local best document"})
+                continue
+            checked += 1
+            body = render("query", local.manifest, version, model_id=query_id, query_text=q_text, size=3)
+            hits = cluster.request("POST", f"/{index}/_search", body=body, params={"search_pipeline": "_none"})["hits"]["hits"]
+            # No model_id: the search pipeline's neural_query_enricher must supply it; two-phase picks the top.
+            via_pipeline = {"size": 3, "query": {"neural_sparse": {"text_sparse": {"query_text": q_text}}}}
+            hits_p = cluster.request("POST", f"/{index}/_search", body=via_pipeline, params={"search_pipeline": search})["hits"]["hits"]
+            top = int(hits[0]["_id"]) if hits else None
+            top_p = int(hits_p[0]["_id"]) if hits_p else None
+            expected_p = two_phase_top(q_vec, doc_vectors)
+            score = hits[0]["_score"] if hits else 0.0
+            rel = abs(score - scores[best]) / scores[best]
+            checks.append({"query": q_text, "checkable": True, "expected": best, "got": top, "score": score,
+                           "local_score": scores[best], "local_score_unquantized": _dot(q_vec, doc_vectors[best], False),
+                           "relative_diff": rel, "expected_two_phase": expected_p, "got_with_search_pipeline": top_p,
+                           "passed": top == best and rel <= SCORE_RTOL and top_p == expected_p})
+        passed = ingest_ok and checked > 0 and all(c["passed"] for c in checks if c["checkable"])
+        return {"resources": resources, "ingested": len(CORPUS), "ingest_matches_local": ingest_ok, "queries": checks,
+                "checked_queries": checked, "score_rtol": SCORE_RTOL, "seconds": round(time.perf_counter() - t0, 3),
+                "kept": keep, "passed": bool(passed)}
+    finally:
+        if not keep:
+            cleanup(cluster, resources)
+
+
+def cleanup(cluster: Cluster, resources: dict) -> None:
+    cluster.request("DELETE", f"/{resources['index']}", ok_404=True)
+    cluster.request("DELETE", f"/_search/pipeline/{resources['search_pipeline']}", ok_404=True)
+    cluster.request("DELETE", f"/_ingest/pipeline/{resources['ingest_pipeline']}", ok_404=True)
