@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -108,6 +109,9 @@ def ensure_install(plan: NodePlan, home: Path, cache: Path, log=print) -> Path:
                 tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
                 raise SparsepackError(f"installing {coord} failed: {tail}")
         _seed_libtorch(plan, files, root / "libtorch")
+        if plan.major == "2":
+            log("building the JNI compatibility shim for libtorch 1.13.1")
+            build_jni_compat(root / "libtorch", java_home, cache)
         (root / ASSEMBLED_MARKER).write_text(plan.version + "\n")
         shutil.rmtree(install, ignore_errors=True)
         root.rename(install)
@@ -131,6 +135,57 @@ def _seed_libtorch(plan: NodePlan, files: dict[str, Path], target: Path) -> None
         (target / "libstdc++.so.6").unlink()  # the bundled, older copy breaks other native code in the JVM
     if not (target / "libtorch.so").exists():
         raise SparsepackError(f"{plan.libtorch} holds no libtorch.so for linux-x86_64; delete the cached jar and retry")
+
+
+JNI_COMPAT_SOURCE = Path(__file__).with_name("native") / "djl_jni_compat.cpp"
+TORCH_HEADERS_WHEEL = "torch==1.13.1"
+
+
+def torch_headers(cache: Path) -> Path:
+    """libtorch 1.13.1's C++ headers, from the PyPI wheel (the only registry that serves them)."""
+    include = cache / "torch-1.13.1-include"
+    if (include / "torch" / "torch.h").exists() or (include / "torch" / "csrc" / "api" / "include" / "torch" / "torch.h").exists():
+        return include
+    wheels = cache / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    found = sorted(wheels.glob("torch-1.13.1-*.whl"))
+    if not found:
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.10",
+                               "--platform", "manylinux1_x86_64", "-q", "-d", str(wheels), TORCH_HEADERS_WHEEL],
+                              capture_output=True, text=True)
+        found = sorted(wheels.glob("torch-1.13.1-*.whl"))
+        if proc.returncode != 0 or not found:
+            raise SparsepackError(f"cannot download {TORCH_HEADERS_WHEEL} (for its C++ headers): {proc.stderr.strip()[-200:]}")
+    staging = Path(tempfile.mkdtemp(dir=cache, prefix=".include-"))
+    with zipfile.ZipFile(found[0]) as zf:
+        for name in zf.namelist():
+            if name.startswith("torch/include/") and not name.endswith("/"):
+                dest = staging / name[len("torch/include/"):]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(name) as src, open(dest, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+    shutil.rmtree(include, ignore_errors=True)
+    staging.rename(include)
+    return include
+
+
+def build_jni_compat(libdir: Path, java_home: Path, cache: Path) -> None:
+    """Maven serves pytorch-jni for libtorch 1.13.1 only up to DJL 0.22.0, which lacks three entry points DJL 0.31.1
+    (ML Commons 2.19) calls. Build a small library that provides them and links the real JNI as a dependency."""
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        raise SparsepackError("OpenSearch 2.x needs a C++ compiler to build the DJL JNI shim; apt-get install g++")
+    include = torch_headers(cache)
+    real = libdir / f"{DJL_VERSION}-libdjl_torch.so"
+    real.rename(libdir / "libdjl_torch.so")  # the real JNI's SONAME, found through the shim's $ORIGIN runpath
+    out = libdir / f"{DJL_VERSION}-libdjl_torch.so"
+    cmd = [compiler, "-shared", "-fPIC", "-O2", "-std=c++17", "-D_GLIBCXX_USE_CXX11_ABI=1", "-w",
+           f"-I{include}", f"-I{include}/torch/csrc/api/include", f"-I{java_home}/include", f"-I{java_home}/include/linux",
+           str(JNI_COMPAT_SOURCE), f"-L{libdir}", "-Wl,--no-as-needed", "-ldjl_torch", "-ltorch_cpu", "-lc10",
+           "-Wl,-rpath,$ORIGIN", "-o", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SparsepackError(f"building the DJL JNI shim failed: {proc.stderr.strip()[-300:]}")
 
 
 def seed_dirs(plan: NodePlan) -> list[str]:
