@@ -29,32 +29,36 @@ class TemplateSpec:
     requires: tuple[str, ...] = ()  # features the template itself needs
     value_features: dict[str, str] = field(default_factory=dict)  # a truthy value -> feature it needs
     uses_artifact: bool = False  # picks one artifact of the manifest (role=document|query)
+    required: tuple[str, ...] = ()  # variables that must not be None
 
 
 _NAMES = {"model_name": None, "model_version": "1.0.0", "model_description": None}
 TEMPLATES: dict[str, TemplateSpec] = {
     "model-group": TemplateSpec("model group create body", {"group_name": None, "group_description": None,
-                                                           "access_mode": None, "backend_roles": None}),
+                                                           "access_mode": None, "backend_roles": None},
+                                required=("group_name",)),
     "register-meta": TemplateSpec("_register_meta body for chunked upload of one artifact",
                                   {**_NAMES, "role": "document", "model_group_id": None, "model_config_stub": False},
+                                  required=("model_name",),
                                   value_features={"model_config_stub": "model_config_stub"}, uses_artifact=True),
     "register-url": TemplateSpec("_register body for an artifact served at a URL",
-                                 {**_NAMES, "role": "document", "model_group_id": None}, uses_artifact=True),
+                                 {**_NAMES, "role": "document", "model_group_id": None, "url": None}, uses_artifact=True,
+                                 required=("model_name", "url")),
     "model-config": TemplateSpec("model metadata file for opensearch-py-ml's MLCommonClient.register_model",
-                                 {**_NAMES, "role": "document"}, uses_artifact=True),
+                                 {**_NAMES, "role": "document"}, uses_artifact=True, required=("model_name",)),
     "ingest-pipeline": TemplateSpec("ingest pipeline with the sparse_encoding processor",
                                     {"pipeline_description": "sparse encoding by sparsepack", "text_field": "text",
                                      "embedding_field": "text_sparse", "chunk_field": "text_chunks", "chunking": False,
                                      "chunk_token_limit": 384, "chunk_overlap_rate": 0.2, "batch_size": None,
                                      "prune_type": None, "prune_ratio": 0.1, "skip_existing": False},
-                                    requires=("sparse_encoding_processor",),
+                                    requires=("sparse_encoding_processor",), required=("model_id",),
                                     value_features={"chunking": "text_chunking", "batch_size": "ingest_batch_size",
                                                     "prune_type": "ingest_prune", "skip_existing": "skip_existing"}),
     "search-pipeline": TemplateSpec("search pipeline: default model id and two-phase neural sparse search",
                                     {"pipeline_description": "neural sparse search by sparsepack", "two_phase": True,
                                      "prune_type": None, "two_phase_prune_ratio": 0.4, "expansion_rate": 5.0,
                                      "max_window_size": 10000},
-                                    requires=("neural_query_enricher",),
+                                    requires=("neural_query_enricher",), required=("model_id",),
                                     value_features={"two_phase": "two_phase", "prune_type": "two_phase_prune_type"}),
     "index-mapping": TemplateSpec("index with a rank_features (or sparse_vector) field",
                                   {"text_field": "text", "embedding_field": "text_sparse", "chunk_field": "text_chunks",
@@ -158,7 +162,8 @@ def render(name: str, manifest: dict | None, target_version: str = DEFAULT_TARGE
     context["features"] = features_for(version)
     context["target_version"] = fmt(version)
     context["manifest"] = manifest
-    missing = [k for k in template_variables(name, template_dir) if context.get(k, ...) is None and k not in _NULLABLE]
+    declared = template_variables(name, template_dir)
+    missing = [k for k in declared if k not in context] + [k for k in spec.required if context.get(k) is None]
     if missing:
         raise SparsepackError(f"template {name} needs {', '.join(missing)}; pass --set {missing[0]}=...")
     env = _environment(template_dir)
@@ -171,9 +176,6 @@ def render(name: str, manifest: dict | None, target_version: str = DEFAULT_TARGE
     except json.JSONDecodeError as exc:
         raise SparsepackError(f"template {name} rendered invalid JSON ({exc.msg} at line {exc.lineno}); fix the template") from exc
 
-
-_NULLABLE = {"access_mode", "backend_roles", "model_group_id", "batch_size", "prune_type", "ingest_pipeline",
-             "search_pipeline", "model_id", "analyzer", "query_tokens", "query_text"}
 
 _PRUNE_TYPES = ("none", "max_ratio", "alpha_mass", "top_k", "abs_value")
 
