@@ -1,8 +1,8 @@
 """Assemble an OpenSearch install with job-scheduler, k-NN, ML Commons and neural-search from Maven Central.
 
 Facts established here (2026-11-25), where they differ from the reference recipe:
-- 3.6.0's integ-test zip already carries lang-painless and mapper-extras; 2.19.6's carries only transport-netty4,
-  so those two modules are assembled from their Maven jars.
+- 3.6.0's integ-test zip already carries lang-painless, mapper-extras and reindex; 2.19.6's carries only transport-netty4,
+  so those modules are assembled from their Maven jars (reindex: ML Commons deletes models by delete-by-query).
 - The neural-search zip's artifact id is ``neural-search`` (not ``opensearch-neural-search``).
 - Maven serves no precxx11 DJL natives for libtorch 1.13.1 / 2.5.1 and no ``pytorch-jni`` 2.5.1-0.31.1; the cxx11
   ``pytorch-native-cpu`` libs with the cxx11 JNI from ``pytorch-jni`` 2.5.1-0.32.0 / 1.13.1-0.22.0 are seeded where
@@ -11,6 +11,7 @@ Facts established here (2026-11-25), where they differ from the reference recipe
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from ..errors import SparsepackError
 from .maven import Coordinate, fetch
-from .plan import NodePlan, painless_dependencies
+from .plan import NodePlan, pom_dependencies
 
 ASSEMBLED_MARKER = ".sparsepack-assembled"
 DJL_VERSION = "0.31.1"  # what ML Commons 2.19 / 3.x bundle
@@ -36,17 +37,32 @@ def download_all(plan: NodePlan, cache: Path) -> dict[str, Path]:
     return files
 
 
-def _module_jars(plan: NodePlan, cache: Path) -> dict[str, list[Path]]:
-    pom = fetch(plan.painless_pom, cache)
-    painless = [fetch(c, cache) for c in (plan.painless, plan.painless_spi, *painless_dependencies(pom))]
-    return {"lang-painless": painless, "mapper-extras": [fetch(plan.mapper_extras, cache)]}
+def _module_jars(root_coord: Coordinate, lib: Path, cache: Path) -> list[Path]:
+    """The module jar plus its runtime dependencies, minus what the distribution's lib/ already has (jar hell)."""
+    present = {re.sub(r"-\d[\w.]*\.jar$", "", p.name) for p in lib.glob("*.jar")}
+    jars, seen, queue = [], set(), [root_coord]
+    while queue:
+        coord = queue.pop(0)
+        if coord.artifact in seen or coord.artifact in present:
+            continue
+        seen.add(coord.artifact)
+        jars.append(fetch(coord, cache))
+        pom = Coordinate(coord.group, coord.artifact, coord.version, "pom")
+        queue.extend(pom_dependencies(fetch(pom, cache)))
+    return jars
 
 
 # 3.x renamed the module classes (PainlessPlugin -> PainlessModulePlugin); the jar says which one it has.
 _MODULE_CLASSES = {
     "lang-painless": ("org.opensearch.painless.PainlessModulePlugin", "org.opensearch.painless.PainlessPlugin"),
     "mapper-extras": ("org.opensearch.index.mapper.MapperExtrasModulePlugin", "org.opensearch.index.mapper.MapperExtrasPlugin"),
+    "reindex": ("org.opensearch.index.reindex.ReindexModulePlugin", "org.opensearch.index.reindex.ReindexPlugin"),
 }
+_PAINLESS_POLICY = """grant {
+  permission java.lang.RuntimePermission "createClassLoader";
+  permission java.lang.RuntimePermission "getClassLoader";
+};
+"""
 
 
 def _plugin_class(name: str, jars: list[Path]) -> str:
@@ -57,11 +73,6 @@ def _plugin_class(name: str, jars: list[Path]) -> str:
             if cls.replace(".", "/") + ".class" in entries:
                 return cls
     raise SparsepackError(f"none of {_MODULE_CLASSES[name]} found in the {name} jars; this OpenSearch version is not supported")
-_PAINLESS_POLICY = """grant {
-  permission java.lang.RuntimePermission "createClassLoader";
-  permission java.lang.RuntimePermission "getClassLoader";
-};
-"""
 
 
 def _add_module(install: Path, name: str, jars: list[Path], plan: NodePlan) -> None:
@@ -96,10 +107,10 @@ def ensure_install(plan: NodePlan, home: Path, cache: Path, log=print) -> Path:
             path.chmod(0o755)
         for path in (root / "jdk" / "bin").glob("*") if (root / "jdk").exists() else []:
             path.chmod(0o755)
-        for name, jars in _module_jars(plan, cache).items():
+        for name, coord in plan.modules.items():
             if not (root / "modules" / name).exists():
                 log(f"assembling module {name}")
-                _add_module(root, name, jars, plan)
+                _add_module(root, name, _module_jars(coord, root / "lib", cache), plan)
         env = {**os.environ, "OPENSEARCH_JAVA_HOME": str(java_home), "JAVA_HOME": str(java_home)}
         for coord in plan.plugins:
             log(f"installing {coord.artifact} {coord.version}")
@@ -193,5 +204,3 @@ def seed_dirs(plan: NodePlan) -> list[str]:
     return [f"{plan.libtorch_version}-cpu-precxx11-linux-x86_64", f"{plan.libtorch_version}-cpu-linux-x86_64"]
 
 
-def coordinate_list(plan: NodePlan) -> list[Coordinate]:
-    return [plan.core, *plan.plugins, plan.painless, plan.painless_spi, plan.mapper_extras, plan.libtorch, plan.jni]

@@ -66,20 +66,14 @@ class NodePlan:
         ]
 
     @property
-    def painless(self) -> Coordinate:
-        return Coordinate("org.opensearch.plugin", "lang-painless", self.version)
-
-    @property
-    def painless_pom(self) -> Coordinate:
-        return Coordinate("org.opensearch.plugin", "lang-painless", self.version, "pom")
-
-    @property
-    def painless_spi(self) -> Coordinate:
-        return Coordinate("org.opensearch.plugin", "opensearch-scripting-painless-spi", self.version)
-
-    @property
-    def mapper_extras(self) -> Coordinate:
-        return Coordinate("org.opensearch.plugin", "mapper-extras-client", self.version)
+    def modules(self) -> dict[str, Coordinate]:
+        """Modules the plugins need, by module name -> its Maven jar (assembled when the distribution lacks them):
+        k-NN extends lang-painless, rank_features lives in mapper-extras, model deletion runs a delete-by-query."""
+        return {
+            "lang-painless": Coordinate("org.opensearch.plugin", "lang-painless", self.version),
+            "mapper-extras": Coordinate("org.opensearch.plugin", "mapper-extras-client", self.version),
+            "reindex": Coordinate("org.opensearch.plugin", "reindex-client", self.version),
+        }
 
     @property
     def libtorch(self) -> Coordinate:
@@ -131,17 +125,17 @@ def plan_for(version: str) -> NodePlan:
     return NodePlan(version)
 
 
-def painless_dependencies(pom: Path) -> list[Coordinate]:
-    """The runtime jars lang-painless needs besides OpenSearch itself (antlr, asm), read from its POM."""
+def pom_dependencies(pom: Path) -> list[Coordinate]:
+    """Runtime dependencies a POM declares (compile/runtime scope, not optional)."""
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
     root = ET.parse(pom).getroot()
     deps = []
-    for dep in root.findall(".//m:dependencies/m:dependency", ns):
-        group = dep.findtext("m:groupId", namespaces=ns)
-        if group.startswith("org.opensearch"):
-            continue
+    for dep in root.findall("./m:dependencies/m:dependency", ns):
         scope = dep.findtext("m:scope", default="compile", namespaces=ns)
-        if scope in ("test", "provided"):
+        if scope not in ("compile", "runtime") or dep.findtext("m:optional", default="false", namespaces=ns) == "true":
             continue
-        deps.append(Coordinate(group, dep.findtext("m:artifactId", namespaces=ns), dep.findtext("m:version", namespaces=ns)))
+        version = dep.findtext("m:version", namespaces=ns)
+        if not version or "${" in version:
+            continue
+        deps.append(Coordinate(dep.findtext("m:groupId", namespaces=ns), dep.findtext("m:artifactId", namespaces=ns), version))
     return deps

@@ -48,7 +48,7 @@ class ConnectionOptions:
 
 
 def build_client(opts: ConnectionOptions):
-    from opensearchpy import OpenSearch, RequestsHttpConnection
+    from opensearchpy import OpenSearch
 
     if opts.username and opts.password is None:
         raise SparsepackError("--username given without a password; pass --password or set OPENSEARCH_PASSWORD")
@@ -59,8 +59,9 @@ def build_client(opts: ConnectionOptions):
             raise SparsepackError(f"{label} {path} does not exist")
     kwargs: dict[str, Any] = {
         "hosts": [opts.url], "timeout": opts.timeout, "max_retries": 0, "retry_on_timeout": False,
-        "verify_certs": not opts.insecure, "ssl_show_warn": False, "connection_class": RequestsHttpConnection,
+        "verify_certs": not opts.insecure, "ssl_show_warn": False,
     }
+    # urllib3, not requests: requests lets REQUESTS_CA_BUNDLE silently override verify=False (and a chosen CA).
     if opts.url.startswith("https"):
         kwargs["use_ssl"] = True
     if opts.ca_certs:
@@ -73,6 +74,7 @@ def build_client(opts: ConnectionOptions):
         kwargs["http_auth"] = (opts.username, opts.password)
     elif opts.aws_region:
         kwargs["http_auth"] = _aws_auth(opts)
+        kwargs["use_ssl"] = True
     return OpenSearch(**kwargs)
 
 
@@ -81,13 +83,13 @@ def _aws_auth(opts: ConnectionOptions):
         raise SparsepackError(f"--aws-service {opts.aws_service!r}: use es (managed domains) or aoss (serverless)")
     try:
         import boto3
-        from opensearchpy import AWSV4SignerAuth
+        from opensearchpy import Urllib3AWSV4SignerAuth
     except ImportError as exc:
         raise SparsepackError("AWS SigV4 needs boto3: pip install 'sparsepack[aws]'") from exc
     credentials = boto3.Session().get_credentials()
     if credentials is None:
         raise SparsepackError("no AWS credentials found; configure them (aws configure, env vars or an instance role)")
-    return AWSV4SignerAuth(credentials, opts.aws_region, opts.aws_service)
+    return Urllib3AWSV4SignerAuth(credentials, opts.aws_region, opts.aws_service)
 
 
 class Cluster:
@@ -115,10 +117,13 @@ class Cluster:
                 transient = status in RETRY_STATUSES or isinstance(exc, ex.ConnectionError) and not isinstance(exc, ex.SSLError)
                 if transient and attempt + 1 < attempts:
                     self.retried += 1
-                    self._sleep(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random()))
+                    self.backoff(attempt)
                     continue
                 raise _as_cluster_error(exc, method, path, self.opts) from exc
         raise AssertionError("unreachable")
+
+    def backoff(self, attempt: int) -> None:
+        self._sleep(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random()))
 
     def wait_for(self, check: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
         """Poll ``check`` until it returns something truthy; ``what`` names the wait in the timeout error."""

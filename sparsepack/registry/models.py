@@ -55,6 +55,33 @@ def find_by_hash(cluster: Cluster, group_id: str, sha256: str) -> dict | None:
     return None
 
 
+def stale_uploads(cluster: Cluster, group_id: str, sha256: str) -> list[str]:
+    return [m["model_id"] for m in models_in_group(cluster, group_id)
+            if m.get("model_content_hash_value") == sha256 and m.get("model_state") not in USABLE]
+
+
+def _register_meta_once(cluster: Cluster, body: dict, group_id: str, sha256: str) -> str:
+    """A lost response must not become a second model: after a connection failure, look for the model the
+    server may already have created before asking again."""
+    from opensearchpy import exceptions as ex
+
+    for attempt in range(cluster.opts.retries + 1):
+        try:
+            return cluster.request("POST", f"{BASE}/models/_register_meta", body=body, retry=False)["model_id"]
+        except ClusterError as exc:
+            cause = exc.__cause__
+            transient = isinstance(cause, ex.ConnectionError) or getattr(cause, "status_code", None) in (429, 502, 503, 504)
+            if not transient or attempt == cluster.opts.retries:
+                raise
+            cluster.retried += 1
+            cluster.request("POST", "/.plugins-ml-model/_refresh", ok_404=True)
+            for model in models_in_group(cluster, group_id):
+                if model.get("model_content_hash_value") == sha256:
+                    return model["model_id"]
+            cluster.backoff(attempt)
+    raise AssertionError("unreachable")
+
+
 def _chunks(path: Path):
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK_SIZE):
@@ -66,7 +93,7 @@ def upload(cluster: Cluster, manifest: dict, root: Path, artifact: dict, group_i
     """``_register_meta`` then every chunk in order (the last one flips the model to REGISTERED)."""
     body = render("register-meta", manifest, version, role=artifact["role"], model_group_id=group_id,
                   model_name=f"{manifest['name']}-{artifact['role']}")
-    model_id = cluster.request("POST", f"{BASE}/models/_register_meta", body=body)["model_id"]
+    model_id = _register_meta_once(cluster, body, group_id, artifact["sha256"])
     created.model_ids.append(model_id)
     path = root / artifact["file"]
     bar = _bar(artifact["size_bytes"], f"upload {artifact['file']}", progress)
@@ -147,13 +174,10 @@ def deploy(cluster: Cluster, model_id: str, node_ids: list[str] | None, timeout:
 
 
 def worker_nodes(cluster: Cluster, model_id: str) -> list[str]:
-    """Nodes that actually serve the model, from the profile API."""
+    """Nodes that hold a predictor for the model, from the profile API (a node that only routed predict requests
+    lists the model too, with request stats but no predictor)."""
     prof = cluster.request("GET", f"{BASE}/profile/models/{model_id}")
-    out = set()
-    for nid, node in prof.get("nodes", {}).items():
-        if model_id in node.get("models", {}):
-            out.add(nid)
-    return sorted(out)
+    return sorted(nid for nid, node in prof.get("nodes", {}).items() if node.get("models", {}).get(model_id, {}).get("predictor"))
 
 
 def undeploy(cluster: Cluster, model_id: str) -> None:

@@ -76,6 +76,11 @@ def register_and_deploy(cluster: Cluster, manifest: dict, root: Path, version: s
         group_id, new_group = models.ensure_group(cluster, group_name, version, created)
         entry.update(model_group=group_name, model_group_id=group_id, group_created=new_group, models={})
         for art in manifest["artifacts"]:
+            stale = models.stale_uploads(cluster, group_id, art["sha256"])
+            for model_id in stale:  # a run that died mid-upload left these; they can never become REGISTERED
+                models.delete(cluster, model_id, opts.timeout)
+            if stale:
+                entry.setdefault("removed_stale", []).extend(stale)
             existing = models.find_by_hash(cluster, group_id, art["sha256"])
             if existing:
                 ids[art["role"]] = existing["model_id"]

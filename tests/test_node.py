@@ -1,0 +1,87 @@
+"""The local node is real: both lines start, carry the four plugins, and serve what sparsepack packages."""
+import json
+import os
+import socket
+import urllib.request
+
+import pytest
+
+from conftest import cluster_for
+from sparsepack.errors import SparsepackError
+from sparsepack.node import cluster as node_cluster
+from sparsepack.node.maven import Coordinate, fetch
+from sparsepack.node.plan import plan_for
+
+PLUGINS = {"opensearch-job-scheduler", "opensearch-knn", "opensearch-ml", "opensearch-neural-search"}
+
+
+def get(url, path):
+    with urllib.request.urlopen(url + path, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_plugins_listed(any_node):
+    rows = get(any_node, "/_cat/plugins?format=json")
+    assert {r["component"] for r in rows} >= PLUGINS
+
+
+def test_node_binds_loopback_and_runs_as_non_root(any_node):
+    info = get(any_node, "/_nodes/process,http")["nodes"]
+    for node in info.values():
+        assert node["http"]["publish_address"].startswith("127.0.0.1:")
+        if os.environ.get("OPENSEARCH_URL") is None and os.geteuid() == 0:
+            pid = node["process"]["id"]
+            assert os.stat(f"/proc/{pid}").st_uid != 0
+
+
+def test_rank_features_from_mapper_extras(any_node):
+    cl = cluster_for(any_node)
+    cl.request("PUT", "/t-rank-features", body={"mappings": {"properties": {"f": {"type": "rank_features"}}}})
+    try:
+        cl.request("PUT", "/t-rank-features/_doc/1", body={"f": {"rain": 2.0, "city": 0.5}}, params={"refresh": "true"})
+        res = cl.request("POST", "/t-rank-features/_search",
+                         body={"query": {"neural_sparse": {"f": {"query_tokens": {"rain": 1.5}}}}})
+        assert res["hits"]["hits"][0]["_id"] == "1"
+    finally:
+        cl.request("DELETE", "/t-rank-features", ok_404=True)
+
+
+def test_ml_settings_applied(any_node):
+    flat = get(any_node, "/_cluster/settings?flat_settings=true")["persistent"]
+    assert flat["plugins.ml_commons.allow_registering_model_via_local_file"] == "true"
+    assert flat["plugins.ml_commons.only_run_on_ml_node"] == "false"
+
+
+def test_status_reports_running(node_3x):
+    if os.environ.get("OPENSEARCH_URL"):
+        pytest.skip("external cluster")
+    st = node_cluster.status(int(node_3x.rsplit(":", 1)[1]))
+    assert st["running"] and st["healthy"] and st["version"].startswith("3.")
+
+
+def test_port_taken_is_refused(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(SparsepackError, match=f"port {port} on 127.0.0.1 is taken"):
+            node_cluster.start("3.6.0", port=port, home=tmp_path)
+
+
+def test_unsupported_version_names_working_ones():
+    with pytest.raises(SparsepackError, match="3.6.0, 2.19.6"):
+        plan_for("3.9.0")
+
+
+def test_java_too_old_for_3x(monkeypatch):
+    monkeypatch.setenv("SPARSEPACK_JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64")
+    if not os.path.exists("/usr/lib/jvm/java-17-openjdk-amd64/bin/java"):
+        pytest.skip("no Java 17 here")
+    with pytest.raises(SparsepackError, match="is Java 17; OpenSearch 3.6.0 needs Java 21"):
+        plan_for("3.6.0").java_home()
+
+
+def test_artifact_not_served_names_coordinate(tmp_path):
+    coord = Coordinate("org.opensearch.plugin", "opensearch-ml-plugin", "3.9.0.0", "zip")
+    with pytest.raises(SparsepackError, match=r"opensearch-ml-plugin:3\.9\.0\.0@zip is not served.*3\.6\.0"):
+        fetch(coord, tmp_path, "use 3.6.0 or 2.19.6")

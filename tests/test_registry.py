@@ -1,0 +1,313 @@
+"""register / deploy / smoke / release against the real node(s); faults injected by a loopback proxy."""
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from conftest import PORT_MULTI, cluster_for, conn
+from faultproxy import Fault, FaultProxy
+from sparsepack.errors import ClusterError
+from sparsepack.packaging.archive import sha256_file, write_zip
+from sparsepack.registry import models, preflight
+from sparsepack.registry.connection import ConnectionOptions
+from sparsepack.registry.release import ReleaseOptions, release
+
+OPTS = dict(progress=False, timeout=120)
+
+
+def group_models(url, group_name):
+    cl = cluster_for(url)
+    cl.request("POST", "/.plugins-ml-model/_refresh", ok_404=True)
+    res = cl.request("POST", "/_plugins/_ml/model_groups/_search", body={"query": {"term": {"name.keyword": group_name}}})
+    hits = res["hits"]["hits"]
+    return models.models_in_group(cl, hits[0]["_id"]) if hits else []
+
+
+def cleanup_group(url, group_name):
+    cl = cluster_for(url)
+    for m in group_models(url, group_name):
+        models.delete(cl, m["model_id"])
+    res = cl.request("POST", "/_plugins/_ml/model_groups/_search", body={"query": {"term": {"name.keyword": group_name}}})
+    for hit in res["hits"]["hits"]:
+        models.delete_group(cl, hit["_id"])
+
+
+@pytest.mark.parametrize("fixture", ["bert-if-log1p", "distil-bi-log1p"])
+def test_release_passes_and_is_idempotent(any_node, package_factory, fixture, request):
+    manifest, pkg = package_factory(fixture)
+    group = f"t-release-{fixture}"
+    try:
+        report = release(str(pkg), conn(any_node), ReleaseOptions(group=group, **OPTS))
+        assert report["passed"], report.get("error")
+        steps = report["steps"]
+        assert steps["smoke_predict"]["document"]["max_abs_diff"] <= 1e-4
+        assert steps["smoke_predict"]["document"]["identical_token_sets"] == steps["smoke_predict"]["document"]["texts"]
+        assert steps["smoke_predict"]["query"]["passed"]
+        retrieval = steps["smoke_retrieval"]
+        assert retrieval["passed"] and retrieval["checked_queries"] >= 1 and retrieval["ingest_matches_local"]
+        for q in retrieval["queries"]:
+            if q["checkable"]:
+                assert q["got"] == q["expected"] and q["relative_diff"] <= 1e-3
+        roles = {a["role"] for a in manifest["artifacts"]}
+        assert set(report["model_ids"]) == roles
+        assert all(steps["deploy"][r]["state"] == "DEPLOYED" for r in roles)
+        again = release(str(pkg), conn(any_node), ReleaseOptions(group=group, **OPTS))
+        assert again["passed"]
+        assert again["model_ids"] == report["model_ids"]
+        assert all(m["reused"] for m in again["steps"]["register"]["models"].values())
+        assert len(group_models(any_node, group)) == len(roles)
+        # temporary smoke resources are gone
+        cl = cluster_for(any_node)
+        assert cl.request("GET", f"/{retrieval['resources']['index']}", ok_404=True) is None
+    finally:
+        cleanup_group(any_node, group)
+
+
+def test_release_cli_from_model_json_report(node_3x, model_factory, tmp_path):
+    report_file = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "release", str(model_factory("distil-if-relu")),
+                           "--url", node_3x, "--package-dir", str(tmp_path / "pkg"), "--group", "t-cli-release",
+                           "--json", "--report", str(report_file)], capture_output=True, text=True)
+    try:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        report = json.loads(proc.stdout)
+        assert report == json.loads(report_file.read_text())
+        assert report["passed"] and report["steps"]["package"]["passed"]
+        assert report["cluster"]["version"].startswith("3.")
+        assert (tmp_path / "pkg" / "manifest.json").exists()
+        listed = subprocess.run([sys.executable, "-m", "sparsepack.cli", "list", "--url", node_3x, "--json"],
+                                capture_output=True, text=True)
+        ids = {m["model_id"] for m in json.loads(listed.stdout)}
+        assert set(report["model_ids"].values()) <= ids
+    finally:
+        cleanup_group(node_3x, "t-cli-release")
+
+
+def test_clear_previous_removes_older_versions(node_3x, package_factory):
+    group = "t-clear-previous"
+    try:
+        first = release(str(package_factory("bert-bi-relu")[1]), conn(node_3x), ReleaseOptions(group=group, smoke=False, **OPTS))
+        second = release(str(package_factory("distil-bi-log1p")[1]), conn(node_3x),
+                         ReleaseOptions(group=group, smoke=False, clear_previous=True, **OPTS))
+        assert first["passed"] and second["passed"]
+        assert second["steps"]["register"]["cleared_previous"] == [first["model_ids"]["document"]]
+        assert [m["model_id"] for m in group_models(node_3x, group)] == [second["model_ids"]["document"]]
+    finally:
+        cleanup_group(node_3x, group)
+
+
+def test_upload_survives_429_503_and_dropped_connections(node_3x, package_factory):
+    group = "t-faults"
+    port = int(node_3x.rsplit(":", 1)[1])
+    proxy = FaultProxy(port, [
+        Fault("POST", r"_register_meta", "drop-after"),  # the node created the model, the client never heard
+        Fault("POST", r"upload_chunk/0", "status:429", times=2),
+        Fault("POST", r"upload_chunk/0", "status:503"),
+        Fault("POST", r"upload_chunk", "drop-before"),
+        Fault("POST", r"_deploy", "status:503"),
+        Fault("GET", r"/_plugins/_ml/tasks/", "drop-before"),
+    ]).start()
+    try:
+        report = release(str(package_factory("bert-if-log1p")[1]), ConnectionOptions(url=proxy.url, retries=5),
+                         ReleaseOptions(group=group, smoke=False, **OPTS))
+        assert report["passed"], report.get("error")
+        assert report["steps"]["register"]["retries"] >= 5
+        assert all(f.hits == f.times for f in proxy.faults)
+        assert len(group_models(node_3x, group)) == 2  # no duplicate from the lost _register_meta response
+    finally:
+        proxy.stop()
+        cleanup_group(node_3x, group)
+
+
+def test_outage_mid_deploy_then_rerun_without_duplicates(node_3x, package_factory):
+    group = "t-outage"
+    port = int(node_3x.rsplit(":", 1)[1])
+    # after the deploy request, the node is unreachable for everything (as if stopped)
+    proxy = FaultProxy(port, [Fault("POST", r"_deploy", "outage")]).start()
+    pkg = package_factory("bert-bi-relu")[1]
+    try:
+        report = release(str(pkg), ConnectionOptions(url=proxy.url, retries=1), ReleaseOptions(group=group, **OPTS))
+        assert not report["passed"] and report["failed_step"] == "deploy"
+        assert "cannot connect" in report["error"]
+        assert report["rollback"]["left"]  # it could not reach the node to roll back, and says so
+        proxy.down = False  # the node is back
+        again = release(str(pkg), ConnectionOptions(url=proxy.url), ReleaseOptions(group=group, **OPTS))
+        assert again["passed"], again.get("error")
+        assert len(group_models(node_3x, group)) == 1
+    finally:
+        proxy.stop()
+        cleanup_group(node_3x, group)
+
+
+def test_deploy_failure_shows_node_error_and_rolls_back(node_3x, package_factory, tmp_path):
+    manifest, pkg = package_factory("bert-bi-relu")
+    broken = tmp_path / "broken"
+    shutil.copytree(pkg, broken)
+    art = manifest["artifacts"][0]
+    with zipfile.ZipFile(broken / art["file"]) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    pt = next(n for n in entries if n.endswith(".pt"))
+    entries[pt] = b"not a torchscript archive"
+    write_zip(broken / art["file"], entries)
+    m = json.loads((broken / "manifest.json").read_text())
+    m["artifacts"][0].update(sha256=sha256_file(broken / art["file"]), size_bytes=(broken / art["file"]).stat().st_size)
+    (broken / "manifest.json").write_text(json.dumps(m))
+    group = "t-deploy-fails"
+    report = release(str(broken), conn(node_3x), ReleaseOptions(group=group, **OPTS))
+    assert not report["passed"] and report["failed_step"] == "deploy"
+    assert "ended FAILED: node " in report["error"]  # the per-node message, verbatim, not a bare "failed"
+    assert report["rollback"]["left"] == []
+    assert group_models(node_3x, group) == []
+
+
+def test_tampered_zip_refused_before_upload(node_3x, package_factory, tmp_path):
+    manifest, pkg = package_factory("bert-bi-relu")
+    copy = tmp_path / "pkg"
+    shutil.copytree(pkg, copy)
+    (copy / manifest["artifacts"][0]["file"]).write_bytes(b"PK tampered")
+    proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "release", str(copy), "--url", node_3x, "--group",
+                           "t-tampered"], capture_output=True, text=True)
+    assert proc.returncode == 4
+    assert "was modified" in proc.stderr and "verify" in proc.stderr
+    assert group_models(node_3x, "t-tampered") == []
+
+
+def test_incompatible_manifest_refused(node_3x, package_factory, tmp_path):
+    manifest, pkg = package_factory("bert-bi-relu")
+    copy = tmp_path / "pkg"
+    shutil.copytree(pkg, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    m["compatible_opensearch"] = ["2.x"]
+    (copy / "manifest.json").write_text(json.dumps(m))
+    report = release(str(copy), conn(node_3x), ReleaseOptions(group="t-incompatible", **OPTS))
+    assert report["failed_step"] == "preflight"
+    assert "does not load on OpenSearch 3.x" in report["error"]
+    assert group_models(node_3x, "t-incompatible") == []
+
+
+def test_cluster_without_ml_commons_refused(node_3x, package_factory):
+    def strip_ml(data: bytes) -> bytes:
+        rows = [r for r in json.loads(data) if r["component"] != "opensearch-ml"]
+        return json.dumps(rows).encode()
+
+    port = int(node_3x.rsplit(":", 1)[1])
+    proxy = FaultProxy(port, [Fault("GET", r"_cat/plugins", "rewrite", times=100, rewrite=strip_ml)]).start()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "release", str(package_factory("bert-bi-relu")[1]),
+                               "--url", proxy.url, "--group", "t-no-ml"], capture_output=True, text=True)
+        assert proc.returncode == 4
+        assert "ML Commons (opensearch-ml) is not installed" in proc.stderr
+        assert not any("_register" in path for _, path, _ in proxy.log)
+    finally:
+        proxy.stop()
+
+
+def test_wrong_password_is_one_clear_line(node_3x, package_factory):
+    port = int(node_3x.rsplit(":", 1)[1])
+    proxy = FaultProxy(port, [Fault("*", r".", "status:401", times=100)]).start()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "release", str(package_factory("bert-bi-relu")[1]),
+                               "--url", proxy.url, "--username", "admin", "--password", "s3cret-wrong"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 4
+        assert "refused the credentials (401)" in proc.stderr
+        assert "s3cret-wrong" not in proc.stderr + proc.stdout
+    finally:
+        proxy.stop()
+
+
+def test_wrong_ca_fails_tls_verification(node_3x, tmp_path):
+    import ssl
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    proxy = FaultProxy(int(node_3x.rsplit(":", 1)[1]), tls_context=ctx).start()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "preflight", "--url", proxy.url],
+                              capture_output=True, text=True)
+        assert proc.returncode == 4 and "TLS handshake" in proc.stderr and "--ca-certs" in proc.stderr
+        insecure = subprocess.run([sys.executable, "-m", "sparsepack.cli", "preflight", "--url", proxy.url, "--insecure"],
+                                  capture_output=True, text=True)
+        assert insecure.returncode == 0, insecure.stderr
+    finally:
+        proxy.stop()
+
+
+def test_preflight_names_blocking_setting_and_apply_fixes_it(node_3x):
+    cl = cluster_for(node_3x)
+    key = "plugins.ml_commons.allow_registering_model_via_local_file"
+    cl.request("PUT", "/_cluster/settings", body={"persistent": {key: False}})
+    try:
+        pf = preflight.run_preflight(cl)
+        assert not pf.ok and any(key in b for b in pf.blockers)
+        with pytest.raises(ClusterError, match=key):
+            preflight.require_ok(pf)
+        preflight.apply_settings(cl, pf.version)
+        assert preflight.run_preflight(cl).ok
+    finally:
+        cl.request("PUT", "/_cluster/settings", body={"persistent": {key: True}})
+
+
+def test_undeploy_and_delete_cli(node_3x, package_factory):
+    report = release(str(package_factory("bert-bi-relu")[1]), conn(node_3x), ReleaseOptions(group="t-cli-delete", smoke=False, **OPTS))
+    mid = report["model_ids"]["document"]
+    base = [sys.executable, "-m", "sparsepack.cli"]
+    assert subprocess.run(base + ["undeploy", mid, "--url", node_3x], capture_output=True).returncode == 0
+    assert subprocess.run(base + ["delete", mid, "--url", node_3x], capture_output=True).returncode == 0
+    assert models.get_model(cluster_for(node_3x), mid) is None
+    cleanup_group(node_3x, "t-cli-delete")
+
+
+def test_opensearch_py_ml_registers_our_zip(node_3x, package_factory):
+    from opensearch_py_ml.ml_commons import MLCommonClient
+    from opensearchpy import OpenSearch
+
+    manifest, pkg = package_factory("bert-bi-relu")
+    art = manifest["artifacts"][0]
+    client = MLCommonClient(OpenSearch(hosts=[node_3x]))
+    cl = cluster_for(node_3x)
+    group_id, _ = models.ensure_group(cl, "t-py-ml", "3.6", models.Created())
+    model_id = client.register_model(str(pkg / art["file"]), str(pkg / art["bodies"]["model-config"]),
+                                     model_group_id=group_id, deploy_model=True, isVerbose=False)
+    try:
+        assert models.get_model(cl, model_id)["model_state"] == "DEPLOYED"
+        res = cl.request("POST", f"/_plugins/_ml/_predict/sparse_encoding/{model_id}", body={"text_docs": ["hello world"]})
+        assert res["inference_results"][0]["output"][0]["name"] == "output"
+    finally:
+        models.delete(cl, model_id)
+        models.delete_group(cl, group_id)
+
+
+@pytest.fixture(scope="module")
+def multinode():
+    import os
+
+    from sparsepack.node import cluster as node_cluster
+
+    if os.environ.get("OPENSEARCH_URL"):
+        pytest.skip("external cluster")
+    state = node_cluster.start("3.6.0", port=PORT_MULTI, nodes=2, heap="768m", log=print)
+    yield state
+    node_cluster.stop(PORT_MULTI, quiet=True)
+
+
+def test_deploy_on_nodes_with_attribute(multinode, package_factory):
+    url = multinode.url
+    cl = cluster_for(url)
+    nodes = cl.request("GET", "/_nodes")["nodes"]
+    gpu = sorted(nid for nid, n in nodes.items() if n.get("attributes", {}).get("gpu") == "true")
+    assert len(nodes) == 2 and len(gpu) == 1
+    report = release(str(package_factory("bert-if-log1p")[1]), conn(url),
+                     ReleaseOptions(group="t-gpu", node_attr="gpu=true", **OPTS))
+    assert report["passed"], report.get("error")
+    for role in ("document", "query"):
+        assert report["steps"]["deploy"][role]["worker_nodes"] == gpu
+        assert report["steps"]["deploy"][role]["profile_worker_nodes"] == gpu
+    bad = release(str(package_factory("bert-if-log1p")[1]), conn(url), ReleaseOptions(group="t-gpu", node_attr="gpu=false", **OPTS))
+    assert not bad["passed"] and "no node has the attribute gpu=false" in bad["error"]
