@@ -260,9 +260,12 @@ def cmd_demo(args) -> int:
         url = state.url
     report = release(str(model_dir), ConnectionOptions.from_env(url=url), ReleaseOptions(progress=False, clear_previous=True),
                      package_dir=str(work / "demo-package"), targets=("2.x", "3.x"), extra_files=_write_bodies)
-    if args.json:
-        args.report = getattr(args, "report", None)
-    return _emit_report(report, args)
+    args.report = args.report or str(work / "report.json")
+    code = _emit_report(report, args)
+    if not args.json:
+        print(f"cluster {url} (OpenSearch {report.get('cluster', {}).get('version', '?')}); package {work / 'demo-package'}; "
+              f"JSON report {args.report}")
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -362,8 +365,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_libraries() -> None:
+    """Model loading prints progress bars and advisories on stdout/stderr; keep the CLI's output ours."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+
+    logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_libraries()
     try:
         return args.func(args)
     except SparsepackError as exc:
