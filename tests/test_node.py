@@ -85,3 +85,33 @@ def test_artifact_not_served_names_coordinate(tmp_path):
     coord = Coordinate("org.opensearch.plugin", "opensearch-ml-plugin", "3.9.0.0", "zip")
     with pytest.raises(SparsepackError, match=r"opensearch-ml-plugin:3\.9\.0\.0@zip is not served.*3\.6\.0"):
         fetch(coord, tmp_path, "use 3.6.0 or 2.19.6")
+
+
+def test_rendered_bodies_are_accepted_by_the_node(any_node, package_factory):
+    """Every pipeline/mapping variant the target version allows is accepted by a real node of that version."""
+    from sparsepack.templates import render
+
+    manifest, _ = package_factory("bert-if-log1p")
+    cl = cluster_for(any_node)
+    version = cl.info()["version"]["number"]
+    major3 = version.startswith("3.")
+    ingest_variants = [{"model_id": "m1", "batch_size": 4, "prune_type": "max_ratio", "prune_ratio": 0.1},
+                       {"model_id": "m1", "chunking": True}]
+    if major3:
+        ingest_variants.append({"model_id": "m1", "skip_existing": True})
+    for i, values in enumerate(ingest_variants):
+        name = f"t-accept-ingest-{i}"
+        assert cl.request("PUT", f"/_ingest/pipeline/{name}", body=render("ingest-pipeline", manifest, version, **values))["acknowledged"]
+        cl.request("DELETE", f"/_ingest/pipeline/{name}")
+    body = render("search-pipeline", manifest, version, model_id="m1", prune_type="max_ratio")
+    assert cl.request("PUT", "/_search/pipeline/t-accept-search", body=body)["acknowledged"]
+    cl.request("DELETE", "/_search/pipeline/t-accept-search")
+    mapping = render("index-mapping", manifest, version, chunking=True)
+    assert cl.request("PUT", "/t-accept-index", body=mapping)["acknowledged"]
+    cl.request("DELETE", "/t-accept-index")
+    group = cl.request("POST", "/_plugins/_ml/model_groups/_register",
+                       body=render("model-group", manifest, version, group_name="t-accept-group"))
+    cl.request("DELETE", f"/_plugins/_ml/model_groups/{group['model_group_id']}")
+    settings = render("cluster-settings", manifest, version, native_memory_threshold=100, jvm_heap_memory_threshold=100,
+                      disk_free_space_threshold=-1)
+    assert cl.request("PUT", "/_cluster/settings", body=settings)["acknowledged"]

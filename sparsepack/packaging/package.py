@@ -255,7 +255,7 @@ Built by sparsepack {manifest['sparsepack_version']} from `{src['model']}`{f" (r
 
 ## Register it
 ```
-sparsepack release {manifest['name']}-package-dir --url https://localhost:9200 --username admin --password-env OPENSEARCH_PASSWORD
+OPENSEARCH_PASSWORD=... sparsepack release PACKAGE_DIR --url https://localhost:9200 --username admin
 ```
 or render the bodies yourself: `sparsepack render register-meta --manifest manifest.json --target-version 3.6`.
 """

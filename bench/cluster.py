@@ -1,0 +1,97 @@
+"""Against a cluster (default: the local node, started if needed): upload MB/s, deploy time, _predict latency from the
+profile API, and ingest docs/s through the sparse_encoding pipeline vs the artifact's standalone docs/s at batch 1
+(goal >= 0.8x). Usage: python bench/cluster.py [--url URL] [--kind tiny|realistic] [--docs N]"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import LONG_DOC, SHORT_DOC, build, docs_per_second  # noqa: E402
+
+from sparsepack.packaging.package import package  # noqa: E402
+from sparsepack.packaging.parity import DjlStyleTokenizer  # noqa: E402
+from sparsepack.registry import models  # noqa: E402
+from sparsepack.registry.connection import ConnectionOptions, connect  # noqa: E402
+from sparsepack.registry.release import ReleaseOptions, release  # noqa: E402
+from sparsepack.templates import render  # noqa: E402
+
+
+def profile_ms(cluster, model_id: str) -> dict:
+    prof = cluster.request("GET", f"/_plugins/_ml/profile/models/{model_id}")
+    for node in prof["nodes"].values():
+        stats = node.get("models", {}).get(model_id, {}).get("model_inference_stats")
+        if stats:
+            return stats
+    return {}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url")
+    ap.add_argument("--kind", default="tiny", choices=("tiny", "realistic"))
+    ap.add_argument("--docs", type=int, default=200)
+    args = ap.parse_args()
+    url = args.url
+    if not url:
+        from sparsepack.node import cluster as node
+
+        url = node.start("3.6.0", port=9200, log=lambda m: print(m, file=sys.stderr)).url
+    root = Path(tempfile.mkdtemp(prefix="sparsepack-bench-"))
+    manifest = package(str(build(args.kind, root)), root / "pkg", log=lambda m: None)
+    report = release(str(root / "pkg"), ConnectionOptions(url=url), ReleaseOptions(group=f"bench-{args.kind}", progress=False,
+                                                                                   smoke=False, clear_previous=True))
+    assert report["passed"], report.get("error")
+    cl = connect(ConnectionOptions(url=url))
+    reg, dep = report["steps"]["register"], report["steps"]["deploy"]
+    doc_id = report["model_ids"]["document"]
+    up = reg["models"]["document"]
+    print(f"{args.kind} model on OpenSearch {report['cluster']['version']} at {url}")
+    if up.get("reused"):
+        print("  upload: reused an identical model already in the group (delete it to measure upload)")
+    else:
+        print(f"  upload {up['upload_mb_per_s']:.1f} MB/s ({up['upload_seconds']:.2f}s)")
+    print(f"  deploy {dep['seconds']:.2f}s (both artifacts)")
+    for label, text in (("short", SHORT_DOC), ("300-word", LONG_DOC)):
+        for _ in range(20):
+            cl.request("POST", f"/_plugins/_ml/_predict/sparse_encoding/{doc_id}", body={"text_docs": [text]})
+        stats = profile_ms(cl, doc_id)
+        print(f"  _predict {label:9s} model inference p50 {stats.get('p50', float('nan')):.2f} ms "
+              f"(profile API, last {stats.get('count', 0)} requests, mixed)")
+    index, pipe = f"bench-{int(time.time())}", "bench-sparse-ingest"
+    cl.request("PUT", f"/_ingest/pipeline/{pipe}", body=render("ingest-pipeline", manifest, "3.6", model_id=doc_id, batch_size=8))
+    cl.request("PUT", f"/{index}", body=render("index-mapping", manifest, "3.6", ingest_pipeline=pipe))
+    lines = []
+    for i in range(args.docs):
+        lines += [json.dumps({"index": {"_index": index, "_id": str(i)}}), json.dumps({"text": f"{SHORT_DOC} #{i}"})]
+    t0 = time.perf_counter()
+    res = cl.request("POST", "/_bulk", body="\n".join(lines) + "\n", params={"refresh": "true"})
+    ingest_s = time.perf_counter() - t0
+    assert not res["errors"], "bulk ingest reported errors"
+    cluster_rate = args.docs / ingest_s
+    doc = next(a for a in manifest["artifacts"] if a["role"] == "document")
+    with zipfile.ZipFile(root / "pkg" / doc["file"]) as zf:
+        pt = next(n for n in zf.namelist() if n.endswith(".pt"))
+        (root / pt).write_bytes(zf.read(pt))
+        tok = DjlStyleTokenizer(json.loads(zf.read("tokenizer.json")))
+    torch.set_num_threads(1)
+    artifact = torch.jit.load(str(root / pt))
+    with torch.inference_mode():
+        standalone = docs_per_second(lambda t: artifact(tok.batch([t])), SHORT_DOC)
+    print(f"  ingest {cluster_rate:.1f} docs/s through the pipeline vs artifact standalone {standalone:.1f} docs/s "
+          f"(batch 1, 1 thread): ratio {cluster_rate / standalone:.2f}x (goal >= 0.8x)")
+    cl.request("DELETE", f"/{index}")
+    cl.request("DELETE", f"/_ingest/pipeline/{pipe}")
+    for mid in report["model_ids"].values():
+        models.delete(cl, mid)
+
+
+if __name__ == "__main__":
+    main()
