@@ -277,3 +277,40 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):
     lines = [l for l in proc.stderr.splitlines() if l.startswith("sparsepack: error")]
     assert len(lines) == 1 and "cannot load" in lines[0]
     assert not (tmp_path / "p").exists()
+
+
+def _custom_code_model(root: Path) -> Path:
+    """A bi-encoder whose masked LM is custom code (auto_map), in a folder whose name has a '-', as hub repos do."""
+    from sparsepack.demo import DemoSpec, build_demo_model
+
+    out = build_demo_model(root / "custom-code-model", DemoSpec(mode="bi-encoder", seed=9))
+    for folder in [out, *out.iterdir()]:
+        cfg_path = folder / "config.json"
+        if not (folder.is_dir() and cfg_path.exists()):
+            continue
+        cfg = json.loads(cfg_path.read_text())
+        if "model_type" not in cfg:
+            continue
+        cfg.update(model_type="custom-bert", architectures=["CustomBertForMaskedLM"],
+                   auto_map={"AutoConfig": "custom_bert.CustomBertConfig", "AutoModelForMaskedLM": "custom_bert.CustomBertForMaskedLM"})
+        cfg_path.write_text(json.dumps(cfg))
+        (folder / "custom_bert.py").write_text(
+            "from transformers import BertConfig, BertForMaskedLM\n"
+            "class CustomBertConfig(BertConfig):\n    model_type = 'custom-bert'\n"
+            "class CustomBertForMaskedLM(BertForMaskedLM):\n    config_class = CustomBertConfig\n")
+    return out
+
+
+def test_custom_code_needs_the_flag_and_traces_loadably(tmp_path):
+    model = _custom_code_model(tmp_path)
+    with pytest.raises(SparsepackError, match="--trust-remote-code"):
+        package(str(model), tmp_path / "p", **QUIET)
+    manifest = package(str(model), tmp_path / "p", trust_remote_code=True, **QUIET)
+    assert manifest["parity"]["document"]["passed"]
+    with zipfile.ZipFile(tmp_path / "p" / manifest["artifacts"][0]["file"]) as zf:
+        pt = next(n for n in zf.namelist() if n.endswith(".pt"))
+        (tmp_path / "m.pt").write_bytes(zf.read(pt))
+    with zipfile.ZipFile(tmp_path / "m.pt") as inner:
+        names = " ".join(inner.namelist())
+    assert "transformers_modules" in names and "-" not in names.split("transformers_modules", 1)[1].split()[0]
+    torch.jit.load(str(tmp_path / "m.pt"))  # the reason for sanitising: this used to fail to parse

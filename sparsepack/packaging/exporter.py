@@ -110,7 +110,28 @@ def _trace_and_save(module: nn.Module, example: Dict[str, Tensor], path: Path) -
 
 EXPORTERS = {"torchscript": TorchScriptExporter}
 
+def sanitize_dynamic_module_names(module: nn.Module) -> None:
+    """Custom-code models live in ``transformers_modules.<org>-<repo>...``; TorchScript writes that name into the
+    archive and torch.jit.load cannot parse a '-' or a segment that starts with a digit (a revision hash;
+    pytorch#137252). Give those classes names made of identifiers."""
+    def ident(segment: str) -> str:
+        segment = re.sub(r"[^0-9A-Za-z_]", "_", segment)
+        return f"_{segment}" if segment[:1].isdigit() else segment
+
+    for sub in module.modules():
+        cls = type(sub)
+        if cls.__module__.startswith("transformers_modules"):
+            cls.__module__ = ".".join(ident(part) for part in cls.__module__.split("."))
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
+    try:  # custom-code classes unpickle from Hugging Face's dynamic-module cache
+        from transformers.dynamic_module_utils import init_hf_modules
+
+        init_hf_modules()
+    except ImportError:
+        pass
     job = torch.load(sys.argv[1], weights_only=False)
+    sanitize_dynamic_module_names(job["module"])
     _trace_and_save(job["module"], job["example"], Path(sys.argv[2]))
