@@ -53,14 +53,7 @@ def _package_args(p: argparse.ArgumentParser) -> None:
 
 def _package_kwargs(args) -> dict:
     return {"revision": args.revision, "trust_remote_code": args.trust_remote_code, "max_length": args.max_length,
-            "prune_ratio": args.prune_ratio, "targets": tuple(t.strip() for t in args.opensearch.split(",") if t.strip()),
-            "extra_files": _write_bodies}
-
-
-def _write_bodies(staging: Path, manifest: dict) -> None:
-    from .templates import write_package_bodies
-
-    write_package_bodies(staging, manifest)
+            "prune_ratio": args.prune_ratio, "targets": tuple(t.strip() for t in args.opensearch.split(",") if t.strip())}
 
 
 def cmd_package(args) -> int:
@@ -259,7 +252,7 @@ def cmd_demo(args) -> int:
         state = cluster.start(args.version, port=args.port, log=_err)
         url = state.url
     report = release(str(model_dir), ConnectionOptions.from_env(url=url), ReleaseOptions(progress=False, clear_previous=True),
-                     package_dir=str(work / "demo-package"), targets=("2.x", "3.x"), extra_files=_write_bodies)
+                     package_dir=str(work / "demo-package"), targets=("2.x", "3.x"))
     args.report = args.report or str(work / "report.json")
     code = _emit_report(report, args)
     if not args.json:

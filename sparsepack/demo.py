@@ -47,7 +47,8 @@ class DemoSpec:
 def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
     """Write a SparseEncoder for ``spec`` to ``out_dir`` and return the path."""
     import torch
-    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast, DistilBertConfig, DistilBertForMaskedLM
+    from transformers import (BertConfig, BertForMaskedLM, BertTokenizerFast, DistilBertConfig, DistilBertForMaskedLM,
+                              DistilBertTokenizerFast)
 
     from ._st_compat import sparse_encoder_class, sparse_module
 
@@ -60,7 +61,8 @@ def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
     else:
         vocab_path.write_text("\n".join(demo_vocab(spec.vocab_extra)) + "\n", encoding="utf-8")
     # from_pretrained on a folder holding only vocab.txt works in transformers 4.x and 5.x alike
-    tokenizer = BertTokenizerFast.from_pretrained(str(backbone_dir), do_lower_case=True, model_max_length=spec.max_length)
+    tokenizer_cls = DistilBertTokenizerFast if spec.arch == "distilbert" else BertTokenizerFast  # DistilBERT: no token_type_ids
+    tokenizer = tokenizer_cls.from_pretrained(str(backbone_dir), do_lower_case=True, model_max_length=spec.max_length)
     vocab_size = len(tokenizer.get_vocab())
 
     torch.manual_seed(spec.seed)

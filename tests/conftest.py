@@ -18,6 +18,7 @@ FIXTURE_SPECS = {
     "bert-bi-relu": DemoSpec(arch="bert", mode="bi-encoder", activation="relu", seed=2),
     "distil-if-relu": DemoSpec(arch="distilbert", mode="inference-free", activation="relu", seed=3),
     "distil-bi-log1p": DemoSpec(arch="distilbert", mode="bi-encoder", activation="log1p_relu", seed=4),
+    "bert-bi-sum": DemoSpec(arch="bert", mode="bi-encoder", activation="relu", pooling="sum", seed=5),
 }
 
 NODE_3X = os.environ.get("SPARSEPACK_TEST_VERSION_3X", "3.6.0")
@@ -40,51 +41,39 @@ def model_factory(tmp_path_factory):
 @pytest.fixture(scope="session")
 def package_factory(tmp_path_factory, model_factory):
     from sparsepack.packaging.package import package
-    from sparsepack.templates import write_package_bodies
 
     cache: dict[str, tuple[dict, Path]] = {}
 
     def make(name: str) -> tuple[dict, Path]:
         if name not in cache:
             out = tmp_path_factory.mktemp(f"pkg-{name}") / "package"
-            manifest = package(str(model_factory(name)), out, log=lambda m: None,
-                               extra_files=lambda d, m: write_package_bodies(d, m))
+            manifest = package(str(model_factory(name)), out, log=lambda m: None)
             cache[name] = (manifest, out)
         return cache[name]
 
     return make
 
 
-def _start_node(version: str, port: int, nodes: int = 1):
+def _session_node(url_env: str, version: str, port: int):
+    """The cluster named by ``url_env`` when set (auth from OPENSEARCH_USERNAME etc.), else a local node for the session."""
+    if os.environ.get(url_env):
+        yield os.environ[url_env]
+        return
     from sparsepack.node import cluster
 
-    state = cluster.start(version, port=port, nodes=nodes, log=lambda m: print(m, flush=True))
-    return state
+    state = cluster.start(version, port=port, log=lambda m: print(m, flush=True))
+    yield state.url
+    cluster.stop(port, quiet=True)
 
 
 @pytest.fixture(scope="session")
 def node_3x():
-    """OPENSEARCH_URL when set (with OPENSEARCH_USERNAME/PASSWORD etc.), else a local 3.x node for the session."""
-    if os.environ.get("OPENSEARCH_URL"):
-        yield os.environ["OPENSEARCH_URL"]
-        return
-    from sparsepack.node import cluster
-
-    state = _start_node(NODE_3X, PORT_3X)
-    yield state.url
-    cluster.stop(PORT_3X, quiet=True)
+    yield from _session_node("OPENSEARCH_URL", NODE_3X, PORT_3X)
 
 
 @pytest.fixture(scope="session")
 def node_2x():
-    if os.environ.get("OPENSEARCH_URL_2X"):
-        yield os.environ["OPENSEARCH_URL_2X"]
-        return
-    from sparsepack.node import cluster
-
-    state = _start_node(NODE_2X, PORT_2X)
-    yield state.url
-    cluster.stop(PORT_2X, quiet=True)
+    yield from _session_node("OPENSEARCH_URL_2X", NODE_2X, PORT_2X)
 
 
 @pytest.fixture(params=["3x", "2x"])

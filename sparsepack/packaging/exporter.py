@@ -42,6 +42,7 @@ class TorchScriptExporter:
         module.eval()
         with tempfile.TemporaryDirectory(prefix="sparsepack-trace-") as tmp:
             job = Path(tmp) / "job.pt"
+            _pin_dynamic_classes(module)
             torch.save({"module": module, "example": example}, job)
             proc = subprocess.run([sys.executable, "-m", "sparsepack.packaging.exporter", str(job), str(path)],
                                   capture_output=True, text=True)
@@ -96,6 +97,16 @@ def normalize_torchscript_zip(data: bytes) -> bytes:
             fixed.external_attr = 0o644 << 16
             dst.writestr(fixed, payload)
     return out.getvalue()
+
+
+def _pin_dynamic_classes(module: nn.Module) -> None:
+    """Pickling finds a class by module path; transformers may re-import a custom-code module, leaving the loaded
+    model's class a different object than the one at that path. Point the path back at the class in use."""
+    for sub in module.modules():
+        cls = type(sub)
+        mod = sys.modules.get(cls.__module__)
+        if cls.__module__.startswith("transformers_modules") and mod is not None and getattr(mod, cls.__qualname__, None) is not cls:
+            setattr(mod, cls.__qualname__, cls)
 
 
 def _trace_and_save(module: nn.Module, example: Dict[str, Tensor], path: Path) -> None:

@@ -18,6 +18,7 @@ from .introspect import ModelSpec, load_model
 from .opcheck import LIBTORCH_BY_LINE, compatibility
 from .tokenizer_export import ML_COMMONS_MAX_LENGTH, dumps, idf_json, server_token_strings, tokenizer_json
 from .wrapper import SparseDocumentEncoder
+from ..templates import write_package_bodies
 
 MANIFEST = "manifest.json"
 
@@ -65,8 +66,7 @@ def _example_batch(tokenizer_data: dict) -> dict:
 
 def package(model: str, out: str | Path, revision: str | None = None, trust_remote_code: bool = False,
             max_length: int | None = None, prune_ratio: float = 0.0, targets: tuple[str, ...] = tuple(LIBTORCH_BY_LINE),
-            force: bool = False, exporter: str = "torchscript", log: Callable[[str], None] = _log,
-            extra_files: Callable[[Path, dict], None] | None = None) -> dict:
+            force: bool = False, exporter: str = "torchscript", log: Callable[[str], None] = _log) -> dict:
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise SparsepackError(f"{out} already exists and is not empty; choose another -o or pass --force")
@@ -85,8 +85,7 @@ def package(model: str, out: str | Path, revision: str | None = None, trust_remo
     staging.chmod(0o755)  # readable by a service user (URL registration, local node)
     try:
         manifest = _build(spec, staging, length, prune_ratio, targets, EXPORTERS[exporter](), log)
-        if extra_files:
-            extra_files(staging, manifest)
+        write_package_bodies(staging, manifest)  # register-meta + model-config next to each zip
         (staging / MANIFEST).write_bytes(dumps(manifest))
         (staging / "README.md").write_text(model_card(manifest), encoding="utf-8")
         _replace_dir(staging, out)
