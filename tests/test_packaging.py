@@ -275,7 +275,7 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     lines = [l for l in proc.stderr.splitlines() if l.startswith("sparsepack: error")]
-    assert len(lines) == 1 and "cannot load" in lines[0]
+    assert len(lines) == 1 and "no model at" in lines[0]
     assert not (tmp_path / "p").exists()
 
 

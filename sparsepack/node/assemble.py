@@ -21,14 +21,15 @@ from pathlib import Path
 
 from ..errors import SparsepackError
 from .maven import Coordinate, fetch
-from .plan import NodePlan, pom_dependencies
+from .plan import SUPPORTED_VERSIONS, NodePlan, pom_dependencies
 
 ASSEMBLED_MARKER = ".sparsepack-assembled"
 DJL_VERSION = "0.31.1"  # what ML Commons 2.19 / 3.x bundle
 
 
 def download_all(plan: NodePlan, cache: Path) -> dict[str, Path]:
-    hint = f"sparsepack node assembles {', '.join(('3.6.0', '2.19.6'))}; another version needs every plugin served at the same version"
+    hint = (f"sparsepack node assembles {', '.join(SUPPORTED_VERSIONS)}; another version needs every plugin served "
+            f"at the same version")
     files = {"core": fetch(plan.core, cache, hint)}
     for coord in plan.plugins:
         files[coord.artifact] = fetch(coord, cache, hint)

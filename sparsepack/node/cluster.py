@@ -138,16 +138,20 @@ def _chown_tree(path: Path, ids: tuple[int, int] | None) -> None:
 
 
 def _make_readable(path: Path) -> None:
-    """Every parent of the install must be traversable by the service user."""
+    """As root: every parent of ``path`` must be traversable by the service user."""
+    if os.geteuid() != 0:
+        return
+    home = Path.home()
     for parent in [path, *path.parents]:
         if parent == Path("/"):
             break
         mode = parent.stat().st_mode
-        if not mode & 0o001:
-            if str(parent).startswith(str(Path.home())) and os.geteuid() == 0 and Path.home() != Path("/"):
-                raise SparsepackError(f"{path} lies under root's home, which the service user cannot read; "
-                                      f"set SPARSEPACK_HOME to e.g. /var/lib/sparsepack")
-            parent.chmod(mode | 0o055)
+        if mode & 0o001:
+            continue
+        if home != Path("/") and parent == home:
+            raise SparsepackError(f"{path} lies under {home}, which the service user cannot read; "
+                                  f"set SPARSEPACK_HOME to e.g. /var/lib/sparsepack")
+        parent.chmod(mode | 0o055)
 
 
 def _node_config(plan: NodePlan, node: NodeInfo, all_nodes: list[NodeInfo], ndir: Path, cluster_name: str) -> str:

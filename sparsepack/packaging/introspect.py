@@ -47,6 +47,9 @@ def load_encoder(model: str, revision: str | None = None, trust_remote_code: boo
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
     SparseEncoder = sparse_encoder_class()
     local = Path(model).exists()
+    looks_like_path = model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
+    if looks_like_path and not local:
+        raise SparsepackError(f"no model at {model}; give an existing SparseEncoder directory or a Hugging Face id (org/name)")
     try:
         return SparseEncoder(model, revision=revision, trust_remote_code=trust_remote_code, device="cpu",
                              model_kwargs={"attn_implementation": "eager"})

@@ -122,10 +122,11 @@ def release(target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_
             verify_artifacts(manifest, root)
         cluster = connect(conn)
         with report.step("preflight") as entry:
-            pf = preflight.run_preflight(cluster, manifest, opts.node_ids or ([opts.node_attr] if opts.node_attr else None))
+            chosen = opts.node_ids or ([opts.node_attr] if opts.node_attr else None)
+            pf = preflight.run_preflight(cluster, manifest, chosen)
             if not pf.ok and opts.apply_settings and not any("not installed" in b or "does not load" in b for b in pf.blockers):
                 entry["applied_settings"] = preflight.apply_settings(cluster, pf.version)
-                pf = preflight.run_preflight(cluster, manifest, opts.node_ids or ([opts.node_attr] if opts.node_attr else None))
+                pf = preflight.run_preflight(cluster, manifest, chosen)
             entry.update(pf.as_dict())
             report.data["cluster"] = {"version": pf.version, "ml_nodes": pf.ml_nodes}
             preflight.require_ok(pf)

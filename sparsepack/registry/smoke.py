@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import struct
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -43,8 +44,6 @@ class LocalPackage:
         self.doc_tokenizer_data = json.loads(entries["tokenizer.json"])
         pt_name = next(n for n in entries if n.endswith(".pt"))
         exporter = EXPORTERS["torchscript"]()
-        import tempfile
-
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / pt_name
             path.write_bytes(entries[pt_name])
