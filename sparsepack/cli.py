@@ -380,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
     except Exception as exc:  # noqa: BLE001 - one line for users, the traceback on request
         if os.environ.get("SPARSEPACK_DEBUG"):
             raise

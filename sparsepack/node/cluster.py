@@ -106,8 +106,10 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:  # a zombie left by a test harness is not a running node
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    try:  # a zombie, or a recycled pid that is not an OpenSearch JVM, is not a running node
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return False
+        return b"opensearch" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True
 
