@@ -29,6 +29,7 @@ class FaultProxy:
     upstream_port: int
     faults: list[Fault] = field(default_factory=list)
     log: list[tuple[str, str, str]] = field(default_factory=list)
+    headers: list[dict] = field(default_factory=list)
     tls_context: ssl.SSLContext | None = None
     down: bool = False  # set by an "outage" fault: every later request is dropped, as if the node had stopped
 
@@ -42,6 +43,7 @@ class FaultProxy:
                 pass
 
             def _handle(self):
+                proxy.headers.append(dict(self.headers.items()))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 if proxy.down:

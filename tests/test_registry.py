@@ -311,3 +311,56 @@ def test_deploy_on_nodes_with_attribute(multinode, package_factory):
         assert report["steps"]["deploy"][role]["profile_worker_nodes"] == gpu
     bad = release(str(package_factory("bert-if-log1p")[1]), conn(url), ReleaseOptions(group="t-gpu", node_attr="gpu=false", **OPTS))
     assert not bad["passed"] and "no node has the attribute gpu=false" in bad["error"]
+
+
+@pytest.mark.parametrize("flags, env, expect", [
+    (["--username", "admin", "--password", "pw-123"], {}, "Basic "),
+    (["--api-key", "key-123"], {}, "ApiKey key-123"),
+    (["--aws-region", "eu-west-1"], {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret-123"}, "AWS4-HMAC-SHA256"),
+])
+def test_auth_modes_send_the_right_header_and_never_print_secrets(node_3x, flags, env, expect, monkeypatch):
+    """The proxy sees what the client sends; the node (no security plugin) ignores the header."""
+    import os
+
+    port = int(node_3x.rsplit(":", 1)[1])
+    proxy = FaultProxy(port).start()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "preflight", "--url", proxy.url, "--json", *flags],
+                              capture_output=True, text=True, env={**os.environ, **env})
+        assert proc.returncode == 0, proc.stderr
+        sent = [next((v for k, v in h.items() if k.lower() == "authorization"), "") for h in proxy.headers]
+        assert sent and all(a.startswith(expect) for a in sent)
+        for secret in ("pw-123", "secret-123"):
+            assert secret not in proc.stdout + proc.stderr
+    finally:
+        proxy.stop()
+
+
+def test_smoke_cli_against_released_models(node_3x, package_factory, model_factory, tmp_path):
+    report = release(str(package_factory("bert-if-log1p")[1]), conn(node_3x), ReleaseOptions(group="t-smoke-cli", smoke=False, **OPTS))
+    try:
+        ids = report["model_ids"]
+        proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "smoke", str(package_factory("bert-if-log1p")[1]),
+                               "--document-model", ids["document"], "--query-model", ids["query"],
+                               "--model", str(model_factory("bert-if-log1p")), "--url", node_3x, "--json"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-1500:]
+        smoke = json.loads(proc.stdout)
+        assert smoke["passed"]
+        assert smoke["steps"]["smoke_predict"]["query_vs_encode_query"]["passed"]  # server vs the source model itself
+        wrong = subprocess.run([sys.executable, "-m", "sparsepack.cli", "smoke", str(package_factory("bert-if-log1p")[1]),
+                                "--document-model", ids["query"], "--url", node_3x, "--json"], capture_output=True, text=True)
+        assert wrong.returncode == 4 and json.loads(wrong.stdout)["failed_step"] == "smoke_predict"
+    finally:
+        cleanup_group(node_3x, "t-smoke-cli")
+
+
+def test_preflight_flags_memory_threshold(node_3x):
+    cl = cluster_for(node_3x)
+    key = "plugins.ml_commons.native_memory_threshold"
+    cl.request("PUT", "/_cluster/settings", body={"persistent": {key: 1}})
+    try:
+        pf = preflight.run_preflight(cl)
+        assert any("native memory" in b and key in b for b in pf.blockers)
+    finally:
+        cl.request("PUT", "/_cluster/settings", body={"persistent": {key: 100}})

@@ -74,7 +74,6 @@ def build_client(opts: ConnectionOptions):
         kwargs["http_auth"] = (opts.username, opts.password)
     elif opts.aws_region:
         kwargs["http_auth"] = _aws_auth(opts)
-        kwargs["use_ssl"] = True
     return OpenSearch(**kwargs)
 
 
