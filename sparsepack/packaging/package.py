@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Callable
 
 from .. import __version__
 from ..errors import SparsepackError
+from ..templates import write_package_bodies
 from . import parity
 from .archive import read_zip, sha256_file, write_zip
 from .exporter import EXPORTERS
@@ -18,14 +20,11 @@ from .introspect import ModelSpec, load_model
 from .opcheck import LIBTORCH_BY_LINE, compatibility
 from .tokenizer_export import ML_COMMONS_MAX_LENGTH, dumps, idf_json, server_token_strings, tokenizer_json
 from .wrapper import SparseDocumentEncoder
-from ..templates import write_package_bodies
 
 MANIFEST = "manifest.json"
 
 
 def _log(msg: str) -> None:
-    import sys
-
     print(f"sparsepack: {msg}", file=sys.stderr, flush=True)
 
 
