@@ -120,6 +120,17 @@ def two_phase_top(q: dict, docs: list[dict], prune_ratio: float = 0.4) -> int | 
     return max(candidates, key=lambda i: _dot(q, docs[i]), default=None)
 
 
+def expansion_queries(doc_vectors: list[dict], per_doc: int = 2) -> list[str]:
+    """Queries made of each document's own strongest whole-word tokens. A model with little lexical overlap with the
+    built-in queries (a random-weight test model, a foreign-language model) still gets checkable queries this way."""
+    out = []
+    for vec in doc_vectors:
+        words = [t for t, _ in sorted(vec.items(), key=lambda kv: -kv[1]) if t.isalpha() and not t.startswith("##")]
+        if words:
+            out.append(" ".join(words[:per_doc]))
+    return out
+
+
 def check_retrieval(cluster: Cluster, local: LocalPackage, version: str, doc_model: str, query_model: str | None,
                     keep: bool = False) -> dict:
     """Temporary index + ingest pipeline + two-phase search pipeline; each query's locally best document must come
@@ -140,7 +151,8 @@ def check_retrieval(cluster: Cluster, local: LocalPackage, version: str, doc_mod
         stored = cluster.request("GET", f"/{index}/_doc/0")["_source"]
         ingest_ok = set(stored.get("text_sparse", {})) == set(doc_vectors[0])
         checks, checked = [], 0
-        for q_text, q_vec in zip(QUERIES, local.encode_queries(QUERIES)):
+        queries = QUERIES + expansion_queries(doc_vectors)
+        for q_text, q_vec in zip(queries, local.encode_queries(queries)):
             scores = [_dot(q_vec, d) for d in doc_vectors]
             ranked = sorted(range(len(CORPUS)), key=lambda i: -scores[i])
             best = ranked[0]
