@@ -18,6 +18,13 @@ from sparsepack.registry.release import ReleaseOptions, release
 OPTS = dict(progress=False, timeout=120)
 
 
+def restore_node_settings(url):
+    """Tests that change cluster settings put back what the local test node runs with."""
+    from sparsepack.node.cluster import apply_node_settings
+
+    apply_node_settings(url)
+
+
 def group_models(url, group_name):
     cl = cluster_for(url)
     cl.request("POST", "/.plugins-ml-model/_refresh", ok_404=True)
@@ -248,10 +255,11 @@ def test_preflight_names_blocking_setting_and_apply_fixes_it(node_3x):
         assert not pf.ok and any(key in b for b in pf.blockers)
         with pytest.raises(ClusterError, match=key):
             preflight.require_ok(pf)
-        preflight.apply_settings(cl, pf.version)
+        sent = preflight.apply_settings(cl, pf.version, native_memory_threshold=100, jvm_heap_memory_threshold=100)
+        assert sent["persistent"][key] is True
         assert preflight.run_preflight(cl).ok
     finally:
-        cl.request("PUT", "/_cluster/settings", body={"persistent": {key: True}})
+        restore_node_settings(node_3x)
 
 
 def test_undeploy_and_delete_cli(node_3x, package_factory):
@@ -363,4 +371,4 @@ def test_preflight_flags_memory_threshold(node_3x):
         pf = preflight.run_preflight(cl)
         assert any("native memory" in b and key in b for b in pf.blockers)
     finally:
-        cl.request("PUT", "/_cluster/settings", body={"persistent": {key: 100}})
+        restore_node_settings(node_3x)
