@@ -115,3 +115,19 @@ def test_rendered_bodies_are_accepted_by_the_node(any_node, package_factory):
     settings = render("cluster-settings", manifest, version, native_memory_threshold=100, jvm_heap_memory_threshold=100,
                       disk_free_space_threshold=-1)
     assert cl.request("PUT", "/_cluster/settings", body=settings)["acknowledged"]
+
+
+def test_node_cli_status_and_logs(node_3x):
+    import subprocess
+    import sys
+
+    if os.environ.get("OPENSEARCH_URL"):
+        pytest.skip("external cluster: no local node to inspect")
+    port = node_3x.rsplit(":", 1)[1]
+    st = subprocess.run([sys.executable, "-m", "sparsepack.cli", "node", "status", "--port", port], capture_output=True, text=True)
+    assert st.returncode == 0 and json.loads(st.stdout)["healthy"] is True
+    logs = subprocess.run([sys.executable, "-m", "sparsepack.cli", "node", "logs", "--port", port, "--lines", "5"],
+                          capture_output=True, text=True)
+    assert logs.returncode == 0 and "[node-0]" in logs.stdout
+    missing = subprocess.run([sys.executable, "-m", "sparsepack.cli", "node", "status", "--port", "9"], capture_output=True, text=True)
+    assert missing.returncode == 1 and json.loads(missing.stdout)["running"] is False
