@@ -83,6 +83,7 @@ def test_release_cli_from_model_json_report(node_3x, model_factory, tmp_path):
         report = json.loads(proc.stdout)
         assert report == json.loads(report_file.read_text())
         assert report["passed"] and report["steps"]["package"]["passed"]
+        assert report["steps"]["smoke_predict"]["query_vs_encode_query"]["passed"]  # the source model was at hand
         assert report["cluster"]["version"].startswith("3.")
         assert (tmp_path / "pkg" / "manifest.json").exists()
         listed = subprocess.run([sys.executable, "-m", "sparsepack.cli", "list", "--url", node_3x, "--json"],

@@ -65,7 +65,9 @@ def _example_batch(tokenizer_data: dict) -> dict:
 
 def package(model: str, out: str | Path, revision: str | None = None, trust_remote_code: bool = False,
             max_length: int | None = None, prune_ratio: float = 0.0, targets: tuple[str, ...] = tuple(LIBTORCH_BY_LINE),
-            force: bool = False, exporter: str = "torchscript", log: Callable[[str], None] = _log) -> dict:
+            force: bool = False, exporter: str = "torchscript", log: Callable[[str], None] = _log,
+            spec: ModelSpec | None = None) -> dict:
+    """``spec``: an already loaded model (``load_model``), so a caller that needs the model afterwards loads it once."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise SparsepackError(f"{out} already exists and is not empty; choose another -o or pass --force")
@@ -75,8 +77,9 @@ def package(model: str, out: str | Path, revision: str | None = None, trust_remo
     if unknown:
         raise SparsepackError(f"unknown OpenSearch line {unknown[0]!r}; use one of {', '.join(LIBTORCH_BY_LINE)}")
 
-    log(f"loading {model}")
-    spec = load_model(model, revision, trust_remote_code)
+    if spec is None:
+        log(f"loading {model}")
+        spec = load_model(model, revision, trust_remote_code)
     length = resolve_max_length(spec, max_length)
     log(f"{spec.mode} model, activation {spec.activation}, {spec.pooling} pooling, vocab {spec.vocab_size}, max_length {length}")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import ClusterError, SparsepackError
+from ..packaging.introspect import load_model
 from ..packaging.package import MANIFEST, load_manifest, package, slug, verify_artifacts
 from . import models, preflight, smoke
 from .connection import Cluster, ConnectionOptions, connect
@@ -49,15 +50,18 @@ class Report:
             raise ClusterError(f"{name} failed; see the report's steps.{name}")
 
 
-def resolve_package(target: str, package_dir: str | None, report: Report, **package_kwargs) -> tuple[dict, Path]:
+def resolve_package(target: str, package_dir: str | None, report: Report, **package_kwargs):
+    """(manifest, package dir, source encoder or None): a package dir is used as is; a model is packaged first and
+    kept loaded, so the smoke test can compare the cluster with the model itself too."""
     path = Path(target)
     if (path / MANIFEST).exists() or path.name == MANIFEST:
-        return load_manifest(path)
+        return (*load_manifest(path), None)
     out = Path(package_dir) if package_dir else Path.cwd() / f"{slug(target)}-sparsepack"
     with report.step("package") as entry:
-        manifest = package(target, out, force=True, **package_kwargs)
+        spec = load_model(target, package_kwargs.get("revision"), package_kwargs.get("trust_remote_code", False))
+        manifest = package(target, out, force=True, spec=spec, **package_kwargs)
         entry.update(out=str(out), artifacts=[a["file"] for a in manifest["artifacts"]])
-    return manifest, out
+    return manifest, out, spec.encoder
 
 
 def deploy_targets(cluster: Cluster, opts: ReleaseOptions) -> list[str] | None:
@@ -115,7 +119,7 @@ def release(target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_
     created = models.Created()
     cluster: Cluster | None = None
     try:
-        manifest, root = resolve_package(target, package_dir, report, **package_kwargs)
+        manifest, root, encoder = resolve_package(target, package_dir, report, **package_kwargs)
         report.data["package"] = {"dir": str(root), "name": manifest["name"], "mode": manifest["mode"],
                                   "artifacts": {a["role"]: a["sha256"] for a in manifest["artifacts"]}}
         with report.step("verify"):
@@ -133,7 +137,8 @@ def release(target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_
         ids = register_and_deploy(cluster, manifest, root, pf.version, opts, report, created)
         report.data["model_ids"] = ids
         if opts.smoke:
-            run_smoke(cluster, manifest, root, pf.version, ids, opts.keep, report)
+            encode_query = (lambda texts: encoder.encode_query(texts, convert_to_tensor=True).to_dense()) if encoder else None
+            run_smoke(cluster, manifest, root, pf.version, ids, opts.keep, report, encode_query)
         report.data["passed"] = True
     except (SparsepackError, KeyboardInterrupt) as exc:
         report.data["error"] = str(exc)
