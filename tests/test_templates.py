@@ -145,8 +145,11 @@ def test_query_variants(version):
     if tokens:
         assert tokens["query"]["neural_sparse"]["text_sparse"] == {"query_tokens": {"rain": 1.5}}
     if v >= (3, 1):
-        ana = render("query", MANIFEST, version, analyzer="bert-uncased", query_text="rain")
+        bert_vocab = {**MANIFEST, "vocab_size": 30522}
+        ana = render("query", bert_vocab, version, analyzer="bert-uncased", query_text="rain")
         assert ana["query"]["neural_sparse"]["text_sparse"]["analyzer"] == "bert-uncased"
+        with pytest.raises(SparsepackError, match="own 30522-token vocabulary, the model has 225"):
+            render("query", MANIFEST, version, analyzer="bert-uncased", query_text="rain")
     else:
         with pytest.raises(SparsepackError, match="3.1"):
             render("query", MANIFEST, version, analyzer="bert-uncased", query_text="rain")

@@ -20,6 +20,8 @@ from .versions import DEFAULT_TARGET, features_for, fmt, line_of, parse_version,
 
 CHUNK_SIZE = 10_000_000  # ML Commons' upload_chunk limit
 SEISMIC_MAX_VOCAB = 32768  # neural-search folds token ids to 16 bits
+# neural-search's built-in analyzers (3.1+) bundle their own tokenizer + IDF; vocabulary sizes per reference §3.
+ANALYZER_VOCAB = {"bert-uncased": 30522, "mbert-uncased": 105879}
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,11 @@ def render(name: str, manifest: dict | None, target_version: str = DEFAULT_TARGE
         if not chosen and version < (3, 1):
             raise SparsepackError(f"query: OpenSearch {fmt(version)} needs model_id (or query_tokens); "
                                   f"only 3.1+ has a default analyzer")
+        analyzer = context.get("analyzer")
+        if analyzer and manifest.get("vocab_size") and ANALYZER_VOCAB.get(analyzer) != manifest["vocab_size"]:
+            raise SparsepackError(f"analyzer {analyzer} tokenizes with its own {ANALYZER_VOCAB.get(analyzer, 'unknown')}-token "
+                                  f"vocabulary, the model has {manifest['vocab_size']}: query with model_id (its SPARSE_TOKENIZE "
+                                  f"model) instead")
         if not context.get("query_tokens") and not context.get("query_text"):
             raise SparsepackError("query: set query_text=... (or query_tokens)")
     if name == "ingest-pipeline" and context.get("prune_type"):
