@@ -24,6 +24,8 @@ from .maven import Coordinate, fetch
 from .plan import SUPPORTED_VERSIONS, NodePlan, pom_dependencies
 
 ASSEMBLED_MARKER = ".sparsepack-assembled"
+# Bump when the assembly changes (a module added, the seed laid out differently): older installs are rebuilt.
+ASSEMBLY_REVISION = 3
 DJL_VERSION = "0.31.1"  # what ML Commons 2.19 / 3.x bundle
 
 
@@ -93,7 +95,8 @@ def _add_module(install: Path, name: str, jars: list[Path], plan: NodePlan) -> N
 def ensure_install(plan: NodePlan, home: Path, cache: Path, log=print) -> Path:
     """Return ``home/dist/opensearch-V`` with the four plugins installed, assembling it once."""
     install = home / "dist" / f"opensearch-{plan.version}"
-    if (install / ASSEMBLED_MARKER).exists():
+    marker = f"{plan.version} assembly {ASSEMBLY_REVISION}\n"
+    if (install / ASSEMBLED_MARKER).exists() and (install / ASSEMBLED_MARKER).read_text() == marker:
         return install
     files = download_all(plan, cache)
     java_home = plan.java_home()
@@ -124,7 +127,7 @@ def ensure_install(plan: NodePlan, home: Path, cache: Path, log=print) -> Path:
         if plan.major == "2":
             log("building the JNI compatibility shim for libtorch 1.13.1")
             build_jni_compat(root / "libtorch", java_home, cache)
-        (root / ASSEMBLED_MARKER).write_text(plan.version + "\n")
+        (root / ASSEMBLED_MARKER).write_text(marker)
         shutil.rmtree(install, ignore_errors=True)
         root.rename(install)
     finally:
