@@ -4,7 +4,9 @@ profile API, and ingest docs/s through the sparse_encoding pipeline vs the artif
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -45,6 +47,7 @@ def main() -> None:
 
         url = node.start("3.6.0", port=9200, log=lambda m: print(m, file=sys.stderr)).url
     root = Path(tempfile.mkdtemp(prefix="sparsepack-bench-"))
+    atexit.register(shutil.rmtree, root, True)  # realistic-size runs leave ~1 GB of models and zips
     manifest = package(str(build(args.kind, root)), root / "pkg", log=lambda m: None)
     report = release(str(root / "pkg"), ConnectionOptions(url=url), ReleaseOptions(group=f"bench-{args.kind}", progress=False,
                                                                                    smoke=False, clear_previous=True))

@@ -2,6 +2,8 @@
 for each supported version. Deploy time and _predict latency: see bench/cluster.py. Printed, never asserted."""
 from __future__ import annotations
 
+import atexit
+import shutil
 import sys
 import tempfile
 import time
@@ -13,6 +15,7 @@ from sparsepack.node import cluster
 def main() -> None:
     versions = sys.argv[1:] or ["3.6.0", "2.19.6"]
     home = Path(tempfile.mkdtemp(prefix="sparsepack-bench-node-", dir="/var/tmp"))
+    atexit.register(shutil.rmtree, home, True)  # a whole node install per version
     for version in versions:
         for label in ("cold (assemble + start)", "warm (start)"):
             t0 = time.perf_counter()

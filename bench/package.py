@@ -3,7 +3,9 @@ SparseEncoder.encode_document, for the tiny demo model and a realistic-size rand
 (6 layers, 768 hidden, 30,522 vocab), on a short and a ~300-word document. Prints ratios; the goal is >= 1.5x."""
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -26,6 +28,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)  # ML Commons runs each CPU inference on one thread
     root = Path(tempfile.mkdtemp(prefix="sparsepack-bench-"))
+    atexit.register(shutil.rmtree, root, True)  # realistic-size runs leave ~1 GB of models and zips
     print(f"torch {torch.__version__}, 1 thread, batch 1")
     for kind in ("tiny", "realistic"):
         model_dir = build(kind, root)
