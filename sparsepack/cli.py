@@ -99,7 +99,7 @@ def cmd_node(args) -> int:
     from .node import cluster
 
     if args.node_command == "start":
-        state = cluster.start(args.version, port=args.port, heap=args.heap, nodes=args.nodes, log=_err)
+        state = cluster.start(args.version, port=args.port, heap=args.heap, nodes=args.nodes, fresh=args.fresh, log=_err)
         _print_json({"url": state.url, "version": state.version, "nodes": [n.name for n in state.nodes]}) if args.json else \
             print(state.url)
     elif args.node_command == "stop":
@@ -293,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
             n.add_argument("--version", default="3.6.0", help="3.6.0 (default) or 2.19.6")
             n.add_argument("--heap", default="1g")
             n.add_argument("--nodes", type=int, default=1, help="1 + (N-1) dedicated ml nodes with attribute gpu=true")
+            n.add_argument("--fresh", action="store_true", help="discard the cluster's data (models, indices) first")
             n.add_argument("--json", action="store_true")
         if name == "logs":
             n.add_argument("--node", default="node-0")

@@ -61,7 +61,7 @@ def _session_node(url_env: str, version: str, port: int):
         return
     from sparsepack.node import cluster
 
-    state = cluster.start(version, port=port, log=lambda m: print(m, flush=True))
+    state = cluster.start(version, port=port, fresh=True, log=lambda m: print(m, flush=True))
     yield state.url
     cluster.stop(port, quiet=True)
 

@@ -18,6 +18,7 @@ class Fault:
     action: str  # "status:429" | "drop-before" | "drop-after" | "outage" (drop-after, then the node is gone) | "rewrite"
     times: int = 1
     rewrite: Callable[[bytes], bytes] | None = None
+    before: Callable[[], None] | None = None  # action "call": run this (e.g. stop the node), then forward
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -64,16 +65,24 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(payload)
                     return
+                if fault and fault.action == "call" and fault.before:
+                    fault.before()
                 if fault and fault.action == "drop-before":
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=120)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                conn.close()
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                except OSError:  # the node is down: the client sees a dropped connection, as it would directly
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                finally:
+                    conn.close()
                 if fault and fault.action == "outage":
                     proxy.down = True
                 if fault and fault.action in ("drop-after", "outage"):

@@ -131,3 +131,35 @@ def test_node_cli_status_and_logs(node_3x):
     assert logs.returncode == 0 and "[node-0]" in logs.stdout
     missing = subprocess.run([sys.executable, "-m", "sparsepack.cli", "node", "status", "--port", "9"], capture_output=True, text=True)
     assert missing.returncode == 1 and json.loads(missing.stdout)["running"] is False
+
+
+def test_restart_keeps_models_and_release_after_a_real_stop_has_no_duplicates(package_factory):
+    """The node is really stopped while the deploy request is on its way; after a restart (data kept) the re-run
+    reuses the registered models instead of uploading them again."""
+    from faultproxy import Fault, FaultProxy
+
+    from sparsepack.registry.connection import ConnectionOptions
+    from sparsepack.registry.release import ReleaseOptions, release
+
+    if os.environ.get("OPENSEARCH_URL"):
+        pytest.skip("external cluster: no local node to stop")
+    port = 9280
+    state = node_cluster.start("3.6.0", port=port, fresh=True, log=lambda m: None)
+    proxy = FaultProxy(port, [Fault("POST", r"_deploy", "call", before=lambda: node_cluster.stop(port, quiet=True))]).start()
+    pkg = package_factory("bert-bi-relu")[1]
+    try:
+        first = release(str(pkg), ConnectionOptions(url=proxy.url, retries=1), ReleaseOptions(group="t-restart", progress=False))
+        assert not first["passed"] and first["failed_step"] == "deploy"
+        assert "cannot connect" in first["error"]
+        node_cluster.start("3.6.0", port=port, log=lambda m: None)  # same version and shape: data kept
+        again = release(str(pkg), ConnectionOptions(url=proxy.url), ReleaseOptions(group="t-restart", progress=False))
+        assert again["passed"], again.get("error")
+        assert again["steps"]["register"]["models"]["document"]["reused"] is True
+        cl = cluster_for(state.url)
+        group = cl.request("POST", "/_plugins/_ml/model_groups/_search", body={"query": {"term": {"name.keyword": "t-restart"}}})
+        from sparsepack.registry import models
+
+        assert len(models.models_in_group(cl, group["hits"]["hits"][0]["_id"])) == 1
+    finally:
+        proxy.stop()
+        node_cluster.stop(port, quiet=True)

@@ -301,7 +301,7 @@ def multinode():
 
     if os.environ.get("OPENSEARCH_URL"):
         pytest.skip("external cluster")
-    state = node_cluster.start("3.6.0", port=PORT_MULTI, nodes=2, heap="768m", log=print)
+    state = node_cluster.start("3.6.0", port=PORT_MULTI, nodes=2, heap="768m", fresh=True, log=print)
     yield state
     node_cluster.stop(PORT_MULTI, quiet=True)
 

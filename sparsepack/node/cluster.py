@@ -213,7 +213,10 @@ def http_json(url: str, method: str = "GET", body: dict | None = None, timeout: 
 
 
 def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int = 1, home: Path | None = None,
-          cache: Path | None = None, timeout: float = 240.0, ml_attr: str = "gpu=true", log=print) -> ClusterState:
+          cache: Path | None = None, timeout: float = 240.0, ml_attr: str = "gpu=true", fresh: bool = False,
+          log=print) -> ClusterState:
+    """Start (or restart) a local cluster. A restart with the same version and node count keeps its data, so
+    registered models survive ``stop``/``start``; ``fresh`` (or another version) starts from empty data."""
     plan = plan_for(version)
     home = home or default_home()
     cache = cache or default_cache()
@@ -241,18 +244,21 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
     ids = _ensure_user()
     _make_readable(install)
     cdir = cluster_dir(home, port)
-    shutil.rmtree(cdir, ignore_errors=True)
+    keep = not fresh and existing is not None and existing.version == plan.version and len(existing.nodes) == nodes
+    if not keep:
+        shutil.rmtree(cdir, ignore_errors=True)  # another version or shape: its data cannot be reused
     state = ClusterState(plan.version, str(home), infos)
     cluster_name = f"sparsepack-{port}"
     for info in infos:
         ndir = cdir / info.name
         conf = ndir / "config"
+        shutil.rmtree(conf, ignore_errors=True)  # configuration is always rewritten; data and logs are kept
         shutil.copytree(install / "config", conf)
         _absolute_jvm_paths(conf / "jvm.options", ndir)
         (conf / "opensearch.yml").write_text(_node_config(plan, info, infos, ndir, cluster_name))
         (conf / "jvm.options.d").mkdir(exist_ok=True)
         (conf / "jvm.options.d" / "sparsepack.options").write_text(_jvm_options(heap, plan))
-        (ndir / "logs").mkdir(parents=True)
+        (ndir / "logs").mkdir(parents=True, exist_ok=True)
         _seed_data_dir(install, plan, ndir / "data")
     _chown_tree(cdir, ids)
     _make_readable(cdir)
