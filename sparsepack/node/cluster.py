@@ -21,17 +21,11 @@ from .plan import NodePlan, plan_for
 SERVICE_USER = os.environ.get("SPARSEPACK_NODE_USER", "sparsepack")
 STATE_FILE = "cluster.json"
 
-# What a local test node needs (each key exists from ML Commons 2.11 on unless noted; applied through the API so an
-# unknown key on some version cannot stop the node from starting).
-NODE_ML_SETTINGS = {
-    "plugins.ml_commons.only_run_on_ml_node": False,
-    "plugins.ml_commons.allow_registering_model_via_local_file": True,
-    "plugins.ml_commons.allow_registering_model_via_url": True,
-    "plugins.ml_commons.native_memory_threshold": 100,
-    "plugins.ml_commons.jvm_heap_memory_threshold": 100,
-    "plugins.ml_commons.allow_custom_deployment_plan": True,
-    "plugins.ml_commons.disk_free_space_threshold": -1,  # 2.16+
-}
+# The cluster-settings template with the values a local test node needs: no breakers, any node may serve,
+# URL registration allowed (its default trusted_url_regex admits file://).
+NODE_ML_SETTINGS = {"only_run_on_ml_node": False, "native_memory_threshold": 100, "jvm_heap_memory_threshold": 100,
+                    "disk_free_space_threshold": -1, "allow_custom_deployment_plan": True,
+                    "allow_registering_model_via_url": True}
 
 
 def default_home() -> Path:
@@ -272,22 +266,18 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
         stop(port, home, quiet=True)
         raise
     log(f"OpenSearch {plan.version} ({nodes} node{'s' if nodes > 1 else ''}) up at {state.url} in {time.time() - t0:.0f}s")
-    apply_node_settings(state.url, only_run_on_ml_node=False)
+    apply_node_settings(state.url)
     return state
 
 
-def apply_node_settings(url: str, only_run_on_ml_node: bool = False) -> dict:
-    """Apply the ML Commons settings one by one; report those this version does not know."""
-    applied, unknown = {}, []
-    for key, value in NODE_ML_SETTINGS.items():
-        if key.endswith("only_run_on_ml_node"):
-            value = only_run_on_ml_node
-        try:
-            http_json(f"{url}/_cluster/settings", "PUT", {"persistent": {key: value}})
-            applied[key] = value
-        except urllib.error.HTTPError:
-            unknown.append(key)
-    return {"applied": applied, "unknown": unknown}
+def apply_node_settings(url: str) -> dict:
+    """PUT the cluster-settings template, rendered for this node's version with test-node values."""
+    from ..templates import render
+
+    version = http_json(url)["version"]["number"]
+    body = render("cluster-settings", None, version, **NODE_ML_SETTINGS)
+    http_json(f"{url}/_cluster/settings", "PUT", body)
+    return body
 
 
 def _launch(install: Path, java_home: Path, ndir: Path, ids) -> int:

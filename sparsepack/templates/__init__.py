@@ -75,7 +75,7 @@ TEMPLATES: dict[str, TemplateSpec] = {
     "cluster-settings": TemplateSpec("persistent ML Commons settings for registering and deploying",
                                      {"only_run_on_ml_node": False, "native_memory_threshold": 95,
                                       "jvm_heap_memory_threshold": 95, "disk_free_space_threshold": "1gb",
-                                      "allow_custom_deployment_plan": True}),
+                                      "allow_custom_deployment_plan": True, "allow_registering_model_via_url": False}),
 }
 
 
