@@ -23,7 +23,10 @@ FIXTURE_SPECS = {
 
 NODE_3X = os.environ.get("SPARSEPACK_TEST_VERSION_3X", "3.6.0")
 NODE_2X = os.environ.get("SPARSEPACK_TEST_VERSION_2X", "2.19.6")
-PORT_3X, PORT_2X, PORT_MULTI = 9250, 9260, 9270
+# SPARSEPACK_TEST_PORT_BASE moves every node of the suite (http ports base..base+33, transport +100), so two suites
+# can run side by side on one machine.
+PORT_BASE = int(os.environ.get("SPARSEPACK_TEST_PORT_BASE", "9250"))
+PORT_3X, PORT_2X, PORT_MULTI = PORT_BASE, PORT_BASE + 10, PORT_BASE + 20
 
 
 @pytest.fixture(scope="session")

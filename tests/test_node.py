@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from conftest import cluster_for
+from conftest import PORT_BASE, cluster_for
 from sparsepack.errors import SparsepackError
 from sparsepack.node import cluster as node_cluster
 from sparsepack.node.maven import Coordinate, fetch
@@ -143,7 +143,7 @@ def test_restart_keeps_models_and_release_after_a_real_stop_has_no_duplicates(pa
 
     if os.environ.get("OPENSEARCH_URL"):
         pytest.skip("external cluster: no local node to stop")
-    port = 9280
+    port = PORT_BASE + 30
     state = node_cluster.start("3.6.0", port=port, fresh=True, log=lambda m: None)
     proxy = FaultProxy(port, [Fault("POST", r"_deploy", "call", before=lambda: node_cluster.stop(port, quiet=True))]).start()
     pkg = package_factory("bert-bi-relu")[1]
