@@ -10,7 +10,7 @@ from .. import __version__
 from ..errors import ClusterError, SparsepackError
 from ..packaging.introspect import load_model
 from ..packaging.package import MANIFEST, load_manifest, package, slug, verify_artifacts
-from . import models, preflight, smoke
+from . import lease, models, preflight, references, smoke, switch
 from .connection import Cluster, ConnectionOptions, connect
 
 
@@ -26,6 +26,8 @@ class ReleaseOptions:
     apply_settings: bool = False
     smoke: bool = True
     progress: bool = True
+    switch_pipelines: list[str] = field(default_factory=list)  # ["all"] or pipeline names
+    lease_ttl: float | None = None  # seconds; None: $SPARSEPACK_LEASE_TTL or 60 (see lease.py)
 
 
 class Report:
@@ -72,45 +74,138 @@ def deploy_targets(cluster: Cluster, opts: ReleaseOptions) -> list[str] | None:
     return list(opts.node_ids) or None
 
 
+def ensure_group_once(cluster: Cluster, coord: lease.Coordinator, name: str, version: str, created: models.Created
+                      ) -> tuple[str, bool]:
+    """Find or create the group under a lease: concurrent runs never create two groups of one name."""
+    key = f"group:{name}"
+    done = coord.acquire(key, "group", lambda gid: cluster.request("GET", f"{models.BASE}/model_groups/{gid}", ok_404=True)
+                         is not None, f"creating model group {name!r}", group=name)
+    if done:
+        return done, False
+    group_id, new_group = models.ensure_group(cluster, name, version, created)
+    coord.finish(key, group_id)
+    return group_id, new_group
+
+
+def register_artifact(cluster: Cluster, coord: lease.Coordinator, manifest: dict, root: Path, art: dict, group_id: str,
+                      version: str, opts: ReleaseOptions, created: models.Created, entry: dict) -> str:
+    """Find-or-upload one artifact under its lease (held until the deploy step ends, see lease.py)."""
+    key = f"model:{group_id}:{art['sha256']}"
+    t0 = time.perf_counter()
+
+    def same_model(model_id: str) -> bool:
+        model = models.get_model(cluster, model_id) or {}
+        return model.get("model_state") in models.USABLE and model.get("model_content_hash_value") == art["sha256"]
+
+    done = coord.acquire(key, "model", same_model, f"registering and deploying {art['file']}", group_id=group_id,
+                         sha256=art["sha256"])
+    if done:  # another run registered (and deployed) it while we waited
+        entry["models"][art["role"]] = {"model_id": done, "reused": True,
+                                        "waited_for_other_run_seconds": round(time.perf_counter() - t0, 3)}
+        return done
+    stale = models.stale_uploads(cluster, group_id, art["sha256"])
+    for model_id in stale:  # a run that died mid-upload left these; they can never become REGISTERED
+        models.delete(cluster, model_id, opts.timeout)
+    if stale:
+        entry.setdefault("removed_stale", []).extend(stale)
+    existing = models.find_by_hash(cluster, group_id, art["sha256"])
+    if existing:
+        entry["models"][art["role"]] = {"model_id": existing["model_id"], "reused": True}
+        coord.note(key, result=existing["model_id"])
+        return existing["model_id"]
+    t0 = time.perf_counter()
+    model_id = models.upload(cluster, manifest, root, art, group_id, version, created, opts.timeout, opts.progress)
+    secs = time.perf_counter() - t0
+    coord.note(key, result=model_id)
+    entry["models"][art["role"]] = {"model_id": model_id, "reused": False, "upload_seconds": round(secs, 3),
+                                    "upload_mb_per_s": round(art["size_bytes"] / 1e6 / max(secs, 1e-6), 2)}
+    return model_id
+
+
 def register_and_deploy(cluster: Cluster, manifest: dict, root: Path, version: str, opts: ReleaseOptions, report: Report,
-                        created: models.Created) -> dict[str, str]:
+                        created: models.Created, coord: lease.Coordinator) -> dict[str, str]:
     group_name = opts.group or f"{manifest['name']}-sparsepack"
     ids: dict[str, str] = {}
     with report.step("register") as entry:
-        group_id, new_group = models.ensure_group(cluster, group_name, version, created)
-        entry.update(model_group=group_name, model_group_id=group_id, group_created=new_group, models={})
-        for art in manifest["artifacts"]:
-            stale = models.stale_uploads(cluster, group_id, art["sha256"])
-            for model_id in stale:  # a run that died mid-upload left these; they can never become REGISTERED
-                models.delete(cluster, model_id, opts.timeout)
-            if stale:
-                entry.setdefault("removed_stale", []).extend(stale)
-            existing = models.find_by_hash(cluster, group_id, art["sha256"])
-            if existing:
-                ids[art["role"]] = existing["model_id"]
-                entry["models"][art["role"]] = {"model_id": existing["model_id"], "reused": True}
-                continue
-            t0 = time.perf_counter()
-            model_id = models.upload(cluster, manifest, root, art, group_id, version, created, opts.timeout, opts.progress)
-            secs = time.perf_counter() - t0
-            ids[art["role"]] = model_id
-            entry["models"][art["role"]] = {"model_id": model_id, "reused": False, "upload_seconds": round(secs, 3),
-                                            "upload_mb_per_s": round(art["size_bytes"] / 1e6 / max(secs, 1e-6), 2)}
+        group_id, new_group = ensure_group_once(cluster, coord, group_name, version, created)
+        entry.update(model_group=group_name, model_group_id=group_id, group_created=new_group, models={},
+                     lease={"index": lease.INDEX, "owner": coord.owner, "ttl_s": coord.ttl})
+        for art in sorted(manifest["artifacts"], key=lambda a: a["sha256"]):  # one order in every run: no lease cycles
+            ids[art["role"]] = register_artifact(cluster, coord, manifest, root, art, group_id, version, opts, created, entry)
+        coord.claim(group_id, ids.values())
+        entry["lease"]["took_over_expired_from"] = coord.took_over
         entry["retries"] = cluster.retried
-        if opts.clear_previous:
-            removed = []
-            for model in models.models_in_group(cluster, group_id):
-                if model["model_id"] not in ids.values():
-                    models.delete(cluster, model["model_id"], opts.timeout)
-                    removed.append(model["model_id"])
-            entry["cleared_previous"] = removed
     with report.step("deploy") as entry:
         targets = deploy_targets(cluster, opts)
         entry["requested_nodes"] = targets
         for role, model_id in ids.items():
             entry[role] = models.deploy(cluster, model_id, targets, opts.timeout, created)
             entry[role]["profile_worker_nodes"] = models.worker_nodes(cluster, model_id)
+    coord.finish_all()  # waiting runs reuse the deployed models from here on
     return ids
+
+
+def previous_versions(cluster: Cluster, group_id: str | None, current: set[str], in_flight: set[str]) -> list[str]:
+    """The group's other models, except those another live release run is registering, deploying or using."""
+    if not group_id:
+        return []
+    return sorted(m["model_id"] for m in models.models_in_group(cluster, group_id)
+                  if m["model_id"] not in current and m["model_id"] not in in_flight)
+
+
+def plan_upgrade(cluster: Cluster, manifest: dict, opts: ReleaseOptions, report: Report, coord: lease.Coordinator
+                 ) -> list[tuple[str, str]]:
+    """Before anything is created: the pipelines --switch-pipelines names must use a version of this group, and
+    --clear-previous must leave nothing in use. Returns the (kind, name) pipelines to switch."""
+    if not (opts.clear_previous or opts.switch_pipelines):
+        return []
+    with report.step("upgrade_plan") as entry:
+        group_name = opts.group or f"{manifest['name']}-sparsepack"
+        group_id = models.find_group(cluster, group_name)
+        hashes = {a["sha256"] for a in manifest["artifacts"]}
+        in_group = models.models_in_group(cluster, group_id) if group_id else []
+        current = {m["model_id"] for m in in_group if m.get("model_content_hash_value") in hashes}
+        in_flight = coord.models_in_flight(group_id) if group_id else set()
+        old = set(previous_versions(cluster, group_id, current, in_flight))
+        selected = switch.select(cluster, opts.switch_pipelines, old, current) if opts.switch_pipelines else []
+        entry.update(model_group=group_name, previous_versions=sorted(old), new_version_already_registered=sorted(current),
+                     switch=[{"kind": k, "name": n} for k, n in selected])
+        if opts.clear_previous:
+            in_use = switch.left_in_use(cluster, old, selected)
+            entry["left_in_use"] = [r.as_dict() for r in in_use]
+            if in_use:
+                raise references.InUseError(f"clear the previous versions of model group {group_name} (nothing was "
+                                            f"registered, deployed or deleted)", in_use)
+    return selected
+
+
+def switch_pipelines(cluster: Cluster, group_id: str, ids: dict[str, str], selected: list[tuple[str, str]], report: Report,
+                     coord: lease.Coordinator) -> None:
+    with report.step("switch_pipelines") as entry:
+        old = set(previous_versions(cluster, group_id, set(ids.values()), coord.models_in_flight(group_id)))
+        changes = switch.switch(cluster, selected, old, ids)
+        entry["pipelines"] = [c.as_dict() for c in changes]
+        entry["output_comparison"] = switch.compare_versions(cluster, changes, ids["document"])
+        warning = switch.reindex_warning(cluster, changes, entry["output_comparison"])
+        if warning:
+            entry["reindex_warning"] = warning
+            report.data.setdefault("warnings", []).append(warning)
+
+
+def clear_previous(cluster: Cluster, group_id: str, ids: dict[str, str], opts: ReleaseOptions, report: Report,
+                   coord: lease.Coordinator) -> None:
+    """Last step: undeploy and delete the group's other versions, all or none refused while anything uses them."""
+    with report.step("clear_previous") as entry:
+        in_flight = coord.models_in_flight(group_id)  # other live runs' models are never cleared
+        entry["kept_in_flight"] = sorted(in_flight)
+        old = previous_versions(cluster, group_id, set(ids.values()), in_flight)
+        references.refuse_if_used(cluster, old, "clear the previous versions")
+        removed = []
+        for model_id in old:
+            models.delete(cluster, model_id, opts.timeout, check_references=False)
+            removed.append(model_id)
+            entry["removed"] = removed
+        entry["removed"] = removed
 
 
 def release(target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_dir: str | None = None,
@@ -118,6 +213,8 @@ def release(target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_
     report = Report(target, conn)
     created = models.Created()
     cluster: Cluster | None = None
+    coord: lease.Coordinator | None = None
+    proven = False
     try:
         manifest, root, encoder = resolve_package(target, package_dir, report, **package_kwargs)
         report.data["package"] = {"dir": str(root), "name": manifest["name"], "mode": manifest["mode"],
@@ -134,20 +231,35 @@ def release(target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_
             entry.update(pf.as_dict())
             report.data["cluster"] = {"version": pf.version, "ml_nodes": pf.ml_nodes}
             preflight.require_ok(pf)
-        ids = register_and_deploy(cluster, manifest, root, pf.version, opts, report, created)
+        coord = lease.Coordinator(cluster, opts.timeout, opts.lease_ttl)
+        selected = plan_upgrade(cluster, manifest, opts, report, coord)
+        ids = register_and_deploy(cluster, manifest, root, pf.version, opts, report, created, coord)
         report.data["model_ids"] = ids
         if opts.smoke:
             encode_query = (lambda texts: encoder.encode_query(texts, convert_to_tensor=True).to_dense()) if encoder else None
             run_smoke(cluster, manifest, root, pf.version, ids, opts.keep, report, encode_query)
+        group_id = report.data["steps"]["register"]["model_group_id"]
+        if opts.switch_pipelines:
+            switch_pipelines(cluster, group_id, ids, selected, report, coord)
+        # The new version is proven (and serving the switched pipelines): a failure from here on keeps it.
+        proven = True
+        if opts.clear_previous:
+            clear_previous(cluster, group_id, ids, opts, report, coord)
         report.data["passed"] = True
     except (SparsepackError, KeyboardInterrupt) as exc:
         report.data["error"] = str(exc)
         report.data["failed_step"] = report.data["failed_step"] or "setup"
-        if cluster is not None and not opts.keep_on_failure and (created.model_ids or created.group_id or created.deployed):
+        if proven:
+            report.data["kept"] = {"model_ids": report.data["model_ids"], "why": "the new version passed every check and is "
+                                   "deployed; only clearing the previous versions failed, they were left as they were"}
+        elif cluster is not None and not opts.keep_on_failure and (created.model_ids or created.group_id or created.deployed):
             left = models.rollback(cluster, created)
             report.data["rollback"] = {"removed_models": created.model_ids, "removed_group": created.group_id, "left": left}
         elif created.model_ids:
             report.data["kept_on_failure"] = created.model_ids
+    finally:
+        if coord is not None:
+            coord.close()  # after any rollback: waiting runs then redo what this run could not finish
     return report.data
 
 
