@@ -119,7 +119,9 @@ def _trace_and_save(module: nn.Module, example: Dict[str, Tensor], path: Path) -
     path.write_bytes(normalize_torchscript_zip(buffer.getvalue()))
 
 
-EXPORTERS = {"torchscript": TorchScriptExporter}
+from .onnx_export import OnnxExporter  # noqa: E402 - needs nothing from this module
+
+EXPORTERS = {"torchscript": TorchScriptExporter, "onnx": OnnxExporter}
 
 def sanitize_dynamic_module_names(module: nn.Module) -> None:
     """Custom-code models live in ``transformers_modules.<org>-<repo>...``; TorchScript writes that name into the

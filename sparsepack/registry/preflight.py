@@ -50,7 +50,8 @@ def _percent(value, default: float) -> float:
         return default
 
 
-def run_preflight(cluster: Cluster, manifest: dict | None = None, deploy_nodes: list[str] | None = None) -> Preflight:
+def run_preflight(cluster: Cluster, manifest: dict | None = None, deploy_nodes: list[str] | None = None,
+                  group: str | None = None) -> Preflight:
     info = cluster.info()
     version = info["version"]["number"]
     line = line_of(parse_version(version))
@@ -90,7 +91,58 @@ def run_preflight(cluster: Cluster, manifest: dict | None = None, deploy_nodes: 
         if heap_used is not None and heap_used >= heap and heap < 100:
             pf.blockers.append(f"node {name} uses {heap_used}% of its heap, over {ML}jvm_heap_memory_threshold={heap:g}; "
                                f"raise the threshold (or --apply-settings)")
+    if manifest is not None:
+        targets = _target_nodes(nodes, deploy_nodes, _truthy(settings.get(ML + "only_run_on_ml_node", "true")))
+        pf.blockers.extend(capacity_blockers(cluster, manifest, targets, nodes, int(settings.get(ML + "max_model_on_node", 10)),
+                                             group))
     return pf
+
+
+def _target_nodes(nodes: dict, chosen: list[str] | None, only_ml: bool) -> list[str]:
+    """The node ids a deploy lands on: the chosen ones (ids, names or KEY=VALUE attributes), else every eligible node."""
+    if chosen:
+        out = set()
+        for want in chosen:
+            key, sep, value = want.partition("=")
+            out.update(nid for nid, n in nodes.items()
+                       if (sep and str(n.get("attributes", {}).get(key)) == value) or (not sep and want in (nid, n.get("name"))))
+        return sorted(out)
+    roles = {"ml"} if only_ml else {"ml", "data"}
+    return sorted(nid for nid, n in nodes.items() if roles & set(n.get("roles", [])))
+
+
+def capacity_blockers(cluster: Cluster, manifest: dict, targets: list[str], nodes: dict, limit: int,
+                      group: str | None) -> list[str]:
+    """ML Commons refuses a deploy on a node that already holds max_model_on_node local (non-remote) models; count
+    them per target node from the profile API, minus the artifacts already deployed there from this group (reused)."""
+    from .models import BASE, find_by_hash, find_group
+
+    profile = cluster.request("GET", f"{BASE}/profile/models", ok_404=True) or {}
+    held = {nid: {mid for mid, m in (profile.get("nodes", {}).get(nid, {}).get("models") or {}).items()
+                  if m.get("model_state") in ("DEPLOYED", "DEPLOYING")} for nid in targets}
+    if all(len(h) + len(manifest["artifacts"]) <= limit for h in held.values()):
+        return []  # fits even if every artifact were new and every held model local
+    everything = set().union(*held.values())
+    res = cluster.request("POST", f"{BASE}/models/_search", ok_404=True,
+                          body={"size": len(everything), "query": {"ids": {"values": sorted(everything)}}}) or {}
+    info = {h["_id"]: h["_source"] for h in res.get("hits", {}).get("hits", [])}
+    group_id = find_group(cluster, group) if group else None
+    reused = set()
+    if group_id:
+        for art in manifest["artifacts"]:
+            found = find_by_hash(cluster, group_id, art["sha256"])
+            if found:
+                reused.add(found["model_id"])
+    blockers = []
+    for nid in targets:
+        local = sorted(mid for mid in held[nid] if info.get(mid, {}).get("algorithm") != "REMOTE")
+        new = len(manifest["artifacts"]) - len(reused & held[nid])
+        if new > 0 and len(local) + new > limit:
+            names = ", ".join(f"{info.get(mid, {}).get('name', '?')} ({mid})" for mid in local)
+            blockers.append(f"node {nodes.get(nid, {}).get('name', nid)} holds {len(local)} deployed model(s) of "
+                            f"{ML}max_model_on_node={limit} and this release deploys {new} more there: {names}; "
+                            f"undeploy models no longer needed (sparsepack undeploy ID) or raise {ML}max_model_on_node")
+    return blockers
 
 
 def apply_settings(cluster: Cluster, version: str, **overrides) -> dict:

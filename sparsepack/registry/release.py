@@ -224,10 +224,11 @@ def release(target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_
         cluster = connect(conn)
         with report.step("preflight") as entry:
             chosen = opts.node_ids or ([opts.node_attr] if opts.node_attr else None)
-            pf = preflight.run_preflight(cluster, manifest, chosen)
+            group_name = opts.group or f"{manifest['name']}-sparsepack"
+            pf = preflight.run_preflight(cluster, manifest, chosen, group_name)
             if not pf.ok and opts.apply_settings and not any("not installed" in b or "does not load" in b for b in pf.blockers):
                 entry["applied_settings"] = preflight.apply_settings(cluster, pf.version)
-                pf = preflight.run_preflight(cluster, manifest, chosen)
+                pf = preflight.run_preflight(cluster, manifest, chosen, group_name)
             entry.update(pf.as_dict())
             report.data["cluster"] = {"version": pf.version, "ml_nodes": pf.ml_nodes}
             preflight.require_ok(pf)
