@@ -49,25 +49,34 @@ def _package_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, help="document truncation in tokens (default: min(model max, 512))")
     p.add_argument("--prune-ratio", type=float, default=0.0, help="inside the model: keep weights > max x ratio (off by default)")
     p.add_argument("--opensearch", default="2.x,3.x", help="OpenSearch lines the trace must load on (default 2.x,3.x)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"),
+                   help="fp16: a GPU-only document artifact behind a ranking gate (needs a CUDA device)")
+    p.add_argument("--verify-devices", default="auto", metavar="auto|cpu|cpu,cuda",
+                   help="devices the proof runs the saved artifact on (auto: CPU, plus CUDA when visible)")
 
 
 def _package_kwargs(args) -> dict:
     return {"revision": args.revision, "trust_remote_code": args.trust_remote_code, "max_length": args.max_length,
-            "prune_ratio": args.prune_ratio, "targets": tuple(t.strip() for t in args.opensearch.split(",") if t.strip())}
+            "prune_ratio": args.prune_ratio, "targets": tuple(t.strip() for t in args.opensearch.split(",") if t.strip()),
+            "precision": args.precision, "verify_devices": args.verify_devices}
 
 
 def cmd_package(args) -> int:
     from .packaging.package import package
 
-    manifest = package(args.model, args.output, force=args.force, **_package_kwargs(args))
+    manifest = package(args.model, args.output, force=args.force, artifact_format=args.format, **_package_kwargs(args))
     if args.json:
         _print_json(manifest)
     else:
         doc = manifest["parity"]["document"]
         print(f"{manifest['name']}: {manifest['mode']}, {manifest['activation']}, max_length {manifest['max_length']}, "
               f"vocab {manifest['vocab_size']}; loads on OpenSearch {', '.join(manifest['compatible_opensearch'])}")
-        print(f"parity: documents max |d| {doc['max_abs_diff']:.2e} (<= {doc['tolerance']:.0e}), queries "
-              f"{'identical' if manifest['parity']['query']['passed'] else 'DIFFER'}")
+        print(f"parity: documents max |d| {doc['max_abs_diff']:.2e} (<= {doc['tolerance']:.0e}) on "
+              f"{', '.join(doc.get('devices', ['cpu']))}, queries {'identical' if manifest['parity']['query']['passed'] else 'DIFFER'}")
+        if doc.get("quality_gate"):
+            gate = doc["quality_gate"]
+            print(f"fp16 gate vs the fp32 trace on {gate['device']}: nDCG@10 {gate['ndcg_at_10']:.4f}, "
+                  f"Jaccard {gate['jaccard']:.4f} ({gate['documents']} documents, {gate['queries']} queries); GPU nodes only")
         for art in manifest["artifacts"]:
             print(f"  {art['role']:8s} {art['function_name']:15s} {args.output}/{art['file']}  sha256 {art['sha256'][:16]}...")
     return 0
@@ -99,7 +108,8 @@ def cmd_node(args) -> int:
     from .node import cluster
 
     if args.node_command == "start":
-        state = cluster.start(args.version, port=args.port, heap=args.heap, nodes=args.nodes, fresh=args.fresh, log=_err)
+        state = cluster.start(args.version, port=args.port, heap=args.heap, nodes=args.nodes, fresh=args.fresh,
+                              timeout=args.timeout, log=_err)
         _print_json({"url": state.url, "version": state.version, "nodes": [n.name for n in state.nodes]}) if args.json else \
             print(state.url)
     elif args.node_command == "stop":
@@ -109,10 +119,9 @@ def cmd_node(args) -> int:
         _print_json(st)
         return 0 if st.get("healthy") else 1
     elif args.node_command == "logs":
-        state = cluster.load_state(cluster.default_home(), args.port)
-        if state is None:
-            raise SparsepackError(f"no sparsepack cluster recorded on port {args.port}")
-        ndir = cluster.cluster_dir(Path(state.home), args.port) / args.node
+        ndir = cluster.cluster_dir(cluster.default_home(), args.port) / args.node
+        if not ndir.is_dir():
+            raise SparsepackError(f"no sparsepack node {args.node} on port {args.port} (no {ndir}); check --port and --node")
         print(cluster.log_tail(ndir, args.lines).replace(" | ", "\n"))
     return 0
 
@@ -144,7 +153,15 @@ def _release_opts(args):
     return ReleaseOptions(group=args.group, clear_previous=args.clear_previous,
                           node_ids=[n for n in (args.nodes or "").split(",") if n], node_attr=args.node_attr,
                           timeout=args.timeout, keep_on_failure=args.keep_on_failure, keep=args.keep,
-                          apply_settings=args.apply_settings, progress=not args.json)
+                          apply_settings=args.apply_settings, progress=not args.json,
+                          switch_pipelines=_switch_list(args.switch_pipelines))
+
+
+def _switch_list(value: str | None) -> list[str]:
+    names = [n.strip() for n in (value or "").split(",") if n.strip()]
+    if "all" in names and len(names) > 1:
+        raise SparsepackError("--switch-pipelines takes all, or pipeline names, not both")
+    return names
 
 
 def _emit_report(report: dict, args) -> int:
@@ -157,6 +174,11 @@ def _emit_report(report: dict, args) -> int:
             print(f"  {name:16s} {'ok' if step.get('passed') else 'FAILED'}  {step.get('seconds', 0):.1f}s")
         if report.get("model_ids"):
             print(f"  model ids: {report['model_ids']}")
+        for change in report["steps"].get("switch_pipelines", {}).get("pipelines", []):
+            ids = change["model_ids"]
+            print(f"  {change['kind']} pipeline {change['name']}: {', '.join(ids['before'])} -> {', '.join(ids['after'])}")
+        for warning in report.get("warnings", []):
+            _err(f"warning: {warning}")
     if not report["passed"]:
         _err(f"release failed at {report['failed_step']}: {report.get('error', '')}")
         return 4
@@ -218,9 +240,12 @@ def cmd_undeploy(args) -> int:
     from .registry import models
     from .registry.connection import connect
 
+    from .registry.references import refuse_if_used
+
     cl = connect(_conn(args))
+    refuse_if_used(cl, args.model_ids, f"undeploy {', '.join(args.model_ids)} (nothing was undeployed)")
     for mid in args.model_ids:
-        models.undeploy(cl, mid)
+        models.undeploy(cl, mid, args.timeout)
         print(f"undeployed {mid}")
     return 0
 
@@ -229,7 +254,10 @@ def cmd_delete(args) -> int:
     from .registry import models
     from .registry.connection import connect
 
+    from .registry.references import refuse_if_used
+
     cl = connect(_conn(args))
+    refuse_if_used(cl, args.model_ids, f"delete {', '.join(args.model_ids)} (nothing was deleted)")
     for mid in args.model_ids:
         models.delete(cl, mid, args.timeout)
         print(f"deleted {mid}")
@@ -271,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", required=True, help="output directory (written atomically)")
     _package_args(sp)
     sp.add_argument("--force", action="store_true", help="replace an existing output directory")
+    sp.add_argument("--format", default="torchscript", choices=("torchscript", "onnx", "both"),
+                    help="document artifact: torchscript (any node, GPU too), onnx (faster on CPU nodes), or both")
     sp.add_argument("--json", action="store_true", help="print the manifest to stdout")
     sp.set_defaults(func=cmd_package)
 
@@ -294,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
             n.add_argument("--heap", default="1g")
             n.add_argument("--nodes", type=int, default=1, help="1 + (N-1) dedicated ml nodes with attribute gpu=true")
             n.add_argument("--fresh", action="store_true", help="discard the cluster's data (models, indices) first")
+            n.add_argument("--timeout", type=float, default=240.0,
+                           help="seconds for the JVMs' pid files and a healthy cluster (default 240)")
             n.add_argument("--json", action="store_true")
         if name == "logs":
             n.add_argument("--node", default="node-0")
@@ -314,7 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
         _package_args(sp)
         sp.add_argument("--package-dir", help="where to package a model (default ./NAME-sparsepack)")
         sp.add_argument("--group", help="model group name (default NAME-sparsepack)")
-        sp.add_argument("--clear-previous", action="store_true", help="undeploy and delete other models in the group")
+        sp.add_argument("--clear-previous", action="store_true",
+                        help="last step, once the new version passed: undeploy and delete the group's other models "
+                             "(refused while a pipeline or index uses them)")
+        sp.add_argument("--switch-pipelines", metavar="all|NAME,...",
+                        help="after the smoke test: point these ingest/search pipelines (all: every one using a previous "
+                             "version) at the new version, verify each, then clear")
         sp.add_argument("--nodes", help="deploy only on these node ids (comma-separated)")
         sp.add_argument("--node-attr", help="deploy only on nodes with this attribute, e.g. gpu=true")
         sp.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for register/deploy tasks")

@@ -1,6 +1,7 @@
 """Fixtures: tiny offline models, their packages, and real OpenSearch nodes (3.x and 2.19)."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub id otherwise takes ~50 s to fail here
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from node_guard import pytest_sessionfinish, pytest_sessionstart  # noqa: F401 - hooks: no node outlives the run
 from sparsepack.demo import DemoSpec, build_demo_model
 
 FIXTURE_SPECS = {
@@ -19,6 +21,9 @@ FIXTURE_SPECS = {
     "distil-if-relu": DemoSpec(arch="distilbert", mode="inference-free", activation="relu", seed=3),
     "distil-bi-log1p": DemoSpec(arch="distilbert", mode="bi-encoder", activation="log1p_relu", seed=4),
     "bert-bi-sum": DemoSpec(arch="bert", mode="bi-encoder", activation="relu", pooling="sum", seed=5),
+    # IDF 0 for stopwords, as a table computed over a corpus gives them (issue 10)
+    "bert-if-zero-idf": DemoSpec(arch="bert", mode="inference-free", activation="log1p_relu", seed=6,
+                                 zero_idf=("the", "a", "of", "in", "is", "and")),
 }
 
 NODE_3X = os.environ.get("SPARSEPACK_TEST_VERSION_3X", "3.6.0")
@@ -62,11 +67,19 @@ def _session_node(url_env: str, version: str, port: int):
     if os.environ.get(url_env):
         yield os.environ[url_env]
         return
+    with local_cluster(version, port) as state:
+        yield state.url
+
+
+@contextlib.contextmanager
+def local_cluster(version: str, port: int, **start_kwargs):
+    """A fresh local cluster, stopped on the way out, also when its start fails half-way."""
     from sparsepack.node import cluster
 
-    state = cluster.start(version, port=port, fresh=True, log=lambda m: print(m, flush=True))
-    yield state.url
-    cluster.stop(port, quiet=True)
+    try:
+        yield cluster.start(version, port=port, fresh=True, log=lambda m: print(m, flush=True), **start_kwargs)
+    finally:
+        cluster.stop(port, quiet=True)
 
 
 @pytest.fixture(scope="session")

@@ -163,3 +163,130 @@ def test_restart_keeps_models_and_release_after_a_real_stop_has_no_duplicates(pa
     finally:
         proxy.stop()
         node_cluster.stop(port, quiet=True)
+
+
+# Ports of the start/recovery tests: free http slots below PORT_BASE+30 (transport ports are http + 100).
+PORT_LOADED, PORT_LOADED_MULTI, PORT_INJECTED, PORT_RECOVERED = PORT_BASE + 1, PORT_BASE + 2, PORT_BASE + 4, PORT_BASE + 6
+BUSY_SECONDS = 900  # upper bound on the load processes' life, should the finally below never run
+
+
+def local_only():
+    if os.environ.get("OPENSEARCH_URL"):
+        pytest.skip("external cluster: no local node to start")
+
+
+def jvms_of(port, home=None):
+    return node_cluster.node_processes(node_cluster.cluster_dir(home or node_cluster.default_home(), port))
+
+
+def test_start_waits_for_the_jvm_while_both_cores_are_busy():
+    """One node, then a 2-node cluster, start within the one start timeout while busy loops saturate both cores."""
+    import subprocess
+    import sys
+    import time
+
+    local_only()
+    busy = [subprocess.Popen([sys.executable, "-c", f"import time\nend = time.time() + {BUSY_SECONDS}\nwhile time.time() < end: pass"])
+            for _ in range(os.cpu_count() or 2)]
+    try:
+        for port, nodes in ((PORT_LOADED, 1), (PORT_LOADED_MULTI, 2)):
+            t0 = time.monotonic()
+            try:
+                state = node_cluster.start("3.6.0", port=port, nodes=nodes, heap="768m", fresh=True, log=print)
+                print(f"{nodes} node(s) healthy under load in {time.monotonic() - t0:.1f}s")
+                assert all(busy_proc.poll() is None for busy_proc in busy), "the load ended before the start did"
+                health = get(state.url, "/_cluster/health")
+                assert health["number_of_nodes"] == nodes and health["status"] in ("green", "yellow")
+                assert {n.pid for n in state.nodes} == {p.pid for p in jvms_of(port) if p.jvm}
+            finally:
+                node_cluster.stop(port, quiet=True)
+            assert jvms_of(port) == []
+    finally:
+        for busy_proc in busy:
+            busy_proc.kill()
+            busy_proc.wait()
+
+
+@pytest.mark.parametrize("failure", [SparsepackError("injected launch failure"), KeyboardInterrupt()],
+                         ids=["error", "ctrl-c"])
+def test_failure_after_the_first_launch_leaves_no_jvm(monkeypatch, failure):
+    """The second node's launch fails (or is interrupted) while node-0's JVM is starting: that JVM is stopped too."""
+    local_only()
+    real_launch, seen = node_cluster._launch, []
+
+    def launch(install, java_home, ndir, ids, deadline):
+        if ndir.name == "node-1":
+            seen.extend(jvms_of(PORT_INJECTED))
+            raise failure
+        real_launch(install, java_home, ndir, ids, deadline)
+
+    monkeypatch.setattr(node_cluster, "_launch", launch)
+    with pytest.raises(type(failure)):
+        node_cluster.start("3.6.0", port=PORT_INJECTED, nodes=2, heap="512m", fresh=True, log=lambda m: None)
+    assert [p.node_dir.name for p in seen if p.jvm] == ["node-0"]  # node-0's JVM had been launched
+    assert jvms_of(PORT_INJECTED) == []
+    assert node_cluster.status(PORT_INJECTED)["running"] is False
+
+
+def test_start_timeout_stops_the_jvm_it_launched():
+    local_only()
+    with pytest.raises(SparsepackError, match=r"raise --timeout"):
+        node_cluster.start("3.6.0", port=PORT_INJECTED, heap="512m", fresh=True, timeout=3, log=lambda m: None)
+    assert jvms_of(PORT_INJECTED) == []
+
+
+def test_status_stop_and_start_recover_a_node_without_cluster_json():
+    """A node whose cluster.json is gone is still found from its command line: status reports it, start says it is a
+    leftover and replaces it, stop stops it."""
+    import subprocess
+    import sys
+
+    local_only()
+    port = PORT_RECOVERED
+    state_file = node_cluster.cluster_dir(node_cluster.default_home(), port) / node_cluster.STATE_FILE
+    try:
+        first = node_cluster.start("3.6.0", port=port, heap="512m", fresh=True, log=lambda m: None)
+        state_file.unlink()
+        st = subprocess.run([sys.executable, "-m", "sparsepack.cli", "node", "status", "--port", str(port)],
+                            capture_output=True, text=True)
+        report = json.loads(st.stdout)
+        assert st.returncode == 0 and report["running"] and report["healthy"] and report["recorded"] is False
+        assert report["pids"] == {"node-0": first.nodes[0].pid} and report["version"] == "3.6.0"
+
+        messages = []
+        second = node_cluster.start("3.6.0", port=port, heap="512m", log=messages.append)
+        assert any(f"port {port} is held by OpenSearch left over" in m and str(first.nodes[0].pid) in m for m in messages)
+        assert second.nodes[0].pid != first.nodes[0].pid
+        assert [p.pid for p in jvms_of(port)] == [second.nodes[0].pid]
+
+        state_file.unlink()
+        out = subprocess.run([sys.executable, "-m", "sparsepack.cli", "node", "stop", "--port", str(port)],
+                             capture_output=True, text=True)
+        assert out.returncode == 0 and "no cluster.json" in out.stderr
+        assert jvms_of(port) == []
+        assert node_cluster.status(port)["running"] is False
+    finally:
+        node_cluster.stop(port, quiet=True)
+
+
+def test_node_guard_fails_a_run_that_leaves_a_node_process(tmp_path):
+    """The end-of-run check itself: a session that leaves a (stand-in) node process behind fails, and it is stopped."""
+    import subprocess
+    import sys
+
+    pidfile = tmp_path / "home" / "clusters" / str(PORT_BASE + 99) / "node-0" / "opensearch.pid"
+    (tmp_path / "test_leak.py").write_text(
+        "import subprocess, sys\n"
+        "def test_leaks():\n"
+        f"    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', '-p', {str(pidfile)!r}],\n"
+        "                     start_new_session=True)\n")
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__), "SPARSEPACK_TEST_PORT_BASE": str(PORT_BASE)}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "node_guard",
+                          str(tmp_path / "test_leak.py")], capture_output=True, text=True, env=env, cwd=tmp_path)
+    try:
+        assert run.returncode == pytest.ExitCode.TESTS_FAILED, run.stdout[-2000:]
+        assert "1 passed" in run.stdout and "left OpenSearch node processes running" in run.stdout
+        assert node_cluster.node_processes(pidfile.parent.parent) == []
+    finally:
+        for proc in node_cluster.node_processes(pidfile.parent.parent):
+            os.kill(proc.pid, 9)

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from conftest import PORT_MULTI, cluster_for, conn
+from conftest import PORT_MULTI, cluster_for, conn, local_cluster
 from faultproxy import Fault, FaultProxy
 from sparsepack.errors import ClusterError
 from sparsepack.packaging.archive import sha256_file, write_zip
@@ -297,13 +297,10 @@ def test_opensearch_py_ml_registers_our_zip(node_3x, package_factory):
 def multinode():
     import os
 
-    from sparsepack.node import cluster as node_cluster
-
     if os.environ.get("OPENSEARCH_URL"):
         pytest.skip("external cluster")
-    state = node_cluster.start("3.6.0", port=PORT_MULTI, nodes=2, heap="768m", fresh=True, log=print)
-    yield state
-    node_cluster.stop(PORT_MULTI, quiet=True)
+    with local_cluster("3.6.0", PORT_MULTI, nodes=2, heap="768m") as state:
+        yield state
 
 
 def test_deploy_on_nodes_with_attribute(multinode, package_factory):

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import SparsepackError
+from ..errors import ClusterError, SparsepackError
 from .assemble import ensure_install, seed_dirs
 from .plan import NodePlan, plan_for
 
@@ -91,21 +91,60 @@ def _port_free(port: int) -> bool:
             return False
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
+PIDFILE = "opensearch.pid"
+JVM_MAIN = "org.opensearch.bootstrap.OpenSearch"
+
+
+@dataclass(frozen=True)
+class NodeProcess:
+    """A live process sparsepack launched for one node folder: the node's JVM or, while it starts, its launcher."""
+    pid: int
+    node_dir: Path
+    jvm: bool
+    version: str | None  # from the JVM's -Dopensearch.path.home=.../opensearch-VERSION
+
+    @property
+    def port(self) -> int | None:
+        name = self.node_dir.parent.name
+        return int(name) if name.isdigit() else None
+
+
+def _process_of_node(pid: int) -> NodeProcess | None:
+    """The node a process belongs to, from its command line: sparsepack launches every node (launcher and JVM) with
+    ``-p HOME/clusters/PORT/node-N/opensearch.pid``, so that argument names the node folder before any pid file exists."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie, or a recycled pid that is not an OpenSearch JVM, is not a running node
-        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-            return False
-        return b"opensearch" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return None
+        argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+    except (OSError, IndexError):
+        return None
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "-p" and value.endswith("/" + PIDFILE):
+            node_dir = Path(value).parent
+            if node_dir.parent.parent.name != "clusters":
+                continue
+            home = next((a.split("=", 1)[1] for a in argv if a.startswith("-Dopensearch.path.home=")), "")
+            version = Path(home).name.removeprefix("opensearch-") if home else None
+            return NodeProcess(pid, node_dir, JVM_MAIN in argv, version)
+    return None
+
+
+def node_processes(cdir: Path | None = None) -> list[NodeProcess]:
+    """Every live process of a sparsepack node, found from /proc (so without cluster.json, and before the JVM wrote
+    its pid file); ``cdir`` keeps those of one cluster folder."""
+    want = os.path.realpath(cdir) if cdir is not None else None
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            proc = _process_of_node(int(entry.name))
+            if proc and (want is None or os.path.realpath(proc.node_dir.parent) == want):
+                found.append(proc)
+    return found
+
+
+def running_nodes(cdir: Path) -> dict[str, NodeProcess]:
+    """The cluster folder's live JVMs by node name, whether or not cluster.json records them."""
+    return {p.node_dir.name: p for p in node_processes(cdir) if p.jvm}
 
 
 def _ensure_user() -> tuple[int, int] | None:
@@ -210,18 +249,30 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
           cache: Path | None = None, timeout: float = 240.0, ml_attr: str = "gpu=true", fresh: bool = False,
           log=print) -> ClusterState:
     """Start (or restart) a local cluster. A restart with the same version and node count keeps its data, so
-    registered models survive ``stop``/``start``; ``fresh`` (or another version) starts from empty data."""
+    registered models survive ``stop``/``start``; ``fresh`` (or another version) starts from empty data.
+
+    ``timeout`` bounds everything after the install is ready: the launchers, every JVM's pid file and the cluster's
+    health. Whatever goes wrong after a launch (a timeout, an error, Ctrl-C) stops every JVM this start launched."""
     plan = plan_for(version)
     home = home or default_home()
     cache = cache or default_cache()
     if nodes < 1 or nodes > 4:
         raise SparsepackError(f"--nodes {nodes}: use 1 to 4 (each node takes its heap plus ~0.5 GB off-heap here)")
+    cdir = cluster_dir(home, port)
     existing = load_state(home, port)
-    if existing and any(_pid_alive(n.pid) for n in existing.nodes):
-        if existing.version == plan.version and len(existing.nodes) == nodes and _healthy(existing.url):
+    running = running_nodes(cdir)
+    if running:
+        recorded = existing is not None and set(running) == {n.name for n in existing.nodes} and _healthy(existing.url)
+        if recorded and existing.version == plan.version and len(existing.nodes) == nodes:
             log(f"OpenSearch {existing.version} already running at {existing.url}")
             return existing
-        raise SparsepackError(f"a sparsepack cluster already runs on port {port}; `sparsepack node stop --port {port}` first")
+        if recorded:
+            raise SparsepackError(f"a sparsepack cluster (OpenSearch {existing.version}, {len(existing.nodes)} node(s)) "
+                                  f"already runs on port {port}; `sparsepack node stop --port {port}` first")
+        pids = ", ".join(f"{name} pid {p.pid}" for name, p in sorted(running.items()))
+        why = "no cluster.json records it" if existing is None else "not the healthy cluster cluster.json records"
+        log(f"port {port} is held by OpenSearch left over from an earlier sparsepack start ({pids}; {why}); stopping it")
+        stop_processes(cdir)
     infos = []
     attr_key, _, attr_val = ml_attr.partition("=")
     for i in range(nodes):
@@ -237,7 +288,6 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
     install = ensure_install(plan, home, cache, log=log)
     ids = _ensure_user()
     _make_readable(install)
-    cdir = cluster_dir(home, port)
     keep = not fresh and existing is not None and existing.version == plan.version and len(existing.nodes) == nodes
     if not keep:
         shutil.rmtree(cdir, ignore_errors=True)  # another version or shape: its data cannot be reused
@@ -253,20 +303,23 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
         (conf / "jvm.options.d").mkdir(exist_ok=True)
         (conf / "jvm.options.d" / "sparsepack.options").write_text(_jvm_options(heap, plan))
         (ndir / "logs").mkdir(parents=True, exist_ok=True)
+        (ndir / PIDFILE).unlink(missing_ok=True)  # a killed JVM leaves its pid file behind
         _seed_data_dir(install, plan, ndir / "data")
     _chown_tree(cdir, ids)
     _make_readable(cdir)
-    t0 = time.time()
-    for info in infos:
-        info.pid = _launch(install, java_home, cdir / info.name, ids)
-    _save_state(state, port)
+    _save_state(state, port)  # before any launch: an interrupted start stays visible to `node status` / `node stop`
+    t0 = time.monotonic()
+    deadline = t0 + timeout
     try:
-        _wait_healthy(state, nodes, timeout, cdir)
-    except SparsepackError:
-        stop(port, home, quiet=True)
+        for info in infos:
+            _launch(install, java_home, cdir / info.name, ids, deadline)
+        _wait_started(state, cdir, deadline, timeout)
+        _save_state(state, port)
+        log(f"OpenSearch {plan.version} ({nodes} node{'s' if nodes > 1 else ''}) up at {state.url} in {time.monotonic() - t0:.0f}s")
+        apply_node_settings(state.url)
+    except BaseException:  # KeyboardInterrupt included: no JVM of this start outlives it
+        stop_processes(cdir)
         raise
-    log(f"OpenSearch {plan.version} ({nodes} node{'s' if nodes > 1 else ''}) up at {state.url} in {time.time() - t0:.0f}s")
-    apply_node_settings(state.url)
     return state
 
 
@@ -280,50 +333,80 @@ def apply_node_settings(url: str) -> dict:
     return body
 
 
-def _launch(install: Path, java_home: Path, ndir: Path, ids) -> int:
-    pidfile = ndir / "opensearch.pid"
+def _launch(install: Path, java_home: Path, ndir: Path, ids, deadline: float) -> None:
+    """Run the daemonizing launcher. It returns once the JVM process exists; the JVM writes its pid file later (seconds,
+    or much longer on a busy machine), which :func:`_wait_started` waits for."""
     env = {"PATH": "/usr/bin:/bin", "OPENSEARCH_JAVA_HOME": str(java_home), "OPENSEARCH_PATH_CONF": str(ndir / "config"),
            "HOME": str(ndir), "LANG": "C.UTF-8"}
-    cmd = [str(install / "bin" / "opensearch"), "-d", "-p", str(pidfile)]
+    # `-p` names the node folder in the command line of the launcher and the JVM: node_processes() finds them by it.
+    cmd = [str(install / "bin" / "opensearch"), "-d", "-p", str(ndir / PIDFILE)]
     if ids is not None:
         cmd = ["runuser", "-u", SERVICE_USER, "--", "env", *[f"{k}={v}" for k, v in env.items()], *cmd]
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     launcher_log = ndir / "logs" / "launcher.out"
     # The daemon inherits stdout/stderr: a file, not a pipe, or the call would wait for the node to exit.
     with open(launcher_log, "w") as out:
-        proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(ndir))
+        try:
+            proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  cwd=str(ndir), timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise ClusterError(f"the OpenSearch launcher of {ndir.name} did not return within the start timeout; raise "
+                               f"--timeout or see {launcher_log}") from None
     if proc.returncode != 0:
         lines = [l for l in launcher_log.read_text(errors="replace").splitlines() if l.strip() and "no-jdk" not in l]
         tail = " | ".join(lines[-4:])
         raise SparsepackError(f"OpenSearch failed to start: {tail or 'no output'}; see {ndir / 'logs'}")
-    for _ in range(100):
-        if pidfile.exists() and pidfile.read_text().strip():
-            return int(pidfile.read_text().strip())
-        time.sleep(0.1)
-    raise SparsepackError(f"OpenSearch wrote no pid file in {ndir}; see {ndir / 'logs'}")
 
 
-def _healthy(url: str) -> bool:
+def _read_pid(ndir: Path) -> int:
     try:
-        return http_json(f"{url}/_cluster/health", timeout=3)["status"] in ("green", "yellow")
-    except (urllib.error.URLError, OSError, ValueError, KeyError):
-        return False
+        return int((ndir / PIDFILE).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
-def _wait_healthy(state: ClusterState, nodes: int, timeout: float, cdir: Path) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def _health(url: str) -> dict | None:
+    try:
+        return http_json(f"{url}/_cluster/health", timeout=3)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _healthy(url: str, nodes: int = 1) -> bool:
+    health = _health(url) or {}
+    return health.get("status") in ("green", "yellow") and health.get("number_of_nodes", 0) >= nodes
+
+
+def _waiter(port: int):
+    """A Cluster handle for its bounded polling (Cluster.wait_for); the node module's own checks use http_json."""
+    from ..registry.connection import ConnectionOptions, connect
+
+    return connect(ConnectionOptions(url=f"http://127.0.0.1:{port}", timeout=3, retries=0))
+
+
+def _wait_started(state: ClusterState, cdir: Path, deadline: float, timeout: float) -> None:
+    """Until ``deadline``: every node's JVM alive with its pid file written, and the cluster healthy with all nodes."""
+
+    def started() -> bool:
+        procs = node_processes(cdir)
         for info in state.nodes:
-            if not _pid_alive(info.pid):
-                raise SparsepackError(f"OpenSearch node {info.name} exited during start-up; last log lines: {log_tail(cdir / info.name, 6)}")
-        try:
-            health = http_json(f"{state.url}/_cluster/health", timeout=3)
-            if health["status"] in ("green", "yellow") and health["number_of_nodes"] >= nodes:
-                return
-        except (urllib.error.URLError, OSError, ValueError, KeyError):
-            pass
-        time.sleep(1.0)
-    raise SparsepackError(f"OpenSearch not healthy after {timeout:.0f}s; last log lines: {log_tail(cdir / state.nodes[0].name, 6)}")
+            mine = [p for p in procs if p.node_dir.name == info.name]
+            if not mine:
+                raise ClusterError(f"OpenSearch node {info.name} exited during start-up; last log lines: "
+                                   f"{log_tail(cdir / info.name, 6)}")
+            pid = _read_pid(cdir / info.name)
+            info.pid = pid if any(p.jvm and p.pid == pid for p in mine) else 0
+        return all(n.pid for n in state.nodes) and _healthy(state.url, len(state.nodes))
+
+    try:
+        _waiter(state.nodes[0].http_port).wait_for(started, max(0.0, deadline - time.monotonic()), "the node")
+    except ClusterError as exc:
+        if "timed out" not in str(exc):
+            raise
+        waiting = [n.name for n in state.nodes if not n.pid]
+        what = f"no pid file yet from {', '.join(waiting)}" if waiting else "not healthy"
+        raise ClusterError(f"OpenSearch not up after {timeout:.0f}s ({what}); raise --timeout on a busy machine, or see "
+                           f"the last log lines: {log_tail(cdir / (waiting or [state.nodes[0].name])[0], 6)}") from None
 
 
 def log_file(ndir: Path) -> Path | None:
@@ -339,34 +422,63 @@ def log_tail(ndir: Path, n: int = 40) -> str:
     return " | ".join(path.read_text(errors="replace").strip().splitlines()[-n:])
 
 
+def stop_processes(cdir: Path, timeout: float = 60.0) -> int:
+    """SIGTERM every process of the cluster folder's nodes (JVMs and launchers), SIGKILL what is left after ``timeout``.
+    Scans again until none is left, since a launcher may fork its JVM meanwhile. Returns how many were signalled."""
+    signalled: set[int] = set()
+
+    def gone(sig=signal.SIGTERM) -> bool:
+        procs = node_processes(cdir)
+        for proc in sorted(procs, key=lambda p: p.node_dir.name, reverse=True):  # the cluster manager last
+            if proc.pid not in signalled or sig == signal.SIGKILL:
+                signalled.add(proc.pid)
+                try:
+                    os.kill(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+        return not procs
+
+    waiter = _waiter(int(cdir.name) if cdir.name.isdigit() else 9200)
+    try:
+        waiter.wait_for(gone, timeout, f"the nodes in {cdir} to stop", interval=0.5)
+    except ClusterError:
+        waiter.wait_for(lambda: gone(signal.SIGKILL), 30, f"the nodes in {cdir} to die", interval=0.5)
+    return len(signalled)
+
+
 def stop(port: int = 9200, home: Path | None = None, quiet: bool = False, log=print) -> bool:
+    """Stop the cluster on ``port``: every node process found under its folder, whether or not cluster.json exists."""
     home = home or default_home()
+    cdir = cluster_dir(home, port)
     state = load_state(home, port)
-    if state is None:
+    if state is None and not node_processes(cdir):
         if not quiet:
-            log(f"no sparsepack cluster recorded on port {port}")
+            log(f"no sparsepack cluster recorded or running on port {port}")
         return False
-    for info in reversed(state.nodes):
-        if _pid_alive(info.pid):
-            os.kill(info.pid, signal.SIGTERM)
-    deadline = time.time() + 60
-    while time.time() < deadline and any(_pid_alive(n.pid) for n in state.nodes):
-        time.sleep(0.5)
-    for info in state.nodes:
-        if _pid_alive(info.pid):
-            os.kill(info.pid, signal.SIGKILL)
+    count = stop_processes(cdir)
     if not quiet:
-        log(f"stopped OpenSearch {state.version} on port {port}")
+        if state is not None:
+            log(f"stopped OpenSearch {state.version} on port {port}")
+        else:
+            log(f"stopped {count} OpenSearch process(es) on port {port} found from their command lines (no cluster.json)")
     return True
 
 
 def status(port: int = 9200, home: Path | None = None) -> dict:
+    """What runs on ``port``, from the node processes themselves; cluster.json adds the version when it exists."""
     home = home or default_home()
     state = load_state(home, port)
-    if state is None:
+    running = running_nodes(cluster_dir(home, port))
+    if state is None and not running:
         return {"running": False, "port": port}
-    alive = [n.name for n in state.nodes if _pid_alive(n.pid)]
-    out = {"running": bool(alive), "version": state.version, "url": state.url, "nodes": alive, "healthy": False}
-    if alive:
-        out["healthy"] = _healthy(state.url)
+    url = state.url if state else f"http://127.0.0.1:{port}"
+    version = state.version if state else next((p.version for p in running.values() if p.version), None)
+    out = {"running": bool(running), "version": version, "url": url, "nodes": sorted(running),
+           "pids": {name: p.pid for name, p in sorted(running.items())}, "healthy": False}
+    if state is None:
+        out["recorded"] = False
+        out["note"] = (f"no cluster.json: found from the node processes' command lines; "
+                       f"`sparsepack node stop --port {port}` stops them")
+    if running:
+        out["healthy"] = _healthy(url, len(running))
     return out
