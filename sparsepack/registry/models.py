@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ClusterError
 from ..templates import CHUNK_SIZE, render
+from . import references
 from .connection import Cluster
 
 BASE = "/_plugins/_ml"
@@ -15,6 +17,9 @@ TASK_DONE = {"COMPLETED", "FAILED", "COMPLETED_WITH_ERROR", "CANCELLED", "EXPIRE
 USABLE = {"REGISTERED", "DEPLOYED", "PARTIALLY_DEPLOYED", "DEPLOYING", "UNDEPLOYED", "DEPLOY_FAILED", "LOADED", "UPLOADED",
           "PARTIALLY_LOADED", "UNLOADED", "LOAD_FAILED"}
 DEPLOYED = {"DEPLOYED", "PARTIALLY_DEPLOYED", "LOADED", "PARTIALLY_LOADED"}
+# Where a deploy ends. ML Commons completes the deploy task before it writes the model's state, so a read right after
+# the task can still say DEPLOYING (or the state before the deploy).
+DEPLOY_ENDED = DEPLOYED | {"DEPLOY_FAILED", "LOAD_FAILED"}
 
 
 @dataclass
@@ -25,12 +30,17 @@ class Created:
     deployed: list[str] = field(default_factory=list)
 
 
-def ensure_group(cluster: Cluster, name: str, version: str, created: Created, access_mode: str | None = None) -> tuple[str, bool]:
+def find_group(cluster: Cluster, name: str) -> str | None:
     found = cluster.request("POST", f"{BASE}/model_groups/_search",
                             body={"query": {"term": {"name.keyword": name}}, "size": 1}, ok_404=True)
     hits = (found or {}).get("hits", {}).get("hits", [])
-    if hits:
-        return hits[0]["_id"], False
+    return hits[0]["_id"] if hits else None
+
+
+def ensure_group(cluster: Cluster, name: str, version: str, created: Created, access_mode: str | None = None) -> tuple[str, bool]:
+    group_id = find_group(cluster, name)
+    if group_id:
+        return group_id, False
     body = render("model-group", None, version, group_name=name, access_mode=access_mode)
     group_id = cluster.request("POST", f"{BASE}/model_groups/_register", body=body)["model_group_id"]
     created.group_id = group_id
@@ -160,17 +170,23 @@ def deploy(cluster: Cluster, model_id: str, node_ids: list[str] | None, timeout:
     if model.get("model_state") == "DEPLOYED" and (not node_ids or current == set(node_ids)):
         return {"model_id": model_id, "state": "DEPLOYED", "worker_nodes": sorted(current), "reused": True}
     body = {"node_ids": node_ids} if node_ids else None
+    deadline = time.monotonic() + timeout
     task_id = cluster.request("POST", f"{BASE}/models/{model_id}/_deploy", body=body)["task_id"]
     created.deployed.append(model_id)
     task = wait_task(cluster, task_id, timeout, f"deploy of {model_id}")
-    model = get_model(cluster, model_id) or {}
-    state = model.get("model_state")
+    state = cluster.wait_for(lambda: _state_in(cluster, model_id, DEPLOY_ENDED), max(deadline - time.monotonic(), 1.0),
+                             f"model {model_id} to leave DEPLOYING after its deploy task completed")
     if state not in DEPLOYED:
         raise ClusterError(f"deploy of {model_id} left it {state}: {node_errors(task)}")
     if state.startswith("PARTIALLY"):
         raise ClusterError(f"deploy of {model_id} is PARTIALLY_DEPLOYED: {node_errors(task)}")
     return {"model_id": model_id, "state": state, "worker_nodes": sorted(task.get("worker_node") or []), "task_id": task_id,
             "reused": False}
+
+
+def _state_in(cluster: Cluster, model_id: str, states: set[str]) -> str | None:
+    state = (get_model(cluster, model_id) or {}).get("model_state")
+    return state if state in states else None
 
 
 def worker_nodes(cluster: Cluster, model_id: str) -> list[str]:
@@ -180,18 +196,25 @@ def worker_nodes(cluster: Cluster, model_id: str) -> list[str]:
     return sorted(nid for nid, node in prof.get("nodes", {}).items() if node.get("models", {}).get(model_id, {}).get("predictor"))
 
 
-def undeploy(cluster: Cluster, model_id: str) -> None:
+def undeploy(cluster: Cluster, model_id: str, timeout: float = 60.0, check_references: bool = True) -> None:
+    """Undeploy and wait until the model's state says so (written after the undeploy answers); refused while a
+    pipeline or index uses the model."""
+    if check_references:
+        references.refuse_if_used(cluster, [model_id], f"undeploy {model_id}")
     cluster.request("POST", f"{BASE}/models/{model_id}/_undeploy", ok_404=True)
+    cluster.wait_for(lambda: (get_model(cluster, model_id) or {}).get("model_state") not in DEPLOYED | {"DEPLOYING"},
+                     timeout, f"model {model_id} to undeploy")
 
 
-def delete(cluster: Cluster, model_id: str, timeout: float = 60.0) -> None:
+def delete(cluster: Cluster, model_id: str, timeout: float = 60.0, check_references: bool = True) -> None:
+    """Undeploy if needed, then delete; refused while a pipeline or index uses the model."""
     model = get_model(cluster, model_id)
     if model is None:
         return
+    if check_references:
+        references.refuse_if_used(cluster, [model_id], f"delete {model_id}")
     if model.get("model_state") in DEPLOYED | {"DEPLOYING"}:
-        undeploy(cluster, model_id)
-        cluster.wait_for(lambda: (get_model(cluster, model_id) or {}).get("model_state") not in DEPLOYED | {"DEPLOYING"},
-                         timeout, f"model {model_id} to undeploy")
+        undeploy(cluster, model_id, timeout, check_references=False)
     cluster.request("DELETE", f"{BASE}/models/{model_id}", ok_404=True)
 
 
