@@ -101,7 +101,7 @@ def test_clear_previous_removes_older_versions(node_3x, package_factory):
         second = release(str(package_factory("distil-bi-log1p")[1]), conn(node_3x),
                          ReleaseOptions(group=group, smoke=False, clear_previous=True, **OPTS))
         assert first["passed"] and second["passed"]
-        assert second["steps"]["register"]["cleared_previous"] == [first["model_ids"]["document"]]
+        assert second["steps"]["clear_previous"]["removed"] == [first["model_ids"]["document"]]
         assert [m["model_id"] for m in group_models(node_3x, group)] == [second["model_ids"]["document"]]
     finally:
         cleanup_group(node_3x, group)
