@@ -17,6 +17,7 @@ from . import parity
 from .archive import read_zip, sha256_file, write_zip
 from .exporter import EXPORTERS
 from .introspect import ModelSpec, load_model
+from .onnx_export import FORMATS, for_format, onnx_document_artifact
 from .opcheck import LIBTORCH_BY_LINE, compatibility
 from .tokenizer_export import ML_COMMONS_MAX_LENGTH, dumps, idf_json, server_token_strings, tokenizer_json
 from .wrapper import SparseDocumentEncoder
@@ -65,9 +66,10 @@ def _example_batch(tokenizer_data: dict) -> dict:
 
 def package(model: str, out: str | Path, revision: str | None = None, trust_remote_code: bool = False,
             max_length: int | None = None, prune_ratio: float = 0.0, targets: tuple[str, ...] = tuple(LIBTORCH_BY_LINE),
-            force: bool = False, exporter: str = "torchscript", log: Callable[[str], None] = _log,
+            force: bool = False, artifact_format: str = "torchscript", log: Callable[[str], None] = _log,
             spec: ModelSpec | None = None) -> dict:
-    """``spec``: an already loaded model (``load_model``), so a caller that needs the model afterwards loads it once."""
+    """``spec``: an already loaded model (``load_model``), so a caller that needs the model afterwards loads it once.
+    ``artifact_format``: torchscript, onnx or both (one document artifact each, each with its own proof)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise SparsepackError(f"{out} already exists and is not empty; choose another -o or pass --force")
@@ -76,6 +78,8 @@ def package(model: str, out: str | Path, revision: str | None = None, trust_remo
     unknown = [t for t in targets if t not in LIBTORCH_BY_LINE]
     if unknown:
         raise SparsepackError(f"unknown OpenSearch line {unknown[0]!r}; use one of {', '.join(LIBTORCH_BY_LINE)}")
+    if artifact_format not in FORMATS:
+        raise SparsepackError(f"--format {artifact_format!r} is unknown; use one of {', '.join(FORMATS)}")
 
     if spec is None:
         log(f"loading {model}")
@@ -86,8 +90,9 @@ def package(model: str, out: str | Path, revision: str | None = None, trust_remo
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     staging.chmod(0o755)  # readable by a service user (URL registration, local node)
     try:
-        manifest = _build(spec, staging, length, prune_ratio, targets, EXPORTERS[exporter](), log)
-        write_package_bodies(staging, manifest)  # register-meta + model-config next to each zip
+        manifest = _build(spec, staging, length, prune_ratio, targets, [EXPORTERS[f]() for f in FORMATS[artifact_format]], log)
+        for fmt in manifest["formats"]:  # register-meta + model-config next to each zip
+            write_package_bodies(staging, for_format(manifest, fmt))
         (staging / MANIFEST).write_bytes(dumps(manifest))
         (staging / "README.md").write_text(model_card(manifest), encoding="utf-8")
         _replace_dir(staging, out)
@@ -109,7 +114,7 @@ def _replace_dir(staging: Path, out: Path) -> None:
         staging.rename(out)
 
 
-def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targets, exporter, log) -> dict:
+def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targets, exporters, log) -> dict:
     name = slug(spec.source)
     license_bytes = spec.license_file.read_bytes() if spec.license_file else None
     work = staging / ".work"
@@ -117,6 +122,33 @@ def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targ
 
     doc_tok = tokenizer_json(spec.tokenizer, length)
     wrapper = SparseDocumentEncoder(spec.mlm, spec.activation, spec.pooling, spec.special_ids, spec.vocab_size, prune_ratio)
+    artifacts, result, first = [], {}, None
+    for exporter in exporters:  # the first format fills the manifest's top-level proof, operators and compatibility
+        if exporter.model_format == "ONNX":
+            art, loaded, unpacked_tok, ops, compat, doc_parity = onnx_document_artifact(
+                spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio, _example_batch(doc_tok), log)
+        else:
+            ops, compat, loaded, unpacked_tok, doc_parity = _torchscript_document(
+                spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio, targets, exporter, log)
+            art = {**_artifact_entry(staging / f"{name}-sparse-encoding.zip", "document", "SPARSE_ENCODING",
+                                     exporter.model_format), "format": "torchscript"}
+        suffix = "" if first is None else f"_{art['format']}"
+        art["parity"] = f"document{suffix}"
+        result[f"document{suffix}"] = doc_parity
+        artifacts.append(art)
+        if spec.mode == "bi-encoder":
+            log(f"validating the {art['format']} artifact as query encoder against encode_query")
+            result[f"query{suffix}"] = parity.validate_query_bi_encoder(spec, loaded, unpacked_tok)
+            if prune_ratio == 0.0:
+                parity.require(result[f"query{suffix}"], "query")
+        first = first or (ops, compat)
+    if spec.mode == "inference-free":
+        _query_tokenize_artifact(spec, staging, length, license_bytes, name, artifacts, result, log)
+    shutil.rmtree(work)
+    return _manifest(spec, name, length, prune_ratio, *first, result, artifacts)
+
+
+def _torchscript_document(spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio, targets, exporter, log):
     log("tracing the document encoder (eager attention)")
     pt_path = work / f"{name}{exporter.suffix}"
     exporter.export(wrapper, _example_batch(doc_tok), pt_path)
@@ -140,31 +172,27 @@ def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targ
     doc_parity = parity.validate_document(spec, artifact, unpacked_tok)
     if prune_ratio == 0.0:
         parity.require(doc_parity, "document")
-    artifacts = [_artifact_entry(doc_zip, "document", "SPARSE_ENCODING", exporter.model_format)]
-    result = {"document": doc_parity}
+    return ops, compat, artifact, unpacked_tok, doc_parity
 
-    if spec.mode == "inference-free":
-        q_length = min(int(spec.query_tokenizer.model_max_length or length), ML_COMMONS_MAX_LENGTH)
-        q_tok = tokenizer_json(spec.query_tokenizer, q_length)
-        names = server_token_strings(q_tok, spec.vocab_size)
-        idf = idf_json(spec.query_module.weight.detach().float(), names)
-        q_entries = {"tokenizer.json": dumps(q_tok), "idf.json": dumps(idf)}
-        if license_bytes:
-            q_entries["LICENSE"] = license_bytes
-        q_zip = staging / f"{name}-sparse-tokenize.zip"
-        write_zip(q_zip, q_entries)
-        log("validating the query tokenizer artifact against encode_query")
-        unpacked = read_zip(q_zip)
-        result["query"] = parity.validate_query_tokenize(spec, json.loads(unpacked["tokenizer.json"]), json.loads(unpacked["idf.json"]))
-        parity.require(result["query"], "query")
-        artifacts.append(_artifact_entry(q_zip, "query", "SPARSE_TOKENIZE", "TORCH_SCRIPT"))
-    else:
-        log("validating the artifact as query encoder against encode_query")
-        result["query"] = parity.validate_query_bi_encoder(spec, artifact, unpacked_tok)
-        if prune_ratio == 0.0:
-            parity.require(result["query"], "query")
 
-    shutil.rmtree(work)
+def _query_tokenize_artifact(spec, staging, length, license_bytes, name, artifacts, result, log):
+    q_length = min(int(spec.query_tokenizer.model_max_length or length), ML_COMMONS_MAX_LENGTH)
+    q_tok = tokenizer_json(spec.query_tokenizer, q_length)
+    names = server_token_strings(q_tok, spec.vocab_size)
+    idf = idf_json(spec.query_module.weight.detach().float(), names)
+    q_entries = {"tokenizer.json": dumps(q_tok), "idf.json": dumps(idf)}
+    if license_bytes:
+        q_entries["LICENSE"] = license_bytes
+    q_zip = staging / f"{name}-sparse-tokenize.zip"
+    write_zip(q_zip, q_entries)
+    log("validating the query tokenizer artifact against encode_query")
+    unpacked = read_zip(q_zip)
+    result["query"] = parity.validate_query_tokenize(spec, json.loads(unpacked["tokenizer.json"]), json.loads(unpacked["idf.json"]))
+    parity.require(result["query"], "query")
+    artifacts.append(_artifact_entry(q_zip, "query", "SPARSE_TOKENIZE", "TORCH_SCRIPT"))
+
+
+def _manifest(spec, name, length, prune_ratio, ops, compat, result, artifacts) -> dict:
     return {
         "sparsepack_version": __version__,
         "name": name,
@@ -183,6 +211,7 @@ def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targ
         "compatible_opensearch": sorted(line for line, c in compat.items() if c["compatible"]),
         "opensearch_compatibility": compat,
         "parity": result,
+        "formats": [a["format"] for a in artifacts if a["role"] == "document"],
         "artifacts": artifacts,
     }
 

@@ -1,0 +1,237 @@
+"""The document encoder as ONNX, for ML Commons' ONNX runtime (onnxruntime 1.16.3 on OpenSearch 2.15 - 3.x).
+
+ML Commons' sparse translator names its arrays ``input1.input_ids`` and ``input1.attention_mask`` and, for ONNX, feeds
+them by those names; the graph returns one float32 ``output`` [batch, vocab]. Exported with the TorchScript-based
+``torch.onnx.export`` (``dynamo=False``): it takes the same dict-in wrapper the TorchScript artifact uses.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import importlib.metadata as md
+import io
+import warnings
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import SparsepackError
+
+OPSET = 17
+INPUT_NAMES = ("input1.input_ids", "input1.attention_mask")
+OUTPUT_NAME = "output"
+# The onnxruntime ML Commons bundles per OpenSearch line, and the newest opset / IR version that runtime reads.
+ORT_BY_LINE = {"2.x": "1.16.3", "3.x": "1.16.3"}
+ORT_LIMITS = {"1.16.3": {"max_opset": 19, "max_ir_version": 9}}
+# Initializers smaller than this are not worth an extra node when duplicated.
+DEDUPE_MIN_ELEMENTS = 1024
+
+
+def _require_onnx():
+    try:
+        import onnx
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise SparsepackError(f"ONNX export needs the onnx and onnxruntime packages ({exc.name} is missing); "
+                              f"pip install onnx onnxruntime") from exc
+    return onnx
+
+
+def runtime_version() -> str:
+    try:
+        return md.version("onnxruntime")
+    except md.PackageNotFoundError:
+        return "absent"
+
+
+class OnnxArtifact:
+    """An ONNX file run by onnxruntime, called like the TorchScript module: dict of tensors in, ``{"output"}`` out."""
+
+    def __init__(self, path: Path, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1 if threads else 0
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, inputs: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        feed = {INPUT_NAMES[0]: inputs["input_ids"].numpy().astype(np.int64),
+                INPUT_NAMES[1]: inputs["attention_mask"].numpy().astype(np.int64)}
+        (out,) = self.session.run([OUTPUT_NAME], feed)
+        return {"output": torch.from_numpy(out)}
+
+
+class OnnxExporter:
+    model_format = "ONNX"
+    suffix = ".onnx"
+    opset = OPSET
+
+    def export(self, module: nn.Module, example: Dict[str, Tensor], path: Path) -> None:
+        onnx = _require_onnx()
+        module.eval()
+        axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+        axes[OUTPUT_NAME] = {0: "batch"}
+        buffer = io.BytesIO()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                # The trailing {} keeps torch from reading the dict argument as keyword arguments.
+                torch.onnx.export(module, (dict(example), {}), buffer, input_names=list(INPUT_NAMES),
+                                  output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=OPSET, dynamo=False,
+                                  do_constant_folding=True)
+            except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one line
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise SparsepackError(f"ONNX export failed: {first}; use --format torchscript for this model") from exc
+        model = onnx.load_from_string(buffer.getvalue())
+        dedupe_initializers(model)
+        onnx.checker.check_model(model)
+        path.write_bytes(model.SerializeToString())
+
+    def load(self, path: Path) -> OnnxArtifact:
+        _require_onnx()
+        return OnnxArtifact(path)
+
+    def operators(self, path: Path) -> set[str]:
+        onnx = _require_onnx()
+        model = onnx.load(str(path), load_external_data=False)
+        return {f"{node.domain or 'ai.onnx'}::{node.op_type}" for node in model.graph.node}
+
+
+def graph_facts(path: Path) -> dict:
+    """Opset, IR version and the signature, read back from the file."""
+    onnx = _require_onnx()
+    model = onnx.load(str(path), load_external_data=False)
+    opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+    def sig(values):
+        return [{"name": v.name, "elem_type": onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type),
+                 "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]} for v in values]
+
+    return {"opset": opset, "ir_version": model.ir_version, "inputs": sig(model.graph.input),
+            "outputs": sig(model.graph.output)}
+
+
+def compatibility(facts: dict) -> dict[str, dict]:
+    """Per OpenSearch line: whether the bundled onnxruntime reads this opset and IR version."""
+    report = {}
+    for line, ort_version in ORT_BY_LINE.items():
+        limits = ORT_LIMITS[ort_version]
+        problems = []
+        if facts["opset"] > limits["max_opset"]:
+            problems.append(f"opset {facts['opset']} > {limits['max_opset']}")
+        if facts["ir_version"] > limits["max_ir_version"]:
+            problems.append(f"IR version {facts['ir_version']} > {limits['max_ir_version']}")
+        report[line] = {"onnxruntime": ort_version, "compatible": not problems, "problems": problems}
+    return report
+
+
+def _key(arr: np.ndarray) -> tuple:
+    arr = np.ascontiguousarray(arr)
+    return arr.dtype.str, arr.shape, hashlib.sha256(arr.tobytes()).digest()
+
+
+def dedupe_initializers(model) -> dict[str, list[str]]:
+    """Store each weight once. The exporter folds a tied decoder weight (the word embeddings, transposed for MatMul)
+    into a second initializer; an exact copy becomes a reference to the first, a transposed copy a Transpose node of
+    it (onnxruntime folds that back into a constant when the session starts)."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    seen: dict[tuple, str] = {}
+    seen_transposed: dict[tuple, str] = {}
+    aliases: dict[str, str] = {}
+    transposes: dict[str, str] = {}
+    for init in graph.initializer:
+        if np.prod(init.dims, dtype=np.int64) < DEDUPE_MIN_ELEMENTS:
+            continue
+        arr = numpy_helper.to_array(init)
+        key = _key(arr)
+        if key in seen:
+            aliases[init.name] = seen[key]
+        elif key in seen_transposed:
+            transposes[init.name] = seen_transposed[key]
+        else:
+            seen[key] = init.name
+            if arr.ndim == 2:
+                seen_transposed[_key(arr.T)] = init.name
+    if not aliases and not transposes:
+        return {"aliased": [], "transposed": []}
+    dropped = set(aliases) | set(transposes)
+    kept = [i for i in graph.initializer if i.name not in dropped]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in aliases:
+                node.input[i] = aliases[name]
+    kept_inputs = [v for v in graph.input if v.name not in dropped]
+    del graph.input[:]
+    graph.input.extend(kept_inputs)
+    for n, (name, source) in enumerate(sorted(transposes.items())):
+        graph.node.insert(n, helper.make_node("Transpose", [source], [name], name=f"sparsepack_tied_{n}", perm=[1, 0]))
+    return {"aliased": sorted(aliases), "transposed": sorted(transposes)}
+
+
+# --format choices -> the exporters they run, in order; the first one is the manifest's primary document artifact.
+FORMATS = {"torchscript": ("torchscript",), "onnx": ("onnx",), "both": ("torchscript", "onnx")}
+
+
+def for_format(manifest: dict, fmt: str | None) -> dict:
+    """The manifest as if the package held only the ``fmt`` document artifact (plus the query artifact): what
+    templates, registration and the smoke test take. ``None`` picks the package's first format."""
+    formats = manifest.get("formats") or ["torchscript"]
+    fmt = fmt or formats[0]
+    if fmt not in formats:
+        raise SparsepackError(f"the package holds no {fmt} document artifact (it has {', '.join(formats)}); "
+                              f"re-package with --format {fmt} or both")
+    keep = [a for a in manifest["artifacts"] if a["role"] != "document" or a.get("format", "torchscript") == fmt]
+    view = {**manifest, "artifacts": keep}
+    doc = next(a for a in keep if a["role"] == "document")
+    if doc.get("opensearch_compatibility"):
+        view["compatible_opensearch"] = sorted(line for line, c in doc["opensearch_compatibility"].items() if c["compatible"])
+    return view
+
+
+def onnx_document_artifact(spec, wrapper, doc_tok: dict, staging: Path, work: Path, name: str, license_bytes: bytes | None,
+                           prune_ratio: float, example: Dict[str, Tensor], log):
+    """Export, zip, reload from the zip and prove against ``encode_document`` at the same batteries and batch sizes
+    as the TorchScript proof. Returns (artifact entry, loaded artifact, tokenizer data, operators, compatibility, proof)."""
+    from . import parity
+    from .archive import read_zip, sha256_file, write_zip
+    from .tokenizer_export import dumps
+
+    exporter = OnnxExporter()
+    log(f"exporting the document encoder to ONNX (opset {OPSET})")
+    onnx_path = work / f"{name}.onnx"
+    exporter.export(wrapper, example, onnx_path)
+    entries = {onnx_path.name: onnx_path.read_bytes(), "tokenizer.json": dumps(doc_tok)}
+    if license_bytes:
+        entries["LICENSE"] = license_bytes
+    doc_zip = staging / f"{name}-sparse-encoding-onnx.zip"
+    write_zip(doc_zip, entries)
+
+    log(f"validating the ONNX artifact (onnxruntime {runtime_version()}) against encode_document")
+    unpacked = read_zip(doc_zip)
+    reloaded = work / "reloaded-onnx" / onnx_path.name
+    reloaded.parent.mkdir(parents=True, exist_ok=True)
+    reloaded.write_bytes(unpacked[onnx_path.name])
+    artifact = exporter.load(reloaded)
+    tokenizer_data = json.loads(unpacked["tokenizer.json"])
+    proof = parity.validate_document(spec, artifact, tokenizer_data)
+    proof["runtime"] = {"onnxruntime": runtime_version()}
+    if prune_ratio == 0.0:
+        parity.require(proof, "document (ONNX)")
+    facts = graph_facts(reloaded)
+    compat = compatibility(facts)
+    entry = {"role": "document", "file": doc_zip.name, "function_name": "SPARSE_ENCODING", "model_format": "ONNX",
+             "sha256": sha256_file(doc_zip), "size_bytes": doc_zip.stat().st_size, "format": "onnx",
+             "opset": facts["opset"], "ir_version": facts["ir_version"], "inputs": facts["inputs"],
+             "outputs": facts["outputs"], "runtime": {"onnxruntime": runtime_version(),
+                                                      "ml_commons_onnxruntime": sorted(set(ORT_BY_LINE.values()))},
+             "opensearch_compatibility": compat}
+    return entry, artifact, tokenizer_data, exporter.operators(reloaded), compat, proof

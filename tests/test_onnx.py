@@ -1,0 +1,156 @@
+"""The ONNX document artifact: signature ML Commons feeds, tied weights stored once, deterministic zip, the proof."""
+import hashlib
+import json
+import zipfile
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from sparsepack.cli import main
+from sparsepack.errors import SparsepackError
+from sparsepack.packaging.onnx_export import (INPUT_NAMES, OPSET, OnnxArtifact, OnnxExporter, dedupe_initializers,
+                                              for_format)
+from sparsepack.packaging.package import package, verify_artifacts
+
+QUIET = {"log": lambda m: None}
+
+
+@pytest.fixture(scope="module")
+def both_packages(model_factory, tmp_path_factory):
+    cache = {}
+
+    def make(name):
+        if name not in cache:
+            out = tmp_path_factory.mktemp(f"onnx-{name}") / "package"
+            cache[name] = (package(str(model_factory(name)), out, artifact_format="both", **QUIET), out)
+        return cache[name]
+
+    return make
+
+
+def _doc(manifest, fmt):
+    return next(a for a in manifest["artifacts"] if a["role"] == "document" and a["format"] == fmt)
+
+
+def _onnx_model(out, art):
+    with zipfile.ZipFile(out / art["file"]) as zf:
+        names = zf.namelist()
+        onnx_names = [n for n in names if n.endswith(".onnx")]
+        assert len(onnx_names) == 1 and "tokenizer.json" in names and not any(n.endswith(".pt") for n in names)
+        return onnx.load_from_string(zf.read(onnx_names[0]))
+
+
+@pytest.mark.parametrize("name", ["bert-bi-relu", "distil-if-relu", "bert-bi-sum"])
+def test_both_formats_carry_their_own_proof(both_packages, name):
+    manifest, out = both_packages(name)
+    assert manifest["formats"] == ["torchscript", "onnx"]
+    ts, ox = _doc(manifest, "torchscript"), _doc(manifest, "onnx")
+    assert ts["model_format"] == "TORCH_SCRIPT" and ox["model_format"] == "ONNX"
+    assert ox["function_name"] == "SPARSE_ENCODING" and ox["file"] != ts["file"]
+    proof = manifest["parity"][ox["parity"]]
+    assert ox["parity"] == "document_onnx" and manifest["parity"]["document"]["passed"]
+    assert proof["passed"] and proof["identical_token_sets"] and proof["max_abs_diff"] <= 1e-5
+    assert set(proof["by_batch_size"]) == set(manifest["parity"]["document"]["by_batch_size"])  # same batch sizes
+    assert proof["runtime"]["onnxruntime"] == ox["runtime"]["onnxruntime"] != "absent"
+    if manifest["mode"] == "bi-encoder":  # the ONNX model is also the query encoder
+        assert manifest["parity"]["query_onnx"]["passed"]
+    verify_artifacts(manifest, out)
+    body = json.loads((out / ox["bodies"]["register-meta"]).read_text())
+    assert body["model_format"] == "ONNX" and body["model_content_hash_value"] == ox["sha256"]
+
+
+def test_signature_is_what_ml_commons_feeds(both_packages):
+    manifest, out = both_packages("bert-bi-relu")
+    art = _doc(manifest, "onnx")
+    model = _onnx_model(out, art)
+    assert art["opset"] == OPSET == max(o.version for o in model.opset_import if o.domain == "")
+    assert art["ir_version"] == model.ir_version <= 9  # what onnxruntime 1.16.3 (ML Commons) reads
+    assert [i.name for i in model.graph.input] == list(INPUT_NAMES) == ["input1.input_ids", "input1.attention_mask"]
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.INT64
+        assert [d.dim_param for d in dims] == ["batch", "sequence"]  # dynamic batch and sequence axes
+    (output,) = model.graph.output
+    assert output.name == "output" and output.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    dims = output.type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and dims[1].dim_value == manifest["vocab_size"]
+    assert art["opensearch_compatibility"]["2.x"]["compatible"] and art["opensearch_compatibility"]["3.x"]["compatible"]
+
+
+def test_tied_embedding_weights_stored_once(both_packages):
+    manifest, out = both_packages("bert-bi-relu")
+    model = _onnx_model(out, _doc(manifest, "onnx"))
+    arrays = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    embeddings = next(a for n, a in arrays.items() if n.endswith("word_embeddings.weight"))
+    copies = [n for n, a in arrays.items() if a.shape == embeddings.T.shape and np.array_equal(a, embeddings.T)]
+    assert copies == []
+    assert any(n.op_type == "Transpose" and n.name.startswith("sparsepack_tied") for n in model.graph.node)
+    ts_size, onnx_size = _doc(manifest, "torchscript")["size_bytes"], _doc(manifest, "onnx")["size_bytes"]
+    assert onnx_size <= 1.05 * ts_size
+
+
+class _Tied(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(300, 16)
+        self.head = torch.nn.Linear(16, 300)
+        self.head.weight = self.emb.weight
+
+    def forward(self, inputs):
+        hidden = self.emb(inputs["input_ids"]) * inputs["attention_mask"].unsqueeze(-1)
+        return {"output": torch.amax(self.head(hidden), dim=1)}
+
+
+def test_dedupe_turns_a_transposed_copy_into_a_transpose_node(tmp_path):
+    module = _Tied().eval()
+    example = {"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.tensor([[1, 1, 1]])}
+    path = tmp_path / "tied.onnx"
+    OnnxExporter().export(module, example, path)
+    model = onnx.load(str(path))
+    assert sum(int(np.prod(i.dims)) for i in model.graph.initializer) == 300 * 16 + 300  # weight once, plus bias
+    assert dedupe_initializers(model) == {"aliased": [], "transposed": []}  # already done: idempotent
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])}
+    got = OnnxArtifact(path)(batch)["output"]
+    with torch.no_grad():
+        want = module(batch)["output"]
+    assert got.dtype == torch.float32 and got.shape == (2, 300)
+    assert float((got - want).abs().max()) <= 1e-5
+
+
+def test_onnx_zip_is_deterministic(model_factory, tmp_path):
+    model = str(model_factory("distil-bi-log1p"))
+    first = package(model, tmp_path / "a", artifact_format="onnx", **QUIET)
+    second = package(model, tmp_path / "b", artifact_format="onnx", **QUIET)
+    assert first["formats"] == ["onnx"] and [a["format"] for a in first["artifacts"]] == ["onnx"]
+    assert first["artifacts"][0]["sha256"] == second["artifacts"][0]["sha256"]
+    data = (tmp_path / "a" / first["artifacts"][0]["file"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == first["artifacts"][0]["sha256"]
+    with zipfile.ZipFile(tmp_path / "a" / first["artifacts"][0]["file"]) as zf:
+        assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in zf.infolist())
+        assert zf.namelist() == sorted(zf.namelist())
+    assert all(op.startswith("ai.onnx::") for op in first["operators"])
+    assert first["compatible_opensearch"] == ["2.x", "3.x"]
+
+
+def test_for_format_picks_one_document_artifact(both_packages):
+    manifest, _ = both_packages("distil-if-relu")
+    view = for_format(manifest, "onnx")
+    assert [(a["role"], a["model_format"]) for a in view["artifacts"]] == [("document", "ONNX"), ("query", "TORCH_SCRIPT")]
+    assert [a["model_format"] for a in for_format(manifest, None)["artifacts"]] == ["TORCH_SCRIPT", "TORCH_SCRIPT"]
+    only_ts = {**manifest, "formats": ["torchscript"], "artifacts": for_format(manifest, "torchscript")["artifacts"]}
+    with pytest.raises(SparsepackError, match="no onnx document artifact.*--format onnx"):
+        for_format(only_ts, "onnx")
+
+
+def test_cli_package_format_onnx(model_factory, tmp_path, capsys):
+    out = tmp_path / "pkg"
+    assert main(["package", str(model_factory("bert-if-log1p")), "-o", str(out), "--format", "onnx", "--json"]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["formats"] == ["onnx"]
+    assert [a["model_format"] for a in manifest["artifacts"]] == ["ONNX", "TORCH_SCRIPT"]  # + SPARSE_TOKENIZE query zip
+    with pytest.raises(SystemExit) as exc:
+        main(["package", str(model_factory("bert-if-log1p")), "-o", str(tmp_path / "x"), "--format", "tflite"])
+    assert exc.value.code == 2
