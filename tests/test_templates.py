@@ -242,3 +242,85 @@ def test_cli_render_list_and_set(tmp_path):
     assert json.loads(out.read_text())["processors"][0]["sparse_encoding"]["batch_size"] == 4
     refused = run("ingest-pipeline", "--target-version", "2.15", "--set", "model_id=a", "--set", "batch_size=4")
     assert refused.returncode == 2 and "2.16" in refused.stderr and refused.stderr.count("\n") == 1
+
+
+def test_sparse_vector_default_leaves_seismic_parameters_to_the_server():
+    """n_postings=-1 used to be rendered and the node refused the index; unset parameters are now omitted."""
+    field = render("index-mapping", MANIFEST, "3.6", field_type="sparse_vector")["mappings"]["properties"]["text_sparse"]
+    assert field == {"type": "sparse_vector", "method": {"name": "seismic", "parameters": {}}}
+    given = render("index-mapping", MANIFEST, "3.6", field_type="sparse_vector", n_postings=160, approximate_threshold=0,
+                   quantization_ceiling_ingest=3.0)["mappings"]["properties"]["text_sparse"]["method"]["parameters"]
+    assert given == {"n_postings": 160, "approximate_threshold": 0, "quantization_ceiling_ingest": 3.0}
+
+
+@pytest.mark.parametrize("name, value, rule", [
+    ("n_postings", -1, "a positive integer"), ("n_postings", 0, "a positive integer"), ("n_postings", 1.5, "a positive integer"),
+    ("cluster_ratio", 1, r"in \(0, 1\)"), ("cluster_ratio", 0, r"in \(0, 1\)"),
+    ("summary_prune_ratio", 0, r"in \(0, 1\]"), ("summary_prune_ratio", 1.01, r"in \(0, 1\]"),
+    ("approximate_threshold", -1, "a non-negative integer"), ("approximate_threshold", "many", "a non-negative integer"),
+    ("quantization_ceiling_ingest", 0, "a positive number"), ("quantization_ceiling_search", -2.0, "a positive number"),
+])
+def test_invalid_seismic_values_are_refused_with_the_servers_rule(name, value, rule):
+    with pytest.raises(SparsepackError, match=f"{name}={value!r} is refused by the server: it must be {rule}; omit it"):
+        render("index-mapping", MANIFEST, "3.6", field_type="sparse_vector", **{name: value})
+
+
+@pytest.mark.parametrize("name, value", [("n_postings", 1), ("cluster_ratio", 0.999), ("summary_prune_ratio", 1),
+                                         ("approximate_threshold", 0), ("quantization_ceiling_search", 0.5)])
+def test_boundary_seismic_values_the_server_accepts(name, value):
+    params = render("index-mapping", MANIFEST, "3.6", field_type="sparse_vector", **{name: value})
+    assert params["mappings"]["properties"]["text_sparse"]["method"]["parameters"] == {name: value}
+
+
+def test_seismic_parameters_need_a_sparse_vector_field():
+    with pytest.raises(SparsepackError, match="n_postings only apply to field_type=sparse_vector"):
+        render("index-mapping", MANIFEST, "3.6", n_postings=100)
+
+
+def test_chunked_sparse_vector_needs_3_4():
+    with pytest.raises(SparsepackError, match="nested .chunked. sparse_vector fields needs OpenSearch 3.4"):
+        render("index-mapping", MANIFEST, "3.3", field_type="sparse_vector", chunking=True)
+    nested = render("index-mapping", MANIFEST, "3.4", field_type="sparse_vector", chunking=True)["mappings"]["properties"]
+    assert nested["text_sparse"]["type"] == "nested"
+    assert nested["text_sparse"]["properties"]["sparse_encoding"]["type"] == "sparse_vector"
+
+
+def test_query_follows_a_chunked_mapping():
+    body = render("query", MANIFEST, "2.19", model_id="M", query_text="rain", chunking=True)
+    assert body["query"] == {"nested": {"path": "text_sparse", "score_mode": "max", "query": {
+        "neural_sparse": {"text_sparse.sparse_encoding": {"query_text": "rain", "model_id": "M"}}}}}
+    summed = render("query", MANIFEST, "2.19", model_id="M", query_text="rain", chunking=True, score_mode="sum")
+    assert summed["query"]["nested"]["score_mode"] == "sum"
+    with pytest.raises(SparsepackError, match="score_mode 'best' is unknown"):
+        render("query", MANIFEST, "2.19", model_id="M", query_text="rain", chunking=True, score_mode="best")
+    with pytest.raises(SparsepackError, match="only score_mode=max"):
+        render("query", MANIFEST, "3.6", model_id="M", query_text="rain", chunking=True, field_type="sparse_vector",
+               score_mode="sum")
+
+
+def test_method_parameters_only_for_sparse_vector():
+    body = render("query", MANIFEST, "3.6", model_id="M", query_text="rain", field_type="sparse_vector",
+                  method_parameters={"k": 10, "top_n": 5})
+    assert body["query"]["neural_sparse"]["text_sparse"]["method_parameters"] == {"k": 10, "top_n": 5}
+    with pytest.raises(SparsepackError, match="method_parameters apply only to field_type=sparse_vector"):
+        render("query", MANIFEST, "3.6", model_id="M", query_text="rain", method_parameters={"k": 10})
+    with pytest.raises(SparsepackError, match="needs OpenSearch 3.3"):
+        render("query", MANIFEST, "3.2", model_id="M", query_text="rain", method_parameters={"k": 10})
+
+
+@pytest.mark.parametrize("values, error", [
+    ({"access_mode": "team"}, "access_mode 'team' is unknown"),
+    ({"access_mode": "restricted"}, "restricted needs backend_roles"),
+    ({"access_mode": "public", "backend_roles": ["a"]}, "restricted needs backend_roles"),
+    ({"backend_roles": ["a"]}, "backend_roles need access_mode=restricted"),
+])
+def test_model_group_access_modes_checked(values, error):
+    with pytest.raises(SparsepackError, match=error):
+        render("model-group", MANIFEST, "3.6", group_name="g", **values)
+
+
+def test_two_phase_parameters_checked():
+    with pytest.raises(SparsepackError, match="top_k needs a positive integer"):
+        render("search-pipeline", MANIFEST, "2.19", model_id="M", prune_type="top_k", two_phase_prune_ratio=0.5)
+    with pytest.raises(SparsepackError, match="expansion_rate >= 1 and max_window_size >= 50"):
+        render("search-pipeline", MANIFEST, "2.19", model_id="M", max_window_size=10)

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ClusterError, SparsepackError
 from ..packaging.archive import read_zip
 from ..packaging.exporter import EXPORTERS
 from ..packaging.parity import (DOCUMENT_BATTERY, QUERY_BATTERY, DjlStyleTokenizer, emulate_sparse_tokenize,
                                 reference_token_map, run_artifact)
+from ..packaging.query_weights import culprits, lowest_weight_query, undo_rule
 from ..packaging.tokenizer_export import server_token_strings
 from ..templates import render
 from .connection import Cluster
@@ -42,8 +44,8 @@ class LocalPackage:
         doc = next(a for a in manifest["artifacts"] if a["role"] == "document")
         entries = read_zip(root / doc["file"])
         self.doc_tokenizer_data = json.loads(entries["tokenizer.json"])
-        pt_name = next(n for n in entries if n.endswith(".pt"))
-        exporter = EXPORTERS["torchscript"]()
+        exporter = EXPORTERS["onnx" if doc["model_format"] == "ONNX" else "torchscript"]()
+        pt_name = next(n for n in entries if n.endswith(exporter.suffix))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / pt_name
             path.write_bytes(entries[pt_name])
@@ -60,6 +62,10 @@ class LocalPackage:
     def encode_documents(self, texts: list[str]) -> list[dict[str, float]]:
         vectors = run_artifact(self.artifact, self.tokenizer, texts, batch_size=1)
         return [reference_token_map(v, self.names) for v in vectors]
+
+    def low_weight_query(self) -> tuple[str, dict[str, float]]:
+        """The query made of idf.json's lowest-weight tokens (inference-free packages only)."""
+        return lowest_weight_query(self.query_tokenizer_data, self.idf)
 
     def encode_queries(self, texts: list[str]) -> list[dict[str, float]]:
         if self.query_tokenizer_data is None:
@@ -87,12 +93,15 @@ def check_predict(cluster: Cluster, local: LocalPackage, doc_model: str, query_m
     result = {"document": compare_maps(predict(cluster, doc_model, DOCUMENT_BATTERY), local.encode_documents(DOCUMENT_BATTERY),
                                        PREDICT_TOLERANCE)}
     query_id = query_model or doc_model
-    server_q = predict(cluster, query_id, QUERY_BATTERY)
-    result["query"] = compare_maps(server_q, local.encode_queries(QUERY_BATTERY), PREDICT_TOLERANCE)
+    queries = QUERY_BATTERY + ([local.low_weight_query()[0]] if local.idf else [])
+    server_q = predict(cluster, query_id, queries)
+    result["query"] = compare_maps(server_q, local.encode_queries(queries), PREDICT_TOLERANCE)
     if encode_query is not None:  # the source model is at hand: compare with it directly too
-        vectors = encode_query(QUERY_BATTERY)
+        vectors = encode_query(queries)
         want = [reference_token_map(v, local.names) for v in vectors]
-        result["query_vs_encode_query"] = compare_maps(server_q, want, PREDICT_TOLERANCE)
+        # encode_query knows nothing of the query-weight rule (floored zero-IDF tokens, scale): undo it on the server side
+        rule = local.manifest.get("query_weights")
+        result["query_vs_encode_query"] = compare_maps([undo_rule(m, rule) for m in server_q], want, PREDICT_TOLERANCE)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     result["passed"] = all(v["passed"] for k, v in result.items() if isinstance(v, dict))
     return result
@@ -131,25 +140,64 @@ def expansion_queries(doc_vectors: list[dict], per_doc: int = 2) -> list[str]:
     return out
 
 
+FIELD_TYPES = ("rank_features", "sparse_vector")
+
+
+def stored_keys(source: dict, field: str, chunked: bool) -> set[str]:
+    """The token keys the pipeline stored for one document (its first chunk when chunked)."""
+    value = source.get(field) or ({} if not chunked else [{}])
+    return set((value[0].get("sparse_encoding", {}) if chunked else value))
+
+
+def as_field_vector(local: LocalPackage, vector: dict, field_type: str) -> dict[str, float]:
+    """A local vector keyed as the field stores it: token strings in rank_features, token ids in sparse_vector."""
+    if field_type == "rank_features":
+        return dict(vector)
+    ids = {name: str(tid) for tid, name in local.names.items()}  # a name two ids share maps to the later, as on the server
+    return {ids[t]: w for t, w in vector.items()}
+
+
+def _drop_model_id(body: dict) -> dict:
+    """The rendered query without its model_id, so the search pipeline's neural_query_enricher must supply it."""
+    text = json.dumps(body)
+    tree = json.loads(text)
+    node = tree["query"]
+    while "nested" in node:
+        node = node["nested"]["query"]
+    for inner in node["neural_sparse"].values():
+        inner.pop("model_id", None)
+    return tree
+
+
 def check_retrieval(cluster: Cluster, local: LocalPackage, version: str, doc_model: str, query_model: str | None,
-                    keep: bool = False) -> dict:
+                    keep: bool = False, field_type: str = "rank_features", chunking: bool = False,
+                    mapping_values: dict | None = None) -> dict:
     """Temporary index + ingest pipeline + two-phase search pipeline; each query's locally best document must come
-    first, with the server's score equal to the local dot product."""
+    first, with the server's score equal to the local dot product. ``field_type=sparse_vector`` uses a SEISMIC field
+    (3.3+) whose corpus stays under approximate_threshold, so its search is exact too (no two-phase: SEISMIC fields
+    refuse it); ``chunking`` stores nested chunks and queries them with the nested form."""
+    if field_type not in FIELD_TYPES:
+        raise SparsepackError(f"field type {field_type!r} is unknown; use {' or '.join(FIELD_TYPES)}")
     suffix = uuid.uuid4().hex[:8]
     index, ingest, search = f"sparsepack-smoke-{suffix}", f"sparsepack-smoke-ingest-{suffix}", f"sparsepack-smoke-search-{suffix}"
     query_id = query_model or doc_model
     t0 = time.perf_counter()
     resources = {"index": index, "ingest_pipeline": ingest, "search_pipeline": search}
     try:
-        cluster.request("PUT", f"/_ingest/pipeline/{ingest}", body=render("ingest-pipeline", local.manifest, version, model_id=doc_model))
-        cluster.request("PUT", f"/_search/pipeline/{search}", body=render("search-pipeline", local.manifest, version, model_id=query_id))
-        cluster.request("PUT", f"/{index}", body=render("index-mapping", local.manifest, version, ingest_pipeline=ingest))
+        two_phase = field_type == "rank_features"
+        cluster.request("PUT", f"/_ingest/pipeline/{ingest}",
+                        body=render("ingest-pipeline", local.manifest, version, model_id=doc_model, chunking=chunking))
+        cluster.request("PUT", f"/_search/pipeline/{search}",
+                        body=render("search-pipeline", local.manifest, version, model_id=query_id, two_phase=two_phase))
+        mapping = render("index-mapping", local.manifest, version, ingest_pipeline=ingest, field_type=field_type,
+                         chunking=chunking, **(mapping_values or {}))
+        cluster.request("PUT", f"/{index}", body=mapping)
         for i, text in enumerate(CORPUS):
             cluster.request("PUT", f"/{index}/_doc/{i}", body={"text": text}, params={"refresh": "false"})
         cluster.request("POST", f"/{index}/_refresh")
         doc_vectors = local.encode_documents(CORPUS)
         stored = cluster.request("GET", f"/{index}/_doc/0")["_source"]
-        ingest_ok = set(stored.get("text_sparse", {})) == set(doc_vectors[0])
+        ingest_ok = stored_keys(stored, "text_sparse", chunking) == set(as_field_vector(local, doc_vectors[0], field_type))
         checks, checked = [], 0
         queries = QUERIES + expansion_queries(doc_vectors)
         for q_text, q_vec in zip(queries, local.encode_queries(queries)):
@@ -160,27 +208,64 @@ def check_retrieval(cluster: Cluster, local: LocalPackage, version: str, doc_mod
                 checks.append({"query": q_text, "checkable": False, "reason": "no unique positive local best document"})
                 continue
             checked += 1
-            body = render("query", local.manifest, version, model_id=query_id, query_text=q_text, size=3)
-            hits = cluster.request("POST", f"/{index}/_search", body=body, params={"search_pipeline": "_none"})["hits"]["hits"]
+            body = render("query", local.manifest, version, model_id=query_id, query_text=q_text, size=3,
+                          chunking=chunking, field_type=field_type)
+            hits = search_hits(cluster, index, body, {"search_pipeline": "_none"}, q_text, q_vec)
             # No model_id: the search pipeline's neural_query_enricher must supply it; two-phase picks the top.
-            via_pipeline = {"size": 3, "query": {"neural_sparse": {"text_sparse": {"query_text": q_text}}}}
-            hits_p = cluster.request("POST", f"/{index}/_search", body=via_pipeline, params={"search_pipeline": search})["hits"]["hits"]
+            hits_p = search_hits(cluster, index, _drop_model_id(body), {"search_pipeline": search}, q_text, q_vec)
             top = int(hits[0]["_id"]) if hits else None
             top_p = int(hits_p[0]["_id"]) if hits_p else None
-            expected_p = two_phase_top(q_vec, doc_vectors)
+            expected_p = two_phase_top(q_vec, doc_vectors) if two_phase else best
             score = hits[0]["_score"] if hits else 0.0
             rel = abs(score - scores[best]) / scores[best]
             checks.append({"query": q_text, "checkable": True, "expected": best, "got": top, "score": score,
                            "local_score": scores[best], "local_score_unquantized": _dot(q_vec, doc_vectors[best], False),
                            "relative_diff": rel, "expected_two_phase": expected_p, "got_with_search_pipeline": top_p,
                            "passed": top == best and rel <= SCORE_RTOL and top_p == expected_p})
-        passed = ingest_ok and checked > 0 and all(c["passed"] for c in checks if c["checkable"])
+        probe = low_weight_probe(cluster, local, version, index, query_id, doc_vectors, chunking=chunking,
+                                 field_type=field_type)
+        passed = ingest_ok and checked > 0 and all(c["passed"] for c in checks if c["checkable"]) and probe["passed"]
         return {"resources": resources, "ingested": len(CORPUS), "ingest_matches_local": ingest_ok, "queries": checks,
+                "low_weight_probe": probe,
                 "checked_queries": checked, "score_rtol": SCORE_RTOL, "seconds": round(time.perf_counter() - t0, 3),
+                "field_type": field_type, "chunking": chunking, "mapping": mapping["mappings"]["properties"]["text_sparse"],
                 "kept": keep, "passed": bool(passed)}
     finally:
         if not keep:
             cleanup(cluster, resources)
+
+
+def search_hits(cluster: Cluster, index: str, body: dict, params: dict, q_text: str, q_vec: dict) -> list:
+    """The hits of one search; a refused query is reported with the tokens and weights that explain it."""
+    try:
+        return cluster.request("POST", f"/{index}/_search", body=body, params=params)["hits"]["hits"]
+    except ClusterError as exc:
+        raise ClusterError(f"the cluster rejected the query {q_text!r} (its {culprits(q_vec)}): {exc}") from exc
+
+
+def low_weight_probe(cluster: Cluster, local: LocalPackage, version: str, index: str, query_id: str,
+                     doc_vectors: list[dict], **query_values) -> dict:
+    """One query made of idf.json's lowest-weight tokens, so a weight the cluster refuses (a zero IDF: HTTP 400) cannot
+    hide behind a lucky battery. It must be accepted; on a rank_features field its top score must equal the local
+    dot product, or no document may match when none holds those tokens."""
+    if not local.idf:
+        return {"skipped": "bi-encoder: query weights come from the model; the battery was checked against (0, 64] "
+                           "at packaging", "passed": True}
+    text, tokens = local.low_weight_query()
+    q_vec = local.encode_queries([text])[0]
+    body = render("query", local.manifest, version, model_id=query_id, query_text=text, size=3, **query_values)
+    hits = search_hits(cluster, index, body, {"search_pipeline": "_none"}, text, q_vec)
+    best = max(_dot(q_vec, d) for d in doc_vectors)
+    score = hits[0]["_score"] if hits else 0.0
+    exact = query_values.get("field_type", "rank_features") == "rank_features" and not query_values.get("chunking")
+    if not exact:
+        passed = True  # accepted is what is checked; SEISMIC / nested scoring differs from the plain dot product
+    elif best > 0:
+        passed = bool(hits) and abs(score - best) <= SCORE_RTOL * best
+    else:
+        passed = not hits
+    return {"query": text, "tokens": tokens, "accepted": True, "hits": len(hits), "score": score, "local_score": best,
+            "passed": passed}
 
 
 def cleanup(cluster: Cluster, resources: dict) -> None:

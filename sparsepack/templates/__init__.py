@@ -16,12 +16,59 @@ import jinja2
 from jinja2 import meta
 
 from ..errors import SparsepackError
+from ..packaging.query_weights import check_query_tokens
 from .versions import DEFAULT_TARGET, features_for, fmt, line_of, parse_version, require
 
 CHUNK_SIZE = 10_000_000  # ML Commons' upload_chunk limit
 SEISMIC_MAX_VOCAB = 32768  # neural-search folds token ids to 16 bits
 # neural-search's built-in analyzers (3.1+) bundle their own tokenizer + IDF; vocabulary sizes per reference §3.
 ANALYZER_VOCAB = {"bert-uncased": 30522, "mbert-uncased": 105879}
+
+
+@dataclass(frozen=True)
+class SeismicParameter:
+    kind: type  # int or float
+    low: float
+    high: float | None
+    low_open: bool  # low itself is refused
+    high_open: bool = False
+    server_default: str = ""
+
+    def rule(self) -> str:
+        if self.kind is int:
+            return "a positive integer" if self.low_open else "a non-negative integer"
+        if self.high is None:
+            return "a positive number"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+    def accepts(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (self.kind is int and value != int(value)):
+            return False
+        if value < self.low or (self.low_open and value == self.low):
+            return False
+        return self.high is None or value < self.high or (value == self.high and not self.high_open)
+
+
+# neural-search's Seismic.validateMethod (3.3-3.6): the range each parameter must fall in; an omitted one takes the default.
+SEISMIC_PARAMETERS = {
+    "n_postings": SeismicParameter(int, 0, None, low_open=True,
+                                   server_default="computed per segment: max(0.0005 x documents, 160)"),
+    "cluster_ratio": SeismicParameter(float, 0, 1, low_open=True, high_open=True, server_default="0.1"),
+    "summary_prune_ratio": SeismicParameter(float, 0, 1, low_open=True, server_default="0.4"),
+    "approximate_threshold": SeismicParameter(int, 0, None, low_open=False,
+                                              server_default="1000000 documents per segment (exact search below)"),
+    "quantization_ceiling_ingest": SeismicParameter(float, 0, None, low_open=True, server_default="3.0"),
+    "quantization_ceiling_search": SeismicParameter(float, 0, None, low_open=True, server_default="16.0"),
+}
+SCORE_MODES = ("max", "avg", "sum", "min", "none")
+
+
+def _check_seismic(context: dict) -> None:
+    for name, param in SEISMIC_PARAMETERS.items():
+        value = context.get(name)
+        if value is not None and not param.accepts(value):
+            raise SparsepackError(f"SEISMIC parameter {name}={value!r} is refused by the server: it must be {param.rule()}; "
+                                  f"omit it for the server default ({param.server_default})")
 
 
 @dataclass(frozen=True)
@@ -65,13 +112,17 @@ TEMPLATES: dict[str, TemplateSpec] = {
     "index-mapping": TemplateSpec("index with a rank_features (or sparse_vector) field",
                                   {"text_field": "text", "embedding_field": "text_sparse", "chunk_field": "text_chunks",
                                    "chunking": False, "field_type": "rank_features", "ingest_pipeline": None,
-                                   "search_pipeline": None, "shards": 1, "replicas": 0, "n_postings": -1,
-                                   "cluster_ratio": 0.1, "summary_prune_ratio": 0.4, "approximate_threshold": 1000000}),
-    "query": TemplateSpec("neural_sparse search body",
+                                   "search_pipeline": None, "shards": 1, "replicas": 0,
+                                   # SEISMIC: None leaves the parameter out, so the server's default applies
+                                   **{name: None for name in SEISMIC_PARAMETERS}},
+                                  value_features={"chunking": "text_chunking"}),
+    "query": TemplateSpec("neural_sparse search body (nested over the chunks when chunking=true)",
                           {"embedding_field": "text_sparse", "query_text": None, "model_id": None, "analyzer": None,
-                           "query_tokens": None, "size": 10},
+                           "query_tokens": None, "size": 10, "chunking": False, "score_mode": "max",
+                           "field_type": "rank_features", "method_parameters": None},
                           requires=("neural_sparse_query",),
-                          value_features={"analyzer": "analyzer", "query_tokens": "query_tokens"}),
+                          value_features={"analyzer": "analyzer", "query_tokens": "query_tokens", "chunking": "text_chunking",
+                                          "method_parameters": "sparse_vector"}),
     "cluster-settings": TemplateSpec("persistent ML Commons settings for registering and deploying",
                                      {"only_run_on_ml_node": False, "native_memory_threshold": 95,
                                       "jvm_heap_memory_threshold": 95, "disk_free_space_threshold": "1gb",
@@ -86,14 +137,19 @@ def _environment(template_dir: str | Path | None) -> jinja2.Environment:
             raise SparsepackError(f"--template-dir {template_dir} is not a directory")
         loaders.append(jinja2.FileSystemLoader(str(template_dir)))
     loaders.append(jinja2.FileSystemLoader(str(resources.files("sparsepack") / "templates")))
-    return jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined,
-                              autoescape=False, keep_trailing_newline=True)
+    env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined,
+                             autoescape=False, keep_trailing_newline=True)
+    env.filters["drop_none"] = lambda mapping: {k: v for k, v in mapping.items() if v is not None}
+    return env
 
 
 def template_variables(name: str, template_dir: str | Path | None = None) -> list[str]:
     env = _environment(template_dir)
     source = env.loader.get_source(env, f"{name}.json.j2")[0]
-    return sorted(meta.find_undeclared_variables(env.parse(source)))
+    tree = env.parse(source)
+    # A {% set %} inside an {% if %} counts as undeclared for jinja's meta; it is the template's own, not an input.
+    assigned = {a.target.name for a in tree.find_all(jinja2.nodes.Assign) if isinstance(a.target, jinja2.nodes.Name)}
+    return sorted(meta.find_undeclared_variables(tree) - assigned)
 
 
 def list_templates(template_dir: str | Path | None = None) -> list[dict]:
@@ -142,15 +198,14 @@ def render(name: str, manifest: dict | None, target_version: str = DEFAULT_TARGE
         art = _pick_artifact(manifest, context["role"])
         context["artifact"] = art
         context["total_chunks"] = max(1, math.ceil(art["size_bytes"] / CHUNK_SIZE))
-    if name == "index-mapping" and context.get("field_type") == "sparse_vector":
-        require("sparse_vector", version)
-        require("token_id_format", version)
-        if manifest and manifest.get("vocab_size", 0) > SEISMIC_MAX_VOCAB:
-            raise SparsepackError(f"vocabulary of {manifest['vocab_size']} tokens exceeds {SEISMIC_MAX_VOCAB}: SEISMIC folds ids "
-                                  f"to 16 bits and they would collide; use field_type=rank_features")
-    elif name == "index-mapping" and context.get("field_type") != "rank_features":
-        raise SparsepackError(f"field_type {context.get('field_type')!r} is unknown; use rank_features or sparse_vector")
+    if name in ("index-mapping", "query"):
+        _check_field_type(name, context, manifest, version)
+    if name == "model-group":
+        _check_access_mode(context.get("access_mode"), context.get("backend_roles"))
     if name == "query":
+        _check_query_shape(context)
+        if context.get("query_tokens") is not None:
+            check_query_tokens(context["query_tokens"])  # weights outside (0, 64] are an HTTP 400 on the cluster
         chosen = [k for k in ("query_tokens", "analyzer", "model_id") if context.get(k)]
         if len(chosen) > 1:
             raise SparsepackError(f"query: give one of query_tokens, analyzer, model_id (got {', '.join(chosen)})")
@@ -166,6 +221,11 @@ def render(name: str, manifest: dict | None, target_version: str = DEFAULT_TARGE
             raise SparsepackError("query: set query_text=... (or query_tokens)")
     if name == "ingest-pipeline" and context.get("prune_type"):
         _check_prune(context["prune_type"], context["prune_ratio"])
+    if name == "search-pipeline" and context.get("two_phase"):
+        _check_prune(context.get("prune_type") or "max_ratio", context["two_phase_prune_ratio"])
+        if float(context["expansion_rate"]) < 1 or int(context["max_window_size"]) < 50:
+            raise SparsepackError(f"two-phase needs expansion_rate >= 1 and max_window_size >= 50, got "
+                                  f"{context['expansion_rate']} and {context['max_window_size']}")
     context["features"] = features_for(version)
     context["target_version"] = fmt(version)
     context["manifest"] = manifest
@@ -182,6 +242,61 @@ def render(name: str, manifest: dict | None, target_version: str = DEFAULT_TARGE
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise SparsepackError(f"template {name} rendered invalid JSON ({exc.msg} at line {exc.lineno}); fix the template") from exc
+
+
+def _check_field_type(name: str, context: dict, manifest: dict, version: tuple[int, int]) -> None:
+    field_type = context.get("field_type")
+    if field_type == "rank_features":
+        if name == "index-mapping":
+            given = [k for k in SEISMIC_PARAMETERS if context.get(k) is not None]
+            if given:
+                raise SparsepackError(f"{', '.join(given)} only apply to field_type=sparse_vector; drop them or set that type")
+        return
+    if field_type != "sparse_vector":
+        raise SparsepackError(f"field_type {field_type!r} is unknown; use rank_features or sparse_vector")
+    require("sparse_vector", version)
+    require("token_id_format", version)
+    if context.get("chunking"):
+        require("sparse_vector_nested", version)
+    if name == "index-mapping":
+        if any(context.get(k) is not None for k in ("quantization_ceiling_ingest", "quantization_ceiling_search")):
+            require("seismic_quantization", version)
+        _check_seismic(context)
+    if manifest and manifest.get("vocab_size", 0) > SEISMIC_MAX_VOCAB:
+        raise SparsepackError(f"vocabulary of {manifest['vocab_size']} tokens exceeds {SEISMIC_MAX_VOCAB}: SEISMIC folds ids "
+                              f"to 16 bits and they would collide; use field_type=rank_features")
+
+
+def _check_query_shape(context: dict) -> None:
+    score_mode = context.get("score_mode")
+    if score_mode not in SCORE_MODES:
+        raise SparsepackError(f"score_mode {score_mode!r} is unknown; use one of {', '.join(SCORE_MODES)}")
+    if context.get("chunking") and context.get("field_type") == "sparse_vector" and score_mode != "max":
+        raise SparsepackError(f"nested sparse_vector (SEISMIC) queries support only score_mode=max, got {score_mode}")
+    params = context.get("method_parameters")
+    if params is not None:
+        if context.get("field_type") != "sparse_vector":
+            raise SparsepackError("method_parameters apply only to field_type=sparse_vector (SEISMIC); drop them")
+        if not isinstance(params, dict) or set(params) - {"k", "top_n", "heap_factor", "filter"}:
+            raise SparsepackError(f"method_parameters {params!r}: use a JSON object with k, top_n, heap_factor, filter")
+
+
+ACCESS_MODES = ("public", "private", "restricted")
+
+
+def _check_access_mode(mode: str | None, roles: Any) -> None:
+    """Only clusters with the Security plugin and plugins.ml_commons.model_access_control_enabled accept an access mode
+    (others answer 400 "model access control is disabled"); restricted groups name their backend roles."""
+    if mode is None:
+        if roles:
+            raise SparsepackError("backend_roles need access_mode=restricted")
+        return
+    if mode not in ACCESS_MODES:
+        raise SparsepackError(f"access_mode {mode!r} is unknown; use one of {', '.join(ACCESS_MODES)}")
+    if (mode == "restricted") != bool(roles):
+        raise SparsepackError("access_mode=restricted needs backend_roles=[...] (and only it takes them)")
+    if roles and not (isinstance(roles, list) and all(isinstance(r, str) and r for r in roles)):
+        raise SparsepackError(f"backend_roles {roles!r}: give a JSON list of role names")
 
 
 _PRUNE_TYPES = ("none", "max_ratio", "alpha_mass", "top_k", "abs_value")
