@@ -34,6 +34,10 @@ def _conn_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--request-timeout", type=float, default=60.0, help="seconds per HTTP request")
 
 
+_FIELD_HELP = ("the smoke index's embedding field: rank_features (default) or sparse_vector (SEISMIC, OpenSearch 3.3+; "
+               "stored token ids compared, search exact under approximate_threshold)")
+
+
 def _conn(args):
     from .registry.connection import ConnectionOptions
 
@@ -153,8 +157,8 @@ def _release_opts(args):
     return ReleaseOptions(group=args.group, clear_previous=args.clear_previous,
                           node_ids=[n for n in (args.nodes or "").split(",") if n], node_attr=args.node_attr,
                           timeout=args.timeout, keep_on_failure=args.keep_on_failure, keep=args.keep,
-                          apply_settings=args.apply_settings, progress=not args.json,
-                          switch_pipelines=_switch_list(args.switch_pipelines))
+                          apply_settings=args.apply_settings, progress=not args.json, field_type=args.field_type,
+                          switch_pipelines=_switch_list(args.switch_pipelines), artifact_format=args.format)
 
 
 def _switch_list(value: str | None) -> list[str]:
@@ -199,11 +203,17 @@ def cmd_smoke(args) -> int:
     from .registry.preflight import run_preflight
     from .registry.release import Report, run_smoke
 
+    from .packaging.onnx_export import for_format
+
     manifest, root = load_manifest(args.package)
+    manifest = for_format(manifest, args.format)
     conn = _conn(args)
     report = Report(args.package, conn)
     cl = connect(conn)
     version = cl.info()["version"]["number"]
+    from .registry.smoke import check_field_type
+
+    check_field_type(args.field_type, version)  # bad input: refused before anything is created
     ids = {"document": args.document_model}
     if args.query_model:
         ids["query"] = args.query_model
@@ -214,7 +224,7 @@ def cmd_smoke(args) -> int:
         enc = load_encoder(args.model)
         encode_query = lambda texts: enc.encode_query(texts, convert_to_tensor=True).to_dense()  # noqa: E731
     try:
-        run_smoke(cl, manifest, root, version, ids, args.keep, report, encode_query)
+        run_smoke(cl, manifest, root, version, ids, args.keep, report, encode_query, args.field_type)
         report.data["passed"] = True
     except SparsepackError as exc:
         report.data["error"] = str(exc)
@@ -345,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
         _conn_args(sp)
         _package_args(sp)
         sp.add_argument("--package-dir", help="where to package a model (default ./NAME-sparsepack)")
+        sp.add_argument("--format", choices=("torchscript", "onnx"),
+                        help="document artifact to register (and to package, given a model): torchscript (default; GPU "
+                             "nodes too) or onnx (CPU nodes); a package holding both registers its first unless told")
         sp.add_argument("--group", help="model group name (default NAME-sparsepack)")
         sp.add_argument("--clear-previous", action="store_true",
                         help="last step, once the new version passed: undeploy and delete the group's other models "
@@ -357,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for register/deploy tasks")
         sp.add_argument("--keep-on-failure", action="store_true", help="do not roll back what this run created")
         sp.add_argument("--keep", action="store_true", help="keep the smoke test's index and pipelines")
+        sp.add_argument("--field-type", choices=("rank_features", "sparse_vector"), default="rank_features", help=_FIELD_HELP)
         sp.add_argument("--apply-settings", action="store_true", help="apply missing ML Commons settings")
         sp.add_argument("--report", help="also write the JSON report to this file")
         sp.add_argument("--json", action="store_true", help="print the JSON report")
@@ -367,7 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--document-model", required=True)
     sp.add_argument("--query-model")
     sp.add_argument("--model", help="source model: also compare queries with its encode_query")
+    sp.add_argument("--format", choices=("torchscript", "onnx"), help="the package's document artifact the model was "
+                                                                      "registered from (default: the package's first)")
     sp.add_argument("--keep", action="store_true")
+    sp.add_argument("--field-type", choices=("rank_features", "sparse_vector"), default="rank_features", help=_FIELD_HELP)
     sp.add_argument("--report")
     sp.add_argument("--json", action="store_true")
     _conn_args(sp)

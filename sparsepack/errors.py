@@ -17,3 +17,9 @@ class ClusterError(SparsepackError):
     """The cluster refused or failed a step; the message carries the server's own words."""
 
     exit_code = 4
+
+
+class QualityGateError(SparsepackError):
+    """A variant that cannot match bit for bit (fp16, int8) ranks too differently from its reference."""
+
+    exit_code = 3

@@ -34,6 +34,17 @@ PORT_BASE = int(os.environ.get("SPARSEPACK_TEST_PORT_BASE", "9250"))
 PORT_3X, PORT_2X, PORT_MULTI = PORT_BASE, PORT_BASE + 10, PORT_BASE + 20
 
 
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; run on a GPU machine (see README, GPU ML nodes)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def model_factory(tmp_path_factory):
     cache: dict[str, Path] = {}

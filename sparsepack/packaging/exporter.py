@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SparsepackError
+from .portability import make_device_portable
 
 
 class Exporter(Protocol):
@@ -36,24 +37,31 @@ class TorchScriptExporter:
     model_format = "TORCH_SCRIPT"
     suffix = ".pt"
 
-    def export(self, module: nn.Module, example: Dict[str, Tensor], path: Path) -> None:
+    def export(self, module: nn.Module, example: Dict[str, Tensor], path: Path, *, device: str = "cpu",
+               half: bool = False) -> None:
         """Trace in a fresh interpreter: TorchScript suffixes class names with ``___torch_mangle_N``, N counting every
-        trace made in the process, so only a fresh process gives the same bytes from one run to the next."""
+        trace made in the process, so only a fresh process gives the same bytes from one run to the next.
+
+        ``device``/``half``: where and in which precision to trace (fp16 traces are made on CUDA, where they run);
+        either way the saved graph takes its device from its inputs."""
         module.eval()
         with tempfile.TemporaryDirectory(prefix="sparsepack-trace-") as tmp:
             job = Path(tmp) / "job.pt"
             _pin_dynamic_classes(module)
-            torch.save({"module": module, "example": example}, job)
+            torch.save({"module": module, "example": example, "device": device, "half": half}, job)
             proc = subprocess.run([sys.executable, "-m", "sparsepack.packaging.exporter", str(job), str(path)],
                                   capture_output=True, text=True)
+        if proc.returncode == _REFUSED:
+            raise SparsepackError(proc.stderr.strip().splitlines()[-1])
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise SparsepackError(f"TorchScript trace failed: {last}; the model's forward must be traceable with eager attention")
 
-    def load(self, path: Path):
+    def load(self, path: Path, device: str = "cpu"):
+        """As DJL loads it on an ML node: every tensor mapped onto that node's device."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            loaded = torch.jit.load(str(path), map_location="cpu")
+            loaded = torch.jit.load(str(path), map_location=device)
         loaded.eval()
         return loaded
 
@@ -61,6 +69,7 @@ class TorchScriptExporter:
         return graph_operators(self.load(path))
 
 
+_REFUSED = 2  # the trace worker's exit code for a refusal it explains on its last stderr line
 _OP = re.compile(r"^(aten|prim|quantized|_quantized)::[A-Za-z0-9_]+")
 
 
@@ -114,6 +123,7 @@ def _trace_and_save(module: nn.Module, example: Dict[str, Tensor], path: Path) -
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(module, (example,), strict=False, check_trace=False)
+        make_device_portable(traced)
         buffer = io.BytesIO()
         torch.jit.save(traced, buffer)
     path.write_bytes(normalize_torchscript_zip(buffer.getvalue()))
@@ -147,4 +157,12 @@ if __name__ == "__main__":
         pass
     job = torch.load(sys.argv[1], weights_only=False)
     sanitize_dynamic_module_names(job["module"])
-    _trace_and_save(job["module"], job["example"], Path(sys.argv[2]))
+    module = job["module"].to(job.get("device", "cpu"))
+    if job.get("half"):
+        module = module.half()
+    example = {k: v.to(job.get("device", "cpu")) for k, v in job["example"].items()}
+    try:
+        _trace_and_save(module, example, Path(sys.argv[2]))
+    except SparsepackError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(_REFUSED)

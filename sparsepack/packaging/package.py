@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import __version__
-from ..errors import SparsepackError
+from ..errors import QualityGateError, SparsepackError
 from ..templates import write_package_bodies
 from . import parity
 from .archive import read_zip, sha256_file, write_zip
@@ -19,7 +19,10 @@ from .exporter import EXPORTERS
 from .introspect import ModelSpec, load_model
 from .onnx_export import FORMATS, for_format, onnx_document_artifact
 from .opcheck import LIBTORCH_BY_LINE, compatibility
+from .query_weights import apply_idf_rule, bi_encoder_record, lowest_weight_query
 from .tokenizer_export import ML_COMMONS_MAX_LENGTH, dumps, idf_json, server_token_strings, tokenizer_json
+from .gpu import GpuOptions, PlacedArtifact, half_precision_gate
+from .portability import require_device_portable
 from .wrapper import SparseDocumentEncoder
 
 MANIFEST = "manifest.json"
@@ -67,8 +70,12 @@ def _example_batch(tokenizer_data: dict) -> dict:
 def package(model: str, out: str | Path, revision: str | None = None, trust_remote_code: bool = False,
             max_length: int | None = None, prune_ratio: float = 0.0, targets: tuple[str, ...] = tuple(LIBTORCH_BY_LINE),
             force: bool = False, artifact_format: str = "torchscript", log: Callable[[str], None] = _log,
-            spec: ModelSpec | None = None) -> dict:
+            spec: ModelSpec | None = None, precision: str = "fp32", verify_devices: str = "auto",
+            fp16_device: str = "cuda") -> dict:
     """``spec``: an already loaded model (``load_model``), so a caller that needs the model afterwards loads it once.
+    ``verify_devices``: where the TorchScript proof runs (auto = CPU plus CUDA when visible). ``precision`` fp16: a
+    GPU-only document artifact, traced on ``fp16_device`` and gated by ranking agreement with the fp32 trace (tests
+    exercise the gate with ``fp16_device="cpu"``; users cannot: without CUDA fp16 is refused).
     ``artifact_format``: torchscript, onnx or both (one document artifact each, each with its own proof)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
@@ -80,6 +87,7 @@ def package(model: str, out: str | Path, revision: str | None = None, trust_remo
         raise SparsepackError(f"unknown OpenSearch line {unknown[0]!r}; use one of {', '.join(LIBTORCH_BY_LINE)}")
     if artifact_format not in FORMATS:
         raise SparsepackError(f"--format {artifact_format!r} is unknown; use one of {', '.join(FORMATS)}")
+    gpu = GpuOptions.resolve(precision, verify_devices, fp16_device, artifact_format)
 
     if spec is None:
         log(f"loading {model}")
@@ -90,7 +98,8 @@ def package(model: str, out: str | Path, revision: str | None = None, trust_remo
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     staging.chmod(0o755)  # readable by a service user (URL registration, local node)
     try:
-        manifest = _build(spec, staging, length, prune_ratio, targets, [EXPORTERS[f]() for f in FORMATS[artifact_format]], log)
+        manifest = _build(spec, staging, length, prune_ratio, targets, [EXPORTERS[f]() for f in FORMATS[artifact_format]], log,
+                          gpu)
         for fmt in manifest["formats"]:  # register-meta + model-config next to each zip
             write_package_bodies(staging, for_format(manifest, fmt))
         (staging / MANIFEST).write_bytes(dumps(manifest))
@@ -114,7 +123,8 @@ def _replace_dir(staging: Path, out: Path) -> None:
         staging.rename(out)
 
 
-def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targets, exporters, log) -> dict:
+def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targets, exporters, log,
+           gpu: GpuOptions = GpuOptions()) -> dict:
     name = slug(spec.source)
     license_bytes = spec.license_file.read_bytes() if spec.license_file else None
     work = staging / ".work"
@@ -129,7 +139,7 @@ def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targ
                 spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio, _example_batch(doc_tok), log)
         else:
             ops, compat, loaded, unpacked_tok, doc_parity = _torchscript_document(
-                spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio, targets, exporter, log)
+                spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio, targets, exporter, log, gpu)
             art = {**_artifact_entry(staging / f"{name}-sparse-encoding.zip", "document", "SPARSE_ENCODING",
                                      exporter.model_format), "format": "torchscript"}
         suffix = "" if first is None else f"_{art['format']}"
@@ -141,17 +151,22 @@ def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targ
             result[f"query{suffix}"] = parity.validate_query_bi_encoder(spec, loaded, unpacked_tok)
             if prune_ratio == 0.0:
                 parity.require(result[f"query{suffix}"], "query")
+            if first is None:
+                query_weights = _bi_encoder_query_weights(loaded, unpacked_tok, spec.vocab_size)
         first = first or (ops, compat)
     if spec.mode == "inference-free":
-        _query_tokenize_artifact(spec, staging, length, license_bytes, name, artifacts, result, log)
+        query_weights = _query_tokenize_artifact(spec, staging, length, license_bytes, name, artifacts, result, log)
     shutil.rmtree(work)
-    return _manifest(spec, name, length, prune_ratio, *first, result, artifacts)
+    return {**_manifest(spec, name, length, prune_ratio, *first, result, artifacts), "query_weights": query_weights,
+            **_device_fields(gpu, exporters)}
 
 
-def _torchscript_document(spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio, targets, exporter, log):
+def _torchscript_document(spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio, targets, exporter, log,
+                          gpu: GpuOptions):
     log("tracing the document encoder (eager attention)")
     pt_path = work / f"{name}{exporter.suffix}"
     exporter.export(wrapper, _example_batch(doc_tok), pt_path)
+    require_device_portable(pt_path)
     ops = exporter.operators(pt_path)
     compat = compatibility(ops)
     for line in targets:
@@ -160,26 +175,58 @@ def _torchscript_document(spec, wrapper, doc_tok, staging, work, name, license_b
             raise SparsepackError(f"traced graph uses {op}, unknown to libtorch {compat[line]['libtorch']} (OpenSearch {line}); "
                                   f"trace with eager attention or drop {line} with --opensearch")
 
-    doc_entries = {pt_path.name: pt_path.read_bytes(), "tokenizer.json": dumps(doc_tok)}
-    if license_bytes:
-        doc_entries["LICENSE"] = license_bytes
     doc_zip = staging / f"{name}-sparse-encoding.zip"
-    write_zip(doc_zip, doc_entries)
-
-    log("validating the document artifact against encode_document")
-    artifact = _load_from_zip(doc_zip, exporter, work)
+    _write_document_zip(doc_zip, pt_path, doc_tok, license_bytes)
+    log(f"validating the document artifact against encode_document on {', '.join(gpu.devices)}")
+    placed = PlacedArtifact({d: _load_from_zip(doc_zip, exporter, work, d) for d in gpu.devices})
     unpacked_tok = json.loads(read_zip(doc_zip)["tokenizer.json"])
-    doc_parity = parity.validate_document(spec, artifact, unpacked_tok)
+    doc_parity = parity.validate_document(spec, placed, unpacked_tok)
     if prune_ratio == 0.0:
         parity.require(doc_parity, "document")
-    return ops, compat, artifact, unpacked_tok, doc_parity
+    if gpu.precision == "fp16":
+        doc_parity = _half_precision_document(spec, wrapper, doc_tok, doc_zip, work, name, license_bytes, exporter, placed,
+                                              doc_parity, gpu, log)
+    return ops, compat, placed, unpacked_tok, doc_parity
+
+
+def _write_document_zip(doc_zip: Path, pt_path: Path, doc_tok: dict, license_bytes: bytes | None) -> None:
+    entries = {pt_path.name: pt_path.read_bytes(), "tokenizer.json": dumps(doc_tok)}
+    if license_bytes:
+        entries["LICENSE"] = license_bytes
+    write_zip(doc_zip, entries)
+
+
+def _half_precision_document(spec, wrapper, doc_tok, doc_zip, work, name, license_bytes, exporter, fp32: PlacedArtifact,
+                             fp32_parity: dict, gpu: GpuOptions, log) -> dict:
+    """Replace the fp32 document zip with an fp16 trace, once its ranking agrees with the proven fp32 trace."""
+    log(f"tracing the fp16 document encoder on {gpu.fp16_device}")
+    half_dir = work / "fp16"
+    half_dir.mkdir()
+    pt16 = half_dir / f"{name}{exporter.suffix}"
+    exporter.export(wrapper, _example_batch(doc_tok), pt16, device=gpu.fp16_device, half=True)
+    require_device_portable(pt16)
+    fp16 = exporter.load(pt16, gpu.fp16_device)
+    fp32_there = fp32[gpu.fp16_device] if gpu.fp16_device in fp32 else exporter.load(work / "reloaded" / f"{name}{exporter.suffix}", gpu.fp16_device)
+    log("gating the fp16 artifact: ranking agreement with the fp32 trace")
+    gate = half_precision_gate(spec, fp32_there, fp16, doc_tok, gpu.fp16_device)
+    if not gate["passed"]:
+        raise QualityGateError(f"fp16 artifact fails the quality gate: nDCG@10 {gate['ndcg_at_10']:.4f} (>= "
+                               f"{gate['thresholds']['ndcg_at_10']}), Jaccard {gate['jaccard']:.4f} (>= "
+                               f"{gate['thresholds']['jaccard']}); use the fp32 artifact for this model")
+    _write_document_zip(doc_zip, pt16, doc_tok, license_bytes)
+    return {**fp32_parity, "precision": "fp16", "of": "the fp32 trace the fp16 artifact was gated against",
+            "quality_gate": gate}
 
 
 def _query_tokenize_artifact(spec, staging, length, license_bytes, name, artifacts, result, log):
     q_length = min(int(spec.query_tokenizer.model_max_length or length), ML_COMMONS_MAX_LENGTH)
     q_tok = tokenizer_json(spec.query_tokenizer, q_length)
     names = server_token_strings(q_tok, spec.vocab_size)
-    idf = idf_json(spec.query_module.weight.detach().float(), names)
+    weights, query_weights = apply_idf_rule(spec.query_module.weight, names)
+    if query_weights["floored_tokens"] or query_weights["scale"] != 1.0:
+        log(f"query weights: {query_weights['floored_tokens']} zero-IDF tokens raised to {query_weights['floor']:.3g}, "
+            f"scale {query_weights['scale']:g} (neural-search accepts (0, 64] only)")
+    idf = idf_json(weights, names)
     q_entries = {"tokenizer.json": dumps(q_tok), "idf.json": dumps(idf)}
     if license_bytes:
         q_entries["LICENSE"] = license_bytes
@@ -187,9 +234,27 @@ def _query_tokenize_artifact(spec, staging, length, license_bytes, name, artifac
     write_zip(q_zip, q_entries)
     log("validating the query tokenizer artifact against encode_query")
     unpacked = read_zip(q_zip)
-    result["query"] = parity.validate_query_tokenize(spec, json.loads(unpacked["tokenizer.json"]), json.loads(unpacked["idf.json"]))
+    unpacked_q_tok, unpacked_idf = json.loads(unpacked["tokenizer.json"]), json.loads(unpacked["idf.json"])
+    probe_text, _ = lowest_weight_query(unpacked_q_tok, unpacked_idf)
+    result["query"] = parity.validate_query_tokenize(spec, unpacked_q_tok, unpacked_idf, parity.QUERY_BATTERY + [probe_text],
+                                                     rule_weights=weights, rule=query_weights)
     parity.require(result["query"], "query")
     artifacts.append(_artifact_entry(q_zip, "query", "SPARSE_TOKENIZE", "TORCH_SCRIPT"))
+    return query_weights
+
+
+def _bi_encoder_query_weights(artifact, tokenizer_data: dict, vocab_size: int) -> dict:
+    """The artifact's query-battery weights checked against neural-search's (0, 64] (refused above 64)."""
+    names = server_token_strings(tokenizer_data, vocab_size)
+    vectors = parity.run_artifact(artifact, parity.DjlStyleTokenizer(tokenizer_data), parity.QUERY_BATTERY)
+    return bi_encoder_record([parity.reference_token_map(v, names) for v in vectors], parity.QUERY_BATTERY)
+
+
+def _device_fields(gpu: GpuOptions, exporters) -> dict:
+    """TorchScript traces are checked free of device constants (``require_device_portable``) before anything else."""
+    torchscript = any(e.model_format == "TORCH_SCRIPT" for e in exporters)
+    return {"device_portable": torchscript or None, "precision": gpu.precision, "requires_gpu": gpu.precision == "fp16",
+            "verified_devices": list(gpu.devices)}
 
 
 def _manifest(spec, name, length, prune_ratio, ops, compat, result, artifacts) -> dict:
@@ -216,13 +281,13 @@ def _manifest(spec, name, length, prune_ratio, ops, compat, result, artifacts) -
     }
 
 
-def _load_from_zip(doc_zip: Path, exporter, work: Path):
+def _load_from_zip(doc_zip: Path, exporter, work: Path, device: str | None = None):
     with zipfile.ZipFile(doc_zip) as zf:
         pt_names = [n for n in zf.namelist() if n.endswith(exporter.suffix)]
         target = work / "reloaded" / pt_names[0]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(zf.read(pt_names[0]))
-    return exporter.load(target)
+    return exporter.load(target) if device is None else exporter.load(target, device)
 
 
 def _artifact_entry(path: Path, role: str, function_name: str, model_format: str) -> dict:

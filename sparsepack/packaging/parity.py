@@ -6,11 +6,13 @@ source model, never the in-memory objects the exporter used.
 from __future__ import annotations
 
 import json
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 
 from ..errors import ParityError
+from .devices import device_facts, strict_fp32
+from .query_weights import undo_rule
 from .tokenizer_export import server_token_strings
 
 DOCUMENT_TOLERANCE = 1e-5
@@ -59,11 +61,14 @@ class DjlStyleTokenizer:
         return {"input_ids": ids, "attention_mask": mask}
 
 
-def run_artifact(artifact: Callable, tokenizer: DjlStyleTokenizer, texts: list[str], batch_size: int = 1) -> torch.Tensor:
+def run_artifact(artifact: Callable, tokenizer: DjlStyleTokenizer, texts: list[str], batch_size: int = 1,
+                 device: str = "cpu") -> torch.Tensor:
+    """The artifact's output for ``texts``, called as ML Commons calls it, with the inputs placed on ``device``."""
     rows = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
-            rows.append(artifact(tokenizer.batch(texts[start : start + batch_size]))["output"])
+            batch = {k: v.to(device) for k, v in tokenizer.batch(texts[start : start + batch_size]).items()}
+            rows.append(artifact(batch)["output"].float().cpu())
     return torch.cat(rows)
 
 
@@ -79,35 +84,45 @@ def compare_vectors(got: torch.Tensor, want: torch.Tensor, tolerance: float) -> 
             "tolerance": tolerance, "passed": all(same_sets) and max_diff <= tolerance}
 
 
-def validate_document(spec, artifact: Callable, tokenizer_data: dict, texts: list[str] = DOCUMENT_BATTERY,
-                      batch_sizes: tuple[int, ...] = (1, 3, len(DOCUMENT_BATTERY)), tolerance: float = DOCUMENT_TOLERANCE,
-                      encode: Callable | None = None) -> dict:
-    """Artifact vs ``encode_document`` (or ``encode``) with the special-token dimensions removed from the reference."""
+def validate_document(spec, artifact: Callable | Mapping[str, Callable], tokenizer_data: dict,
+                      texts: list[str] = DOCUMENT_BATTERY, batch_sizes: tuple[int, ...] = (1, 3, len(DOCUMENT_BATTERY)),
+                      tolerance: float = DOCUMENT_TOLERANCE, encode: Callable | None = None) -> dict:
+    """Artifact vs ``encode_document`` (or ``encode``) run on CPU in fp32, with the special-token dimensions removed
+    from the reference. ``artifact`` is one callable (CPU) or ``{device: the artifact loaded onto that device}``: each
+    device gets the same battery and batch sizes against the same CPU reference."""
+    artifacts = dict(artifact) if isinstance(artifact, Mapping) else {"cpu": artifact}
     tokenizer = DjlStyleTokenizer(tokenizer_data)
     encode = encode or spec.encoder.encode_document
     max_length = tokenizer_data["truncation"]["max_length"]
     saved_length = spec.doc_transformer.max_seq_length
     spec.doc_transformer.max_seq_length = max_length  # the reference truncates where the artifact does
     try:
-        want = _dense(encode(texts, convert_to_tensor=True, batch_size=len(texts), show_progress_bar=False))
+        want = _dense(encode(texts, convert_to_tensor=True, batch_size=len(texts), show_progress_bar=False)).cpu()
     finally:
         spec.doc_transformer.max_seq_length = saved_length
     want[:, spec.special_ids] = 0.0
-    results = {}
-    for bs in sorted(set(batch_sizes)):
-        got = run_artifact(artifact, tokenizer, texts, batch_size=bs)
-        results[f"batch_{bs}"] = compare_vectors(got, want, tolerance)
-    passed = all(r["passed"] for r in results.values())
+    by_device = {}
+    for device, loaded in artifacts.items():
+        with strict_fp32():
+            results = {f"batch_{bs}": compare_vectors(run_artifact(loaded, tokenizer, texts, bs, device), want, tolerance)
+                       for bs in sorted(set(batch_sizes))}
+        by_device[device] = {**device_facts(device), "by_batch_size": results,
+                             "max_abs_diff": max(r["max_abs_diff"] for r in results.values()),
+                             "identical_token_sets": all(r["identical_token_sets"] == r["texts"] for r in results.values()),
+                             "passed": all(r["passed"] for r in results.values())}
+    first = next(iter(by_device.values()))
     return {
         "reference": "SparseEncoder.encode_document" if encode == spec.encoder.encode_document else "SparseEncoder.encode",
         "special_tokens": "SpladePooling keeps special-token dimensions; the artifact zeroes them (ML Commons drops "
                           "them anyway), so they were removed from the reference before comparing",
         "texts": len(texts),
-        "max_abs_diff": max(r["max_abs_diff"] for r in results.values()),
+        "devices": list(by_device),
+        "max_abs_diff": max(d["max_abs_diff"] for d in by_device.values()),
         "tolerance": tolerance,
-        "identical_token_sets": all(r["identical_token_sets"] == r["texts"] for r in results.values()),
-        "by_batch_size": results,
-        "passed": passed,
+        "identical_token_sets": all(d["identical_token_sets"] for d in by_device.values()),
+        "by_batch_size": first["by_batch_size"],
+        "by_device": by_device,
+        "passed": all(d["passed"] for d in by_device.values()),
     }
 
 
@@ -134,20 +149,39 @@ def reference_token_map(vector: torch.Tensor, names: dict[int, str]) -> dict[str
     return out
 
 
-def validate_query_tokenize(spec, tokenizer_data: dict, idf: dict[str, float], texts: list[str] = QUERY_BATTERY) -> dict:
-    """Emulated SPARSE_TOKENIZE vs ``encode_query``. Zero weights are dropped on both sides: the reference is sparse,
-    and a zero weight contributes nothing to a rank_features score."""
-    want = _dense(spec.encoder.encode_query(texts, convert_to_tensor=True, show_progress_bar=False))
+def validate_query_tokenize(spec, tokenizer_data: dict, idf: dict[str, float], texts: list[str] = QUERY_BATTERY,
+                            rule_weights: torch.Tensor | None = None, rule: dict | None = None) -> dict:
+    """Emulated SPARSE_TOKENIZE vs ``encode_query`` run with the weights idf.json was written from (``rule_weights``:
+    the model's IDF after the query-weight rule, see query_weights.py), so the proof covers the rule; and, with the
+    rule undone (floored tokens dropped, scale divided out), vs the plain ``encode_query``, so nothing else changed.
+    Zero weights are dropped on both sides: the reference is sparse."""
+    plain = _dense(spec.encoder.encode_query(texts, convert_to_tensor=True, show_progress_bar=False))
+    ruled = plain if rule_weights is None else _encode_query_with(spec, rule_weights, texts)
     names = server_token_strings(tokenizer_data, spec.vocab_size)
     mismatches = []
-    for text, vec in zip(texts, want):
-        expected = reference_token_map(vec, names)
+    for text, plain_vec, ruled_vec in zip(texts, plain, ruled):
+        expected = reference_token_map(ruled_vec, names)
         got = {k: v for k, v in emulate_sparse_tokenize(tokenizer_data, idf, text).items() if v != 0.0}
-        if got != expected:
+        plain_ok = undo_rule(got, rule) == reference_token_map(plain_vec, names)
+        if got != expected or not plain_ok:
             mismatches.append({"text": text, "only_server": sorted(set(got) - set(expected)),
-                               "only_reference": sorted(set(expected) - set(got))})
-    return {"reference": "SparseEncoder.encode_query", "texts": len(texts), "identical": not mismatches,
-            "mismatches": mismatches, "passed": not mismatches}
+                               "only_reference": sorted(set(expected) - set(got)),
+                               "equal_to_plain_encode_query_with_rule_undone": plain_ok})
+    return {"reference": "SparseEncoder.encode_query" + (" with the query-weight rule applied" if rule else ""),
+            "texts": len(texts), "identical": not mismatches, "mismatches": mismatches, "passed": not mismatches}
+
+
+def _encode_query_with(spec, weights: torch.Tensor, texts: list[str]) -> torch.Tensor:
+    """``encode_query`` with the query module's IDF temporarily replaced by ``weights``."""
+    param = spec.query_module.weight
+    saved = param.detach().clone()
+    with torch.no_grad():
+        param.copy_(weights.to(param.dtype))
+    try:
+        return _dense(spec.encoder.encode_query(texts, convert_to_tensor=True, show_progress_bar=False))
+    finally:
+        with torch.no_grad():
+            param.copy_(saved)
 
 
 def validate_query_bi_encoder(spec, artifact: Callable, tokenizer_data: dict, texts: list[str] = QUERY_BATTERY) -> dict:

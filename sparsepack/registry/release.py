@@ -9,6 +9,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import ClusterError, SparsepackError
 from ..packaging.introspect import load_model
+from ..packaging.onnx_export import for_format
 from ..packaging.package import MANIFEST, load_manifest, package, slug, verify_artifacts
 from . import lease, models, preflight, references, smoke, switch
 from .connection import Cluster, ConnectionOptions, connect
@@ -25,9 +26,11 @@ class ReleaseOptions:
     keep: bool = False
     apply_settings: bool = False
     smoke: bool = True
+    field_type: str = "rank_features"  # the smoke index's field: rank_features, or sparse_vector (SEISMIC, 3.3+)
     progress: bool = True
     switch_pipelines: list[str] = field(default_factory=list)  # ["all"] or pipeline names
     lease_ttl: float | None = None  # seconds; None: $SPARSEPACK_LEASE_TTL or 60 (see lease.py)
+    artifact_format: str | None = None  # torchscript | onnx: which document artifact to register (None: the package's first)
 
 
 class Report:
@@ -64,6 +67,25 @@ def resolve_package(target: str, package_dir: str | None, report: Report, **pack
         manifest = package(target, out, force=True, spec=spec, **package_kwargs)
         entry.update(out=str(out), artifacts=[a["file"] for a in manifest["artifacts"]])
     return manifest, out, spec.encoder
+
+
+def proof_summary(manifest: dict) -> dict:
+    """The package's proof as CI wants it in the report: devices verified and their figures, the fp16 gate."""
+    doc = manifest.get("parity", {}).get("document", {})
+    by_device = {dev: {k: fig.get(k) for k in ("max_abs_diff", "identical_token_sets", "passed", "name", "torch", "cuda", "tf32")
+                       if fig.get(k) is not None} for dev, fig in doc.get("by_device", {}).items()}
+    out = {"precision": manifest.get("precision", "fp32"), "requires_gpu": bool(manifest.get("requires_gpu")),
+           "device_portable": manifest.get("device_portable"), "parity_devices": by_device}
+    if doc.get("quality_gate"):
+        out["quality_gate"] = doc["quality_gate"]
+    return out
+
+
+def require_gpu_targets(manifest: dict, opts: ReleaseOptions) -> None:
+    """An fp16 artifact runs only on GPU nodes: deploying it everywhere would put it on CPU nodes too."""
+    if manifest.get("requires_gpu") and not (opts.node_ids or opts.node_attr):
+        raise SparsepackError("this package's document artifact is fp16 and runs on GPU ML nodes only; pick them with "
+                              "--node-attr KEY=VALUE (e.g. gpu=true) or --nodes ID,...")
 
 
 def deploy_targets(cluster: Cluster, opts: ReleaseOptions) -> list[str] | None:
@@ -216,11 +238,16 @@ def release(target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_
     coord: lease.Coordinator | None = None
     proven = False
     try:
-        manifest, root, encoder = resolve_package(target, package_dir, report, **package_kwargs)
+        manifest, root, encoder = resolve_package(target, package_dir, report,
+                                                  **{"artifact_format": opts.artifact_format or "torchscript", **package_kwargs})
+        manifest = for_format(manifest, opts.artifact_format)
         report.data["package"] = {"dir": str(root), "name": manifest["name"], "mode": manifest["mode"],
-                                  "artifacts": {a["role"]: a["sha256"] for a in manifest["artifacts"]}}
+                                  "artifacts": {a["role"]: a["sha256"] for a in manifest["artifacts"]},
+                                  "format": manifest["formats"][0] if "formats" in manifest else "torchscript",
+                                  **proof_summary(manifest)}
         with report.step("verify"):
             verify_artifacts(manifest, root)
+            require_gpu_targets(manifest, opts)
         cluster = connect(conn)
         with report.step("preflight") as entry:
             chosen = opts.node_ids or ([opts.node_attr] if opts.node_attr else None)
@@ -232,13 +259,14 @@ def release(target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_
             entry.update(pf.as_dict())
             report.data["cluster"] = {"version": pf.version, "ml_nodes": pf.ml_nodes}
             preflight.require_ok(pf)
+            smoke.check_field_type(opts.field_type, pf.version)
         coord = lease.Coordinator(cluster, opts.timeout, opts.lease_ttl)
         selected = plan_upgrade(cluster, manifest, opts, report, coord)
         ids = register_and_deploy(cluster, manifest, root, pf.version, opts, report, created, coord)
         report.data["model_ids"] = ids
         if opts.smoke:
             encode_query = (lambda texts: encoder.encode_query(texts, convert_to_tensor=True).to_dense()) if encoder else None
-            run_smoke(cluster, manifest, root, pf.version, ids, opts.keep, report, encode_query)
+            run_smoke(cluster, manifest, root, pf.version, ids, opts.keep, report, encode_query, opts.field_type)
         group_id = report.data["steps"]["register"]["model_group_id"]
         if opts.switch_pipelines:
             switch_pipelines(cluster, group_id, ids, selected, report, coord)
@@ -265,10 +293,10 @@ def release(target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_
 
 
 def run_smoke(cluster: Cluster, manifest: dict, root: Path, version: str, ids: dict[str, str], keep: bool, report: Report,
-              encode_query=None) -> None:
+              encode_query=None, field_type: str = "rank_features") -> None:
     local = smoke.LocalPackage(manifest, root)
     query_model = ids.get("query")
     with report.step("smoke_predict") as entry:
         entry.update(smoke.check_predict(cluster, local, ids["document"], query_model, encode_query))
     with report.step("smoke_retrieval") as entry:
-        entry.update(smoke.check_retrieval(cluster, local, version, ids["document"], query_model, keep))
+        entry.update(smoke.check_retrieval(cluster, local, version, ids["document"], query_model, keep, field_type=field_type))
