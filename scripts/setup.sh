@@ -7,7 +7,9 @@ PY=${PYTHON:-python3}
 "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "sparsepack needs Python >= 3.10")'
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+# setuptools prints a boxed BuildBackendWarning on every editable install ("Editable installation ... folders with the
+# same name as your package"); it is advice for package authors, not for this install, so only that one is filtered.
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e ".[test]"
 # The local OpenSearch node needs Java 21+ (3.x) and Java 11-23 (2.x), and g++ to build the 2.x JNI shim.
 missing=()
 command -v g++ >/dev/null || missing+=(g++)
