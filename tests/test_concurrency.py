@@ -92,7 +92,9 @@ def test_four_concurrent_releases_converge(node_3x, package_factory, tmp_path):
         codes, errs = finish([start_release(node_3x, pkg, group, tmp_path / "single.json")])
         single = time.perf_counter() - t0
         assert codes == [0], errs
-        print(f"\n4 concurrent releases: {concurrent:.1f} s wall; 1 release: {single:.1f} s; ratio {concurrent / single:.2f}")
+        waits = [max((m.get("waited_for_other_run_seconds", 0) for m in reg["models"].values()), default=0) for reg in registers]
+        print(f"\n4 concurrent releases: {concurrent:.1f} s wall; 1 release: {single:.1f} s; ratio {concurrent / single:.2f}; "
+              f"register step per run {[reg['seconds'] for reg in registers]} s, of which waiting on a lease {waits} s")
     finally:
         cleanup(cl, group)
 
@@ -271,4 +273,20 @@ def test_preflight_refuses_a_full_node_before_uploading(node_3x, package_factory
         assert again["passed"], again.get("error")  # its model already holds a slot: a re-run needs none
     finally:
         cl.request("PUT", "/_cluster/settings", body={"persistent": {ML_MAX: None}})
+        cleanup(cl, group)
+
+
+def test_forbidden_lease_index_names_the_permissions(node_3x, package_factory):
+    """A role without the coordination index's permissions (the security plugin's 403, emulated by the proxy)."""
+    cl = cluster_for(node_3x)
+    group = f"t-lease-403-{uuid.uuid4().hex[:6]}"
+    port = int(node_3x.rsplit(":", 1)[1])
+    proxy = FaultProxy(port, [Fault("*", lease.INDEX, "status:403", times=100)]).start()
+    try:
+        report = release(str(package_factory("bert-bi-relu")[1]), conn(proxy.url), ReleaseOptions(group=group, **OPTS))
+        assert report["failed_step"] == "register"
+        assert lease.INDEX in report["error"] and "indices:data/write/index" in report["error"]
+        assert groups_named(cl, group) == []  # refused before the group was created
+    finally:
+        proxy.stop()
         cleanup(cl, group)

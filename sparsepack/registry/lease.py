@@ -62,6 +62,11 @@ def _status(exc: ClusterError) -> int | None:
     return getattr(exc.__cause__, "status_code", None)
 
 
+def _forbidden() -> ClusterError:
+    return ClusterError(f"this user may not use the coordination index {INDEX} (403): grant the release role "
+                        f"{', '.join(INDEX_PERMISSIONS)} on {INDEX} (README: Concurrent releases)")
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -89,8 +94,8 @@ class Coordinator:
         try:
             self.cluster.request("PUT", f"/{INDEX}", body={
                 "settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}}, "mappings": MAPPING})
-        except ClusterError as exc:  # it exists (another run created it)
-            if "already exists" not in str(exc) and "resource_already_exists" not in str(exc):
+        except ClusterError as exc:  # it exists (another run created it), or an admin manages it for us
+            if _status(exc) != 403 and "already exists" not in str(exc) and "resource_already_exists" not in str(exc):
                 raise
         self._index_ready = True
 
@@ -110,6 +115,8 @@ class Coordinator:
         except ClusterError as exc:
             if _status(exc) == 409:
                 return False
+            if _status(exc) == 403:
+                raise _forbidden() from exc
             raise
         with self._lock:
             if body.get("state") == "held":
