@@ -32,7 +32,7 @@ TTL_ENV = "SPARSEPACK_LEASE_TTL"
 DEFAULT_TTL = 60.0
 MAX_TTL = 120.0
 # Index permissions a release user needs on INDEX (security plugin), listed in the README.
-INDEX_PERMISSIONS = ("indices:admin/create", "indices:admin/refresh", "indices:data/read/get", "indices:data/read/search",
+INDEX_PERMISSIONS = ("indices:admin/create", "indices:admin/refresh*", "indices:data/read/get", "indices:data/read/search",
                      "indices:data/write/index", "indices:data/write/delete", "indices:data/write/bulk*")
 
 MAPPING = {"dynamic": False, "properties": {
