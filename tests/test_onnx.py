@@ -154,3 +154,45 @@ def test_cli_package_format_onnx(model_factory, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["package", str(model_factory("bert-if-log1p")), "-o", str(tmp_path / "x"), "--format", "tflite"])
     assert exc.value.code == 2
+
+
+@pytest.mark.cluster
+def test_release_onnx_on_real_node(any_node, both_packages, request):
+    from conftest import cluster_for, conn
+    from sparsepack.registry.release import ReleaseOptions, release
+    from test_registry import cleanup_group
+
+    manifest, pkg = both_packages("distil-if-relu")
+    group = f"t-onnx-{request.node.callspec.id}"
+    try:
+        report = release(str(pkg), conn(any_node), ReleaseOptions(group=group, artifact_format="onnx", progress=False,
+                                                                  timeout=120))
+        assert report["passed"], report.get("error")
+        assert report["package"]["format"] == "onnx"
+        model = cluster_for(any_node).request("GET", f"/_plugins/_ml/models/{report['model_ids']['document']}")
+        assert model["model_format"] == "ONNX" and model["algorithm"] == "SPARSE_ENCODING"
+        assert model["model_content_hash_value"] == _doc(manifest, "onnx")["sha256"]
+        predict = report["steps"]["smoke_predict"]["document"]  # _predict vs the local onnxruntime run
+        assert predict["passed"] and predict["identical_token_sets"] == predict["texts"] == 8
+        assert predict["max_abs_diff"] <= 1e-4
+        retrieval = report["steps"]["smoke_retrieval"]
+        assert retrieval["passed"] and retrieval["checked_queries"] > 0 and retrieval["ingest_matches_local"]
+    finally:
+        cleanup_group(any_node, group)
+
+
+@pytest.mark.cluster
+def test_release_format_picks_the_artifact(node_3x, both_packages, capsys):
+    from conftest import cluster_for
+    from test_registry import cleanup_group
+
+    _, pkg = both_packages("bert-bi-relu")
+    group = "t-onnx-pick"
+    try:
+        code = main(["release", str(pkg), "--url", node_3x, "--format", "torchscript", "--group", group, "--json"])
+        report = json.loads(capsys.readouterr().out)
+        assert code == 0 and report["package"]["format"] == "torchscript"
+        model = cluster_for(node_3x).request("GET", f"/_plugins/_ml/models/{report['model_ids']['document']}")
+        assert model["model_format"] == "TORCH_SCRIPT"
+    finally:
+        cleanup_group(node_3x, group)

@@ -190,7 +190,7 @@ def for_format(manifest: dict, fmt: str | None) -> dict:
         raise SparsepackError(f"the package holds no {fmt} document artifact (it has {', '.join(formats)}); "
                               f"re-package with --format {fmt} or both")
     keep = [a for a in manifest["artifacts"] if a["role"] != "document" or a.get("format", "torchscript") == fmt]
-    view = {**manifest, "artifacts": keep}
+    view = {**manifest, "artifacts": keep, "formats": [fmt]}
     doc = next(a for a in keep if a["role"] == "document")
     if doc.get("opensearch_compatibility"):
         view["compatible_opensearch"] = sorted(line for line, c in doc["opensearch_compatibility"].items() if c["compatible"])
