@@ -42,6 +42,9 @@ class DemoSpec:
     seed: int = 0
     pooling: str = "max"
     vocab_file: str | None = None  # a real vocab.txt instead of the generated one
+    zero_idf: tuple[str, ...] = ()  # inference-free: these tokens get IDF 0 (stopwords found in every document)
+    idf_scale: float = 1.0  # inference-free: IDF multiplied by this (IDF is 0.5-5 before)
+    logit_scale: float = 1.0  # masked-LM logits multiplied by this (sum pooling of huge logits: weights above 64)
 
 
 def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
@@ -81,6 +84,8 @@ def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
         raise ValueError(f"unknown demo arch {spec.arch!r}; use bert or distilbert")
     model.eval()
     _sparsify(model, bias, tokenizer)
+    if spec.logit_scale != 1.0:
+        _scale_logits(model, bias, spec.logit_scale)
     model.save_pretrained(backbone_dir)
     tokenizer.save_pretrained(backbone_dir)
 
@@ -92,9 +97,11 @@ def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
         SparseStaticEmbedding = sparse_module("SparseStaticEmbedding")
         Router = sparse_module("Router")
         gen = torch.Generator().manual_seed(spec.seed + 1)
-        weight = torch.rand(vocab_size, generator=gen) * 4.5 + 0.5
+        weight = (torch.rand(vocab_size, generator=gen) * 4.5 + 0.5) * spec.idf_scale
         for tid in tokenizer.all_special_ids:
             weight[tid] = 0.0
+        for token in spec.zero_idf:
+            weight[tokenizer.convert_tokens_to_ids(token)] = 0.0
         query = SparseStaticEmbedding(tokenizer=doc_modules[0].tokenizer, weight=weight, frozen=True)
         modules = [Router.for_query_document(query_modules=[query], document_modules=doc_modules)]
     elif spec.mode == "bi-encoder":
@@ -129,3 +136,11 @@ def _sparsify(model, bias, tokenizer) -> None:
         logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
         pooled = logits.masked_fill(enc["attention_mask"].unsqueeze(-1) == 0, float("-inf")).amax(dim=1)
         bias.data -= torch.quantile(pooled.flatten(), 0.96)
+
+
+def _scale_logits(model, bias, factor: float) -> None:
+    """Logits x ``factor`` without touching the embeddings the decoder shares: scale what feeds the decoder and its bias."""
+    norm = model.cls.predictions.transform.LayerNorm if hasattr(model, "cls") else model.vocab_layer_norm
+    norm.weight.data *= factor
+    norm.bias.data *= factor
+    bias.data *= factor

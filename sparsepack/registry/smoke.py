@@ -15,7 +15,7 @@ from ..packaging.archive import read_zip
 from ..packaging.exporter import EXPORTERS
 from ..packaging.parity import (DOCUMENT_BATTERY, QUERY_BATTERY, DjlStyleTokenizer, emulate_sparse_tokenize,
                                 reference_token_map, run_artifact)
-from ..packaging.query_weights import culprits, lowest_weight_query, undo_rule
+from ..packaging.query_weights import MAX_QUERY_WEIGHT, culprits, lowest_weight_query, undo_rule, weight_problem
 from ..packaging.tokenizer_export import server_token_strings
 from ..templates import render
 from .connection import Cluster
@@ -96,6 +96,10 @@ def check_predict(cluster: Cluster, local: LocalPackage, doc_model: str, query_m
     queries = QUERY_BATTERY + ([local.low_weight_query()[0]] if local.idf else [])
     server_q = predict(cluster, query_id, queries)
     result["query"] = compare_maps(server_q, local.encode_queries(queries), PREDICT_TOLERANCE)
+    # what neural-search would refuse when building the query (HTTP 400), named before any search is sent
+    bad = {t: w for m in server_q for t, w in m.items() if weight_problem(w)}
+    result["query_weights_in_range"] = {"accepted_range": f"(0, {MAX_QUERY_WEIGHT:g}]", "passed": not bad,
+                                        "out_of_range": dict(sorted(bad.items())[:10])}
     if encode_query is not None:  # the source model is at hand: compare with it directly too
         vectors = encode_query(queries)
         want = [reference_token_map(v, local.names) for v in vectors]
