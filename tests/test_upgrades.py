@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from contextlib import contextmanager
 
 import pytest
 
@@ -32,12 +33,18 @@ def v2_package(model_factory, tmp_path_factory):
 
 @pytest.fixture
 def production(any_node, package_factory, request):
+    with production_on(any_node, package_factory, request) as prod:
+        yield prod
+
+
+@contextmanager
+def production_on(url, package_factory, request):
     """v1 released into a group; an ingest pipeline, a search pipeline and an index using it, as production would."""
     manifest, pkg = package_factory(FIXTURE)
     group = f"t-up-{request.node.name.split('[')[0][5:25]}"
-    cl = cluster_for(any_node)
+    cl = cluster_for(url)
     version = cl.info()["version"]["number"]
-    v1 = release(str(pkg), conn(any_node), ReleaseOptions(group=group, smoke=False, **OPTS))
+    v1 = release(str(pkg), conn(url), ReleaseOptions(group=group, smoke=False, **OPTS))
     assert v1["passed"], v1.get("error")
     v1_id = v1["model_ids"]["document"]
     cl.request("PUT", f"/_ingest/pipeline/{PROD_INGEST}", body=render("ingest-pipeline", manifest, version, model_id=v1_id))
@@ -45,7 +52,7 @@ def production(any_node, package_factory, request):
     cl.request("PUT", f"/{PROD_INDEX}", body=render("index-mapping", manifest, version, ingest_pipeline=PROD_INGEST,
                                                     search_pipeline=PROD_SEARCH))
     try:
-        yield {"url": any_node, "cluster": cl, "group": group, "v1": v1_id, "manifest": manifest}
+        yield {"url": url, "cluster": cl, "group": group, "v1": v1_id, "manifest": manifest}
     finally:
         cl.request("DELETE", f"/{PROD_INDEX}", ok_404=True)
         cl.request("DELETE", f"/_search/pipeline/{PROD_SEARCH}", ok_404=True)
@@ -192,3 +199,29 @@ def test_model_state_written_after_the_deploy_task_is_waited_for(any_node, packa
     finally:
         proxy.stop()
         cleanup_group(cl, group)
+
+
+def test_failed_switch_puts_pipelines_back_and_keeps_v1(node_3x, package_factory, v2_package, request):
+    """The switch's own check fails (the proxy turns the _simulate answer into an error): every pipeline is put back
+    on v1, v2 is rolled back, v1 keeps serving. (3.x only: the path is the node-independent switch code.)"""
+    with production_on(node_3x, package_factory, request) as production:
+        check_failed_switch(node_3x, production, v2_package)
+
+
+def check_failed_switch(node_3x, production, v2_package):
+    cl, group, v1 = production["cluster"], production["group"], production["v1"]
+    failing = Fault("POST", rf"/_ingest/pipeline/{PROD_INGEST}/_simulate", "rewrite",
+                    rewrite=lambda data: b'{"docs": [{"error": {"type": "injected", "reason": "injected failure"}}]}')
+    proxy = FaultProxy(int(node_3x.rsplit(":", 1)[1]), [failing]).start()
+    try:
+        report = release(str(v2_package[1]), ConnectionOptions(url=proxy.url),
+                         ReleaseOptions(group=group, clear_previous=True, switch_pipelines=[PROD_SEARCH, PROD_INGEST],
+                                        smoke=False, **OPTS))
+    finally:
+        proxy.stop()
+    assert not report["passed"] and report["failed_step"] == "switch_pipelines"
+    assert "put back as it was" in report["error"] and "injected failure" in report["error"]
+    assert failing.hits == 1 and report["rollback"]["left"] == []
+    assert pipeline_model(cl, "ingest", PROD_INGEST) == v1 and pipeline_model(cl, "search", PROD_SEARCH) == v1
+    assert group_model_ids(cl, group) == [v1] and models.get_model(cl, v1)["model_state"] == "DEPLOYED"
+    assert simulate(cl)

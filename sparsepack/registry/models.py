@@ -166,6 +166,10 @@ def node_errors(task: dict) -> str:
 
 def deploy(cluster: Cluster, model_id: str, node_ids: list[str] | None, timeout: float, created: Created) -> dict:
     model = get_model(cluster, model_id) or {}
+    if model.get("model_state") == "DEPLOYING":  # a deploy already under way (another run's): see where it ends first
+        cluster.wait_for(lambda: _state_in(cluster, model_id, USABLE - {"DEPLOYING"}), timeout,
+                         f"model {model_id} to finish the deploy under way")
+        model = get_model(cluster, model_id) or {}
     current = set(model.get("planning_worker_nodes") or [])
     if model.get("model_state") == "DEPLOYED" and (not node_ids or current == set(node_ids)):
         return {"model_id": model_id, "state": "DEPLOYED", "worker_nodes": sorted(current), "reused": True}

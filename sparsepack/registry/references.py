@@ -83,8 +83,9 @@ def search_pipelines(cluster: Cluster) -> dict[str, dict]:
 
 def index_pipeline_settings(cluster: Cluster) -> dict[str, dict[str, str]]:
     """index -> {setting: pipeline name} for the settings that run a pipeline on every request."""
-    res = cluster.request("GET", f"/_all/_settings/{','.join(INDEX_PIPELINE_SETTINGS)}", params={"flat_settings": "true"},
-                          ok_404=True) or {}
+    # "*,-.*": every index but the dot-prefixed system ones (reading those draws a deprecation warning on each call).
+    res = cluster.request("GET", f"/*,-.*/_settings/{','.join(INDEX_PIPELINE_SETTINGS)}",
+                          params={"flat_settings": "true", "expand_wildcards": "open,closed"}, ok_404=True) or {}
     out = {}
     for index, entry in res.items():
         chosen = {k: v for k, v in (entry.get("settings") or {}).items() if k in INDEX_PIPELINE_SETTINGS and v and v != "_none"}
