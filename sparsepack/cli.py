@@ -113,9 +113,15 @@ def cmd_node(args) -> int:
 
     if args.node_command == "start":
         state = cluster.start(args.version, port=args.port, heap=args.heap, nodes=args.nodes, fresh=args.fresh,
-                              timeout=args.timeout, log=_err)
-        _print_json({"url": state.url, "version": state.version, "nodes": [n.name for n in state.nodes]}) if args.json else \
-            print(state.url)
+                              timeout=args.timeout, secure=args.secure, log=_err)
+        out = {"url": state.url, "version": state.version, "nodes": [n.name for n in state.nodes]}
+        if state.secure:
+            from .node import secure
+
+            out["credentials_file"] = str(secure.credentials_path(cluster.cluster_dir(Path(state.home), args.port)))
+        _print_json(out) if args.json else print(state.url)
+        if state.secure and not args.json:
+            _err(f"users and passwords: {out['credentials_file']} (0600); CA: pass --ca-certs to the other commands")
     elif args.node_command == "stop":
         return 0 if cluster.stop(args.port, log=_err) else 1
     elif args.node_command == "status":
@@ -151,6 +157,24 @@ def cmd_preflight(args) -> int:
     return 0 if pf.ok else 4
 
 
+def cmd_serve(args) -> int:
+    from .serve import ArtifactServer
+
+    if not 0 < args.port < 65536:
+        raise SparsepackError(f"--port {args.port} is out of range; use 1-65535")
+    try:
+        server = ArtifactServer(args.package, args.port, args.bind, log=_err)
+    except OSError as exc:
+        raise SparsepackError(f"cannot listen on {args.bind}:{args.port}: {exc.strerror}; pick another --port") from exc
+    print(f"serving {len(server.files) - 1} artifact(s) of {args.package} at {server.url}/ "
+          f"(release with --artifact-base-url {server.url}); Ctrl-C stops", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.stop()
+    return 0
+
+
 def _release_opts(args):
     from .registry.release import ReleaseOptions
 
@@ -158,7 +182,8 @@ def _release_opts(args):
                           node_ids=[n for n in (args.nodes or "").split(",") if n], node_attr=args.node_attr,
                           timeout=args.timeout, keep_on_failure=args.keep_on_failure, keep=args.keep,
                           apply_settings=args.apply_settings, progress=not args.json, field_type=args.field_type,
-                          switch_pipelines=_switch_list(args.switch_pipelines), artifact_format=args.format)
+                          switch_pipelines=_switch_list(args.switch_pipelines), artifact_format=args.format,
+                          artifact_base_url=args.artifact_base_url)
 
 
 def _switch_list(value: str | None) -> list[str]:
@@ -233,6 +258,21 @@ def cmd_smoke(args) -> int:
     return _emit_report(report.data, args)
 
 
+def cmd_eval(args) -> int:
+    from .evaluate import Gate, evaluate, load_corpus, resolve_encoder
+    from .registry.connection import connect
+
+    gate = Gate.parse(args.quality_gate) if args.quality_gate else None
+    a = resolve_encoder(args.truth, args.truth_format, lambda: connect(_conn(args)))
+    b = resolve_encoder(args.candidate, args.candidate_format, lambda: connect(_conn(args)))
+    corpus = load_corpus(args.corpus, args.queries, args.qrels, a.vocab or b.vocab, args.documents, args.num_queries)
+    result = evaluate(a, b, corpus)
+    if gate is not None:
+        result["gate"] = gate.check(result)
+    _print_json(result)
+    return 3 if gate is not None and not result["gate"]["passed"] else 0
+
+
 def cmd_list(args) -> int:
     from .registry import models
     from .registry.connection import connect
@@ -275,7 +315,7 @@ def cmd_delete(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import DemoSpec, build_demo_model
+    from .demo import DemoSpec, build_demo_model, summary_lines
     from .node import cluster
     from .registry.connection import ConnectionOptions
     from .registry.release import ReleaseOptions, release
@@ -296,6 +336,8 @@ def cmd_demo(args) -> int:
     if not args.json:
         print(f"cluster {url} (OpenSearch {report.get('cluster', {}).get('version', '?')}); package {work / 'demo-package'}; "
               f"JSON report {args.report}")
+        if report["passed"]:
+            print("\n".join(summary_lines(report, work / "demo-package", url, None if args.url else args.port)))
     return code
 
 
@@ -330,7 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
         n = nsub.add_parser(name)
         n.add_argument("--port", type=int, default=9200)
         if name == "start":
-            n.add_argument("--version", default="3.6.0", help="3.6.0 (default) or 2.19.6")
+            n.add_argument("--version", default=None, help="3.6.0 (default), 2.19.6, or 2.19.1 (the secured line)")
+            n.add_argument("--secure", action="store_true",
+                           help="security plugin: TLS on HTTP and transport with a generated CA, admin and "
+                                "sparsepack-release users (credentials.json in the cluster folder); OpenSearch 2.19.1")
             n.add_argument("--heap", default="1g")
             n.add_argument("--nodes", type=int, default=1, help="1 + (N-1) dedicated ml nodes with attribute gpu=true")
             n.add_argument("--fresh", action="store_true", help="discard the cluster's data (models, indices) first")
@@ -355,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
         _conn_args(sp)
         _package_args(sp)
         sp.add_argument("--package-dir", help="where to package a model (default ./NAME-sparsepack)")
+        sp.add_argument("--artifact-base-url", metavar="URL",
+                        help="the package's zips are hosted at URL/<file>: the cluster downloads them (checked against "
+                             "the manifest's sha256) instead of sparsepack uploading chunks; needs a package directory")
         sp.add_argument("--format", choices=("torchscript", "onnx"),
                         help="document artifact to register (and to package, given a model): torchscript (default; GPU "
                              "nodes too) or onnx (CPU nodes); a package holding both registers its first unless told")
@@ -389,6 +437,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     _conn_args(sp)
     sp.set_defaults(func=cmd_smoke)
+
+    sp = sub.add_parser("eval", help="ranking agreement of two encoders: nDCG@10 and recall@100, the first as truth (JSON)")
+    sp.add_argument("truth", help="package dir, model (path or hub id), or deployed:DOC_ID[,QUERY_ID]")
+    sp.add_argument("candidate", help="package dir, model, or deployed:DOC_ID[,QUERY_ID] (needs --url)")
+    sp.add_argument("--corpus", help="documents, JSONL {\"id\", \"text\"} (default: built-in synthetic corpus)")
+    sp.add_argument("--queries", help="queries, JSONL {\"id\", \"text\"}")
+    sp.add_argument("--qrels", help="relevance judgements: JSONL {\"query_id\", \"doc_id\", \"relevance\"} or TREC lines")
+    sp.add_argument("--documents", type=int, default=500, help="synthetic corpus size (default 500)")
+    sp.add_argument("--num-queries", type=int, default=100, help="synthetic query count (default 100)")
+    sp.add_argument("--truth-format", choices=("torchscript", "onnx"), help="which document artifact of a package")
+    sp.add_argument("--candidate-format", choices=("torchscript", "onnx"), help="which document artifact of a package")
+    sp.add_argument("--quality-gate", metavar="ndcg=X,recall=Y", help="exit 3 when below (at least 500 documents, 100 queries)")
+    _conn_args(sp)
+    sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("serve", help="serve a package's artifacts read-only over HTTP, for URL registration")
+    sp.add_argument("package", help="package directory")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--bind", default="127.0.0.1", help="address to listen on (default loopback only)")
+    sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("list", help="list models")
     _conn_args(sp)

@@ -302,3 +302,53 @@ def test_variant_works_on_the_node(envs, node, feature, template, values):
     env = envs(node)
     assert features_for(parse_version(env.version))[feature], f"{feature} is not in {fmt(parse_version(env.version))}"
     APPLY[template](env, values)
+
+
+def test_release_smoke_on_a_sparse_vector_index(node_3x, package_factory):
+    """release --field-type sparse_vector: the smoke index is SEISMIC, below approximate_threshold so search is exact;
+    the stored vectors are token ids, compared with the local ones converted to ids; top-1 and scores must match."""
+    from sparsepack.registry.connection import ConnectionOptions
+    from sparsepack.registry.release import ReleaseOptions, release
+
+    _, root = package_factory(PACKAGE)
+    report = release(str(root), ConnectionOptions.from_env(url=node_3x),
+                     ReleaseOptions(group=f"t-sv-{uuid.uuid4().hex[:6]}", progress=False, field_type="sparse_vector"))
+    try:
+        assert report["passed"], report.get("error")
+        retrieval = report["steps"]["smoke_retrieval"]
+        assert retrieval["field_type"] == "sparse_vector" and retrieval["mapping"]["type"] == "sparse_vector"
+        assert retrieval["ingest_matches_local"] and retrieval["checked_queries"] > 0
+        assert all(q["relative_diff"] <= smoke.SCORE_RTOL for q in retrieval["queries"] if q["checkable"])
+    finally:
+        cl = cluster_for(node_3x)
+        for model_id in report.get("model_ids", {}).values():
+            models.delete(cl, model_id)
+
+
+def test_stored_token_ids_are_compared_in_the_fields_format(package_factory):
+    manifest, root = package_factory(PACKAGE)
+    local = smoke.LocalPackage(manifest, root)
+    vec = local.encode_documents([smoke.CORPUS[0]])[0]
+    ids = smoke.as_field_vector(local, vec, "sparse_vector")
+    assert all(k.isdigit() for k in ids) and sorted(ids.values()) == sorted(vec.values())
+    assert {local.names[int(k)] for k in ids} == set(vec)
+    assert smoke.stored_keys({"text_sparse": ids}, "text_sparse", False) == set(ids)
+    assert smoke.stored_keys({"text_sparse": [{"sparse_encoding": ids}]}, "text_sparse", True) == set(ids)
+
+
+def test_sparse_vector_smoke_refused_on_2x_with_the_version(node_2x, package_factory):
+    import subprocess
+    import sys
+
+    _, root = package_factory(PACKAGE)
+    proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "smoke", str(root), "--document-model", "none",
+                           "--field-type", "sparse_vector", "--url", node_2x], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "sparse_vector fields with the SEISMIC method needs OpenSearch 3.3+, the target is 2.19" in proc.stderr
+    from sparsepack.registry.connection import ConnectionOptions
+    from sparsepack.registry.release import ReleaseOptions, release
+
+    report = release(str(root), ConnectionOptions.from_env(url=node_2x),
+                     ReleaseOptions(group=f"t-sv2-{uuid.uuid4().hex[:6]}", progress=False, field_type="sparse_vector"))
+    assert not report["passed"] and report["failed_step"] == "preflight" and "3.3+" in report["error"]
+    assert "register" not in report["steps"]  # refused before anything was uploaded

@@ -11,7 +11,7 @@ from ..errors import ClusterError, SparsepackError
 from ..packaging.introspect import load_model
 from ..packaging.onnx_export import for_format
 from ..packaging.package import MANIFEST, load_manifest, package, slug, verify_artifacts
-from . import lease, models, preflight, references, smoke, switch
+from . import artifact_url, lease, models, preflight, references, smoke, switch
 from .connection import Cluster, ConnectionOptions, connect
 
 
@@ -30,6 +30,7 @@ class ReleaseOptions:
     progress: bool = True
     switch_pipelines: list[str] = field(default_factory=list)  # ["all"] or pipeline names
     lease_ttl: float | None = None  # seconds; None: $SPARSEPACK_LEASE_TTL or 60 (see lease.py)
+    artifact_base_url: str | None = None  # register each zip from BASE/<file> (hosted package) instead of uploading
     artifact_format: str | None = None  # torchscript | onnx: which document artifact to register (None: the package's first)
 
 
@@ -55,11 +56,16 @@ class Report:
             raise ClusterError(f"{name} failed; see the report's steps.{name}")
 
 
+def is_package(target: str) -> bool:
+    path = Path(target)
+    return (path / MANIFEST).exists() or path.name == MANIFEST
+
+
 def resolve_package(target: str, package_dir: str | None, report: Report, **package_kwargs):
     """(manifest, package dir, source encoder or None): a package dir is used as is; a model is packaged first and
     kept loaded, so the smoke test can compare the cluster with the model itself too."""
     path = Path(target)
-    if (path / MANIFEST).exists() or path.name == MANIFEST:
+    if is_package(target):
         return (*load_manifest(path), None)
     out = Path(package_dir) if package_dir else Path.cwd() / f"{slug(target)}-sparsepack"
     with report.step("package") as entry:
@@ -136,6 +142,13 @@ def register_artifact(cluster: Cluster, coord: lease.Coordinator, manifest: dict
         coord.note(key, result=existing["model_id"])
         return existing["model_id"]
     t0 = time.perf_counter()
+    if opts.artifact_base_url:
+        url = artifact_url.artifact_url(opts.artifact_base_url, art)
+        model_id = artifact_url.register_from_url(cluster, manifest, art, url, group_id, version, created, opts.timeout)
+        coord.note(key, result=model_id)
+        entry["models"][art["role"]] = {"model_id": model_id, "reused": False, "url": url,
+                                        "register_seconds": round(time.perf_counter() - t0, 3)}
+        return model_id
     model_id = models.upload(cluster, manifest, root, art, group_id, version, created, opts.timeout, opts.progress)
     secs = time.perf_counter() - t0
     coord.note(key, result=model_id)
@@ -238,6 +251,9 @@ def release(target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_
     coord: lease.Coordinator | None = None
     proven = False
     try:
+        if opts.artifact_base_url and not is_package(target):
+            raise SparsepackError(f"--artifact-base-url registers hosted zips, and {target} is not a package: run "
+                                  f"`sparsepack package {target} -o DIR`, host DIR's zips at the URL, then release DIR")
         manifest, root, encoder = resolve_package(target, package_dir, report,
                                                   **{"artifact_format": opts.artifact_format or "torchscript", **package_kwargs})
         manifest = for_format(manifest, opts.artifact_format)
@@ -252,10 +268,17 @@ def release(target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_
         with report.step("preflight") as entry:
             chosen = opts.node_ids or ([opts.node_attr] if opts.node_attr else None)
             group_name = opts.group or f"{manifest['name']}-sparsepack"
-            pf = preflight.run_preflight(cluster, manifest, chosen, group_name)
+            urls = [artifact_url.artifact_url(opts.artifact_base_url, a) for a in manifest["artifacts"]] \
+                if opts.artifact_base_url else None
+            pf = preflight.run_preflight(cluster, manifest, chosen, group_name, artifact_urls=urls)
             if not pf.ok and opts.apply_settings and not any("not installed" in b or "does not load" in b for b in pf.blockers):
-                entry["applied_settings"] = preflight.apply_settings(cluster, pf.version)
-                pf = preflight.run_preflight(cluster, manifest, chosen, group_name)
+                extra = {"allow_registering_model_via_url": True} if urls else {}
+                if any("trusted_url_regex" in b for b in pf.blockers):
+                    extra["trusted_url_regex"] = artifact_url.narrow_regex(opts.artifact_base_url)
+                entry["applied_settings"] = preflight.apply_settings(cluster, pf.version, **extra)
+                pf = preflight.run_preflight(cluster, manifest, chosen, group_name, artifact_urls=urls)
+            if urls:
+                entry["artifact_urls"] = urls
             entry.update(pf.as_dict())
             report.data["cluster"] = {"version": pf.version, "ml_nodes": pf.ml_nodes}
             preflight.require_ok(pf)

@@ -18,6 +18,7 @@ from ..packaging.parity import (DOCUMENT_BATTERY, QUERY_BATTERY, DjlStyleTokeniz
 from ..packaging.query_weights import MAX_QUERY_WEIGHT, culprits, lowest_weight_query, undo_rule, weight_problem
 from ..packaging.tokenizer_export import server_token_strings
 from ..templates import render
+from ..templates.versions import parse_version, require
 from .connection import Cluster
 from .models import BASE
 
@@ -147,6 +148,17 @@ def expansion_queries(doc_vectors: list[dict], per_doc: int = 2) -> list[str]:
 FIELD_TYPES = ("rank_features", "sparse_vector")
 
 
+def check_field_type(field_type: str, version: str) -> None:
+    """Refuse, before anything is registered, a smoke field the cluster's version cannot create."""
+    if field_type not in FIELD_TYPES:
+        raise SparsepackError(f"field type {field_type!r} is unknown; use {' or '.join(FIELD_TYPES)}")
+    if field_type == "sparse_vector":
+        try:
+            require("sparse_vector", parse_version(version))
+        except SparsepackError as exc:
+            raise SparsepackError(f"--field-type sparse_vector: {exc}") from exc
+
+
 def stored_keys(source: dict, field: str, chunked: bool) -> set[str]:
     """The token keys the pipeline stored for one document (its first chunk when chunked)."""
     value = source.get(field) or ({} if not chunked else [{}])
@@ -180,8 +192,7 @@ def check_retrieval(cluster: Cluster, local: LocalPackage, version: str, doc_mod
     first, with the server's score equal to the local dot product. ``field_type=sparse_vector`` uses a SEISMIC field
     (3.3+) whose corpus stays under approximate_threshold, so its search is exact too (no two-phase: SEISMIC fields
     refuse it); ``chunking`` stores nested chunks and queries them with the nested form."""
-    if field_type not in FIELD_TYPES:
-        raise SparsepackError(f"field type {field_type!r} is unknown; use {' or '.join(FIELD_TYPES)}")
+    check_field_type(field_type, version)
     suffix = uuid.uuid4().hex[:8]
     index, ingest, search = f"sparsepack-smoke-{suffix}", f"sparsepack-smoke-ingest-{suffix}", f"sparsepack-smoke-search-{suffix}"
     query_id = query_model or doc_model
