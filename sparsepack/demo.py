@@ -144,3 +144,38 @@ def _scale_logits(model, bias, factor: float) -> None:
     norm.weight.data *= factor
     norm.bias.data *= factor
     bias.data *= factor
+
+
+def summary_lines(report: dict, package_dir: str | Path, url: str, started_port: int | None) -> list[str]:
+    """What the demo proved, readably: one smoke-test query with its top hit and score, the parity figures, and the
+    next three commands (package your own model, release it to your cluster, stop the local node)."""
+    import json
+
+    from .registry.smoke import CORPUS
+
+    lines = [""]
+    queries = report.get("steps", {}).get("smoke_retrieval", {}).get("queries", [])
+    sample = next((q for q in queries if q.get("checkable") and q.get("passed")), None)
+    if sample is not None:
+        got = sample.get("got")
+        hit = CORPUS[got] if isinstance(got, int) and 0 <= got < len(CORPUS) else f"document {got}"
+        lines.append(f'sample query "{sample["query"]}" -> top hit "{hit}"')
+        lines.append(f"  score {sample['score']:.4f} on the cluster, {sample['local_score']:.4f} computed locally "
+                     f"(relative difference {sample['relative_diff']:.1e})")
+    manifest_path = Path(package_dir) / "manifest.json"
+    parity = json.loads(manifest_path.read_text()).get("parity", {}) if manifest_path.exists() else {}
+    doc, query = parity.get("document", {}), parity.get("query", {})
+    if doc:
+        lines.append(f"parity (package): documents max |d| {doc['max_abs_diff']:.1e} (<= {doc['tolerance']:.0e}), queries "
+                     f"{'identical' if query.get('passed') else 'DIFFER'}")
+    served = report.get("steps", {}).get("smoke_predict", {}).get("document", {})
+    if served:
+        lines.append(f"parity (cluster _predict vs the artifact): max |d| {served['max_abs_diff']:.1e} "
+                     f"(<= {served['tolerance']:.0e}), token sets identical on {served['identical_token_sets']}/{served['texts']} texts")
+    lines += ["", "next:"]
+    lines.append("  sparsepack package YOUR-MODEL -o my-package/    # a Hugging Face id or a local SparseEncoder folder")
+    lines.append("  sparsepack release my-package/ --url https://YOUR-CLUSTER:9200 --username admin    "
+                 "# password from OPENSEARCH_PASSWORD")
+    if started_port is not None:
+        lines.append(f"  sparsepack node stop --port {started_port}    # stop the local node ({url})")
+    return lines

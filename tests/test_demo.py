@@ -14,6 +14,12 @@ def test_demo_builds_packages_releases_and_reports(node_3x, tmp_path):
     manifest = json.loads((tmp_path / "demo-package" / "manifest.json").read_text())
     assert manifest["mode"] == "inference-free" and manifest["compatible_opensearch"] == ["2.x", "3.x"]
     assert "smoke_retrieval" in proc.stdout and "FAILED" not in proc.stdout
+    # readable: a sample query with its top hit from the smoke test, the parity figures, what to run next
+    sample = next(q for q in report["steps"]["smoke_retrieval"]["queries"] if q["checkable"] and q["passed"])
+    assert f'sample query "{sample["query"]}" -> top hit "' in proc.stdout and f"score {sample['score']:.4f}" in proc.stdout
+    assert "parity (package): documents max |d|" in proc.stdout and "queries identical" in proc.stdout
+    assert "sparsepack package YOUR-MODEL" in proc.stdout and "sparsepack release my-package/" in proc.stdout
+    assert "node stop" not in proc.stdout  # --url: the demo started no node, so there is none to stop
     # a second run reuses the deterministic package's models instead of uploading again
     again = subprocess.run([sys.executable, "-m", "sparsepack.cli", "demo", "--url", node_3x, "--workdir", str(tmp_path), "--json"],
                            capture_output=True, text=True)
