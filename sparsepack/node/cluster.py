@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import ClusterError, SparsepackError
 from .assemble import ensure_install, seed_dirs
+from . import secure as secure_mod
 from .plan import NodePlan, plan_for
 
 SERVICE_USER = os.environ.get("SPARSEPACK_NODE_USER", "sparsepack")
@@ -58,10 +59,11 @@ class ClusterState:
     version: str
     home: str
     nodes: list[NodeInfo] = field(default_factory=list)
+    secure: bool = False
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.nodes[0].http_port}"
+        return f"{'https' if self.secure else 'http'}://127.0.0.1:{self.nodes[0].http_port}"
 
 
 def cluster_dir(home: Path, port: int) -> Path:
@@ -73,7 +75,7 @@ def load_state(home: Path, port: int) -> ClusterState | None:
     if not path.exists():
         return None
     raw = json.loads(path.read_text())
-    return ClusterState(raw["version"], raw["home"], [NodeInfo(**n) for n in raw["nodes"]])
+    return ClusterState(raw["version"], raw["home"], [NodeInfo(**n) for n in raw["nodes"]], raw.get("secure", False))
 
 
 def _save_state(state: ClusterState, port: int) -> None:
@@ -238,22 +240,24 @@ def _seed_data_dir(install: Path, plan: NodePlan, data: Path) -> None:
                 shutil.copy2(f, dst / f.name)
 
 
-def http_json(url: str, method: str = "GET", body: dict | None = None, timeout: float = 10.0):
+def http_json(url: str, method: str = "GET", body: dict | None = None, timeout: float = 10.0,
+              access: secure_mod.Access | None = None):
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    headers = {"Content-Type": "application/json", **(access.headers() if access else {})}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    with urllib.request.urlopen(req, timeout=timeout, context=access.context() if access else None) as resp:
         return json.loads(resp.read() or b"null")
 
 
 def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int = 1, home: Path | None = None,
           cache: Path | None = None, timeout: float = 240.0, ml_attr: str = "gpu=true", fresh: bool = False,
-          log=print) -> ClusterState:
+          secure: bool = False, log=print) -> ClusterState:
     """Start (or restart) a local cluster. A restart with the same version and node count keeps its data, so
     registered models survive ``stop``/``start``; ``fresh`` (or another version) starts from empty data.
 
     ``timeout`` bounds everything after the install is ready: the launchers, every JVM's pid file and the cluster's
     health. Whatever goes wrong after a launch (a timeout, an error, Ctrl-C) stops every JVM this start launched."""
-    plan = plan_for(version)
+    plan = plan_for(version, secure)
     home = home or default_home()
     cache = cache or default_cache()
     if nodes < 1 or nodes > 4:
@@ -262,8 +266,9 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
     existing = load_state(home, port)
     running = running_nodes(cdir)
     if running:
-        recorded = existing is not None and set(running) == {n.name for n in existing.nodes} and _healthy(existing.url)
-        if recorded and existing.version == plan.version and len(existing.nodes) == nodes:
+        recorded = (existing is not None and set(running) == {n.name for n in existing.nodes}
+                    and _healthy(existing.url, access=secure_mod.node_access(cdir)))
+        if recorded and existing.version == plan.version and len(existing.nodes) == nodes and existing.secure == secure:
             log(f"OpenSearch {existing.version} already running at {existing.url}")
             return existing
         if recorded:
@@ -288,10 +293,12 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
     install = ensure_install(plan, home, cache, log=log)
     ids = _ensure_user()
     _make_readable(install)
-    keep = not fresh and existing is not None and existing.version == plan.version and len(existing.nodes) == nodes
+    keep = (not fresh and existing is not None and existing.version == plan.version and len(existing.nodes) == nodes
+            and existing.secure == secure)
     if not keep:
         shutil.rmtree(cdir, ignore_errors=True)  # another version or shape: its data cannot be reused
-    state = ClusterState(plan.version, str(home), infos)
+    state = ClusterState(plan.version, str(home), infos, secure)
+    creds = secure_mod.prepare(cdir, state.url, reuse=keep) if secure else None
     cluster_name = f"sparsepack-{port}"
     for info in infos:
         ndir = cdir / info.name
@@ -299,13 +306,15 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
         shutil.rmtree(conf, ignore_errors=True)  # configuration is always rewritten; data and logs are kept
         shutil.copytree(install / "config", conf)
         _absolute_jvm_paths(conf / "jvm.options", ndir)
-        (conf / "opensearch.yml").write_text(_node_config(plan, info, infos, ndir, cluster_name))
+        extra = secure_mod.configure_node(conf, cdir, creds) if secure else ["plugins.security.disabled: true"] if plan.securable else []
+        (conf / "opensearch.yml").write_text(_node_config(plan, info, infos, ndir, cluster_name) + "".join(f"{l}\n" for l in extra))
         (conf / "jvm.options.d").mkdir(exist_ok=True)
         (conf / "jvm.options.d" / "sparsepack.options").write_text(_jvm_options(heap, plan))
         (ndir / "logs").mkdir(parents=True, exist_ok=True)
         (ndir / PIDFILE).unlink(missing_ok=True)  # a killed JVM leaves its pid file behind
         _seed_data_dir(install, plan, ndir / "data")
     _chown_tree(cdir, ids)
+    secure_mod.protect(cdir)
     _make_readable(cdir)
     _save_state(state, port)  # before any launch: an interrupted start stays visible to `node status` / `node stop`
     t0 = time.monotonic()
@@ -316,20 +325,20 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
         _wait_started(state, cdir, deadline, timeout)
         _save_state(state, port)
         log(f"OpenSearch {plan.version} ({nodes} node{'s' if nodes > 1 else ''}) up at {state.url} in {time.monotonic() - t0:.0f}s")
-        apply_node_settings(state.url)
+        apply_node_settings(state.url, secure_mod.node_access(cdir))
     except BaseException:  # KeyboardInterrupt included: no JVM of this start outlives it
         stop_processes(cdir)
         raise
     return state
 
 
-def apply_node_settings(url: str) -> dict:
+def apply_node_settings(url: str, access: secure_mod.Access | None = None) -> dict:
     """PUT the cluster-settings template, rendered for this node's version with test-node values."""
     from ..templates import render
 
-    version = http_json(url)["version"]["number"]
+    version = http_json(url, access=access)["version"]["number"]
     body = render("cluster-settings", None, version, **NODE_ML_SETTINGS)
-    http_json(f"{url}/_cluster/settings", "PUT", body)
+    http_json(f"{url}/_cluster/settings", "PUT", body, access=access)
     return body
 
 
@@ -365,15 +374,15 @@ def _read_pid(ndir: Path) -> int:
         return 0
 
 
-def _health(url: str) -> dict | None:
+def _health(url: str, access: secure_mod.Access | None = None) -> dict | None:
     try:
-        return http_json(f"{url}/_cluster/health", timeout=3)
+        return http_json(f"{url}/_cluster/health", timeout=3, access=access)
     except (urllib.error.URLError, OSError, ValueError):
         return None
 
 
-def _healthy(url: str, nodes: int = 1) -> bool:
-    health = _health(url) or {}
+def _healthy(url: str, nodes: int = 1, access: secure_mod.Access | None = None) -> bool:
+    health = _health(url, access) or {}
     return health.get("status") in ("green", "yellow") and health.get("number_of_nodes", 0) >= nodes
 
 
@@ -396,7 +405,7 @@ def _wait_started(state: ClusterState, cdir: Path, deadline: float, timeout: flo
                                    f"{log_tail(cdir / info.name, 6)}")
             pid = _read_pid(cdir / info.name)
             info.pid = pid if any(p.jvm and p.pid == pid for p in mine) else 0
-        return all(n.pid for n in state.nodes) and _healthy(state.url, len(state.nodes))
+        return all(n.pid for n in state.nodes) and _healthy(state.url, len(state.nodes), secure_mod.node_access(cdir))
 
     try:
         _waiter(state.nodes[0].http_port).wait_for(started, max(0.0, deadline - time.monotonic()), "the node")
@@ -480,5 +489,7 @@ def status(port: int = 9200, home: Path | None = None) -> dict:
         out["note"] = (f"no cluster.json: found from the node processes' command lines; "
                        f"`sparsepack node stop --port {port}` stops them")
     if running:
-        out["healthy"] = _healthy(url, len(running))
+        out["healthy"] = _healthy(url, len(running), secure_mod.node_access(cluster_dir(home, port)))
+    if secure_mod.credentials_path(cluster_dir(home, port)).exists():
+        out["credentials_file"] = str(secure_mod.credentials_path(cluster_dir(home, port)))  # never the passwords
     return out

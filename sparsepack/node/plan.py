@@ -12,7 +12,12 @@ from .maven import Coordinate
 
 DEFAULT_VERSION = "3.6.0"
 # Newest line of each major for which every artifact below is served (probed 2026-11-25).
-SUPPORTED_VERSIONS = ("3.6.0", "2.19.6")
+SUPPORTED_VERSIONS = ("3.6.0", "2.19.6", "2.19.1")
+# The security plugin must match OpenSearch exactly. Maven serves opensearch-security only for 2.11.1.0, 2.19.1.0,
+# 2.19.3.0, 2.19.4.0 and 3.4.0.0, but ML Commons and neural-search only for 2.19.1.0 and 3.6.0.0 among those lines
+# (probed 2026-11-26): 2.19.1 is the one version where every plugin is served together, so it is the secured line.
+SECURE_VERSIONS = ("2.19.1",)
+DEFAULT_SECURE_VERSION = "2.19.1"
 
 # ML Commons forces libtorch 1.13.1 on 2.x and 2.5.1 on 3.x, through DJL 0.31.1.
 # Maven serves neither DJL's precxx11 natives for these versions nor pytorch-jni 2.5.1-0.31.1; the cxx11
@@ -63,7 +68,12 @@ class NodePlan:
             Coordinate("org.opensearch.plugin", "opensearch-knn", pv, "zip"),
             Coordinate("org.opensearch.plugin", "opensearch-ml-plugin", pv, "zip"),
             Coordinate("org.opensearch.plugin", "neural-search", pv, "zip"),
-        ]
+        ] + ([Coordinate("org.opensearch.plugin", "opensearch-security", pv, "zip")] if self.securable else [])
+
+    @property
+    def securable(self) -> bool:
+        """The install carries the security plugin (disabled unless the node starts with --secure)."""
+        return self.version in SECURE_VERSIONS
 
     @property
     def modules(self) -> dict[str, Coordinate]:
@@ -114,7 +124,12 @@ def java_major(home: Path) -> int:
     return int(m.group(2)) if major == 1 else major
 
 
-def plan_for(version: str) -> NodePlan:
+def plan_for(version: str | None, secure: bool = False) -> NodePlan:
+    """``secure``: the node runs the security plugin, which Maven serves with every other plugin only for 2.19.1."""
+    if version is None:
+        version = DEFAULT_SECURE_VERSION if secure else DEFAULT_VERSION
+    if secure and version in ("2", "2.x", "2.19"):
+        version = DEFAULT_SECURE_VERSION
     if version in ("3", "3.x", "latest"):
         version = DEFAULT_VERSION
     if version in ("2", "2.x", "2.19"):
@@ -122,6 +137,10 @@ def plan_for(version: str) -> NodePlan:
     if version not in SUPPORTED_VERSIONS:
         raise SparsepackError(f"OpenSearch {version} is not assembled by sparsepack node; use one of {', '.join(SUPPORTED_VERSIONS)} "
                               f"(the newest lines for which Maven Central serves every plugin)")
+    if secure and version not in SECURE_VERSIONS:
+        raise SparsepackError(f"--secure needs OpenSearch {', '.join(SECURE_VERSIONS)}: the security plugin must match the "
+                              f"OpenSearch version exactly, and Maven Central serves it with ML Commons and neural-search "
+                              f"only there (opensearch-security is not served for {version}); pass --version {DEFAULT_SECURE_VERSION}")
     return NodePlan(version)
 
 
