@@ -324,3 +324,10 @@ def test_two_phase_parameters_checked():
         render("search-pipeline", MANIFEST, "2.19", model_id="M", prune_type="top_k", two_phase_prune_ratio=0.5)
     with pytest.raises(SparsepackError, match="expansion_rate >= 1 and max_window_size >= 50"):
         render("search-pipeline", MANIFEST, "2.19", model_id="M", max_window_size=10)
+
+
+def test_sparse_vector_query_tokens_are_ids():
+    body = render("query", MANIFEST, "3.6", query_tokens={"2023": 1.5}, field_type="sparse_vector")
+    assert body["query"]["neural_sparse"]["text_sparse"] == {"query_tokens": {"2023": 1.5}}
+    with pytest.raises(SparsepackError, match="query_tokens keys must be ids"):
+        render("query", MANIFEST, "3.6", query_tokens={"rain": 1.5}, field_type="sparse_vector")

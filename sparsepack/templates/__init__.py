@@ -126,7 +126,8 @@ TEMPLATES: dict[str, TemplateSpec] = {
     "cluster-settings": TemplateSpec("persistent ML Commons settings for registering and deploying",
                                      {"only_run_on_ml_node": False, "native_memory_threshold": 95,
                                       "jvm_heap_memory_threshold": 95, "disk_free_space_threshold": "1gb",
-                                      "allow_custom_deployment_plan": True, "allow_registering_model_via_url": False}),
+                                      "allow_custom_deployment_plan": True, "allow_registering_model_via_url": False,
+                                      "trusted_url_regex": None}),
 }
 
 
@@ -273,6 +274,10 @@ def _check_query_shape(context: dict) -> None:
         raise SparsepackError(f"score_mode {score_mode!r} is unknown; use one of {', '.join(SCORE_MODES)}")
     if context.get("chunking") and context.get("field_type") == "sparse_vector" and score_mode != "max":
         raise SparsepackError(f"nested sparse_vector (SEISMIC) queries support only score_mode=max, got {score_mode}")
+    tokens = context.get("query_tokens")
+    if context.get("field_type") == "sparse_vector" and isinstance(tokens, dict) and not all(str(k).isdigit() for k in tokens):
+        raise SparsepackError("a sparse_vector field stores token ids: query_tokens keys must be ids (\"2023\": 1.2), "
+                              "not token strings")
     params = context.get("method_parameters")
     if params is not None:
         if context.get("field_type") != "sparse_vector":
