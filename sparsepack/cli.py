@@ -273,6 +273,21 @@ def cmd_eval(args) -> int:
     return 3 if gate is not None and not result["gate"]["passed"] else 0
 
 
+def cmd_eval(args) -> int:
+    from .evaluate import Gate, evaluate, load_corpus, resolve_encoder
+    from .registry.connection import connect
+
+    gate = Gate.parse(args.quality_gate) if args.quality_gate else None
+    a = resolve_encoder(args.truth, args.truth_format, lambda: connect(_conn(args)))
+    b = resolve_encoder(args.candidate, args.candidate_format, lambda: connect(_conn(args)))
+    corpus = load_corpus(args.corpus, args.queries, args.qrels, a.vocab or b.vocab, args.documents, args.num_queries)
+    result = evaluate(a, b, corpus)
+    if gate is not None:
+        result["gate"] = gate.check(result)
+    _print_json(result)
+    return 3 if gate is not None and not result["gate"]["passed"] else 0
+
+
 def cmd_list(args) -> int:
     from .registry import models
     from .registry.connection import connect
@@ -437,6 +452,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     _conn_args(sp)
     sp.set_defaults(func=cmd_smoke)
+
+    sp = sub.add_parser("eval", help="ranking agreement of two encoders: nDCG@10 and recall@100, the first as truth (JSON)")
+    sp.add_argument("truth", help="package dir, model (path or hub id), or deployed:DOC_ID[,QUERY_ID]")
+    sp.add_argument("candidate", help="package dir, model, or deployed:DOC_ID[,QUERY_ID] (needs --url)")
+    sp.add_argument("--corpus", help="documents, JSONL {\"id\", \"text\"} (default: built-in synthetic corpus)")
+    sp.add_argument("--queries", help="queries, JSONL {\"id\", \"text\"}")
+    sp.add_argument("--qrels", help="relevance judgements: JSONL {\"query_id\", \"doc_id\", \"relevance\"} or TREC lines")
+    sp.add_argument("--documents", type=int, default=500, help="synthetic corpus size (default 500)")
+    sp.add_argument("--num-queries", type=int, default=100, help="synthetic query count (default 100)")
+    sp.add_argument("--truth-format", choices=("torchscript", "onnx"), help="which document artifact of a package")
+    sp.add_argument("--candidate-format", choices=("torchscript", "onnx"), help="which document artifact of a package")
+    sp.add_argument("--quality-gate", metavar="ndcg=X,recall=Y", help="exit 3 when below (at least 500 documents, 100 queries)")
+    _conn_args(sp)
+    sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("serve", help="serve a package's artifacts read-only over HTTP, for URL registration")
+    sp.add_argument("package", help="package directory")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--bind", default="127.0.0.1", help="address to listen on (default loopback only)")
+    sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("eval", help="ranking agreement of two encoders: nDCG@10 and recall@100, the first as truth (JSON)")
     sp.add_argument("truth", help="package dir, model (path or hub id), or deployed:DOC_ID[,QUERY_ID]")

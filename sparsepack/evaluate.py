@@ -1,0 +1,305 @@
+"""``sparsepack eval``: do two encoders rank a corpus the same way? nDCG@10 and recall@100 with the first as truth.
+
+An encoder is a source model (``SparseEncoder``), a package's artifact run locally as ML Commons runs it, or a model
+deployed on a cluster (``_predict``). Every encoder yields ``{token string: weight}`` maps, the form the server returns,
+so all three compare directly. The corpus is JSONL ``{"id", "text"}`` or a built-in synthetic one drawn from the
+model's own vocabulary (no download).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .errors import SparsepackError
+
+Vectors = list[dict[str, float]]
+MIN_DOCUMENTS, MIN_QUERIES = 500, 100  # the int8 gate's minimum sample
+BATCH = 16
+
+
+@dataclass
+class Encoder:
+    name: str
+    documents: Callable[[list[str]], Vectors]
+    queries: Callable[[list[str]], Vectors]
+    vocab: list[str] = field(default_factory=list)  # whole-word vocabulary for the synthetic corpus (empty: unknown)
+
+
+@dataclass
+class Corpus:
+    source: str
+    doc_ids: list[str]
+    docs: list[str]
+    query_ids: list[str]
+    queries: list[str]
+    qrels: dict[str, dict[str, float]] | None = None
+
+
+# --- encoders -------------------------------------------------------------------------------------------------------
+
+def _vocab(tokenizer_data: dict) -> list[str]:
+    return sorted(tokenizer_data.get("model", {}).get("vocab", {}))
+
+
+def model_encoder(model: str, max_length: int | None = None, spec=None) -> Encoder:
+    """The source model, truncating documents where a package of it does (min(model max, 512), or ``max_length``)."""
+    from .packaging.introspect import load_model
+    from .packaging.package import resolve_max_length
+    from .packaging.parity import reference_token_map
+    from .packaging.tokenizer_export import server_token_strings, tokenizer_json
+
+    spec = spec or load_model(model)
+    length = resolve_max_length(spec, max_length)
+    tok = tokenizer_json(spec.tokenizer, length)
+    names = server_token_strings(tok, spec.vocab_size)
+
+    def run(encode, texts):
+        saved = spec.doc_transformer.max_seq_length
+        spec.doc_transformer.max_seq_length = length
+        try:
+            out = encode(texts, convert_to_tensor=True, batch_size=BATCH, show_progress_bar=False)
+        finally:
+            spec.doc_transformer.max_seq_length = saved
+        dense = (out.to_dense() if out.is_sparse else out).float().cpu()
+        dense[:, spec.special_ids] = 0.0
+        return [reference_token_map(v, names) for v in dense]
+
+    return Encoder(f"model:{model}", lambda t: run(spec.encoder.encode_document, t),
+                   lambda t: run(spec.encoder.encode_query, t), _vocab(tok))
+
+
+def artifact_encoder(name: str, artifact, tokenizer_data: dict, vocab_size: int,
+                     query_tokenizer_data: dict | None = None, idf: dict | None = None) -> Encoder:
+    """A document artifact called as ML Commons calls it; queries through the same artifact (bi-encoder) or the
+    emulated SPARSE_TOKENIZE (inference-free)."""
+    from .packaging.parity import DjlStyleTokenizer, emulate_sparse_tokenize, reference_token_map, run_artifact
+    from .packaging.tokenizer_export import server_token_strings
+
+    tokenizer = DjlStyleTokenizer(tokenizer_data)
+    names = server_token_strings(tokenizer_data, vocab_size)
+
+    def documents(texts):
+        return [reference_token_map(v, names) for v in run_artifact(artifact, tokenizer, texts, batch_size=BATCH)]
+
+    def queries(texts):
+        if query_tokenizer_data is None:
+            return documents(texts)
+        return [{k: v for k, v in emulate_sparse_tokenize(query_tokenizer_data, idf, t).items() if v != 0.0} for t in texts]
+
+    return Encoder(name, documents, queries, _vocab(tokenizer_data))
+
+
+def package_encoder(path: str, fmt: str | None = None) -> Encoder:
+    from .packaging.onnx_export import for_format
+    from .packaging.package import load_manifest
+    from .registry.smoke import LocalPackage
+
+    manifest, root = load_manifest(path)
+    view = for_format(manifest, fmt)
+    local = LocalPackage(view, root)
+    return artifact_encoder(f"package:{path} ({view['formats'][0]})", local.artifact, local.doc_tokenizer_data,
+                            manifest["vocab_size"], local.query_tokenizer_data, local.idf)
+
+
+def cluster_encoder(cluster, document_model: str, query_model: str | None = None) -> Encoder:
+    from .registry.smoke import predict
+
+    def run(model_id, texts):
+        out: Vectors = []
+        for start in range(0, len(texts), 32):
+            out.extend(predict(cluster, model_id, texts[start : start + 32]))
+        return out
+
+    return Encoder(f"deployed:{document_model}", lambda t: run(document_model, t),
+                   lambda t: run(query_model or document_model, t))
+
+
+def resolve_encoder(ref: str, fmt: str | None = None, cluster_factory: Callable | None = None) -> Encoder:
+    """``ref``: a package directory, a model (path or hub id), or ``deployed:DOC_ID[,QUERY_ID]``."""
+    if ref.startswith("deployed:"):
+        if cluster_factory is None:
+            raise SparsepackError(f"{ref} needs a cluster; pass --url (or set OPENSEARCH_URL)")
+        ids = [i for i in ref.removeprefix("deployed:").split(",") if i]
+        if not ids:
+            raise SparsepackError("deployed: needs a model id, e.g. deployed:DOC_ID or deployed:DOC_ID,QUERY_ID")
+        return cluster_encoder(cluster_factory(), ids[0], ids[1] if len(ids) > 1 else None)
+    if (Path(ref) / "manifest.json").exists() or Path(ref).name == "manifest.json":
+        return package_encoder(ref, fmt)
+    return model_encoder(ref)
+
+
+# --- corpus ---------------------------------------------------------------------------------------------------------
+
+def read_jsonl(path: str | Path, what: str) -> tuple[list[str], list[str]]:
+    ids, texts = [], []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise SparsepackError(f"cannot read {what} file {path}: {exc.strerror}; give a JSONL file of {{\"id\", \"text\"}}") from exc
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            ids.append(str(row["id"]))
+            texts.append(str(row["text"]))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise SparsepackError(f"{path} line {n} is not a JSON object with \"id\" and \"text\"; fix that line") from exc
+    if not texts:
+        raise SparsepackError(f"{path} holds no {what}; give one JSON object {{\"id\", \"text\"}} per line")
+    return ids, texts
+
+
+def read_qrels(path: str | Path) -> dict[str, dict[str, float]]:
+    """JSONL ``{"query_id", "doc_id", "relevance"}``, or TREC lines ``qid 0 docid rel`` / ``qid docid rel``."""
+    qrels: dict[str, dict[str, float]] = {}
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            if line.lstrip().startswith("{"):
+                row = json.loads(line)
+                qid, did, rel = str(row["query_id"]), str(row["doc_id"]), float(row.get("relevance", 1))
+            else:
+                parts = line.split()
+                qid, did, rel = parts[0], parts[-2], float(parts[-1])
+        except (json.JSONDecodeError, KeyError, ValueError, IndexError) as exc:
+            raise SparsepackError(f"{path} line {n} is not a qrel; use {{\"query_id\", \"doc_id\", \"relevance\"}} "
+                                  f"or 'qid 0 docid rel'") from exc
+        qrels.setdefault(qid, {})[did] = rel
+    return qrels
+
+
+def load_corpus(corpus: str | None, queries: str | None, qrels: str | None, vocab: list[str],
+                n_docs: int = MIN_DOCUMENTS, n_queries: int = MIN_QUERIES) -> Corpus:
+    if bool(corpus) != bool(queries):
+        raise SparsepackError("give both --corpus and --queries (JSONL {\"id\", \"text\"}), or neither for the built-in corpus")
+    if corpus:
+        doc_ids, docs = read_jsonl(corpus, "documents")
+        query_ids, query_texts = read_jsonl(queries, "queries")
+        return Corpus(str(corpus), doc_ids, docs, query_ids, query_texts, read_qrels(qrels) if qrels else None)
+    if qrels:
+        raise SparsepackError("--qrels refers to ids of --corpus/--queries; give those too")
+    if not vocab:
+        raise SparsepackError("the built-in corpus is drawn from a local model's vocabulary; compare with a package or "
+                              "model first, or give --corpus and --queries")
+    from .packaging.quality import synthetic_corpus
+
+    docs, query_texts = synthetic_corpus(vocab, n_docs=n_docs, n_queries=n_queries)
+    return Corpus("synthetic", [str(i) for i in range(len(docs))], docs, [f"q{i}" for i in range(len(query_texts))],
+                  query_texts)
+
+
+# --- metrics --------------------------------------------------------------------------------------------------------
+
+def _scores(queries: Vectors, docs: Vectors) -> torch.Tensor:
+    index: dict[str, int] = {}
+    for vec in (*queries, *docs):
+        for token in vec:
+            index.setdefault(token, len(index))
+
+    def matrix(vectors):
+        m = torch.zeros(len(vectors), max(len(index), 1), dtype=torch.float64)
+        for row, vec in enumerate(vectors):
+            for token, weight in vec.items():
+                m[row, index[token]] = weight
+        return m
+
+    return matrix(queries) @ matrix(docs).T
+
+
+def _ndcg(gains: torch.Tensor, ranking: torch.Tensor, ideal: torch.Tensor, k: int) -> float:
+    discounts = torch.tensor([1.0 / math.log2(i + 2) for i in range(k)], dtype=torch.float64)
+    got = gains[ranking[:k]].clamp(min=0)
+    best = ideal[:k].clamp(min=0)
+    return float((got * discounts[: len(got)]).sum() / (best * discounts[: len(best)]).sum())
+
+
+def ranking_agreement(truth: torch.Tensor, candidate: torch.Tensor, k: int = 10, recall_k: int = 100) -> dict:
+    """``[queries, docs]`` score matrices: mean nDCG@k of the candidate's ranking graded by the truth scores, and mean
+    recall@recall_k of the truth's top documents (positive scores only). Queries the truth matches nothing with are
+    left out, and counted."""
+    k, recall_k = min(k, truth.shape[1]), min(recall_k, truth.shape[1])
+    ndcgs, recalls = [], []
+    for t, c in zip(truth, candidate):
+        ideal = torch.sort(t, descending=True).values
+        if float(ideal[0]) <= 0:
+            continue
+        ranking = torch.argsort(c, descending=True, stable=True)
+        ndcgs.append(_ndcg(t, ranking, ideal, k))
+        top = torch.topk(t, recall_k).indices
+        relevant = set(top[t[top] > 0].tolist())
+        recalls.append(len(relevant & set(ranking[:recall_k].tolist())) / len(relevant))
+    return {"ndcg_at_10": round(sum(ndcgs) / len(ndcgs), 6) if ndcgs else None,
+            "recall_at_100": round(sum(recalls) / len(recalls), 6) if recalls else None,
+            "queries_scored": len(ndcgs), "queries_without_matches": int(truth.shape[0]) - len(ndcgs)}
+
+
+def qrels_ndcg(scores: torch.Tensor, corpus: Corpus, k: int = 10) -> float | None:
+    doc_pos = {d: i for i, d in enumerate(corpus.doc_ids)}
+    values = []
+    for row, qid in enumerate(corpus.query_ids):
+        judged = {doc_pos[d]: r for d, r in (corpus.qrels or {}).get(qid, {}).items() if d in doc_pos}
+        if not any(r > 0 for r in judged.values()):
+            continue
+        gains = torch.zeros(scores.shape[1], dtype=torch.float64)
+        for pos, rel in judged.items():
+            gains[pos] = rel
+        ranking = torch.argsort(scores[row], descending=True, stable=True)
+        values.append(_ndcg(gains, ranking, torch.sort(gains, descending=True).values, min(k, scores.shape[1])))
+    return round(sum(values) / len(values), 6) if values else None
+
+
+def evaluate(a: Encoder, b: Encoder, corpus: Corpus) -> dict:
+    t0 = time.perf_counter()
+    truth = _scores(a.queries(corpus.queries), a.documents(corpus.docs))
+    t1 = time.perf_counter()
+    cand = _scores(b.queries(corpus.queries), b.documents(corpus.docs))
+    t2 = time.perf_counter()
+    result = {"truth": a.name, "candidate": b.name,
+              "corpus": {"source": corpus.source, "documents": len(corpus.docs), "queries": len(corpus.queries)},
+              **ranking_agreement(truth, cand),
+              "seconds": {"truth": round(t1 - t0, 2), "candidate": round(t2 - t1, 2)}}
+    if corpus.qrels is not None:
+        result["qrels"] = {"judged_queries": sum(1 for q in corpus.query_ids if q in corpus.qrels),
+                           "truth_ndcg_at_10": qrels_ndcg(truth, corpus), "candidate_ndcg_at_10": qrels_ndcg(cand, corpus)}
+    return result
+
+
+@dataclass(frozen=True)
+class Gate:
+    ndcg: float = 0.98
+    recall: float = 0.98
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Gate":
+        """``ndcg=0.98,recall=0.98`` (either may be left out: its default stays)."""
+        if not text:
+            return cls()
+        values = {}
+        for part in text.split(","):
+            key, sep, raw = part.partition("=")
+            key = key.strip().lower()
+            try:
+                value = float(raw)
+            except ValueError:
+                value = -1.0
+            if not sep or key not in ("ndcg", "recall") or not 0.0 <= value <= 1.0:
+                raise SparsepackError(f"--quality-gate {text!r}: use ndcg=X,recall=Y with X and Y in [0, 1]")
+            values[key] = value
+        return cls(**values)
+
+    def check(self, result: dict) -> dict:
+        ndcg, recall = result["ndcg_at_10"], result["recall_at_100"]
+        passed = (ndcg is not None and recall is not None and ndcg >= self.ndcg and recall >= self.recall
+                  and result["corpus"]["documents"] >= MIN_DOCUMENTS and result["corpus"]["queries"] >= MIN_QUERIES)
+        return {"thresholds": {"ndcg_at_10": self.ndcg, "recall_at_100": self.recall,
+                               "min_documents": MIN_DOCUMENTS, "min_queries": MIN_QUERIES},
+                "ndcg_at_10": ndcg, "recall_at_100": recall, "documents": result["corpus"]["documents"],
+                "queries": result["corpus"]["queries"], "passed": bool(passed)}
