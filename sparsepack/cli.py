@@ -183,7 +183,20 @@ def _release_opts(args):
                           timeout=args.timeout, keep_on_failure=args.keep_on_failure, keep=args.keep,
                           apply_settings=args.apply_settings, progress=not args.json, field_type=args.field_type,
                           switch_pipelines=_switch_list(args.switch_pipelines), artifact_format=args.format,
-                          artifact_base_url=args.artifact_base_url)
+                          artifact_base_url=args.artifact_base_url, access_mode=args.access_mode,
+                          backend_roles=_backend_roles(args))
+
+
+def _backend_roles(args) -> list[str]:
+    """Checked before anything runs: a bad combination is bad input (exit 2), not a failed register step."""
+    from .templates import _check_access_mode
+
+    roles = [r.strip() for r in (args.backend_roles or "").split(",") if r.strip()]
+    try:
+        _check_access_mode(args.access_mode, roles)
+    except SparsepackError as exc:
+        raise SparsepackError(f"--access-mode/--backend-roles: {exc}") from None
+    return roles
 
 
 def _switch_list(value: str | None) -> list[str]:
@@ -256,21 +269,6 @@ def cmd_smoke(args) -> int:
     report.data["cluster"] = {"version": version, "ml_nodes": run_preflight(cl).ml_nodes}
     report.data["model_ids"] = ids
     return _emit_report(report.data, args)
-
-
-def cmd_eval(args) -> int:
-    from .evaluate import Gate, evaluate, load_corpus, resolve_encoder
-    from .registry.connection import connect
-
-    gate = Gate.parse(args.quality_gate) if args.quality_gate else None
-    a = resolve_encoder(args.truth, args.truth_format, lambda: connect(_conn(args)))
-    b = resolve_encoder(args.candidate, args.candidate_format, lambda: connect(_conn(args)))
-    corpus = load_corpus(args.corpus, args.queries, args.qrels, a.vocab or b.vocab, args.documents, args.num_queries)
-    result = evaluate(a, b, corpus)
-    if gate is not None:
-        result["gate"] = gate.check(result)
-    _print_json(result)
-    return 3 if gate is not None and not result["gate"]["passed"] else 0
 
 
 def cmd_eval(args) -> int:
@@ -422,6 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="document artifact to register (and to package, given a model): torchscript (default; GPU "
                              "nodes too) or onnx (CPU nodes); a package holding both registers its first unless told")
         sp.add_argument("--group", help="model group name (default NAME-sparsepack)")
+        sp.add_argument("--access-mode", choices=("public", "private", "restricted"),
+                        help="a new model group's access (clusters with plugins.ml_commons.model_access_control_enabled); "
+                             "an existing group keeps its own")
+        sp.add_argument("--backend-roles", metavar="A,B", help="with --access-mode restricted: the backend roles that may "
+                                                                 "see and deploy the group's models")
         sp.add_argument("--clear-previous", action="store_true",
                         help="last step, once the new version passed: undeploy and delete the group's other models "
                              "(refused while a pipeline or index uses them)")
@@ -452,26 +455,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     _conn_args(sp)
     sp.set_defaults(func=cmd_smoke)
-
-    sp = sub.add_parser("eval", help="ranking agreement of two encoders: nDCG@10 and recall@100, the first as truth (JSON)")
-    sp.add_argument("truth", help="package dir, model (path or hub id), or deployed:DOC_ID[,QUERY_ID]")
-    sp.add_argument("candidate", help="package dir, model, or deployed:DOC_ID[,QUERY_ID] (needs --url)")
-    sp.add_argument("--corpus", help="documents, JSONL {\"id\", \"text\"} (default: built-in synthetic corpus)")
-    sp.add_argument("--queries", help="queries, JSONL {\"id\", \"text\"}")
-    sp.add_argument("--qrels", help="relevance judgements: JSONL {\"query_id\", \"doc_id\", \"relevance\"} or TREC lines")
-    sp.add_argument("--documents", type=int, default=500, help="synthetic corpus size (default 500)")
-    sp.add_argument("--num-queries", type=int, default=100, help="synthetic query count (default 100)")
-    sp.add_argument("--truth-format", choices=("torchscript", "onnx"), help="which document artifact of a package")
-    sp.add_argument("--candidate-format", choices=("torchscript", "onnx"), help="which document artifact of a package")
-    sp.add_argument("--quality-gate", metavar="ndcg=X,recall=Y", help="exit 3 when below (at least 500 documents, 100 queries)")
-    _conn_args(sp)
-    sp.set_defaults(func=cmd_eval)
-
-    sp = sub.add_parser("serve", help="serve a package's artifacts read-only over HTTP, for URL registration")
-    sp.add_argument("package", help="package directory")
-    sp.add_argument("--port", type=int, default=8000)
-    sp.add_argument("--bind", default="127.0.0.1", help="address to listen on (default loopback only)")
-    sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("eval", help="ranking agreement of two encoders: nDCG@10 and recall@100, the first as truth (JSON)")
     sp.add_argument("truth", help="package dir, model (path or hub id), or deployed:DOC_ID[,QUERY_ID]")

@@ -45,19 +45,25 @@ RELEASE_CLUSTER_PERMISSIONS = [
     "cluster:monitor/main",                        # version
     "cluster:monitor/health",
     "cluster:monitor/nodes/info",                  # preflight: plugins and ML nodes
+    "cluster:monitor/nodes/stats",                 # preflight: memory thresholds
     "cluster:monitor/state",                       # preflight: cluster settings
     "cluster:admin/opensearch/ml/model_groups/search",
-    "cluster:admin/opensearch/ml/model_groups/register",
+    "cluster:admin/opensearch/ml/register_model_group",
+    "cluster:admin/opensearch/ml/model_groups/get",
+    "cluster:admin/opensearch/ml/model_groups/delete",  # rollback of a group this run created
     "cluster:admin/opensearch/ml/models/get",
     "cluster:admin/opensearch/ml/models/search",
     "cluster:admin/opensearch/ml/register_model_meta",
     "cluster:admin/opensearch/ml/upload_model_chunk",
     "cluster:admin/opensearch/ml/deploy_model",
+    "cluster:admin/opensearch/ml/deploy_model_on_nodes",  # the deploy task fans out in the caller's name
     "cluster:admin/opensearch/ml/undeploy_model",
+    "cluster:admin/opensearch/ml/undeploy_models",
     "cluster:admin/opensearch/ml/models/delete",
     "cluster:admin/opensearch/ml/tasks/get",
     "cluster:admin/opensearch/ml/predict",
     "cluster:admin/opensearch/ml/profile/nodes",
+    "indices:data/write/bulk",                     # a single-document write runs as a bulk: checked cluster-wide
     "cluster:admin/ingest/pipeline/get",
     "cluster:admin/ingest/pipeline/put",
     "cluster:admin/ingest/pipeline/delete",

@@ -37,11 +37,13 @@ def find_group(cluster: Cluster, name: str) -> str | None:
     return hits[0]["_id"] if hits else None
 
 
-def ensure_group(cluster: Cluster, name: str, version: str, created: Created, access_mode: str | None = None) -> tuple[str, bool]:
+def ensure_group(cluster: Cluster, name: str, version: str, created: Created, access_mode: str | None = None,
+                 backend_roles: list[str] | None = None) -> tuple[str, bool]:
+    """Find the group by name, or create it with ``access_mode`` (an existing group keeps its own access)."""
     group_id = find_group(cluster, name)
     if group_id:
         return group_id, False
-    body = render("model-group", None, version, group_name=name, access_mode=access_mode)
+    body = render("model-group", None, version, group_name=name, access_mode=access_mode, backend_roles=backend_roles or None)
     group_id = cluster.request("POST", f"{BASE}/model_groups/_register", body=body)["model_group_id"]
     created.group_id = group_id
     return group_id, True

@@ -32,6 +32,8 @@ class ReleaseOptions:
     lease_ttl: float | None = None  # seconds; None: $SPARSEPACK_LEASE_TTL or 60 (see lease.py)
     artifact_base_url: str | None = None  # register each zip from BASE/<file> (hosted package) instead of uploading
     artifact_format: str | None = None  # torchscript | onnx: which document artifact to register (None: the package's first)
+    access_mode: str | None = None  # public | private | restricted: a new model group's access (model access control)
+    backend_roles: list[str] = field(default_factory=list)  # restricted groups: who may see and deploy the models
 
 
 class Report:
@@ -102,15 +104,16 @@ def deploy_targets(cluster: Cluster, opts: ReleaseOptions) -> list[str] | None:
     return list(opts.node_ids) or None
 
 
-def ensure_group_once(cluster: Cluster, coord: lease.Coordinator, name: str, version: str, created: models.Created
-                      ) -> tuple[str, bool]:
+def ensure_group_once(cluster: Cluster, coord: lease.Coordinator, name: str, version: str, created: models.Created,
+                      opts: ReleaseOptions | None = None) -> tuple[str, bool]:
     """Find or create the group under a lease: concurrent runs never create two groups of one name."""
     key = f"group:{name}"
     done = coord.acquire(key, "group", lambda gid: cluster.request("GET", f"{models.BASE}/model_groups/{gid}", ok_404=True)
                          is not None, f"creating model group {name!r}", group=name)
     if done:
         return done, False
-    group_id, new_group = models.ensure_group(cluster, name, version, created)
+    group_id, new_group = models.ensure_group(cluster, name, version, created, opts and opts.access_mode,
+                                              opts and opts.backend_roles)
     coord.finish(key, group_id)
     return group_id, new_group
 
@@ -162,7 +165,7 @@ def register_and_deploy(cluster: Cluster, manifest: dict, root: Path, version: s
     group_name = opts.group or f"{manifest['name']}-sparsepack"
     ids: dict[str, str] = {}
     with report.step("register") as entry:
-        group_id, new_group = ensure_group_once(cluster, coord, group_name, version, created)
+        group_id, new_group = ensure_group_once(cluster, coord, group_name, version, created, opts)
         entry.update(model_group=group_name, model_group_id=group_id, group_created=new_group, models={},
                      lease={"index": lease.INDEX, "owner": coord.owner, "ttl_s": coord.ttl})
         for art in sorted(manifest["artifacts"], key=lambda a: a["sha256"]):  # one order in every run: no lease cycles
