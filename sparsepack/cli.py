@@ -223,7 +223,7 @@ def _emit_report(report: dict, args) -> int:
             _err(f"warning: {warning}")
     if not report["passed"]:
         _err(f"release failed at {report['failed_step']}: {report.get('error', '')}")
-        return 4
+        return report.get("exit_code", 4)
     return 0
 
 

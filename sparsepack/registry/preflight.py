@@ -51,7 +51,8 @@ def _percent(value, default: float) -> float:
 
 
 def run_preflight(cluster: Cluster, manifest: dict | None = None, deploy_nodes: list[str] | None = None,
-                  group: str | None = None) -> Preflight:
+                  group: str | None = None, artifact_urls: list[str] | None = None) -> Preflight:
+    """``artifact_urls``: the artifacts are registered from these URLs, not uploaded in chunks."""
     info = cluster.info()
     version = info["version"]["number"]
     line = line_of(parse_version(version))
@@ -69,7 +70,11 @@ def run_preflight(cluster: Cluster, manifest: dict | None = None, deploy_nodes: 
         return pf
     settings = _flat_settings(cluster)
     pf.settings = {k: v for k, v in settings.items() if k.startswith(ML)}
-    if not _truthy(settings.get(ML + "allow_registering_model_via_local_file", "false")):
+    if artifact_urls:
+        from .artifact_url import url_blockers
+
+        pf.blockers.extend(url_blockers(settings, artifact_urls, artifact_urls[0].rsplit("/", 1)[0]))
+    elif not _truthy(settings.get(ML + "allow_registering_model_via_local_file", "false")):
         pf.blockers.append(f"{ML}allow_registering_model_via_local_file is false: chunked upload is refused; "
                            f"set it to true (or run with --apply-settings)")
     if _truthy(settings.get(ML + "only_run_on_ml_node", "true")) and not ml_nodes:

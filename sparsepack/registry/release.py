@@ -303,6 +303,7 @@ def release(target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_
         report.data["passed"] = True
     except (SparsepackError, KeyboardInterrupt) as exc:
         report.data["error"] = str(exc)
+        report.data["exit_code"] = getattr(exc, "exit_code", 130)  # 2 bad input, 3 parity, 4 cluster, 130 interrupted
         report.data["failed_step"] = report.data["failed_step"] or "setup"
         if proven:
             report.data["kept"] = {"model_ids": report.data["model_ids"], "why": "the new version passed every check and is "
