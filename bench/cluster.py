@@ -94,6 +94,29 @@ def main() -> None:
     cl.request("DELETE", f"/_ingest/pipeline/{pipe}")
     for mid in report["model_ids"].values():
         models.delete(cl, mid)
+    url_vs_chunked(url, root / "pkg", args.kind)
+
+
+def url_vs_chunked(url: str, pkg: Path, kind: str) -> None:
+    """Register-only time of the same package: the node downloading it from a loopback URL vs chunked upload."""
+    from sparsepack.serve import ArtifactServer
+
+    server = ArtifactServer(pkg).start()
+    cl = connect(ConnectionOptions(url=url))
+    seconds = {}
+    try:
+        for how, base in (("url", server.url), ("chunked", None)):
+            rep = release(str(pkg), ConnectionOptions(url=url), ReleaseOptions(group=f"bench-{how}-{kind}", progress=False,
+                                                                               smoke=False, artifact_base_url=base))
+            assert rep["passed"], rep.get("error")
+            seconds[how] = rep["steps"]["register"]["seconds"]
+            for mid in rep["model_ids"].values():
+                models.delete(cl, mid)
+            models.delete_group(cl, rep["steps"]["register"]["model_group_id"])
+    finally:
+        server.stop()
+    print(f"  register step, all artifacts: from URL {seconds['url']:.2f}s vs chunked upload {seconds['chunked']:.2f}s "
+          f"({seconds['chunked'] / seconds['url']:.2f}x)")
 
 
 if __name__ == "__main__":
