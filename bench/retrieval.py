@@ -49,13 +49,13 @@ def model_statistics(root: Path) -> dict:
 
 
 def synthetic(stats: dict, n: int, rng, nnz_scale: float = 1.0) -> list[dict[str, float]]:
-    zipf = 1.0 / np.arange(1, VOCAB + 1) ** 1.05
-    zipf /= zipf.sum()
+    cdf = np.cumsum(1.0 / np.arange(1, VOCAB + 1) ** 1.05)
+    cdf /= cdf[-1]
     perm = rng.permutation(VOCAB)  # frequent ids scattered over the id space, as in a real vocabulary
     out = []
     for _ in range(n):
         k = max(1, int(rng.choice(stats["nnz"]) * nnz_scale))
-        ids = np.unique(perm[rng.choice(VOCAB, size=k, p=zipf)])
+        ids = np.unique(perm[np.minimum(np.searchsorted(cdf, rng.random(k)), VOCAB - 1)])
         weights = rng.choice(stats["weights"], size=len(ids))
         out.append({str(int(i)): max(1e-4, round(float(w), 5)) for i, w in zip(ids, weights)})
     return out
