@@ -240,7 +240,17 @@ def delete(cluster: Cluster, model_id: str, timeout: float = 60.0, check_referen
 def delete_group(cluster: Cluster, group_id: str, timeout: float = 30.0) -> None:
     """Deleted models linger in the group's search view for a refresh interval; wait them out."""
     cluster.wait_for(lambda: not models_in_group(cluster, group_id), timeout, f"model group {group_id} to empty")
-    cluster.request("DELETE", f"{BASE}/model_groups/{group_id}", ok_404=True)
+
+    def delete_once() -> bool:
+        try:
+            cluster.request("DELETE", f"{BASE}/model_groups/{group_id}", ok_404=True)
+            return True
+        except ClusterError as exc:  # 409 while the deleted models' chunks (removed asynchronously) still count
+            if getattr(exc.__cause__, "status_code", None) == 409:
+                return False
+            raise
+
+    cluster.wait_for(delete_once, timeout, f"model group {group_id} to have no model versions left")
 
 
 def rollback(cluster: Cluster, created: Created) -> list[str]:
