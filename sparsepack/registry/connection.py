@@ -151,7 +151,8 @@ def _as_cluster_error(exc, method: str, path: str, opts: ConnectionOptions) -> C
     if status == 401:
         return ClusterError(f"{opts.url} refused the credentials (401); check --username/--password or --api-key")
     if status == 403:
-        return ClusterError(f"{method} {path} is forbidden for this user (403): {_reason(exc)}; grant the ml_full_access role")
+        return ClusterError(f"{method} {path} is forbidden for this user (403): {_reason(exc)}; grant that permission to the "
+                            f"user's role (README, Secured clusters: the sparsepack-release role lists all a release needs)")
     return ClusterError(f"{method} {path} failed with HTTP {status}: {_reason(exc)}")
 
 

@@ -122,6 +122,9 @@ def capacity_blockers(cluster: Cluster, manifest: dict, targets: list[str], node
     them per target node from the profile API, minus the artifacts already deployed there from this group (reused)."""
     from .models import BASE, find_by_hash, find_group
 
+    # First ML call a search: under the security plugin a user without ML permissions gets the plugin's 403 naming the
+    # permission, where the profile API answers 500 "Failed to get ML node level profile".
+    cluster.request("POST", f"{BASE}/models/_search", body={"size": 0, "query": {"match_all": {}}}, ok_404=True)
     profile = cluster.request("GET", f"{BASE}/profile/models", ok_404=True) or {}
     held = {nid: {mid for mid, m in (profile.get("nodes", {}).get(nid, {}).get("models") or {}).items()
                   if m.get("model_state") in ("DEPLOYED", "DEPLOYING")} for nid in targets}
