@@ -32,6 +32,25 @@ def query_zip(manifest, root):
     return json.loads(entries["tokenizer.json"]), json.loads(entries["idf.json"])
 
 
+def remove_release(cl, report):
+    """Delete what a release created; the group delete retries while the server still counts the deleted models."""
+    for model_id in (report.get("model_ids") or {}).values():
+        models.delete(cl, model_id)
+    gid = report["steps"].get("register", {}).get("model_group_id")
+    if gid:
+        cl.wait_for(lambda: _group_deleted(cl, gid), 60, f"model group {gid} to be deleted")
+
+
+def _group_deleted(cl, gid):
+    try:
+        models.delete_group(cl, gid)
+        return True
+    except ClusterError as exc:
+        if "associated model versions" not in str(exc):
+            raise
+        return False
+
+
 def test_zero_idf_is_floored_below_every_real_weight():
     weights = torch.tensor([0.0, 0.0, 0.37, 5.0, 0.0, 12.5])
     names = {1: "the", 2: "rain", 3: "city", 4: "a", 5: "york"}  # id 0: a special token, never sent
@@ -174,8 +193,34 @@ def test_zero_idf_model_releases_and_zero_idf_query_answers(any_node, model_fact
         assert hits[0]["_score"] == pytest.approx(floor * lucene_feature(1.5), rel=1e-6)
     finally:
         cl.request("DELETE", f"/{index}", ok_404=True)
-        gid = report["steps"].get("register", {}).get("model_group_id")
-        for model_id in (report.get("model_ids") or {}).values():
-            models.delete(cl, model_id)
-        if gid:
-            models.delete_group(cl, gid)
+        remove_release(cl, report)
+
+
+def test_without_the_rule_the_smoke_test_names_token_and_weight(node_3x, model_factory, tmp_path, monkeypatch):
+    """Negative control: a package that keeps zero IDF (the rule switched off) fails the smoke test, which names the
+    tokens and weights: in _predict's output, and in the cluster's rejection of the lowest-weight query."""
+    import sparsepack.packaging.package as packaging
+    from sparsepack.registry import smoke
+
+    def keep_zeros(weights, names):
+        _, record = apply_idf_rule(weights, names)
+        return weights.detach().float().clone(), {**record, "floor": 0.0, "floored_tokens": 0}
+
+    monkeypatch.setattr(packaging, "apply_idf_rule", keep_zeros)
+    manifest = package(str(model_factory("bert-if-zero-idf")), tmp_path / "pkg", log=lambda m: None)
+    assert query_zip(manifest, tmp_path / "pkg")[1]["the"] == 0.0
+    group = "t-zero-idf-no-rule"
+    cl = cluster_for(node_3x)
+    report = release(str(tmp_path / "pkg"), conn(node_3x), ReleaseOptions(group=group, progress=False, timeout=120,
+                                                                           keep_on_failure=True))
+    try:
+        assert not report["passed"] and report["failed_step"] == "smoke_predict"
+        out_of_range = report["steps"]["smoke_predict"]["query_weights_in_range"]["out_of_range"]
+        assert out_of_range and set(out_of_range) <= set(ZERO_IDF) and set(out_of_range.values()) == {0.0}
+        local = smoke.LocalPackage(manifest, tmp_path / "pkg")
+        ids = report["model_ids"]
+        with pytest.raises(ClusterError, match=r"rejected the query .*tokens weighted outside \(0, 64\]: '(the|a|of|in|is|and)' 0"
+                                               r".*weight must be in \(0, 64"):
+            smoke.check_retrieval(cl, local, report["cluster"]["version"], ids["document"], ids["query"])
+    finally:
+        remove_release(cl, report)

@@ -134,9 +134,9 @@ def culprits(token_map: dict[str, float], count: int = 3) -> str:
     out = [(t, w) for t, w in token_map.items() if weight_problem(w)]
     if not out:
         out = sorted(token_map.items(), key=lambda kv: kv[1])[:count]
-        label = "lowest weights"
+        label = "its lowest-weight tokens"
     else:
-        label = "out of (0, 64]"
+        label = f"tokens weighted outside (0, {MAX_QUERY_WEIGHT:g}]"
     return f"{label}: " + ", ".join(f"{t!r} {w:.6g}" for t, w in out[:count])
 
 

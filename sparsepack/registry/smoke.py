@@ -68,6 +68,12 @@ class LocalPackage:
         """The query made of idf.json's lowest-weight tokens (inference-free packages only)."""
         return lowest_weight_query(self.query_tokenizer_data, self.idf)
 
+    def served_query(self, text: str) -> dict[str, float]:
+        """The weights the cluster builds its query from, zeros included (they are what it refuses)."""
+        if self.query_tokenizer_data is None:
+            return self.encode_documents([text])[0]
+        return emulate_sparse_tokenize(self.query_tokenizer_data, self.idf, text)
+
     def encode_queries(self, texts: list[str]) -> list[dict[str, float]]:
         if self.query_tokenizer_data is None:
             return self.encode_documents(texts)
@@ -225,9 +231,9 @@ def check_retrieval(cluster: Cluster, local: LocalPackage, version: str, doc_mod
             checked += 1
             body = render("query", local.manifest, version, model_id=query_id, query_text=q_text, size=3,
                           chunking=chunking, field_type=field_type)
-            hits = search_hits(cluster, index, body, {"search_pipeline": "_none"}, q_text, q_vec)
+            hits = search_hits(cluster, local, index, body, {"search_pipeline": "_none"}, q_text)
             # No model_id: the search pipeline's neural_query_enricher must supply it; two-phase picks the top.
-            hits_p = search_hits(cluster, index, _drop_model_id(body), {"search_pipeline": search}, q_text, q_vec)
+            hits_p = search_hits(cluster, local, index, _drop_model_id(body), {"search_pipeline": search}, q_text)
             top = int(hits[0]["_id"]) if hits else None
             top_p = int(hits_p[0]["_id"]) if hits_p else None
             expected_p = two_phase_top(q_vec, doc_vectors) if two_phase else best
@@ -250,12 +256,12 @@ def check_retrieval(cluster: Cluster, local: LocalPackage, version: str, doc_mod
             cleanup(cluster, resources)
 
 
-def search_hits(cluster: Cluster, index: str, body: dict, params: dict, q_text: str, q_vec: dict) -> list:
+def search_hits(cluster: Cluster, local: LocalPackage, index: str, body: dict, params: dict, q_text: str) -> list:
     """The hits of one search; a refused query is reported with the tokens and weights that explain it."""
     try:
         return cluster.request("POST", f"/{index}/_search", body=body, params=params)["hits"]["hits"]
     except ClusterError as exc:
-        raise ClusterError(f"the cluster rejected the query {q_text!r} (its {culprits(q_vec)}): {exc}") from exc
+        raise ClusterError(f"the cluster rejected the query {q_text!r} ({culprits(local.served_query(q_text))}): {exc}") from exc
 
 
 def low_weight_probe(cluster: Cluster, local: LocalPackage, version: str, index: str, query_id: str,
@@ -269,7 +275,7 @@ def low_weight_probe(cluster: Cluster, local: LocalPackage, version: str, index:
     text, tokens = local.low_weight_query()
     q_vec = local.encode_queries([text])[0]
     body = render("query", local.manifest, version, model_id=query_id, query_text=text, size=3, **query_values)
-    hits = search_hits(cluster, index, body, {"search_pipeline": "_none"}, text, q_vec)
+    hits = search_hits(cluster, local, index, body, {"search_pipeline": "_none"}, text)
     best = max(_dot(q_vec, d) for d in doc_vectors)
     score = hits[0]["_score"] if hits else 0.0
     exact = query_values.get("field_type", "rank_features") == "rank_features" and not query_values.get("chunking")
