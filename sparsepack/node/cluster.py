@@ -353,11 +353,13 @@ def _launch(install: Path, java_home: Path, ndir: Path, ids, deadline: float) ->
         cmd = ["runuser", "-u", SERVICE_USER, "--", "env", *[f"{k}={v}" for k, v in env.items()], *cmd]
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     launcher_log = ndir / "logs" / "launcher.out"
-    # The daemon inherits stdout/stderr: a file, not a pipe, or the call would wait for the node to exit.
+    # The daemon inherits stdout/stderr: a file, not a pipe, or the call would wait for the node to exit. Its own
+    # session: Ctrl-C in the caller's terminal does not reach the node, and the scheduler gives the node its own share
+    # of a busy machine (autogroups) instead of a slice of the caller's.
     with open(launcher_log, "w") as out:
         try:
             proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  cwd=str(ndir), timeout=max(1.0, deadline - time.monotonic()))
+                                  cwd=str(ndir), timeout=max(1.0, deadline - time.monotonic()), start_new_session=True)
         except subprocess.TimeoutExpired:
             raise ClusterError(f"the OpenSearch launcher of {ndir.name} did not return within the start timeout; raise "
                                f"--timeout or see {launcher_log}") from None

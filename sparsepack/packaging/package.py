@@ -323,6 +323,15 @@ def verify_artifacts(manifest: dict, root: Path) -> None:
                                   f"the zip was modified: re-run sparsepack package")
 
 
+def _query_weights_line(rule: dict | None) -> str:
+    if not rule:
+        return ""
+    if "max_weight" in rule:
+        return f"- Query weights (bi-encoder, neural-search accepts (0, 64]): battery maximum {rule['max_weight']:.4g}."
+    return (f"- Query weights kept in (0, 64]: {rule['floored_tokens']} zero-IDF tokens raised to {rule['floor']:.3g}, "
+            f"scale {rule['scale']:g} (see the manifest's `query_weights`).")
+
+
 def model_card(manifest: dict) -> str:
     rows = "\n".join(f"| {a['role']} | `{a['file']}` | {a['function_name']} | `{a['sha256'][:16]}…` | {a['size_bytes']:,} |"
                      for a in manifest["artifacts"])
@@ -347,6 +356,7 @@ Built by sparsepack {manifest['sparsepack_version']} from `{src['model']}`{f" (r
 - Documents: {doc['texts']} texts, batch sizes {', '.join(k.split('_')[1] for k in doc['by_batch_size'])}: identical token sets
   {doc['identical_token_sets']}, max |Δ| {doc['max_abs_diff']:.2e} (tolerance {doc['tolerance']:.0e}). {doc['special_tokens']}.
 - Queries: {query['texts']} texts against `{query['reference']}`: {'passed' if query['passed'] else 'FAILED'}.
+{_query_weights_line(manifest.get('query_weights'))}
 
 ## Register it
 ```
