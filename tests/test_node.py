@@ -229,6 +229,30 @@ def test_failure_after_the_first_launch_leaves_no_jvm(monkeypatch, failure):
     assert node_cluster.status(PORT_INJECTED)["running"] is False
 
 
+def test_ctrl_c_during_start_stops_the_jvm():
+    """A real SIGINT to `sparsepack node start` while its JVM boots: the command exits 130 and no JVM is left."""
+    import signal
+    import subprocess
+    import sys
+
+    local_only()
+    port = PORT_INJECTED
+    proc = subprocess.Popen([sys.executable, "-m", "sparsepack.cli", "node", "start", "--port", str(port), "--heap", "512m",
+                             "--fresh"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        node_cluster._waiter(port).wait_for(lambda: proc.poll() is not None or any(p.jvm for p in jvms_of(port)), 120,
+                                            "the node's JVM to be launched")
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130 and "interrupted" in err
+        assert jvms_of(port) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        node_cluster.stop(port, quiet=True)
+
+
 def test_start_timeout_stops_the_jvm_it_launched():
     local_only()
     with pytest.raises(SparsepackError, match=r"raise --timeout"):
