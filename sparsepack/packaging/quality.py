@@ -6,7 +6,6 @@ candidate's ranking with the reference ranking as truth.
 """
 from __future__ import annotations
 
-import math
 import random
 import re
 from dataclasses import dataclass
@@ -34,17 +33,6 @@ def synthetic_corpus(vocab: list[str], n_docs: int = 240, n_queries: int = 60, s
     return docs, queries
 
 
-def _ndcg_at_k(truth: torch.Tensor, candidate: torch.Tensor, k: int) -> float | None:
-    """nDCG@k of ``candidate``'s ranking, graded by ``truth`` scores (None when the query matches nothing)."""
-    k = min(k, truth.numel())
-    ideal = torch.topk(truth, k).values
-    if float(ideal[0]) <= 0:
-        return None
-    discounts = torch.tensor([1.0 / math.log2(i + 2) for i in range(k)], dtype=torch.float64)
-    got = truth[torch.topk(candidate, k).indices].double().clamp(min=0)
-    return float((got * discounts).sum() / (ideal.double().clamp(min=0) * discounts).sum())
-
-
 def _jaccard(a: torch.Tensor, b: torch.Tensor, min_fraction: float) -> float:
     keep_a = a >= a.max() * min_fraction if a.max() > 0 else a > 0
     keep_b = b >= b.max() * min_fraction if b.max() > 0 else b > 0
@@ -55,15 +43,15 @@ def _jaccard(a: torch.Tensor, b: torch.Tensor, min_fraction: float) -> float:
 
 def ranking_agreement(ref_docs: torch.Tensor, ref_queries: torch.Tensor, cand_docs: torch.Tensor,
                       cand_queries: torch.Tensor, thresholds: Thresholds = Thresholds()) -> dict:
-    """Reference vs candidate ``[n, vocab]`` vectors: mean nDCG@10 (reference ranking as truth), mean token-set
-    Jaccard of the documents, and whether both pass ``thresholds``."""
-    truth = ref_queries.double() @ ref_docs.double().T
-    cand = cand_queries.double() @ cand_docs.double().T
-    ndcgs = [v for v in (_ndcg_at_k(t, c, 10) for t, c in zip(truth, cand)) if v is not None]
-    ndcg = sum(ndcgs) / len(ndcgs) if ndcgs else 1.0
+    """Reference vs candidate ``[n, vocab]`` vectors: mean nDCG@10 and recall@100 (reference ranking as truth, the
+    measures of ``sparsepack eval``), mean token-set Jaccard of the documents, and whether the gate passes."""
+    from ..evaluate import ranking_agreement as agreement
+
+    ranks = agreement(ref_queries.double() @ ref_docs.double().T, cand_queries.double() @ cand_docs.double().T)
+    ndcg = 1.0 if ranks["ndcg_at_10"] is None else ranks["ndcg_at_10"]
     jaccard = sum(_jaccard(a, b, thresholds.jaccard_min_weight) for a, b in zip(ref_docs, cand_docs)) / len(ref_docs)
-    return {"documents": len(ref_docs), "queries": len(ref_queries), "queries_with_matches": len(ndcgs),
-            "ndcg_at_10": round(ndcg, 6), "jaccard": round(jaccard, 6),
+    return {"documents": len(ref_docs), "queries": len(ref_queries), "queries_with_matches": ranks["queries_scored"],
+            "ndcg_at_10": ndcg, "recall_at_100": ranks["recall_at_100"], "jaccard": round(jaccard, 6),
             "max_abs_diff": float((ref_docs - cand_docs).abs().max()),
             "thresholds": {"ndcg_at_10": thresholds.ndcg_at_10, "jaccard": thresholds.jaccard,
                            "jaccard_min_weight": thresholds.jaccard_min_weight},
