@@ -225,3 +225,26 @@ def check_failed_switch(node_3x, production, v2_package):
     assert pipeline_model(cl, "ingest", PROD_INGEST) == v1 and pipeline_model(cl, "search", PROD_SEARCH) == v1
     assert group_model_ids(cl, group) == [v1] and models.get_model(cl, v1)["model_state"] == "DEPLOYED"
     assert simulate(cl)
+
+
+def test_references_found_at_any_depth_and_rewrite_keeps_every_other_field():
+    """No cluster: the walk over pipeline bodies that both the refusal and the switch rely on."""
+    from sparsepack.registry import references
+
+    ingest = {
+        "prod": {"description": "d", "version": 3, "processors": [
+            {"text_chunking": {"field_map": {"body": "chunks"}}},
+            {"foreach": {"field": "x", "processor": {"sparse_encoding": {"model_id": "v1", "field_map": {"a": "b"},
+                                                                         "batch_size": 4}}}}],
+            "on_failure": [{"set": {"field": "error", "value": "model_id"}}]},
+        "outer": {"processors": [{"pipeline": {"name": "prod"}}]},
+        "other": {"processors": [{"sparse_encoding": {"model_id": "unrelated", "field_map": {"a": "b"}}}]},
+    }
+    search = {"s": {"request_processors": [{"neural_query_enricher": {"neural_field_default_id": {"f": "v1"}}}]}}
+    settings = {"idx": {"index.final_pipeline": "outer"}, "idx2": {"index.search.default_pipeline": "s"}}
+    refs = {r.describe() for r in references.find_in({"v1"}, ingest, search, settings)}
+    assert refs == {"ingest pipeline prod", "ingest pipeline outer", "search pipeline s",
+                    "index idx (index.final_pipeline=outer)", "index idx2 (index.search.default_pipeline=s)"}
+    switched = references.rewrite_model_ids(ingest["prod"], lambda m: "v2" if m == "v1" else m)
+    assert json.dumps(switched) == json.dumps(ingest["prod"]).replace('"v1"', '"v2"')  # only the id changed
+    assert references.model_ids_in(search["s"]) == {"v1"}
