@@ -1,4 +1,5 @@
-"""package -> preflight -> register -> deploy -> smoke, as one re-runnable step with one JSON report."""
+"""package -> preflight -> register -> deploy -> smoke -> switch pipelines -> clear previous versions, as one re-runnable
+step with one JSON report. Old versions go last, once the new one is proven: a failure leaves them serving."""
 from __future__ import annotations
 
 import time
