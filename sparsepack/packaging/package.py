@@ -19,6 +19,7 @@ from .exporter import EXPORTERS
 from .introspect import ModelSpec, load_model
 from .onnx_export import FORMATS, for_format, onnx_document_artifact
 from .opcheck import LIBTORCH_BY_LINE, compatibility
+from .quantize import int8_document_artifact, int8_options
 from .query_weights import apply_idf_rule, bi_encoder_record, lowest_weight_query
 from .tokenizer_export import ML_COMMONS_MAX_LENGTH, dumps, idf_json, server_token_strings, tokenizer_json
 from .gpu import GpuOptions, PlacedArtifact, half_precision_gate
@@ -71,12 +72,13 @@ def package(model: str, out: str | Path, revision: str | None = None, trust_remo
             max_length: int | None = None, prune_ratio: float = 0.0, targets: tuple[str, ...] = tuple(LIBTORCH_BY_LINE),
             force: bool = False, artifact_format: str = "torchscript", log: Callable[[str], None] = _log,
             spec: ModelSpec | None = None, precision: str = "fp32", verify_devices: str = "auto",
-            fp16_device: str = "cuda") -> dict:
+            fp16_device: str = "cuda", quantize: str | None = None, quality_gate: str | None = None) -> dict:
     """``spec``: an already loaded model (``load_model``), so a caller that needs the model afterwards loads it once.
     ``verify_devices``: where the TorchScript proof runs (auto = CPU plus CUDA when visible). ``precision`` fp16: a
     GPU-only document artifact, traced on ``fp16_device`` and gated by ranking agreement with the fp32 trace (tests
     exercise the gate with ``fp16_device="cpu"``; users cannot: without CUDA fp16 is refused).
-    ``artifact_format``: torchscript, onnx or both (one document artifact each, each with its own proof)."""
+    ``artifact_format``: torchscript, onnx or both (one document artifact each, each with its own proof).
+    ``quantize`` int8: also an int8 ONNX artifact, written only if it passes ``quality_gate`` (ndcg=X,recall=Y)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise SparsepackError(f"{out} already exists and is not empty; choose another -o or pass --force")
@@ -88,6 +90,7 @@ def package(model: str, out: str | Path, revision: str | None = None, trust_remo
     if artifact_format not in FORMATS:
         raise SparsepackError(f"--format {artifact_format!r} is unknown; use one of {', '.join(FORMATS)}")
     gpu = GpuOptions.resolve(precision, verify_devices, fp16_device, artifact_format)
+    int8_gate = int8_options(quantize, quality_gate, artifact_format)
 
     if spec is None:
         log(f"loading {model}")
@@ -99,7 +102,7 @@ def package(model: str, out: str | Path, revision: str | None = None, trust_remo
     staging.chmod(0o755)  # readable by a service user (URL registration, local node)
     try:
         manifest = _build(spec, staging, length, prune_ratio, targets, [EXPORTERS[f]() for f in FORMATS[artifact_format]], log,
-                          gpu)
+                          gpu, int8_gate)
         for fmt in manifest["formats"]:  # register-meta + model-config next to each zip
             write_package_bodies(staging, for_format(manifest, fmt))
         (staging / MANIFEST).write_bytes(dumps(manifest))
@@ -124,7 +127,7 @@ def _replace_dir(staging: Path, out: Path) -> None:
 
 
 def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targets, exporters, log,
-           gpu: GpuOptions = GpuOptions()) -> dict:
+           gpu: GpuOptions = GpuOptions(), int8_gate=None) -> dict:
     name = slug(spec.source)
     license_bytes = spec.license_file.read_bytes() if spec.license_file else None
     work = staging / ".work"
@@ -156,6 +159,9 @@ def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targ
         first = first or (ops, compat)
     if spec.mode == "inference-free":
         query_weights = _query_tokenize_artifact(spec, staging, length, license_bytes, name, artifacts, result, log)
+    if int8_gate is not None:
+        artifacts.append(int8_document_artifact(spec, work / f"{name}.onnx", doc_tok, staging, name, license_bytes,
+                                                int8_gate, artifacts, log))
     shutil.rmtree(work)
     return {**_manifest(spec, name, length, prune_ratio, *first, result, artifacts), "query_weights": query_weights,
             **_device_fields(gpu, exporters)}
@@ -332,6 +338,13 @@ def _query_weights_line(rule: dict | None) -> str:
             f"scale {rule['scale']:g} (see the manifest's `query_weights`).")
 
 
+def _device_line(manifest: dict) -> str:
+    devices = ", ".join(manifest.get("parity", {}).get("document", {}).get("devices", ["cpu"]))
+    if manifest.get("requires_gpu"):
+        return f"**fp16, GPU ML nodes only** (release with --node-attr/--nodes); proven on {devices}"
+    return f"Device-portable (runs on CPU and GPU ML nodes); proven on {devices}"
+
+
 def model_card(manifest: dict) -> str:
     rows = "\n".join(f"| {a['role']} | `{a['file']}` | {a['function_name']} | `{a['sha256'][:16]}…` | {a['size_bytes']:,} |"
                      for a in manifest["artifacts"])
@@ -346,6 +359,7 @@ Built by sparsepack {manifest['sparsepack_version']} from `{src['model']}`{f" (r
 - Documents truncated at {manifest['max_length']} tokens (explicit truncation block in `tokenizer.json`)
 - Vocabulary: {manifest['vocab_size']} tokens; special tokens zeroed inside the TorchScript graph
 - Traced with eager attention; loads on OpenSearch {', '.join(manifest['compatible_opensearch']) or 'none'}
+- {_device_line(manifest)}
 - Libraries: {', '.join(f'{k} {v}' for k, v in manifest['libraries'].items())}
 
 | role | file | function | sha256 | bytes |
