@@ -221,6 +221,8 @@ def _emit_report(report: dict, args) -> int:
             print(f"  {change['kind']} pipeline {change['name']}: {', '.join(ids['before'])} -> {', '.join(ids['after'])}")
         for warning in report.get("warnings", []):
             _err(f"warning: {warning}")
+        if report.get("kept"):
+            _err(f"kept the new version {report['kept']['model_ids']}: {report['kept']['why']}")
     if not report["passed"]:
         _err(f"release failed at {report['failed_step']}: {report.get('error', '')}")
         return report.get("exit_code", 4)
