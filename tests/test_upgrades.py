@@ -248,3 +248,33 @@ def test_references_found_at_any_depth_and_rewrite_keeps_every_other_field():
     switched = references.rewrite_model_ids(ingest["prod"], lambda m: "v2" if m == "v1" else m)
     assert json.dumps(switched) == json.dumps(ingest["prod"]).replace('"v1"', '"v2"')  # only the id changed
     assert references.model_ids_in(search["s"]) == {"v1"}
+
+
+def test_pipeline_created_during_the_release_stops_the_clear_and_keeps_both(node_3x, package_factory, v2_package):
+    """A pipeline that starts using v1 after the upgrade plan was checked (created here by the proxy just before the
+    clear step reads the pipelines): the clear is refused, nothing is deleted, and the proven v2 is kept, not rolled
+    back. (3.x only: node-independent release code.)"""
+    manifest, pkg = package_factory(FIXTURE)
+    group, late = "t-up-late-pipeline", "t-up-late-pipeline"
+    cl = cluster_for(node_3x)
+    v1 = release(str(pkg), conn(node_3x), ReleaseOptions(group=group, smoke=False, **OPTS))["model_ids"]["document"]
+    version = cl.info()["version"]["number"]
+    create = lambda: cl.request("PUT", f"/_ingest/pipeline/{late}",  # noqa: E731
+                                body=render("ingest-pipeline", manifest, version, model_id=v1))
+    proxy = FaultProxy(int(node_3x.rsplit(":", 1)[1]), [
+        Fault("GET", r"/_ingest/pipeline$", "rewrite", rewrite=lambda data: data),  # the upgrade plan's read: as is
+        Fault("GET", r"/_ingest/pipeline$", "call", before=create),  # the clear step's read: the pipeline appears first
+    ]).start()
+    try:
+        report = release(str(v2_package[1]), ConnectionOptions(url=proxy.url),
+                         ReleaseOptions(group=group, clear_previous=True, smoke=False, **OPTS))
+        assert not report["passed"] and report["failed_step"] == "clear_previous"
+        assert f"{v1} is used by ingest pipeline {late}" in report["error"] and report["exit_code"] == 4
+        v2 = report["model_ids"]["document"]
+        assert report["kept"]["model_ids"] == {"document": v2} and "rollback" not in report
+        assert group_model_ids(cl, group) == sorted([v1, v2])
+        assert all(models.get_model(cl, m)["model_state"] == "DEPLOYED" for m in (v1, v2))
+    finally:
+        proxy.stop()
+        cl.request("DELETE", f"/_ingest/pipeline/{late}", ok_404=True)
+        cleanup_group(cl, group)
