@@ -40,4 +40,5 @@ def pytest_sessionfinish(session):
         reporter.write_line(message, red=True, bold=True)
     else:
         print(message, flush=True)
-    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if session.exitstatus == pytest.ExitCode.OK:  # an interrupted or failed run keeps its own status
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
