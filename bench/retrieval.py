@@ -9,7 +9,7 @@ in the loop), and the same raw-token queries. Printed, never asserted:
     index time (bulk + refresh + force merge to one segment per shard), size on disk, query latency p50/p99 (server
     `took` and client round trip), SEISMIC recall@10 against the exact rank_features top 10.
 
-    python bench/retrieval.py [--docs 200000] [--queries 200] [--two-node-docs 50000] [--port 10860] [--skip-two-node]
+    python bench/retrieval.py [--docs 200000] [--queries 200] [--two-node-docs 50000] [--port 10845] [--skip-two-node]
 """
 from __future__ import annotations
 
@@ -157,7 +157,8 @@ def with_cluster(port: int, nodes: int, heap: str, fn):
         node_cluster.NodeInfo = lambda name, hp, tp, roles, attrs: original(
             name, hp, tp, roles if "data" in roles else roles + ["data"], attrs)
     try:
-        state = node_cluster.start("3.6.0", port=port, nodes=nodes, heap=heap, fresh=True, log=lambda m: print(m, flush=True))
+        state = node_cluster.start("3.6.0", port=port, nodes=nodes, heap=heap, fresh=True, timeout=900,
+                                   log=lambda m: print(m, flush=True))
         try:
             return fn(state.url, state.version)
         finally:
@@ -172,7 +173,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=200_000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--two-node-docs", type=int, default=50_000)
-    ap.add_argument("--port", type=int, default=10860)
+    ap.add_argument("--port", type=int, default=10845)
     ap.add_argument("--heap", default="2g")
     ap.add_argument("--skip-two-node", action="store_true")
     args = ap.parse_args()
