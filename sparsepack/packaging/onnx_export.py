@@ -179,6 +179,7 @@ def dedupe_initializers(model) -> dict[str, list[str]]:
 
 # --format choices -> the exporters they run, in order; the first one is the manifest's primary document artifact.
 FORMATS = {"torchscript": ("torchscript",), "onnx": ("onnx",), "both": ("torchscript", "onnx")}
+DOCUMENT_FORMATS = ("torchscript", "onnx", "onnx-int8")  # what a package can hold; onnx-int8 comes with --quantize int8
 
 
 def for_format(manifest: dict, fmt: str | None) -> dict:

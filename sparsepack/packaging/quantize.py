@@ -1,0 +1,154 @@
+"""int8 ONNX document artifact: smaller and faster on CPU nodes, but not equal to the model, so a ranking gate decides.
+
+Two parts, each where int8 pays:
+- the encoder's MatMuls with constant weights run as onnxruntime dynamic int8 (``MatMulInteger``: weights int8,
+  activations quantised per call) - the speed;
+- the word-embedding matrix, which the masked-LM decoder shares (tied) and which is most of a small model's bytes,
+  is stored int8 with one scale per token and rebuilt as float32 by ``Cast`` x ``Mul`` - constant inputs only, so
+  onnxruntime folds them once when the session starts and the decoder still multiplies in float32 - the size.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SparsepackError
+
+SCHEMES = ("dynamic", "dynamic-per-channel")
+
+
+def quantize_int8(src: Path, dst: Path, scheme: str = "dynamic-per-channel", exclude: tuple[str, ...] = ()) -> dict:
+    """``src`` fp32 ONNX -> ``dst`` int8 ONNX. ``exclude``: MatMul node names kept in float32."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if scheme not in SCHEMES:
+        raise SparsepackError(f"int8 scheme {scheme!r} is unknown; use one of {', '.join(SCHEMES)}")
+    with tempfile.TemporaryDirectory(prefix="sparsepack-int8-") as tmp:
+        staged = Path(tmp) / "int8.onnx"
+        logging.disable(logging.WARNING)  # the quantizer advises "pre-processing" on the root logger, for CNNs
+        try:
+            quantize_dynamic(str(src), str(staged), weight_type=QuantType.QInt8, per_channel=scheme.endswith("per-channel"),
+                             reduce_range=False, op_types_to_quantize=["MatMul"], nodes_to_exclude=list(exclude),
+                             extra_options={"MatMulConstBOnly": True})
+        finally:
+            logging.disable(logging.NOTSET)
+        model = onnx.load(str(staged))
+    quantized = sum(1 for n in model.graph.node if n.op_type == "MatMulInteger")
+    embedding = quantize_embedding_table(model)
+    _strip_ort_metadata(model)
+    onnx.checker.check_model(model)
+    dst.write_bytes(model.SerializeToString())
+    return {"scheme": scheme, "matmuls_int8": quantized, "excluded": sorted(exclude), "embedding": embedding}
+
+
+def quantize_embedding_table(model) -> dict:
+    """Store the (tied) word-embedding initializer int8 with a per-row scale; rebuild it as float32 in the graph."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    table = next((i for i in graph.initializer if i.name.endswith("word_embeddings.weight")), None)
+    if table is None:
+        raise SparsepackError("no word_embeddings.weight initializer in the ONNX graph; int8 needs a BERT-style encoder")
+    weights = numpy_helper.to_array(table).astype(np.float32)
+    scale = np.abs(weights).max(axis=1, keepdims=True) / 127.0
+    scale[scale == 0] = 1.0
+    q = np.clip(np.rint(weights / scale), -127, 127).astype(np.int8)
+    name = table.name
+    graph.initializer.remove(table)
+    graph.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"),
+                              numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale")])
+    cast = helper.make_node("Cast", [f"{name}_int8"], [f"{name}_float"], name="sparsepack_embedding_cast", to=TensorProto.FLOAT)
+    mul = helper.make_node("Mul", [f"{name}_float", f"{name}_scale"], [name], name="sparsepack_embedding_scale")
+    graph.node.insert(0, mul)
+    graph.node.insert(0, cast)
+    rebuilt = q.astype(np.float32) * scale
+    return {"initializer": name, "shape": list(weights.shape), "max_abs_error": float(np.abs(rebuilt - weights).max())}
+
+
+def _strip_ort_metadata(model) -> None:
+    """The quantizer stamps its own producer; keep the file's bytes a function of the inputs only."""
+    del model.metadata_props[:]
+
+
+# Tried in order until one passes the gate: every constant-weight MatMul int8; then the layers whose inputs carry
+# the widest ranges kept in float32 (the FFN output after GELU, the masked-LM head's transform right before the
+# decoder); last, the embedding table only (no int8 arithmetic: size, not speed).
+_SENSITIVE = ("/output/dense/", "/ffn/lin2/", "predictions/transform", "vocab_transform")
+
+
+def candidate_exclusions(fp32_path: Path) -> list[tuple[str, tuple[str, ...]]]:
+    import onnx
+
+    model = onnx.load(str(fp32_path))
+    consts = {i.name for i in model.graph.initializer}
+    matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul" and any(i in consts for i in n.input)]
+    sensitive = tuple(n for n in matmuls if any(s in n for s in _SENSITIVE) and "/attention/" not in n)
+    return [("all-matmuls", ()), ("sensitive-fp32", sensitive), ("embedding-only", tuple(matmuls))]
+
+
+def int8_options(quantize: str | None, quality_gate: str | None, artifact_format: str):
+    """The gate to hold an int8 artifact to, or None when no int8 artifact is asked for."""
+    from ..evaluate import Gate
+
+    if quantize is None:
+        if quality_gate:
+            raise SparsepackError("--quality-gate applies to --quantize int8; add --quantize int8 or drop it")
+        return None
+    if quantize != "int8":
+        raise SparsepackError(f"--quantize {quantize!r} is unknown; use int8")
+    if artifact_format == "torchscript":
+        raise SparsepackError("--quantize int8 builds an ONNX artifact; add --format onnx or --format both")
+    return Gate.parse(quality_gate)
+
+
+def int8_document_artifact(spec, fp32_onnx: Path, doc_tok: dict, staging: Path, name: str, license_bytes: bytes | None,
+                           gate, artifacts: list[dict], log) -> dict:
+    """Quantize, gate each candidate against the fp32 source model on the built-in corpus, zip the first that passes.
+    None passing: QualityGateError (exit 3), and the caller's staging directory, with everything, is discarded."""
+    from ..errors import QualityGateError
+    from ..evaluate import MIN_DOCUMENTS, MIN_QUERIES, artifact_encoder, evaluate, load_corpus, model_encoder
+    from .archive import sha256_file, write_zip
+    from .onnx_export import OnnxArtifact, compatibility, graph_facts, runtime_version
+    from .tokenizer_export import dumps
+
+    truth = model_encoder(spec.source, int(doc_tok["truncation"]["max_length"]), spec=spec)
+    corpus = load_corpus(None, None, None, truth.vocab, MIN_DOCUMENTS, MIN_QUERIES)
+    truth_vectors = (truth.queries(corpus.queries), truth.documents(corpus.docs))
+    truth = type(truth)(truth.name, lambda t: truth_vectors[1], lambda t: truth_vectors[0], truth.vocab)
+    attempts = []
+    for label, exclude in candidate_exclusions(fp32_onnx):
+        path = fp32_onnx.with_name(f"{name}-int8.onnx")
+        info = quantize_int8(fp32_onnx, path, exclude=exclude)
+        log(f"int8 ({label}, {info['matmuls_int8']} MatMuls int8): ranking vs the fp32 model on "
+            f"{len(corpus.docs)} documents, {len(corpus.queries)} queries")
+        candidate = artifact_encoder(f"onnx-int8 ({label})", OnnxArtifact(path), doc_tok, spec.vocab_size)
+        figures = gate.check(evaluate(truth, candidate, corpus))
+        attempts.append({"variant": label, **info, "ndcg_at_10": figures["ndcg_at_10"],
+                         "recall_at_100": figures["recall_at_100"], "passed": figures["passed"]})
+        if figures["passed"]:
+            break
+    else:
+        best = max(attempts, key=lambda a: (a["ndcg_at_10"] or 0) + (a["recall_at_100"] or 0))
+        raise QualityGateError(f"no int8 variant passes the gate (nDCG@10 >= {gate.ndcg}, recall@100 >= {gate.recall}); "
+                               f"best: {best['variant']} nDCG@10 {best['ndcg_at_10']}, recall@100 {best['recall_at_100']}; "
+                               f"ship fp32 ONNX or lower --quality-gate knowingly")
+    entries = {f"{name}.onnx": path.read_bytes(), "tokenizer.json": dumps(doc_tok)}
+    if license_bytes:
+        entries["LICENSE"] = license_bytes
+    doc_zip = staging / f"{name}-sparse-encoding-onnx-int8.zip"
+    write_zip(doc_zip, entries)
+    facts = graph_facts(path)
+    entry = {"role": "document", "file": doc_zip.name, "function_name": "SPARSE_ENCODING", "model_format": "ONNX",
+             "sha256": sha256_file(doc_zip), "size_bytes": doc_zip.stat().st_size, "format": "onnx-int8",
+             "opset": facts["opset"], "ir_version": facts["ir_version"], "runtime": {"onnxruntime": runtime_version()},
+             "opensearch_compatibility": compatibility(facts),
+             "quality_gate": {**figures, "reference": "the fp32 source model (SparseEncoder)", "corpus": corpus.source,
+                              "variant": attempts[-1]["variant"], "attempts": attempts}}
+    torchscript = next((a for a in artifacts if a.get("format") == "torchscript"), None)
+    if torchscript:
+        entry["size_vs_torchscript_fp32"] = round(entry["size_bytes"] / torchscript["size_bytes"], 4)
+    return entry
