@@ -68,7 +68,8 @@ def _package_kwargs(args) -> dict:
 def cmd_package(args) -> int:
     from .packaging.package import package
 
-    manifest = package(args.model, args.output, force=args.force, artifact_format=args.format, **_package_kwargs(args))
+    manifest = package(args.model, args.output, force=args.force, artifact_format=args.format, quantize=args.quantize,
+                       quality_gate=args.quality_gate, **_package_kwargs(args))
     if args.json:
         _print_json(manifest)
     else:
@@ -368,6 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help="replace an existing output directory")
     sp.add_argument("--format", default="torchscript", choices=("torchscript", "onnx", "both"),
                     help="document artifact: torchscript (any node, GPU too), onnx (faster on CPU nodes), or both")
+    sp.add_argument("--quantize", choices=("int8",), help="also an int8 ONNX artifact (needs --format onnx or both), "
+                                                          "written only if it ranks like the fp32 model (--quality-gate)")
+    sp.add_argument("--quality-gate", metavar="ndcg=X,recall=Y", help="int8 gate vs the fp32 model on 500 documents and "
+                                                                      "100 queries (default ndcg=0.98,recall=0.98); below: exit 3")
     sp.add_argument("--json", action="store_true", help="print the manifest to stdout")
     sp.set_defaults(func=cmd_package)
 
@@ -418,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--artifact-base-url", metavar="URL",
                         help="the package's zips are hosted at URL/<file>: the cluster downloads them (checked against "
                              "the manifest's sha256) instead of sparsepack uploading chunks; needs a package directory")
-        sp.add_argument("--format", choices=("torchscript", "onnx"),
+        sp.add_argument("--format", choices=("torchscript", "onnx", "onnx-int8"),
                         help="document artifact to register (and to package, given a model): torchscript (default; GPU "
                              "nodes too) or onnx (CPU nodes); a package holding both registers its first unless told")
         sp.add_argument("--group", help="model group name (default NAME-sparsepack)")
@@ -449,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--document-model", required=True)
     sp.add_argument("--query-model")
     sp.add_argument("--model", help="source model: also compare queries with its encode_query")
-    sp.add_argument("--format", choices=("torchscript", "onnx"), help="the package's document artifact the model was "
+    sp.add_argument("--format", choices=("torchscript", "onnx", "onnx-int8"), help="the package's document artifact the model was "
                                                                       "registered from (default: the package's first)")
     sp.add_argument("--keep", action="store_true")
     sp.add_argument("--field-type", choices=("rank_features", "sparse_vector"), default="rank_features", help=_FIELD_HELP)
@@ -466,8 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--qrels", help="relevance judgements: JSONL {\"query_id\", \"doc_id\", \"relevance\"} or TREC lines")
     sp.add_argument("--documents", type=int, default=500, help="synthetic corpus size (default 500)")
     sp.add_argument("--num-queries", type=int, default=100, help="synthetic query count (default 100)")
-    sp.add_argument("--truth-format", choices=("torchscript", "onnx"), help="which document artifact of a package")
-    sp.add_argument("--candidate-format", choices=("torchscript", "onnx"), help="which document artifact of a package")
+    sp.add_argument("--truth-format", choices=("torchscript", "onnx", "onnx-int8"), help="which document artifact of a package")
+    sp.add_argument("--candidate-format", choices=("torchscript", "onnx", "onnx-int8"), help="which document artifact of a package")
     sp.add_argument("--quality-gate", metavar="ndcg=X,recall=Y", help="exit 3 when below (at least 500 documents, 100 queries)")
     _conn_args(sp)
     sp.set_defaults(func=cmd_eval)
