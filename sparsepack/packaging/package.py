@@ -242,7 +242,8 @@ def _query_tokenize_artifact(spec, staging, length, license_bytes, name, artifac
     unpacked = read_zip(q_zip)
     unpacked_q_tok, unpacked_idf = json.loads(unpacked["tokenizer.json"]), json.loads(unpacked["idf.json"])
     probe_text, _ = lowest_weight_query(unpacked_q_tok, unpacked_idf)
-    result["query"] = parity.validate_query_tokenize(spec, unpacked_q_tok, unpacked_idf, parity.QUERY_BATTERY + [probe_text],
+    result["query"] = parity.validate_query_tokenize(spec, unpacked_q_tok, unpacked_idf,
+                                                     parity.QUERY_BATTERY + ([probe_text] if probe_text else []),
                                                      rule_weights=weights, rule=query_weights)
     parity.require(result["query"], "query")
     artifacts.append(_artifact_entry(q_zip, "query", "SPARSE_TOKENIZE", "TORCH_SCRIPT"))

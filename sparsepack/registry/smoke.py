@@ -100,7 +100,8 @@ def check_predict(cluster: Cluster, local: LocalPackage, doc_model: str, query_m
     result = {"document": compare_maps(predict(cluster, doc_model, DOCUMENT_BATTERY), local.encode_documents(DOCUMENT_BATTERY),
                                        PREDICT_TOLERANCE)}
     query_id = query_model or doc_model
-    queries = QUERY_BATTERY + ([local.low_weight_query()[0]] if local.idf else [])
+    probe = local.low_weight_query()[0] if local.idf else ""
+    queries = QUERY_BATTERY + ([probe] if probe else [])
     server_q = predict(cluster, query_id, queries)
     result["query"] = compare_maps(server_q, local.encode_queries(queries), PREDICT_TOLERANCE)
     # what neural-search would refuse when building the query (HTTP 400), named before any search is sent
@@ -273,6 +274,8 @@ def low_weight_probe(cluster: Cluster, local: LocalPackage, version: str, index:
         return {"skipped": "bi-encoder: query weights come from the model; the battery was checked against (0, 64] "
                            "at packaging", "passed": True}
     text, tokens = local.low_weight_query()
+    if not tokens:
+        return {"skipped": "idf.json has no whole-word token to build the query from", "passed": True}
     q_vec = local.encode_queries([text])[0]
     body = render("query", local.manifest, version, model_id=query_id, query_text=text, size=3, **query_values)
     hits = search_hits(cluster, local, index, body, {"search_pipeline": "_none"}, text)
