@@ -290,3 +290,24 @@ def test_forbidden_lease_index_names_the_permissions(node_3x, package_factory):
     finally:
         proxy.stop()
         cleanup(cl, group)
+
+
+def test_a_lease_lost_to_a_taker_is_recorded_and_left_alone(node_3x):
+    """A run that went a ttl without renewing (e.g. a network partition) finds its lease taken: it must not overwrite
+    the taker's lease, nor delete it when it closes."""
+    cl = cluster_for(node_3x)
+    key = f"test:lost:{uuid.uuid4().hex}"
+    did = lease.doc_id(key)
+    coord = lease.Coordinator(cl, 30, ttl=60)
+    try:
+        assert coord.acquire(key, "test", lambda result: False, "a test lease") is None
+        cl.request("PUT", f"/{lease.INDEX}/_doc/{did}", body={"key": key, "kind": "test", "owner": "the-taker",
+                                                              "state": "held", "ttl_s": 60, "expires_at": 0})
+        coord.note(key, result="mine")
+        assert coord.lost == [did]
+        coord.close()
+        doc = cl.request("GET", f"/{lease.INDEX}/_doc/{did}")["_source"]
+        assert doc["owner"] == "the-taker" and "result" not in doc
+    finally:
+        coord.close()
+        cl.request("DELETE", f"/{lease.INDEX}/_doc/{did}", ok_404=True)

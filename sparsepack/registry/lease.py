@@ -81,7 +81,7 @@ class Coordinator:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.took_over: list[str] = []  # owners of expired leases this run took over
         self._held: dict[str, tuple[int, int, dict]] = {}  # doc id -> (seq_no, primary_term, body)
-        self._lost: list[str] = []
+        self.lost: list[str] = []  # leases another run took over from this one
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -127,17 +127,17 @@ class Coordinator:
         return True
 
     def _update(self, did: str, **fields) -> None:
+        """Conditional rewrite of a held lease. A lease lost to a taker (this run went ttl without renewing) is only
+        recorded, not raised: the taker either reuses this run's finished model (find by sha256) or deleted its
+        unfinished upload as stale, which fails this run's upload with its own error."""
         with self._lock:
-            if did in self._lost:
-                raise ClusterError(f"this run lost its lease {did} in {INDEX}: it did not renew it for {self.ttl:g}s "
-                                   f"and another run took over; re-run the release")
+            if did not in self._held:
+                return
             seq, term, body = self._held[did]
             body = {**body, **fields, "expires_at": _now_ms() + int(self.ttl * 1000)}
             if not self._write(did, body, (seq, term)):
                 self._held.pop(did, None)
-                self._lost.append(did)
-                raise ClusterError(f"this run lost its lease {did} in {INDEX} to another run (it did not renew it for "
-                                   f"{self.ttl:g}s); re-run the release")
+                self.lost.append(did)
 
     # -- acquire / finish -------------------------------------------------------------------------------------------
     def acquire(self, key: str, kind: str, usable: Callable[[str], bool], what: str, **fields) -> str | None:
@@ -198,13 +198,6 @@ class Coordinator:
                 return
         self._write(did, self._body(key, "run", group_id=group_id, model_ids=ids), None)
 
-    def check(self) -> None:
-        """Raise if the heartbeat lost a lease to another run."""
-        with self._lock:
-            if self._lost:
-                raise ClusterError(f"this run lost its lease(s) {', '.join(self._lost)} in {INDEX} to another run; "
-                                   f"re-run the release")
-
     def models_in_flight(self, group_id: str) -> set[str]:
         """Models other live runs are registering, deploying or using in the group."""
         return models_in_flight(self.cluster, group_id, exclude_owner=self.owner)
@@ -223,9 +216,7 @@ class Coordinator:
                 try:
                     self._update(did)
                 except ClusterError:
-                    pass  # lost (recorded) or the cluster hiccupped: the next beat tries again, check() reports loss
-                except KeyError:
-                    pass  # finished meanwhile
+                    pass  # the cluster hiccupped: the next beat tries again, well within the ttl
 
     def close(self) -> None:
         """Stop renewing and delete every lease still held (a failed run frees them at once; waiters redo the work)."""

@@ -168,7 +168,7 @@ def register_and_deploy(cluster: Cluster, manifest: dict, root: Path, version: s
     with report.step("register") as entry:
         group_id, new_group = ensure_group_once(cluster, coord, group_name, version, created, opts)
         entry.update(model_group=group_name, model_group_id=group_id, group_created=new_group, models={},
-                     lease={"index": lease.INDEX, "owner": coord.owner, "ttl_s": coord.ttl})
+                     lease={"index": lease.INDEX, "owner": coord.owner, "ttl_s": coord.ttl, "lost_to_other_run": coord.lost})
         for art in sorted(manifest["artifacts"], key=lambda a: a["sha256"]):  # one order in every run: no lease cycles
             ids[art["role"]] = register_artifact(cluster, coord, manifest, root, art, group_id, version, opts, created, entry)
         coord.claim(group_id, ids.values())
