@@ -311,3 +311,24 @@ def test_a_lease_lost_to_a_taker_is_recorded_and_left_alone(node_3x):
     finally:
         coord.close()
         cl.request("DELETE", f"/{lease.INDEX}/_doc/{did}", ok_404=True)
+
+
+def test_lease_write_whose_response_was_lost_is_recognised(node_3x, package_factory):
+    """The node applied the lease write but the client never heard; the retry's 409 must not read as another run's."""
+    cl = cluster_for(node_3x)
+    group = f"t-lease-drop-{uuid.uuid4().hex[:6]}"
+    port = int(node_3x.rsplit(":", 1)[1])
+    proxy = FaultProxy(port, [Fault("PUT", rf"{lease.INDEX}/_create/", "drop-after"),
+                              Fault("PUT", rf"{lease.INDEX}/_doc/.*if_seq_no", "drop-after")]).start()
+    try:
+        report = release(str(package_factory("bert-bi-relu")[1]), conn(proxy.url), ReleaseOptions(group=group, smoke=False,
+                                                                                                  **OPTS))
+        assert report["passed"], report.get("error")
+        assert all(f.hits == 1 for f in proxy.faults)
+        reg = report["steps"]["register"]
+        # waiting out its own lease would end in taking it over from itself
+        assert reg["lease"]["took_over_expired_from"] == [] and reg["lease"]["lost_to_other_run"] == []
+        assert len(group_models(cl, group)) == 1
+    finally:
+        proxy.stop()
+        cleanup(cl, group)

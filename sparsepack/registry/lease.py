@@ -113,11 +113,15 @@ class Coordinator:
         try:
             res = self.cluster.request("PUT", path, body=body, params=params)
         except ClusterError as exc:
-            if _status(exc) == 409:
-                return False
             if _status(exc) == 403:
                 raise _forbidden() from exc
-            raise
+            if _status(exc) != 409:
+                raise
+            # 409 also answers the retry of a write that landed but whose response was lost: is it ours?
+            res = self.cluster.request("GET", f"/{INDEX}/_doc/{did}", ok_404=True) or {}
+            mine = res.get("_source", {})
+            if not (mine.get("owner") == self.owner and mine.get("expires_at") == body["expires_at"]):
+                return False
         with self._lock:
             if body.get("state") == "held":
                 self._held[did] = (res["_seq_no"], res["_primary_term"], body)
