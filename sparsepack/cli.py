@@ -66,6 +66,9 @@ def _package_kwargs(args) -> dict:
 
 
 def cmd_package(args) -> int:
+    from .packaging.manifest import check_model_source
+
+    check_model_source(args.model)
     from .packaging.package import package
 
     manifest = package(args.model, args.output, force=args.force, artifact_format=args.format, quantize=args.quantize,
@@ -89,7 +92,7 @@ def cmd_package(args) -> int:
 
 def cmd_render(args) -> int:
     from .packaging.package import load_manifest
-    from .templates import list_templates, parse_set_values, render
+    from .templates import TEMPLATES, list_templates, parse_set_values, render, template_variables
 
     if args.list:
         for t in list_templates(args.template_dir):
@@ -98,7 +101,13 @@ def cmd_render(args) -> int:
     if not args.template:
         raise SparsepackError("name a template (see `sparsepack render --list`)")
     manifest = load_manifest(args.manifest)[0] if args.manifest else None
-    body = render(args.template, manifest, args.target_version, template_dir=args.template_dir, **parse_set_values(args.set))
+    values = parse_set_values(args.set)
+    known = template_variables(args.template, args.template_dir) if args.template in TEMPLATES else []
+    unknown = sorted(set(values) - set(known)) if known else []
+    if unknown:
+        raise SparsepackError(f"--set {', '.join(unknown)}: template {args.template} has no such variable; it takes "
+                              f"{', '.join(known)}")
+    body = render(args.template, manifest, args.target_version, template_dir=args.template_dir, **values)
     text = json.dumps(body, indent=2) + "\n"
     if args.output:
         tmp = Path(args.output).with_suffix(".tmp")
@@ -231,10 +240,15 @@ def _emit_report(report: dict, args) -> int:
 
 
 def cmd_release(args) -> int:
+    from .packaging.manifest import check_release_target
+
+    # Bad input is refused before the ML libraries load (seconds): the target, the URL, the options.
+    check_release_target(args.target)
+    conn, opts = _conn(args), _release_opts(args)
     from .registry.release import release
 
     kwargs = _package_kwargs(args)
-    report = release(args.target, _conn(args), _release_opts(args), package_dir=args.package_dir, **kwargs)
+    report = release(args.target, conn, opts, package_dir=args.package_dir, **kwargs)
     return _emit_report(report, args)
 
 

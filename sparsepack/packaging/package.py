@@ -303,31 +303,20 @@ def _artifact_entry(path: Path, role: str, function_name: str, model_format: str
 
 
 def load_manifest(path: str | Path) -> tuple[dict, Path]:
-    """The manifest and its directory, from a package dir or a manifest.json path; artifacts re-hashed."""
-    p = Path(path)
-    manifest_path = p / MANIFEST if p.is_dir() else p
-    if not manifest_path.exists():
-        raise SparsepackError(f"no {MANIFEST} at {p}; run `sparsepack package MODEL -o DIR` first")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SparsepackError(f"{manifest_path} is not valid JSON ({exc.msg}); re-run sparsepack package") from exc
-    for key in ("artifacts", "compatible_opensearch", "mode"):
-        if key not in manifest:
-            raise SparsepackError(f"{manifest_path} lacks {key!r}; it was not written by sparsepack package")
-    return manifest, manifest_path.parent
+    """The manifest and its directory, from a package dir or a manifest.json path, validated by
+    :mod:`sparsepack.packaging.manifest` (schema, artifact paths that stay inside the folder)."""
+    from . import manifest as manifest_mod
+
+    loaded = manifest_mod.load(path)
+    return loaded.data, loaded.root
 
 
 def verify_artifacts(manifest: dict, root: Path) -> None:
-    """Refuse before any upload when a zip differs from what the manifest recorded."""
-    for art in manifest["artifacts"]:
-        path = root / art["file"]
-        if not path.exists():
-            raise SparsepackError(f"{path} is missing; re-run sparsepack package")
-        digest = sha256_file(path)
-        if digest != art["sha256"]:
-            raise SparsepackError(f"{path.name}: sha256 {digest[:12]}... differs from the manifest's {art['sha256'][:12]}...; "
-                                  f"the zip was modified: re-run sparsepack package")
+    """Refuse before any upload when a zip differs from what the manifest recorded (size, sha256), or holds an entry
+    that could escape its folder (``../``, absolute, symlink) or a JSON entry that does not parse."""
+    from . import manifest as manifest_mod
+
+    manifest_mod.verify(manifest_mod.validate(manifest, Path(root)))
 
 
 def _query_weights_line(rule: dict | None) -> str:

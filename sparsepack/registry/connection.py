@@ -27,6 +27,9 @@ class ConnectionOptions:
     timeout: float = 60.0
     retries: int = 5
 
+    def __post_init__(self) -> None:
+        check_url(self.url)
+
     @classmethod
     def from_env(cls, **flags: Any) -> "ConnectionOptions":
         """Flags win; else OPENSEARCH_URL, OPENSEARCH_USERNAME, OPENSEARCH_PASSWORD, OPENSEARCH_API_KEY,
@@ -45,6 +48,21 @@ class ConnectionOptions:
         """What may be printed or stored: never a secret."""
         auth = "api-key" if self.api_key else "basic" if self.username else f"aws-sigv4:{self.aws_service}" if self.aws_region else "none"
         return {"url": self.url, "auth": auth, "tls_verify": not self.insecure}
+
+
+def check_url(url: str) -> None:
+    """Bad input, refused before any connection: a URL needs http(s)://, a host, and a port in 1-65535."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SparsepackError(f"--url {url!r} needs a scheme and a host, e.g. https://search.example.com:9200")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise SparsepackError(f"--url {url!r}: the port is out of range; use 1-65535")
 
 
 def build_client(opts: ConnectionOptions):
