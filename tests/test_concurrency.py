@@ -332,3 +332,38 @@ def test_lease_write_whose_response_was_lost_is_recognised(node_3x, package_fact
     finally:
         proxy.stop()
         cleanup(cl, group)
+
+
+def test_failed_creator_leaves_the_group_to_a_waiting_run(node_3x, package_factory, tmp_path):
+    """The run that created the group fails (its deploy is refused) while another run waits on its artifact: the
+    failed run rolls back its model but not the group, and the waiting run then uploads and passes."""
+    manifest, pkg = package_factory("bert-bi-relu")
+    cl = cluster_for(node_3x)
+    group = f"t-creator-fails-{uuid.uuid4().hex[:6]}"
+
+    def runs_in_group():
+        gid = groups_named(cl, group)[0]
+        cl.request("POST", f"/{lease.INDEX}/_refresh")
+        res = cl.request("POST", f"/{lease.INDEX}/_search", body={"query": {"bool": {"filter": [
+            {"term": {"kind": "run"}}, {"term": {"group_id": gid}}]}}})
+        return len(res["hits"]["hits"]) >= 2
+
+    port = int(node_3x.rsplit(":", 1)[1])
+    proxy = FaultProxy(port, [Fault("POST", r"upload_chunk", "call", before=lambda: cl.wait_for(runs_in_group, 120, "run 2")),
+                              Fault("POST", r"_deploy", "status:500")]).start()
+    try:
+        creator = start_release(proxy.url, pkg, group, tmp_path / "creator.json")
+        cl.wait_for(lambda: proxy.faults[0].hits or creator.poll() is not None, 180, "the creator to upload", 0.2)
+        waiter = release(str(pkg), conn(node_3x), ReleaseOptions(group=group, smoke=False, **OPTS))
+        codes, errs = finish([creator])
+        failed = json.loads((tmp_path / "creator.json").read_text())
+        assert codes == [4] and failed["failed_step"] == "deploy", errs
+        gid = failed["steps"]["register"]["model_group_id"]
+        assert failed["kept_group_in_use_by_other_runs"] == gid and failed["rollback"]["removed_group"] is None
+        assert waiter["passed"], waiter.get("error")
+        assert waiter["steps"]["register"]["model_group_id"] == gid and groups_named(cl, group) == [gid]
+        assert waiter["steps"]["register"]["models"]["document"]["reused"] is False  # the creator's model was rolled back
+        assert [m["model_id"] for m in group_models(cl, group)] == [waiter["model_ids"]["document"]]
+    finally:
+        proxy.stop()
+        cleanup(cl, group)

@@ -206,6 +206,13 @@ class Coordinator:
         """Models other live runs are registering, deploying or using in the group."""
         return models_in_flight(self.cluster, group_id, exclude_owner=self.owner)
 
+    def group_in_use(self, group_id: str) -> bool:
+        """Whether another live run works in the group; False when the cluster cannot tell (used on failure paths)."""
+        try:
+            return group_in_use(self.cluster, group_id, exclude_owner=self.owner)
+        except ClusterError:
+            return False
+
     # -- heartbeat / close ------------------------------------------------------------------------------------------
     def _start_heartbeat(self) -> None:
         if self._thread is None and self._held:
@@ -237,21 +244,30 @@ class Coordinator:
                 pass  # taken over meanwhile, or unreachable: it expires after the ttl anyway
 
 
-def models_in_flight(cluster: Cluster, group_id: str, exclude_owner: str | None = None) -> set[str]:
-    """Model ids in ``group_id`` that another live release run is registering, deploying or using: named by an
-    unexpired ``run`` document, or matching the sha256 of an unexpired held ``model`` lease (its upload may not have a
-    model id yet). "Unexpired" allows one extra ttl for clock skew between runners: when in doubt, protect."""
+def _live_docs(cluster: Cluster, group_id: str, exclude_owner: str | None) -> list[dict]:
+    """Unexpired held leases and run documents of the group, other than ``exclude_owner``'s. "Unexpired" allows one
+    extra ttl for clock skew between runners: when in doubt, a model or group counts as in use."""
     if cluster.request("POST", f"/{INDEX}/_refresh", ok_404=True) is None:
-        return set()
+        return []
     body = {"size": 1000, "query": {"bool": {"filter": [{"term": {"group_id": group_id}}, {"term": {"state": "held"}}]}}}
     hits = (cluster.request("POST", f"/{INDEX}/_search", body=body, ok_404=True) or {}).get("hits", {}).get("hits", [])
     now = _now_ms()
+    return [h["_source"] for h in hits if h["_source"].get("owner") != exclude_owner
+            and h["_source"].get("expires_at", 0) + float(h["_source"].get("ttl_s") or MAX_TTL) * 1000 >= now]
+
+
+def group_in_use(cluster: Cluster, group_id: str, exclude_owner: str | None = None) -> bool:
+    """Whether another live run works in the group (a failed run that created it must not roll it back then)."""
+    return bool(_live_docs(cluster, group_id, exclude_owner))
+
+
+def models_in_flight(cluster: Cluster, group_id: str, exclude_owner: str | None = None) -> set[str]:
+    """Model ids in ``group_id`` that another live release run is registering, deploying or using: named by an
+    unexpired ``run`` document, or matching the sha256 of an unexpired held ``model`` lease (its upload may not have a
+    model id yet)."""
     ids: set[str] = set()
     hashes: set[str] = set()
-    for hit in hits:
-        src = hit["_source"]
-        if src.get("owner") == exclude_owner or src.get("expires_at", 0) + float(src.get("ttl_s") or MAX_TTL) * 1000 < now:
-            continue
+    for src in _live_docs(cluster, group_id, exclude_owner):
         ids.update(src.get("model_ids") or [])
         if src.get("result"):
             ids.add(src["result"])

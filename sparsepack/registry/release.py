@@ -169,6 +169,7 @@ def register_and_deploy(cluster: Cluster, manifest: dict, root: Path, version: s
         group_id, new_group = ensure_group_once(cluster, coord, group_name, version, created, opts)
         entry.update(model_group=group_name, model_group_id=group_id, group_created=new_group, models={},
                      lease={"index": lease.INDEX, "owner": coord.owner, "ttl_s": coord.ttl, "lost_to_other_run": coord.lost})
+        coord.claim(group_id, [])  # the group is in use from here: a failed run that created it leaves it to us
         for art in sorted(manifest["artifacts"], key=lambda a: a["sha256"]):  # one order in every run: no lease cycles
             ids[art["role"]] = register_artifact(cluster, coord, manifest, root, art, group_id, version, opts, created, entry)
         coord.claim(group_id, ids.values())
@@ -310,6 +311,8 @@ def release(target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_
             report.data["kept"] = {"model_ids": report.data["model_ids"], "why": "the new version passed every check and is "
                                    "deployed; only clearing the previous versions failed, they were left as they were"}
         elif cluster is not None and not opts.keep_on_failure and (created.model_ids or created.group_id or created.deployed):
+            if created.group_id and coord is not None and coord.group_in_use(created.group_id):
+                report.data["kept_group_in_use_by_other_runs"], created.group_id = created.group_id, None
             left = models.rollback(cluster, created)
             report.data["rollback"] = {"removed_models": created.model_ids, "removed_group": created.group_id, "left": left}
         elif created.model_ids:
