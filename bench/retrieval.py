@@ -9,7 +9,7 @@ in the loop), and the same raw-token queries. Printed, never asserted:
     index time (bulk + refresh + force merge to one segment per shard), size on disk, query latency p50/p99 (server
     `took` and client round trip), SEISMIC recall@10 against the exact rank_features top 10.
 
-    python bench/retrieval.py [--docs 200000] [--queries 200] [--two-node-docs 50000] [--port 10845] [--skip-two-node]
+    python bench/retrieval.py [--docs 200000] [--queries 200] [--two-node-docs 50000] [--port 10845] [--skip-two-node] [--skip-one-node]
 """
 from __future__ import annotations
 
@@ -154,8 +154,14 @@ def with_cluster(port: int, nodes: int, heap: str, fn):
     if nodes > 1:
         # `node start --nodes N` makes node-1.. ML-only nodes; for a data-scaling figure every node must hold shards.
         original = node_cluster.NodeInfo
-        node_cluster.NodeInfo = lambda name, hp, tp, roles, attrs: original(
-            name, hp, tp, roles if "data" in roles else roles + ["data"], attrs)
+
+        def data_node(*args, **kwargs):
+            info = original(*args, **kwargs)
+            if "data" not in info.roles:
+                info.roles.append("data")
+            return info
+
+        node_cluster.NodeInfo = data_node
     try:
         state = node_cluster.start("3.6.0", port=port, nodes=nodes, heap=heap, fresh=True, timeout=900,
                                    log=lambda m: print(m, flush=True))
@@ -176,6 +182,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=10845)
     ap.add_argument("--heap", default="2g")
     ap.add_argument("--skip-two-node", action="store_true")
+    ap.add_argument("--skip-one-node", action="store_true")
     args = ap.parse_args()
     rng = np.random.default_rng(42)
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,7 +195,8 @@ def main() -> None:
     queries = synthetic(stats, args.queries, rng, nnz_scale=0.5)
     print(f"generated {len(docs)} documents ({np.mean([len(d) for d in docs]):.0f} tokens each) and {len(queries)} "
           f"queries in {time.perf_counter() - t0:.0f}s", flush=True)
-    rows = with_cluster(args.port, 1, args.heap, lambda url, v: run(url, v, docs, queries, 1, "1 node"))
+    rows = [] if args.skip_one_node else with_cluster(args.port, 1, args.heap,
+                                                      lambda url, v: run(url, v, docs, queries, 1, "1 node"))
     if not args.skip_two_node:
         small = docs[:args.two_node_docs]
         rows += with_cluster(args.port, 2, args.heap, lambda url, v: run(url, v, small, queries, 2,
