@@ -116,6 +116,20 @@ def test_release_as_least_privilege_user_passes_smoke(secured, package_factory, 
     assert set(report["model_ids"].values()) == set(deployed) and set(deployed.values()) == {"DEPLOYED"}
 
 
+def test_clear_previous_as_least_privilege_user(secured, package_factory):
+    """The permissions marked (rollback) in the role: undeploy and delete another version of the group."""
+    before = {m["model_id"] for m in secured.models_named_in("secure-release")}
+    assert before, "runs after test_release_as_least_privilege_user_passes_smoke"
+    proc = cli("release", str(package_factory("bert-bi-relu")[1]), "--url", secured.url, "--username",
+               secure.RELEASE_USER, "--ca-certs", secured.ca, "--group", "secure-release", "--clear-previous", "--json",
+               password=secured.password())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert sorted(report["steps"]["clear_previous"]["removed"]) == sorted(before)
+    left = {m["model_id"] for m in secured.models_named_in("secure-release")}
+    assert left == set(report["model_ids"].values()) and not left & before
+
+
 def test_wrong_password_gets_the_plugins_401(secured, package_factory):
     wrong = "Wr0ng-" + secrets.token_urlsafe(12)
     proc = cli("release", str(package_factory("bert-if-log1p")[1]), "--url", secured.url, "--username",

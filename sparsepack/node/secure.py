@@ -39,45 +39,49 @@ ML_SYSTEM_INDICES = [".plugins-ml-config", ".plugins-ml-connector", ".plugins-ml
                      ".plugins-ml-memory-message", ".plugins-ml-conversation-meta",
                      ".plugins-ml-conversation-interactions", ".plugins-ml-stop-words", ".opendistro-job-scheduler-lock"]
 
-# What `sparsepack release` needs, found by testing against the secured node (tests/test_secure.py removes each
-# permission in turn and checks the release fails). Printed in the README ready for roles.yml.
+# What `sparsepack release` needs, found by testing on the secured node: scripts/secure_role_check.py removes each
+# permission in turn and runs a full release. Every one below fails a release without it, except those marked
+# (rollback) or (upgrades): they serve a failed run's rollback, --clear-previous, undeploy/delete, a finished lease's
+# reuse, and the release of a new version into a group that holds others (tests/test_secure.py runs those paths).
+# Printed in the README ready for roles.yml.
 RELEASE_CLUSTER_PERMISSIONS = [
-    "cluster:monitor/main",                        # version
-    "cluster:monitor/health",
+    "cluster:monitor/main",                        # the version
     "cluster:monitor/nodes/info",                  # preflight: plugins and ML nodes
     "cluster:monitor/nodes/stats",                 # preflight: memory thresholds
     "cluster:monitor/state",                       # preflight: cluster settings
     "cluster:admin/opensearch/ml/model_groups/search",
     "cluster:admin/opensearch/ml/register_model_group",
-    "cluster:admin/opensearch/ml/model_groups/get",
-    "cluster:admin/opensearch/ml/model_groups/delete",  # rollback of a group this run created
+    "cluster:admin/opensearch/ml/model_groups/get",     # (rollback) a finished group lease is reused if the group exists
+    "cluster:admin/opensearch/ml/model_groups/delete",  # (rollback) a group this run created
     "cluster:admin/opensearch/ml/models/get",
     "cluster:admin/opensearch/ml/models/search",
     "cluster:admin/opensearch/ml/register_model_meta",
     "cluster:admin/opensearch/ml/upload_model_chunk",
     "cluster:admin/opensearch/ml/deploy_model",
     "cluster:admin/opensearch/ml/deploy_model_on_nodes",  # the deploy task fans out in the caller's name
-    "cluster:admin/opensearch/ml/undeploy_model",
-    "cluster:admin/opensearch/ml/undeploy_models",
-    "cluster:admin/opensearch/ml/models/delete",
+    "cluster:admin/opensearch/ml/undeploy_model",         # (rollback) --clear-previous, undeploy
+    "cluster:admin/opensearch/ml/undeploy_models",        # (rollback) the REST _undeploy action
+    "cluster:admin/opensearch/ml/models/delete",          # (rollback) --clear-previous, delete
     "cluster:admin/opensearch/ml/tasks/get",
     "cluster:admin/opensearch/ml/predict",
-    "cluster:admin/opensearch/ml/profile/nodes",
+    "cluster:admin/opensearch/ml/profile/nodes",          # preflight: free model slots per node
     "indices:data/write/bulk",                     # a single-document write runs as a bulk: checked cluster-wide
-    "cluster:admin/ingest/pipeline/get",
-    "cluster:admin/ingest/pipeline/put",
-    "cluster:admin/ingest/pipeline/delete",
+    "cluster:admin/ingest/pipeline/get",           # (upgrades) which pipelines use a previous version
     "cluster:admin/search/pipeline/get",
+    "cluster:admin/ingest/pipeline/put",           # the smoke test's temporary pipelines
+    "cluster:admin/ingest/pipeline/delete",
     "cluster:admin/search/pipeline/put",
     "cluster:admin/search/pipeline/delete",
 ]
-# The smoke test's temporary indices and the lease index (sparsepack.registry.lease.INDEX_PERMISSIONS).
+# The smoke test's temporary indices (sparsepack-smoke-*) and the lease index (sparsepack-leases).
 RELEASE_INDEX_PERMISSIONS = [
     {"index_patterns": ["sparsepack-*"],
-     "allowed_actions": ["indices:admin/create", "indices:admin/delete", "indices:admin/mapping/put",
-                         "indices:admin/refresh*", "indices:admin/get", "indices:monitor/settings/get",
+     "allowed_actions": ["indices:admin/create", "indices:admin/delete", "indices:admin/refresh*",
                          "indices:data/read/get", "indices:data/read/search", "indices:data/write/index",
-                         "indices:data/write/delete", "indices:data/write/bulk*", "indices:data/write/update"]},
+                         "indices:data/write/bulk*",
+                         "indices:data/write/delete"]},  # (rollback) a failed run frees its leases at once
+    # (upgrades) read-only: every index's default/final pipeline settings, so no version an index uses is removed
+    {"index_patterns": ["*"], "allowed_actions": ["indices:monitor/settings/get"]},
 ]
 
 
