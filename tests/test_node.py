@@ -215,11 +215,11 @@ def test_failure_after_the_first_launch_leaves_no_jvm(monkeypatch, failure):
     local_only()
     real_launch, seen = node_cluster._launch, []
 
-    def launch(install, java_home, ndir, ids, deadline):
+    def launch(install, java_home, ndir, *rest):
         if ndir.name == "node-1":
             seen.extend(jvms_of(PORT_INJECTED))
             raise failure
-        real_launch(install, java_home, ndir, ids, deadline)
+        real_launch(install, java_home, ndir, *rest)
 
     monkeypatch.setattr(node_cluster, "_launch", launch)
     with pytest.raises(type(failure)):
