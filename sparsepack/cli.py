@@ -102,7 +102,8 @@ def cmd_render(args) -> int:
         raise SparsepackError("name a template (see `sparsepack render --list`)")
     manifest = load_manifest(args.manifest)[0] if args.manifest else None
     values = parse_set_values(args.set)
-    known = template_variables(args.template, args.template_dir) if args.template in TEMPLATES else []
+    known = sorted(set(template_variables(args.template, args.template_dir)) | set(TEMPLATES[args.template].defaults)
+                   ) if args.template in TEMPLATES else []
     unknown = sorted(set(values) - set(known)) if known else []
     if unknown:
         raise SparsepackError(f"--set {', '.join(unknown)}: template {args.template} has no such variable; it takes "
