@@ -142,7 +142,8 @@ def test_outage_mid_deploy_then_rerun_without_duplicates(node_3x, package_factor
         assert "cannot connect" in report["error"]
         assert report["rollback"]["left"]  # it could not reach the node to roll back, and says so
         proxy.down = False  # the node is back
-        again = release(str(pkg), ConnectionOptions(url=proxy.url), ReleaseOptions(group=group, **OPTS))
+        # the first run could not free its lease: a short TTL lets the re-run take it over without waiting a minute
+        again = release(str(pkg), ConnectionOptions(url=proxy.url), ReleaseOptions(group=group, lease_ttl=5, **OPTS))
         assert again["passed"], again.get("error")
         assert len(group_models(node_3x, group)) == 1
     finally:
