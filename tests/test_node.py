@@ -260,7 +260,7 @@ def test_start_timeout_stops_the_jvm_it_launched():
     assert jvms_of(PORT_INJECTED) == []
 
 
-def test_status_stop_and_start_recover_a_node_without_cluster_json():
+def test_status_stop_and_start_recover_a_node_without_cluster_json(tmp_path):
     """A node whose cluster.json is gone is still found from its command line: status reports it, start says it is a
     leftover and replaces it, stop stops it."""
     import subprocess
@@ -283,6 +283,10 @@ def test_status_stop_and_start_recover_a_node_without_cluster_json():
         assert any(f"port {port} is held by OpenSearch left over" in m and str(first.nodes[0].pid) in m for m in messages)
         assert second.nodes[0].pid != first.nodes[0].pid
         assert [p.pid for p in jvms_of(port)] == [second.nodes[0].pid]
+        # the same port asked for under another home: refused, with the exact command that stops this one
+        home = node_cluster.default_home()
+        with pytest.raises(SparsepackError, match=f"`SPARSEPACK_HOME={home} sparsepack node stop --port {port}`"):
+            node_cluster.start("3.6.0", port=port, home=tmp_path, log=lambda m: None)
 
         state_file.unlink()
         out = subprocess.run([sys.executable, "-m", "sparsepack.cli", "node", "stop", "--port", str(port)],

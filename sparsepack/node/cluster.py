@@ -287,7 +287,7 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
     for info in infos:
         for p in (info.http_port, info.transport_port):
             if not _port_free(p):
-                raise SparsepackError(f"port {p} on 127.0.0.1 is taken; stop what uses it or pass --port")
+                raise SparsepackError(f"port {p} on 127.0.0.1 is taken; {_port_owner_hint(p)}")
     java_home = plan.java_home()
     home.mkdir(parents=True, exist_ok=True)
     install = ensure_install(plan, home, cache, log=log)
@@ -330,6 +330,17 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
         stop_processes(cdir)
         raise
     return state
+
+
+def _port_owner_hint(port: int) -> str:
+    """The exact command when a sparsepack node of another home (SPARSEPACK_HOME) holds ``port``."""
+    for proc in node_processes():
+        index = proc.node_dir.name.removeprefix("node-")
+        if proc.jvm and proc.port is not None and index.isdigit() and port in (proc.port + int(index), proc.port + 100 + int(index)):
+            home = proc.node_dir.parent.parent.parent
+            return (f"a sparsepack node under {home} holds it: `SPARSEPACK_HOME={home} sparsepack node stop "
+                    f"--port {proc.port}`, or pass another --port")
+    return "stop what uses it or pass --port"
 
 
 def apply_node_settings(url: str, access: secure_mod.Access | None = None) -> dict:
