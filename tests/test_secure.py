@@ -165,6 +165,20 @@ def test_user_without_ml_permissions_stops_at_preflight_naming_it(secured, packa
     assert secured.group_ids("secure-no-ml") == []
 
 
+def test_user_without_the_lease_index_stops_before_creating_anything(secured, package_factory):
+    """The real plugin's 403 on sparsepack-leases (tests/test_concurrency.py emulates it for the unsecured nodes)."""
+    role = secure.release_role()
+    role["index_permissions"] = [p for p in role["index_permissions"] if p["index_patterns"] != ["sparsepack-*"]]
+    secured.admin_call("PUT", "/_plugins/_security/api/roles/no-leases", role)
+    password = secured.add_user("no-leases", [], ["no-leases"])
+    proc = cli("release", str(package_factory("bert-if-log1p")[1]), "--url", secured.url, "--username", "no-leases",
+               "--ca-certs", secured.ca, "--group", "secure-no-leases", password=password)
+    line = one_line_error(proc)
+    assert "register" in line and "sparsepack-leases (403)" in line and "indices:data/write/index" in line
+    assert_no_secret(proc, password)
+    assert secured.group_ids("secure-no-leases") == []
+
+
 def test_client_certificate_authenticates_as_its_cn(secured):
     tls = secured.cdir / "tls"
     cert, key = tls / f"{secure.RELEASE_USER}.pem", tls / f"{secure.RELEASE_USER}-key.pem"

@@ -64,7 +64,8 @@ def _status(exc: ClusterError) -> int | None:
 
 def _forbidden() -> ClusterError:
     return ClusterError(f"this user may not use the coordination index {INDEX} (403): grant the release role "
-                        f"{', '.join(INDEX_PERMISSIONS)} on {INDEX} (README: Concurrent releases)")
+                        f"{', '.join(INDEX_PERMISSIONS)} on {INDEX}, and the cluster permission indices:data/write/bulk "
+                        f"(the security plugin checks a single-document write as a bulk; README: Secured clusters)")
 
 
 def _now_ms() -> int:
