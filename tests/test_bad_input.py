@@ -105,6 +105,17 @@ def test_tokenizer_json_not_json(pkg):
     refused(release(pkg), "tokenizer.json is not valid JSON")
 
 
+@pytest.mark.parametrize("weight", [0.0, -1.0, 65.0])
+def test_idf_json_with_a_weight_the_cluster_refuses(pkg, weight):
+    """A package from before the (0, 64] rule, or an edited idf.json: refused before upload, not at query time."""
+    zf = zipfile.ZipFile(pkg / next(a["file"] for a in manifest_of(pkg)["artifacts"] if a["role"] == "query"))
+    entries = {name: zf.read(name) for name in zf.namelist()}
+    idf = json.loads(entries["idf.json"])
+    idf["the"] = weight
+    rewrite_zip(pkg, "query", {**entries, "idf.json": json.dumps(idf)})
+    refused(release(pkg), "idf.json weight of 'the'", "(0, 64]")
+
+
 def test_model_whose_tokenizer_json_is_not_json(model_factory, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(model_factory("bert-if-log1p"), model)

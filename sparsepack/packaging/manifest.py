@@ -131,10 +131,24 @@ def check_zip(path: Path) -> None:
         for name in JSON_ENTRIES:
             if name in zf.namelist():
                 try:
-                    json.loads(zf.read(name))
+                    parsed = json.loads(zf.read(name))
                 except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                     raise SparsepackError(f"{path.name}: {name} is not valid JSON "
                                           f"({getattr(exc, 'msg', type(exc).__name__)}); {_RERUN}") from None
+                if name == "idf.json":
+                    check_idf_weights(path.name, parsed)
+
+
+def check_idf_weights(zip_name: str, idf) -> None:
+    """Every weight the cluster's SPARSE_TOKENIZE model can produce must be one neural-search accepts, or each query
+    holding that token is an HTTP 400 (a package from before the rule, or an edited idf.json)."""
+    from .query_weights import weight_problem
+
+    for token, weight in (idf.items() if isinstance(idf, dict) else []):
+        problem = weight_problem(weight)
+        if problem:
+            raise SparsepackError(f"{zip_name}: idf.json weight of {token!r} {problem}; neural-search accepts (0, 64] only "
+                                  f"and would refuse every query with it: {_RERUN}")
 
 
 def _looks_like_path(text: str) -> bool:
