@@ -43,11 +43,26 @@ def _unzip(zip_path: Path, suffix: str, dest: Path) -> tuple[Path, DjlStyleToken
         return target, DjlStyleTokenizer(json.loads(zf.read("tokenizer.json")))
 
 
+class StageClock:
+    """package()'s log lines mark where each stage starts; the time to the next line is that stage's."""
+
+    def __init__(self):
+        self.marks = [(time.perf_counter(), "start (imports done)")]
+
+    def __call__(self, message: str) -> None:
+        self.marks.append((time.perf_counter(), message))
+
+    def breakdown(self) -> list[tuple[str, float]]:
+        """Each stage and its seconds; the last mark ("wrote ...") ends the run."""
+        return [(msg, nxt - t) for (t, msg), (nxt, _) in zip(self.marks, self.marks[1:])]
+
+
 def bench_model(kind: str, model_dir: Path, root: Path, gate: bool) -> None:
-    timings, manifests = {}, {}
+    timings, manifests, clocks = {}, {}, {}
     for fmt in ("torchscript", "onnx"):
+        clocks[fmt] = StageClock()
         t0 = time.perf_counter()
-        manifests[fmt] = package(str(model_dir), root / f"pkg-{kind}-{fmt}", artifact_format=fmt, log=lambda m: None)
+        manifests[fmt] = package(str(model_dir), root / f"pkg-{kind}-{fmt}", artifact_format=fmt, log=clocks[fmt])
         timings[fmt] = time.perf_counter() - t0
     gated = None
     if kind == "trained" and gate:
@@ -80,6 +95,10 @@ def bench_model(kind: str, model_dir: Path, root: Path, gate: bool) -> None:
     m = manifests["torchscript"]
     print(f"\n{kind}: vocab {m['vocab_size']}, max_length {m['max_length']}; packaging "
           + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    for fmt, clock in clocks.items():
+        print(f"  packaging breakdown, --format {fmt}:")
+        for message, seconds in clock.breakdown():
+            print(f"    {seconds:7.1f}s  {message[:90]}")
     for label, size in sizes.items():
         if size:
             print(f"  zip {label:40s} {size / 1e6:8.2f} MB  {size / sizes['torchscript fp32']:5.2f}x TorchScript fp32")
