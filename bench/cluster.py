@@ -68,17 +68,7 @@ def main() -> None:
         stats = profile_ms(cl, doc_id)
         print(f"  _predict {label:9s} model inference p50 {stats.get('p50', float('nan')):.2f} ms "
               f"(profile API, last {stats.get('count', 0)} requests, mixed)")
-    index, pipe = f"bench-{int(time.time())}", "bench-sparse-ingest"
-    cl.request("PUT", f"/_ingest/pipeline/{pipe}", body=render("ingest-pipeline", manifest, "3.6", model_id=doc_id, batch_size=8))
-    cl.request("PUT", f"/{index}", body=render("index-mapping", manifest, "3.6", ingest_pipeline=pipe))
-    lines = []
-    for i in range(args.docs):
-        lines += [json.dumps({"index": {"_index": index, "_id": str(i)}}), json.dumps({"text": f"{SHORT_DOC} #{i}"})]
-    t0 = time.perf_counter()
-    res = cl.request("POST", "/_bulk", body="\n".join(lines) + "\n", params={"refresh": "true"})
-    ingest_s = time.perf_counter() - t0
-    assert not res["errors"], "bulk ingest reported errors"
-    cluster_rate = args.docs / ingest_s
+    cluster_rate = ingest_rate(cl, manifest, doc_id, args.docs, SHORT_DOC)
     doc = next(a for a in manifest["artifacts"] if a["role"] == "document")
     with zipfile.ZipFile(root / "pkg" / doc["file"]) as zf:
         pt = next(n for n in zf.namelist() if n.endswith(".pt"))
@@ -90,11 +80,51 @@ def main() -> None:
         standalone = docs_per_second(lambda t: artifact(tok.batch([t])), SHORT_DOC)
     print(f"  ingest {cluster_rate:.1f} docs/s through the pipeline vs artifact standalone {standalone:.1f} docs/s "
           f"(batch 1, 1 thread): ratio {cluster_rate / standalone:.2f}x (goal >= 0.8x)")
-    cl.request("DELETE", f"/{index}")
-    cl.request("DELETE", f"/_ingest/pipeline/{pipe}")
     for mid in report["model_ids"].values():
         models.delete(cl, mid)
     url_vs_chunked(url, root / "pkg", args.kind)
+    onnx_vs_torchscript(url, root, args.kind, args.docs)
+
+
+def ingest_rate(cl, manifest: dict, doc_id: str, n_docs: int, text: str) -> float:
+    """docs/s of one bulk request through a sparse_encoding ingest pipeline (batch_size 8) into a fresh index."""
+    index, pipe = f"bench-{time.time_ns()}", f"bench-sparse-ingest-{time.time_ns()}"
+    cl.request("PUT", f"/_ingest/pipeline/{pipe}", body=render("ingest-pipeline", manifest, "3.6", model_id=doc_id, batch_size=8))
+    cl.request("PUT", f"/{index}", body=render("index-mapping", manifest, "3.6", ingest_pipeline=pipe))
+    try:
+        lines = []
+        for i in range(n_docs):
+            lines += [json.dumps({"index": {"_index": index, "_id": str(i)}}), json.dumps({"text": f"{text} #{i}"})]
+        t0 = time.perf_counter()
+        res = cl.request("POST", "/_bulk", body="\n".join(lines) + "\n", params={"refresh": "true"})
+        seconds = time.perf_counter() - t0
+        assert not res["errors"], "bulk ingest reported errors"
+        return n_docs / seconds
+    finally:
+        cl.request("DELETE", f"/{index}", ok_404=True)
+        cl.request("DELETE", f"/_ingest/pipeline/{pipe}", ok_404=True)
+
+
+def onnx_vs_torchscript(url: str, root: Path, kind: str, n_docs: int) -> None:
+    """Cluster ingest through sparse_encoding with the ONNX document artifact vs the TorchScript one (goal >= 2x)."""
+    pkg = root / "pkg-both"
+    manifest = package(str(build(kind, root)), pkg, artifact_format="both", log=lambda m: None)
+    cl = connect(ConnectionOptions(url=url))
+    rates = {}
+    for fmt in ("torchscript", "onnx"):
+        rep = release(str(pkg), ConnectionOptions(url=url), ReleaseOptions(group=f"bench-{fmt}-{kind}", progress=False,
+                                                                           smoke=False, artifact_format=fmt))
+        assert rep["passed"], rep.get("error")
+        try:
+            for label, text, docs in (("short", SHORT_DOC, n_docs), ("300-word", LONG_DOC, max(n_docs // 8, 10))):
+                rates[(fmt, label)] = ingest_rate(cl, manifest, rep["model_ids"]["document"], docs, text)
+        finally:
+            for mid in rep["model_ids"].values():
+                models.delete(cl, mid)
+            models.delete_group(cl, rep["steps"]["register"]["model_group_id"])
+    for label in ("short", "300-word"):
+        ts, ox = rates[("torchscript", label)], rates[("onnx", label)]
+        print(f"  ingest {label:9s} ONNX {ox:7.1f} docs/s vs TorchScript {ts:7.1f} docs/s: {ox / ts:.2f}x (goal >= 2x)")
 
 
 def url_vs_chunked(url: str, pkg: Path, kind: str) -> None:

@@ -59,11 +59,18 @@ def register_from_url(cluster: Cluster, manifest: dict, artifact: dict, url: str
                       timeout: float) -> str:
     """``_register`` by URL and wait for the task; a model the task created is recorded for rollback before any
     failure is raised, so nothing stays registered."""
-    from .models import BASE, wait_task
+    from .models import BASE, is_group_version_conflict, wait_task
 
     body = render("register-url", manifest, version, role=artifact["role"], model_group_id=group_id, url=url,
                   model_name=f"{manifest['name']}-{artifact['role']}")
-    task_id = cluster.request("POST", f"{BASE}/models/_register", body=body)["task_id"]
+    for attempt in range(cluster.opts.retries + 1):
+        try:
+            task_id = cluster.request("POST", f"{BASE}/models/_register", body=body)["task_id"]
+            break
+        except ClusterError as exc:  # another run registering into the same group at this moment
+            if not is_group_version_conflict(exc) or attempt == cluster.opts.retries:
+                raise
+            cluster.backoff(attempt)
     try:
         task = wait_task(cluster, task_id, timeout, f"registering {artifact['file']} from {url}")
     except ClusterError as exc:

@@ -72,6 +72,12 @@ def stale_uploads(cluster: Cluster, group_id: str, sha256: str) -> list[str]:
             if m.get("model_content_hash_value") == sha256 and m.get("model_state") not in USABLE]
 
 
+def is_group_version_conflict(exc: ClusterError) -> bool:
+    """ML Commons bumps the model group's latest version on every register with optimistic concurrency, so two
+    registers into one group at the same moment answer 409 "version conflict" to one of them: worth a retry."""
+    return getattr(exc.__cause__, "status_code", None) == 409 and "version conflict" in str(exc).lower()
+
+
 def _register_meta_once(cluster: Cluster, body: dict, group_id: str, sha256: str) -> str:
     """A lost response must not become a second model: after a connection failure, look for the model the
     server may already have created before asking again."""
@@ -82,7 +88,8 @@ def _register_meta_once(cluster: Cluster, body: dict, group_id: str, sha256: str
             return cluster.request("POST", f"{BASE}/models/_register_meta", body=body, retry=False)["model_id"]
         except ClusterError as exc:
             cause = exc.__cause__
-            transient = isinstance(cause, ex.ConnectionError) or getattr(cause, "status_code", None) in (429, 502, 503, 504)
+            transient = (isinstance(cause, ex.ConnectionError) or getattr(cause, "status_code", None) in (429, 502, 503, 504)
+                         or is_group_version_conflict(exc))
             if not transient or attempt == cluster.opts.retries:
                 raise
             cluster.retried += 1
