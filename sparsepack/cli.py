@@ -304,6 +304,32 @@ def cmd_eval(args) -> int:
     return 3 if gate is not None and not result["gate"]["passed"] else 0
 
 
+def cmd_verify(args) -> int:
+    from .errors import ParityError
+    from .packaging.manifest import check_model_source, check_package_path
+    from .packaging.verify import verify_package
+
+    check_package_path(args.package)
+    if args.model:
+        check_model_source(args.model)
+    try:
+        report = verify_package(args.package, args.model, args.devices, args.revision, args.trust_remote_code,
+                                log=(lambda m: None) if args.json else _err)
+    except ParityError as exc:  # QualityGateError too: the figures still go out, then the one-line error
+        if args.json and getattr(exc, "report", None):
+            _print_json(exc.report)
+        raise
+    if args.json:
+        _print_json(report)
+    else:
+        for art in report["artifacts"]:
+            figures = (f"max |d| {art['max_abs_diff']:.1e}" if "max_abs_diff" in art
+                       else f"nDCG@10 {art['quality_gate']['ndcg_at_10']:.4f}" if art.get("quality_gate") else art.get("checked", ""))
+            print(f"{art['file']}: {art['format']} on {', '.join(art['devices'])}: {figures}: passed")
+        print(f"verified {report['name']} on {', '.join(report['devices'])} in {report['seconds']} s")
+    return 0
+
+
 def cmd_list(args) -> int:
     from .registry import models
     from .registry.connection import connect
@@ -491,6 +517,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quality-gate", metavar="ndcg=X,recall=Y", help="exit 3 when below (at least 500 documents, 100 queries)")
     _conn_args(sp)
     sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("verify", help="re-prove a package's saved artifacts against its source model on this "
+                                       "machine's devices (e.g. a CPU-built package on a GPU machine)")
+    sp.add_argument("package", help="package directory (or its manifest.json)")
+    sp.add_argument("--model", help="the source model, path or hub id (default: the one the manifest names)")
+    sp.add_argument("--devices", default="auto", metavar="auto|cpu|cpu,cuda", help="auto: CPU, plus CUDA when visible")
+    sp.add_argument("--revision", help="Hugging Face revision of --model (default: the manifest's)")
+    sp.add_argument("--trust-remote-code", action="store_true", help="allow models that ship custom code (review it first)")
+    sp.add_argument("--json", action="store_true", help="print the report (also when it fails)")
+    sp.set_defaults(func=cmd_verify)
 
     sp = sub.add_parser("serve", help="serve a package's artifacts read-only over HTTP, for URL registration")
     sp.add_argument("package", help="package directory")

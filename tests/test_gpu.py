@@ -146,6 +146,30 @@ def test_release_refuses_fp16_package_without_gpu_node_choice(fp16_on_cpu):
     assert report["package"]["requires_gpu"] is True and report["package"]["quality_gate"]["passed"]
 
 
+def test_fp16_package_cannot_be_verified_without_cuda(fp16_on_cpu):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is visible: test_verify_on_cuda covers verify there")
+    proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "verify", str(fp16_on_cpu[1])], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and "fp16" in proc.stderr and "no CUDA device is visible" in proc.stderr
+
+
+@pytest.mark.gpu
+def test_verify_on_cuda_a_package_proven_on_cpu_only(model_factory, tmp_path):
+    """The CI-built package (proof on CPU only) re-proven on the GPU machine from its zip, in a fresh process."""
+    from sparsepack.packaging.package import package
+
+    model = model_factory("distil-if-relu")
+    manifest = package(str(model), tmp_path / "pkg", verify_devices="cpu", log=lambda m: None)
+    assert manifest["parity"]["document"]["devices"] == ["cpu"]
+    proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "verify", str(tmp_path / "pkg"), "--model", str(model),
+                           "--devices", "cpu,cuda", "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    cuda = json.loads(proc.stdout)["artifacts"][0]["by_device"]["cuda"]
+    assert cuda["identical_token_sets"] and cuda["max_abs_diff"] <= 1e-4 and cuda["tf32"] is False
+    print(json.dumps({"verify_on_cuda": {"max_abs_diff": cuda["max_abs_diff"], "gpu": cuda["name"]}}))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("fixture", ["bert-if-log1p", "distil-bi-log1p", "bert-bi-sum"])
 def test_cuda_parity_of_the_saved_artifact(fixture, model_factory, tmp_path):
@@ -167,6 +191,13 @@ def test_fp16_on_cuda_passes_the_gate(model_factory, tmp_path):
     gate = manifest["parity"]["document"]["quality_gate"]
     assert gate["device"] == "cuda" and gate["passed"] and manifest["requires_gpu"]
     print(json.dumps(gate))
+    proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "verify", str(tmp_path / "pkg"),
+                           "--model", str(model_factory("distil-bi-log1p")), "--json"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr  # verify holds the saved fp16 zip to the same gate, vs the fp32 model
+    reverified = json.loads(proc.stdout)["artifacts"][0]["quality_gate"]
+    assert reverified["passed"] and reverified["ndcg_at_10"] >= 0.99
+    print(json.dumps({"fp16_reverified": {k: reverified[k] for k in ("ndcg_at_10", "jaccard", "max_abs_diff")}}))
 
 
 @pytest.mark.gpu

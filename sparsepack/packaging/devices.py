@@ -14,16 +14,16 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_verify_devices(value: str) -> list[str]:
+def resolve_verify_devices(value: str, flag: str = "--verify-devices") -> list[str]:
     """``auto`` = every device present (CPU, plus CUDA when one is visible); else a comma list of cpu/cuda."""
     if value.strip() == "auto":
         return ["cpu", "cuda"] if cuda_available() else ["cpu"]
     devices = [d.strip() for d in value.split(",") if d.strip()]
     unknown = [d for d in devices if d not in DEVICES]
     if unknown or not devices:
-        raise SparsepackError(f"--verify-devices {value!r}: use auto, cpu or cpu,cuda")
+        raise SparsepackError(f"{flag} {value!r}: use auto, cpu or cpu,cuda")
     if "cuda" in devices and not cuda_available():
-        raise SparsepackError("--verify-devices cuda: no CUDA device is visible here; run on a GPU machine or use auto/cpu")
+        raise SparsepackError(f"{flag} cuda: no CUDA device is visible here; run on a GPU machine or use auto/cpu")
     return list(dict.fromkeys(devices))
 
 

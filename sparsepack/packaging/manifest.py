@@ -193,3 +193,11 @@ def check_release_target(target: str) -> None:
                               f"a SparseEncoder folder, or a Hugging Face id (org/name)")
     if not (path / MANIFEST).exists() and path.name != MANIFEST:
         _check_model_json(path)
+
+
+def check_package_path(target: str) -> None:
+    """``verify PACKAGE``, before loading any library: it must be a package folder (or its manifest.json)."""
+    path = Path(target).expanduser()
+    if not (path / MANIFEST).is_file() and not (path.name == MANIFEST and path.is_file()):
+        what = "no such path" if not path.exists() else f"no {MANIFEST} there"
+        raise SparsepackError(f"{target} is not a sparsepack package ({what}); give the folder `sparsepack package` wrote")

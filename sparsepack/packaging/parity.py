@@ -16,6 +16,13 @@ from .query_weights import undo_rule
 from .tokenizer_export import server_token_strings
 
 DOCUMENT_TOLERANCE = 1e-5
+# CUDA kernels sum in other orders than CPU ones (TF32 off): a portable trace differs from the CPU reference by a few
+# 1e-6 on small models and more on wide ones, never in which tokens it keeps. 1e-4 is the bound issue 8 set for GPU nodes.
+CUDA_TOLERANCE = 1e-4
+
+
+def tolerance_on(device: str, tolerance: float) -> float:
+    return max(tolerance, CUDA_TOLERANCE) if device.startswith("cuda") else tolerance
 
 # Fixed battery: short, long past any max length, unicode, punctuation only, repeated words, mixed case.
 DOCUMENT_BATTERY = [
@@ -104,9 +111,10 @@ def validate_document(spec, artifact: Callable | Mapping[str, Callable], tokeniz
     by_device = {}
     for device, loaded in artifacts.items():
         with strict_fp32():
-            results = {f"batch_{bs}": compare_vectors(run_artifact(loaded, tokenizer, texts, bs, device), want, tolerance)
+            results = {f"batch_{bs}": compare_vectors(run_artifact(loaded, tokenizer, texts, bs, device), want,
+                                                      tolerance_on(device, tolerance))
                        for bs in sorted(set(batch_sizes))}
-        by_device[device] = {**device_facts(device), "by_batch_size": results,
+        by_device[device] = {**device_facts(device), "by_batch_size": results, "tolerance": tolerance_on(device, tolerance),
                              "max_abs_diff": max(r["max_abs_diff"] for r in results.values()),
                              "identical_token_sets": all(r["identical_token_sets"] == r["texts"] for r in results.values()),
                              "passed": all(r["passed"] for r in results.values())}
@@ -194,4 +202,8 @@ def validate_query_bi_encoder(spec, artifact: Callable, tokenizer_data: dict, te
 def require(result: dict, what: str) -> None:
     if not result["passed"]:
         detail = {k: v for k, v in result.items() if k in ("max_abs_diff", "identical_token_sets", "mismatches")}
+        failed = [d for d, r in result.get("by_device", {}).items() if not r["passed"]]
+        if failed:
+            detail["failed_on"] = {d: {"max_abs_diff": result["by_device"][d]["max_abs_diff"],
+                                       "tolerance": result["by_device"][d]["tolerance"]} for d in failed}
         raise ParityError(f"{what} parity failed: {json.dumps(detail)[:300]}; the artifact does not reproduce the model")

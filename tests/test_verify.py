@@ -1,0 +1,80 @@
+"""`sparsepack verify`: a package re-proven from its saved zips against its source model, on this machine's devices,
+as the admin of the node that will run it does (the CUDA case is in test_gpu.py)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+
+def _verify(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "sparsepack.cli", "verify", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_package_verifies_against_its_model_in_a_fresh_process(package_factory, model_factory):
+    manifest, pkg = package_factory("distil-bi-log1p")
+    proc = _verify(pkg, "--model", model_factory("distil-bi-log1p"), "--devices", "cpu", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["passed"] and report["devices"] == ["cpu"]
+    (art,) = report["artifacts"]
+    assert art["format"] == "torchscript" and art["device_portable"] and art["max_abs_diff"] <= 1e-5
+    assert set(art["by_device"]["cpu"]["by_batch_size"]) == set(manifest["parity"]["document"]["by_batch_size"])
+
+
+def test_another_model_with_the_same_vocabulary_fails_with_figures_and_exit_3(package_factory, model_factory):
+    _, pkg = package_factory("bert-if-log1p")
+    other = model_factory("bert-bi-relu")  # same vocabulary, other weights
+    proc = _verify(pkg, "--model", other, "--json")
+    assert proc.returncode == 3
+    assert "fails on cpu" in proc.stderr and "max |d|" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    report = json.loads(proc.stdout)  # the figures still go out for CI
+    assert not report["passed"] and report["artifacts"][0]["failed_on"] == "cpu"
+
+
+def test_a_model_of_another_vocabulary_is_named_not_compared(package_factory, tmp_path):
+    from sparsepack.demo import DemoSpec, build_demo_model
+
+    _, pkg = package_factory("bert-if-log1p")
+    other = build_demo_model(tmp_path / "wide", DemoSpec(vocab_extra=500, seed=11))
+    proc = _verify(pkg, "--model", other)
+    assert proc.returncode == 2 and "not the package's source model" in proc.stderr
+
+
+def test_a_tampered_zip_is_refused_before_any_model_is_loaded(package_factory, model_factory, tmp_path):
+    import shutil
+
+    manifest, pkg = package_factory("bert-bi-relu")
+    copy = tmp_path / "pkg"
+    shutil.copytree(pkg, copy)
+    doc = copy / manifest["artifacts"][0]["file"]
+    with zipfile.ZipFile(doc, "a") as zf:
+        zf.writestr("extra.txt", "x")
+    proc = _verify(copy, "--model", model_factory("bert-bi-relu"))
+    assert proc.returncode == 2 and doc.name in proc.stderr and ("sha256" in proc.stderr or "bytes" in proc.stderr)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["/no/such/pkg"], "not a sparsepack package (no such path)"),
+    (["{model}"], "not a sparsepack package (no manifest.json there)"),
+    (["{pkg}", "--devices", "tpu"], "--devices 'tpu': use auto, cpu or cpu,cuda"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, package_factory, model_factory):
+    _, pkg = package_factory("bert-bi-relu")
+    args = [a.format(pkg=pkg, model=model_factory("bert-bi-relu")) for a in args]
+    proc = _verify(*args)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_cuda_asked_where_none_is_visible_exits_2(package_factory):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is visible here; test_gpu.py verifies on it")
+    _, pkg = package_factory("bert-bi-relu")
+    proc = _verify(pkg, "--devices", "cpu,cuda")
+    assert proc.returncode == 2 and "--devices cuda: no CUDA device is visible" in proc.stderr
