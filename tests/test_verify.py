@@ -26,9 +26,14 @@ def test_package_verifies_against_its_model_in_a_fresh_process(package_factory, 
     assert set(art["by_device"]["cpu"]["by_batch_size"]) == set(manifest["parity"]["document"]["by_batch_size"])
 
 
-def test_another_model_with_the_same_vocabulary_fails_with_figures_and_exit_3(package_factory, model_factory):
-    _, pkg = package_factory("bert-if-log1p")
-    other = model_factory("bert-bi-relu")  # same vocabulary, other weights
+def test_another_model_of_the_same_shape_fails_with_figures_and_exit_3(package_factory, tmp_path):
+    from dataclasses import replace
+
+    from conftest import FIXTURE_SPECS
+    from sparsepack.demo import build_demo_model
+
+    _, pkg = package_factory("bert-bi-relu")
+    other = build_demo_model(tmp_path / "retrained", replace(FIXTURE_SPECS["bert-bi-relu"], seed=99))  # other weights
     proc = _verify(pkg, "--model", other, "--json")
     assert proc.returncode == 3
     assert "fails on cpu" in proc.stderr and "max |d|" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -36,13 +41,22 @@ def test_another_model_with_the_same_vocabulary_fails_with_figures_and_exit_3(pa
     assert not report["passed"] and report["artifacts"][0]["failed_on"] == "cpu"
 
 
-def test_a_model_of_another_vocabulary_is_named_not_compared(package_factory, tmp_path):
+def test_a_model_of_another_vocabulary_or_mode_is_named_not_compared(package_factory, model_factory, tmp_path):
     from sparsepack.demo import DemoSpec, build_demo_model
 
     _, pkg = package_factory("bert-if-log1p")
-    other = build_demo_model(tmp_path / "wide", DemoSpec(vocab_extra=500, seed=11))
-    proc = _verify(pkg, "--model", other)
-    assert proc.returncode == 2 and "not the package's source model" in proc.stderr
+    wider = build_demo_model(tmp_path / "wide", DemoSpec(vocab_extra=500, seed=11))
+    proc = _verify(pkg, "--model", wider)
+    assert proc.returncode == 2 and "has vocab_size" in proc.stderr and "not the package's source model" in proc.stderr
+    proc = _verify(pkg, "--model", model_factory("bert-bi-relu"))  # same vocabulary, a bi-encoder
+    assert proc.returncode == 2 and "has mode bi-encoder, the package inference-free" in proc.stderr
+
+
+def test_a_bi_encoder_package_is_also_held_to_encode_query(package_factory, model_factory):
+    _, pkg = package_factory("distil-bi-log1p")
+    proc = _verify(pkg, "--model", model_factory("distil-bi-log1p"), "--json")
+    query = json.loads(proc.stdout)["artifacts"][0]["query"]
+    assert proc.returncode == 0 and query["passed"] and query["identical_token_sets"] and query["max_abs_diff"] <= 1e-5
 
 
 def test_a_tampered_zip_is_refused_before_any_model_is_loaded(package_factory, model_factory, tmp_path):

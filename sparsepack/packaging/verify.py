@@ -44,9 +44,10 @@ def verify_package(package_dir: str | Path, model: str | None = None, devices: s
     from .introspect import load_model
 
     spec = load_model(source, revision or manifest["source"].get("revision"), trust_remote_code)
-    if spec.vocab_size != manifest["vocab_size"]:
-        raise SparsepackError(f"{source} has vocabulary {spec.vocab_size}, the package {manifest['vocab_size']}: this is "
-                              "not the package's source model; pass --model with the model it was built from")
+    for field in ("vocab_size", "mode", "activation", "pooling"):
+        if getattr(spec, field) != manifest[field]:
+            raise SparsepackError(f"{source} has {field} {getattr(spec, field)}, the package {manifest[field]}: this is "
+                                  "not the package's source model; pass --model with the model it was built from")
     work = Path(tempfile.mkdtemp(prefix="sparsepack-verify-"))
     try:
         results = [_verify_document(spec, manifest, root / a["file"], a, wanted, work, log) for a in documents]
@@ -87,7 +88,23 @@ def _verify_document(spec, manifest: dict, zip_path: Path, entry: dict, devices:
     log(f"validating {entry['file']} on {', '.join(devices)} against encode_document on CPU")
     loaded = {d: exporter.load(target, d) for d in devices}
     doc = parity.validate_document(spec, loaded, tokenizer_data)
-    return {**base, "precision": "fp32", "device_portable": True, **_summary(doc, manifest)}
+    return {**base, "precision": "fp32", "device_portable": True, **_summary(doc, manifest),
+            **_as_query_encoder(spec, manifest, loaded, tokenizer_data)}
+
+
+def _as_query_encoder(spec, manifest: dict, loaded, tokenizer_data: dict) -> dict:
+    """A bi-encoder's document artifact also encodes queries on the cluster: held to ``encode_query`` the same way."""
+    if spec.mode != "bi-encoder" or manifest["pruning"]["enabled"]:
+        return {}
+    query = parity.validate_query_bi_encoder(spec, loaded, tokenizer_data)
+    out = {"query": {"passed": query["passed"], "max_abs_diff": query["max_abs_diff"],
+                     "identical_token_sets": query["identical_token_sets"], "devices": query["devices"]}}
+    failed = [d for d, r in query["by_device"].items() if not r["passed"]]
+    if failed:
+        r = query["by_device"][failed[0]]
+        out.update(passed=False, failed_on=failed[0], why=f"as query encoder, max |d| {r['max_abs_diff']:.2e} "
+                                                          f"(tolerance {r['tolerance']:.0e}) vs encode_query")
+    return out
 
 
 def _summary(doc: dict, manifest: dict) -> dict:
@@ -111,8 +128,10 @@ def _verify_onnx(spec, manifest, target: Path, tokenizer_data: dict, entry: dict
         return {**base, "passed": True, "devices": ["cpu"], "checked": "sha256 and size only (its ranking gate is in "
                 "the manifest)", "quality_gate": entry.get("quality_gate")}
     log(f"validating {entry['file']} with onnxruntime {runtime_version()} against encode_document on CPU")
-    doc = parity.validate_document(spec, {"cpu": OnnxArtifact(target)}, tokenizer_data)
-    return {**base, "runtime": f"onnxruntime {runtime_version()}", **_summary(doc, manifest)}
+    loaded = {"cpu": OnnxArtifact(target)}
+    doc = parity.validate_document(spec, loaded, tokenizer_data)
+    return {**base, "runtime": f"onnxruntime {runtime_version()}", **_summary(doc, manifest),
+            **_as_query_encoder(spec, manifest, loaded, tokenizer_data)}
 
 
 def _verify_half(spec, target: Path, tokenizer_data: dict, exporter, base: dict, log) -> dict:
