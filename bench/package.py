@@ -7,6 +7,7 @@ random weights do not quantise like trained ones). Prints ratios vs TorchScript 
 (short) and >= 1.35x (300 words), int8 >= 3x and >= 2.2x.
 
     python bench/package.py [tiny] [realistic] [trained] [--gate]     (default: all three)
+    python bench/package.py realistic --packaging                      (packaging time only, per stage and per call)
 
 --gate also packages the trained model with ``--quantize int8`` (minutes: the gate ranks 500 documents with the
 model and with each variant) and times the variant that passed; without it every variant is timed, ungated.
@@ -55,6 +56,86 @@ class StageClock:
     def breakdown(self) -> list[tuple[str, float]]:
         """Each stage and its seconds; the last mark ("wrote ...") ends the run."""
         return [(msg, nxt - t) for (t, msg), (nxt, _) in zip(self.marks, self.marks[1:])]
+
+
+class CallTimer:
+    """Inclusive seconds and call counts of the functions packaging spends its time in, patched in place (the
+    progress lines alone lump the reference encode, the artifact runs, zipping and reloading together)."""
+
+    def __init__(self):
+        self.totals: dict[str, list] = {}
+
+    def wrap(self, owner, attr: str, label: str | None = None) -> None:
+        original = getattr(owner, attr)
+        label = label or f"{getattr(owner, '__name__', type(owner).__name__)}.{attr}"
+        totals = self.totals.setdefault(label, [0.0, 0])
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                totals[0] += time.perf_counter() - t0
+                totals[1] += 1
+
+        setattr(owner, attr, timed)
+
+    def reset(self) -> None:
+        for entry in self.totals.values():
+            entry[0], entry[1] = 0.0, 0
+
+    def report(self) -> None:
+        for label, (seconds, calls) in self.totals.items():
+            if calls:
+                print(f"    {seconds:7.1f}s  {calls:3d}x  {label}")
+
+
+def packaging_profile(kind: str, model_dir: Path, root: Path) -> None:
+    """Packaging time per format: the progress-line stages, then the calls inside them (inclusive, so nested calls
+    count in their callers too)."""
+    import onnx
+
+    from sparsepack.packaging import archive, exporter, introspect, onnx_export, package as package_mod, parity
+
+    timer = CallTimer()
+    timer.wrap(package_mod, "load_model")
+    timer.wrap(exporter.TorchScriptExporter, "export", "TorchScript trace (fresh interpreter, incl. torch.save of the job)")
+    timer.wrap(exporter.torch, "save", "torch.save (the trace job)")
+    timer.wrap(package_mod, "require_device_portable")
+    timer.wrap(exporter.TorchScriptExporter, "operators", "TorchScript operators (torch.jit.load + graph walk)")
+    timer.wrap(package_mod, "_write_document_zip")
+    timer.wrap(package_mod, "_load_from_zip", "TorchScript reload from the zip")
+    timer.wrap(parity, "validate_document", "proof: validate_document (total)")
+    timer.wrap(parity, "run_artifact", "proof: artifact runs (all batch sizes)")
+    timer.wrap(parity, "_dense", "proof: reference encode_document (inside _dense of its result)")
+    timer.wrap(parity, "validate_query_tokenize", "query proof")
+    timer.wrap(onnx_export.torch.onnx, "export", "torch.onnx.export")
+    timer.wrap(onnx_export, "dedupe_initializers")
+    timer.wrap(onnx.checker, "check_model", "onnx.checker.check_model")
+    timer.wrap(onnx_export.OnnxExporter, "load", "onnxruntime session (ONNX reload)")
+    timer.wrap(onnx_export, "graph_facts")
+    timer.wrap(onnx_export.OnnxExporter, "operators", "ONNX operators (onnx.load)")
+    timer.wrap(archive.zipfile.ZipFile, "writestr", "zip writestr (deflate)")
+    timer.wrap(archive, "read_zip")
+    timer.wrap(archive, "sha256_file")
+    for fmt in ("torchscript", "onnx"):
+        timer.reset()
+        clock = StageClock()
+        t0 = time.perf_counter()
+        manifest = package(str(model_dir), root / f"pkg-{kind}-{fmt}-profile", artifact_format=fmt, log=clock, force=True)
+        total = time.perf_counter() - t0
+        art = manifest["artifacts"][0]
+        print(f"\n{kind} --format {fmt}: {total:.1f}s, zip {art['size_bytes'] / 1e6:.1f} MB, load {_load()}")
+        for message, seconds in clock.breakdown():
+            print(f"    {seconds:7.1f}s  {message[:90]}")
+        print("  calls (inclusive):")
+        timer.report()
+
+
+def _load() -> str:
+    import os
+
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def bench_model(kind: str, model_dir: Path, root: Path, gate: bool) -> None:
@@ -117,14 +198,17 @@ def main() -> None:
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)  # ML Commons runs each CPU inference on one thread
-    gate = "--gate" in sys.argv
-    kinds = [a for a in sys.argv[1:] if a != "--gate"] or ["tiny", "realistic", "trained"]
+    gate, packaging_only = "--gate" in sys.argv, "--packaging" in sys.argv
+    kinds = [a for a in sys.argv[1:] if not a.startswith("--")] or ["tiny", "realistic", "trained"]
     root = Path(tempfile.mkdtemp(prefix="sparsepack-bench-"))
     atexit.register(shutil.rmtree, root, True)  # realistic-size runs leave ~1 GB of models and zips
     print(f"torch {torch.__version__}, 1 thread, batch 1")
     for kind in kinds:
         model_dir = build_trained_splade(root / "model-trained") if kind == "trained" else build(kind, root)
-        bench_model(kind, model_dir, root, gate)
+        if packaging_only:
+            packaging_profile(kind, model_dir, root)
+        else:
+            bench_model(kind, model_dir, root, gate)
 
 
 if __name__ == "__main__":
