@@ -65,7 +65,7 @@ def register_from_url(cluster: Cluster, manifest: dict, artifact: dict, url: str
                   model_name=f"{manifest['name']}-{artifact['role']}")
     for attempt in range(cluster.opts.retries + 1):
         try:
-            task_id = cluster.request("POST", f"{BASE}/models/_register", body=body)["task_id"]
+            task_id = cluster.call(f"POST {BASE}/models/_register", cluster.ml.register_model, body=body)["task_id"]
             break
         except ClusterError as exc:  # another run registering into the same group at this moment
             if not is_group_version_conflict(exc) or attempt == cluster.opts.retries:
@@ -74,7 +74,7 @@ def register_from_url(cluster: Cluster, manifest: dict, artifact: dict, url: str
     try:
         task = wait_task(cluster, task_id, timeout, f"registering {artifact['file']} from {url}")
     except ClusterError as exc:
-        task = cluster.request("GET", f"{BASE}/tasks/{task_id}", ok_404=True) or {}
+        task = cluster.call(f"GET {BASE}/tasks/{task_id}", cluster.ml.get_task, task_id=task_id, ok_404=True) or {}
         if task.get("model_id"):
             created.model_ids.append(task["model_id"])
         raise ClusterError(f"{exc}{hash_detail(str(exc), artifact, url, timeout)}") from exc

@@ -46,7 +46,8 @@ class ConnectionOptions:
 
     def redacted(self) -> dict:
         """What may be printed or stored: never a secret."""
-        auth = "api-key" if self.api_key else "basic" if self.username else f"aws-sigv4:{self.aws_service}" if self.aws_region else "none"
+        auth = ("api-key" if self.api_key else "basic" if self.username else f"aws-sigv4:{self.aws_service}" if self.aws_region
+                else "client-cert" if self.client_cert else "none")
         return {"url": self.url, "auth": auth, "tls_verify": not self.insecure}
 
 
@@ -110,7 +111,8 @@ def _aws_auth(opts: ConnectionOptions):
 
 
 class Cluster:
-    """Thin wrapper: every request goes through :meth:`request`, which retries transient failures with backoff and
+    """Thin wrapper: every call goes through :meth:`call` (typed opensearch-py methods) or :meth:`request` (routes by
+    hand), which retry transient failures with backoff and
     turns the server's refusal into a ClusterError carrying the server's own reason."""
 
     def __init__(self, client, opts: ConnectionOptions, sleep: Callable[[float], None] = time.sleep):
@@ -119,14 +121,17 @@ class Cluster:
         self._sleep = sleep
         self.retried = 0
 
-    def request(self, method: str, path: str, body: Any = None, params: dict | None = None, retry: bool = True,
-                ok_404: bool = False) -> Any:
+    def call(self, what: str, fn: Callable[..., Any], *args: Any, ok_404: bool = False, retry: bool = True,
+             **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` (a bound opensearch-py call) under sparsepack's one policy: transient failures
+        (429/502/503/504, dropped connections) retried with backoff unless ``retry=False`` (a call that must not run
+        twice), a 404 read as None when ``ok_404``, any other refusal a one-line ClusterError naming ``what``."""
         from opensearchpy import exceptions as ex
 
         attempts = self.opts.retries + 1 if retry else 1
         for attempt in range(attempts):
             try:
-                return self.client.transport.perform_request(method, path, body=body, params=params)
+                return fn(*args, **kwargs)
             except ex.TransportError as exc:
                 status = exc.status_code if isinstance(exc.status_code, int) else None
                 if status == 404 and ok_404:
@@ -136,8 +141,21 @@ class Cluster:
                     self.retried += 1
                     self.backoff(attempt)
                     continue
-                raise _as_cluster_error(exc, method, path, self.opts) from exc
+                raise _as_cluster_error(exc, what, self.opts) from exc
         raise AssertionError("unreachable")
+
+    @property
+    def ml(self):
+        """opensearch-py's typed ML Commons calls (3.0+), to run through :meth:`call`."""
+        return self.client.plugins.ml
+
+    def request(self, method: str, path: str, body: Any = None, params: dict | None = None, retry: bool = True,
+                ok_404: bool = False) -> Any:
+        """A route by hand, where opensearch-py's typed call cannot send what is needed (one kind left):
+        - ``POST /_plugins/_ml/models/{id}/_deploy`` with ``{"node_ids": [...]}``: ``ml.deploy_model`` takes no body.
+        Every other call of the registry goes through :meth:`call` with a typed method."""
+        return self.call(f"{method} {path}", self.client.transport.perform_request, method, path, body=body,
+                         params=params, ok_404=ok_404, retry=retry)
 
     def backoff(self, attempt: int) -> None:
         self._sleep(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random()))
@@ -154,10 +172,10 @@ class Cluster:
             self._sleep(interval)
 
     def info(self) -> dict:
-        return self.request("GET", "/")
+        return self.call("GET /", self.client.info)
 
 
-def _as_cluster_error(exc, method: str, path: str, opts: ConnectionOptions) -> ClusterError:
+def _as_cluster_error(exc, what: str, opts: ConnectionOptions) -> ClusterError:
     from opensearchpy import exceptions as ex
 
     if isinstance(exc, ex.SSLError):
@@ -169,9 +187,9 @@ def _as_cluster_error(exc, method: str, path: str, opts: ConnectionOptions) -> C
     if status == 401:
         return ClusterError(f"{opts.url} refused the credentials (401); check --username/--password or --api-key")
     if status == 403:
-        return ClusterError(f"{method} {path} is forbidden for this user (403): {_reason(exc)}; grant that permission to the "
+        return ClusterError(f"{what} is forbidden for this user (403): {_reason(exc)}; grant that permission to the "
                             f"user's role (README, Secured clusters: the sparsepack-release role lists all a release needs)")
-    return ClusterError(f"{method} {path} failed with HTTP {status}: {_reason(exc)}")
+    return ClusterError(f"{what} failed with HTTP {status}: {_reason(exc)}")
 
 
 def _reason(exc) -> str:

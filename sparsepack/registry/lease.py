@@ -93,7 +93,7 @@ class Coordinator:
         if self._index_ready:
             return
         try:
-            self.cluster.request("PUT", f"/{INDEX}", body={
+            self.cluster.call(f"PUT /{INDEX}", self.cluster.client.indices.create, index=INDEX, body={
                 "settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}}, "mappings": MAPPING})
         except ClusterError as exc:  # it exists (another run created it), or an admin manages it for us
             if _status(exc) != 403 and "already exists" not in str(exc) and "resource_already_exists" not in str(exc):
@@ -107,19 +107,20 @@ class Coordinator:
 
     def _write(self, did: str, body: dict, version: tuple[int, int] | None) -> bool:
         """Create (version None) or conditionally overwrite; False when another run got there first (409)."""
-        if version is None:
-            path, params = f"/{INDEX}/_create/{did}", None
-        else:
-            path, params = f"/{INDEX}/_doc/{did}", {"if_seq_no": version[0], "if_primary_term": version[1]}
         try:
-            res = self.cluster.request("PUT", path, body=body, params=params)
+            if version is None:
+                res = self.cluster.call(f"PUT /{INDEX}/_create/{did}", self.cluster.client.create, index=INDEX, id=did,
+                                        body=body)
+            else:
+                res = self.cluster.call(f"PUT /{INDEX}/_doc/{did}", self.cluster.client.index, index=INDEX, id=did,
+                                        body=body, params={"if_seq_no": version[0], "if_primary_term": version[1]})
         except ClusterError as exc:
             if _status(exc) == 403:
                 raise _forbidden() from exc
             if _status(exc) != 409:
                 raise
             # 409 also answers the retry of a write that landed but whose response was lost: is it ours?
-            res = self.cluster.request("GET", f"/{INDEX}/_doc/{did}", ok_404=True) or {}
+            res = _get(self.cluster, did) or {}
             mine = res.get("_source", {})
             if not (mine.get("owner") == self.owner and mine.get("expires_at") == body["expires_at"]):
                 return False
@@ -156,7 +157,7 @@ class Coordinator:
         def attempt():
             if self._write(did, body, None):
                 return ("held",)
-            doc = self.cluster.request("GET", f"/{INDEX}/_doc/{did}", ok_404=True)
+            doc = _get(self.cluster, did)
             if not doc or not doc.get("found"):
                 return None  # freed between our create and our read: try to create again
             src, version = doc["_source"], (doc["_seq_no"], doc["_primary_term"])
@@ -239,19 +240,24 @@ class Coordinator:
             held, self._held = self._held, {}
         for did, (seq, term, _) in held.items():
             try:
-                self.cluster.request("DELETE", f"/{INDEX}/_doc/{did}", params={"if_seq_no": seq, "if_primary_term": term},
-                                     ok_404=True)
+                self.cluster.call(f"DELETE /{INDEX}/_doc/{did}", self.cluster.client.delete, index=INDEX, id=did,
+                                  params={"if_seq_no": seq, "if_primary_term": term}, ok_404=True)
             except ClusterError:
                 pass  # taken over meanwhile, or unreachable: it expires after the ttl anyway
+
+
+def _get(cluster: Cluster, did: str) -> dict | None:
+    return cluster.call(f"GET /{INDEX}/_doc/{did}", cluster.client.get, index=INDEX, id=did, ok_404=True)
 
 
 def _live_docs(cluster: Cluster, group_id: str, exclude_owner: str | None) -> list[dict]:
     """Unexpired held leases and run documents of the group, other than ``exclude_owner``'s. "Unexpired" allows one
     extra ttl for clock skew between runners: when in doubt, a model or group counts as in use."""
-    if cluster.request("POST", f"/{INDEX}/_refresh", ok_404=True) is None:
+    if cluster.call(f"POST /{INDEX}/_refresh", cluster.client.indices.refresh, index=INDEX, ok_404=True) is None:
         return []
     body = {"size": 1000, "query": {"bool": {"filter": [{"term": {"group_id": group_id}}, {"term": {"state": "held"}}]}}}
-    hits = (cluster.request("POST", f"/{INDEX}/_search", body=body, ok_404=True) or {}).get("hits", {}).get("hits", [])
+    found = cluster.call(f"POST /{INDEX}/_search", cluster.client.search, index=INDEX, body=body, ok_404=True) or {}
+    hits = found.get("hits", {}).get("hits", [])
     now = _now_ms()
     return [h["_source"] for h in hits if h["_source"].get("owner") != exclude_owner
             and h["_source"].get("expires_at", 0) + float(h["_source"].get("ttl_s") or MAX_TTL) * 1000 >= now]

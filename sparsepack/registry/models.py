@@ -31,8 +31,8 @@ class Created:
 
 
 def find_group(cluster: Cluster, name: str) -> str | None:
-    found = cluster.request("POST", f"{BASE}/model_groups/_search",
-                            body={"query": {"term": {"name.keyword": name}}, "size": 1}, ok_404=True)
+    found = cluster.call(f"POST {BASE}/model_groups/_search", cluster.ml.search_model_group,
+                         body={"query": {"term": {"name.keyword": name}}, "size": 1}, ok_404=True)
     hits = (found or {}).get("hits", {}).get("hits", [])
     return hits[0]["_id"] if hits else None
 
@@ -44,19 +44,32 @@ def ensure_group(cluster: Cluster, name: str, version: str, created: Created, ac
     if group_id:
         return group_id, False
     body = render("model-group", None, version, group_name=name, access_mode=access_mode, backend_roles=backend_roles or None)
-    group_id = cluster.request("POST", f"{BASE}/model_groups/_register", body=body)["model_group_id"]
+    group_id = cluster.call(f"POST {BASE}/model_groups/_register", cluster.ml.register_model_group, body=body)["model_group_id"]
     created.group_id = group_id
     return group_id, True
 
 
+def get_group(cluster: Cluster, group_id: str) -> dict | None:
+    return cluster.call(f"GET {BASE}/model_groups/{group_id}", cluster.ml.get_model_group, model_group_id=group_id,
+                        ok_404=True)
+
+
 def get_model(cluster: Cluster, model_id: str) -> dict | None:
-    return cluster.request("GET", f"{BASE}/models/{model_id}", ok_404=True)
+    return cluster.call(f"GET {BASE}/models/{model_id}", cluster.ml.get_model, model_id=model_id, ok_404=True)
+
+
+def search_models(cluster: Cluster, body: dict) -> dict:
+    return cluster.call(f"POST {BASE}/models/_search", cluster.ml.search_models, body=body, ok_404=True) or {}
+
+
+def get_task(cluster: Cluster, task_id: str) -> dict:
+    return cluster.call(f"GET {BASE}/tasks/{task_id}", cluster.ml.get_task, task_id=task_id)
 
 
 def models_in_group(cluster: Cluster, group_id: str) -> list[dict]:
     body = {"size": 1000, "query": {"bool": {"filter": [{"term": {"model_group_id": group_id}}],
                                              "must_not": [{"exists": {"field": "chunk_number"}}]}}}
-    res = cluster.request("POST", f"{BASE}/models/_search", body=body, ok_404=True) or {}
+    res = search_models(cluster, body)
     return [{"model_id": h["_id"], **h["_source"]} for h in res.get("hits", {}).get("hits", [])]
 
 
@@ -85,7 +98,8 @@ def _register_meta_once(cluster: Cluster, body: dict, group_id: str, sha256: str
 
     for attempt in range(cluster.opts.retries + 1):
         try:
-            return cluster.request("POST", f"{BASE}/models/_register_meta", body=body, retry=False)["model_id"]
+            return cluster.call(f"POST {BASE}/models/_register_meta", cluster.ml.register_model_meta, body=body,
+                                retry=False)["model_id"]
         except ClusterError as exc:
             cause = exc.__cause__
             transient = (isinstance(cause, ex.ConnectionError) or getattr(cause, "status_code", None) in (429, 502, 503, 504)
@@ -131,7 +145,8 @@ def upload(cluster: Cluster, manifest: dict, root: Path, artifact: dict, group_i
     bar = _bar(artifact["size_bytes"], f"upload {artifact['file']}", progress)
     try:
         for n, chunk in enumerate(_chunks(path)):
-            cluster.request("POST", f"{BASE}/models/{model_id}/upload_chunk/{n}", body=chunk)
+            cluster.call(f"POST {BASE}/models/{model_id}/upload_chunk/{n}", cluster.ml.upload_chunk, model_id=model_id,
+                         chunk_number=n, body=chunk)
             if bar:
                 bar.update(len(chunk))
     finally:
@@ -154,7 +169,7 @@ def nodes_with_attr(cluster: Cluster, attr: str) -> list[str]:
     key, sep, value = attr.partition("=")
     if not sep:
         raise ClusterError(f"--node-attr {attr!r} is not KEY=VALUE (e.g. gpu=true)")
-    nodes = cluster.request("GET", "/_nodes")["nodes"]
+    nodes = cluster.call("GET /_nodes", cluster.client.nodes.info)["nodes"]
     chosen = sorted(nid for nid, n in nodes.items() if str(n.get("attributes", {}).get(key)) == value)
     if not chosen:
         raise ClusterError(f"no node has the attribute {key}={value}; set node.attr.{key}: {value} on the GPU/ML nodes")
@@ -162,7 +177,7 @@ def nodes_with_attr(cluster: Cluster, attr: str) -> list[str]:
 
 
 def wait_task(cluster: Cluster, task_id: str, timeout: float, what: str) -> dict:
-    task = cluster.wait_for(lambda: _done(cluster.request("GET", f"{BASE}/tasks/{task_id}")), timeout, what)
+    task = cluster.wait_for(lambda: _done(get_task(cluster, task_id)), timeout, what)
     if task["state"] != "COMPLETED":
         raise ClusterError(f"{what} ended {task['state']}: {node_errors(task)}")
     return task
@@ -197,7 +212,10 @@ def deploy(cluster: Cluster, model_id: str, node_ids: list[str] | None, timeout:
         return {"model_id": model_id, "state": "DEPLOYED", "worker_nodes": sorted(current), "reused": True}
     body = {"node_ids": node_ids} if node_ids else None
     deadline = time.monotonic() + timeout
-    task_id = cluster.request("POST", f"{BASE}/models/{model_id}/_deploy", body=body)["task_id"]
+    if body:  # ml.deploy_model sends no body, so a deploy on chosen nodes is a route by hand
+        task_id = cluster.request("POST", f"{BASE}/models/{model_id}/_deploy", body=body)["task_id"]
+    else:
+        task_id = cluster.call(f"POST {BASE}/models/{model_id}/_deploy", cluster.ml.deploy_model, model_id=model_id)["task_id"]
     created.deployed.append(model_id)
     task = wait_task(cluster, task_id, timeout, f"deploy of {model_id}")
     state = cluster.wait_for(lambda: _state_in(cluster, model_id, DEPLOY_ENDED), max(deadline - time.monotonic(), 1.0),
@@ -218,7 +236,7 @@ def _state_in(cluster: Cluster, model_id: str, states: set[str]) -> str | None:
 def worker_nodes(cluster: Cluster, model_id: str) -> list[str]:
     """Nodes that hold a predictor for the model, from the profile API (a node that only routed predict requests
     lists the model too, with request stats but no predictor)."""
-    prof = cluster.request("GET", f"{BASE}/profile/models/{model_id}")
+    prof = cluster.call(f"GET {BASE}/profile/models/{model_id}", cluster.ml.get_profile_models, model_id=model_id)
     return sorted(nid for nid, node in prof.get("nodes", {}).items() if node.get("models", {}).get(model_id, {}).get("predictor"))
 
 
@@ -227,7 +245,7 @@ def undeploy(cluster: Cluster, model_id: str, timeout: float = 60.0, check_refer
     pipeline or index uses the model."""
     if check_references:
         references.refuse_if_used(cluster, [model_id], f"undeploy {model_id}")
-    cluster.request("POST", f"{BASE}/models/{model_id}/_undeploy", ok_404=True)
+    cluster.call(f"POST {BASE}/models/{model_id}/_undeploy", cluster.ml.undeploy_model, model_id=model_id, ok_404=True)
     cluster.wait_for(lambda: (get_model(cluster, model_id) or {}).get("model_state") not in DEPLOYED | {"DEPLOYING"},
                      timeout, f"model {model_id} to undeploy")
 
@@ -241,7 +259,7 @@ def delete(cluster: Cluster, model_id: str, timeout: float = 60.0, check_referen
         references.refuse_if_used(cluster, [model_id], f"delete {model_id}")
     if model.get("model_state") in DEPLOYED | {"DEPLOYING"}:
         undeploy(cluster, model_id, timeout, check_references=False)
-    cluster.request("DELETE", f"{BASE}/models/{model_id}", ok_404=True)
+    cluster.call(f"DELETE {BASE}/models/{model_id}", cluster.ml.delete_model, model_id=model_id, ok_404=True)
 
 
 def delete_group(cluster: Cluster, group_id: str, timeout: float = 30.0) -> None:
@@ -250,7 +268,8 @@ def delete_group(cluster: Cluster, group_id: str, timeout: float = 30.0) -> None
 
     def delete_once() -> bool:
         try:
-            cluster.request("DELETE", f"{BASE}/model_groups/{group_id}", ok_404=True)
+            cluster.call(f"DELETE {BASE}/model_groups/{group_id}", cluster.ml.delete_model_group, model_group_id=group_id,
+                         ok_404=True)
             return True
         except ClusterError as exc:  # 409 while the deleted models' chunks (removed asynchronously) still count
             if getattr(exc.__cause__, "status_code", None) == 409:
@@ -284,7 +303,7 @@ def rollback(cluster: Cluster, created: Created) -> list[str]:
 
 def list_models(cluster: Cluster, group: str | None = None) -> list[dict]:
     body = {"size": 1000, "query": {"bool": {"must_not": [{"exists": {"field": "chunk_number"}}]}}}
-    res = cluster.request("POST", f"{BASE}/models/_search", body=body, ok_404=True) or {}
+    res = search_models(cluster, body)
     out = []
     for hit in res.get("hits", {}).get("hits", []):
         src = hit["_source"]

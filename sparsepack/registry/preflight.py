@@ -32,7 +32,8 @@ class Preflight:
 
 
 def _flat_settings(cluster: Cluster) -> dict:
-    raw = cluster.request("GET", "/_cluster/settings", params={"include_defaults": "true", "flat_settings": "true"})
+    raw = cluster.call("GET /_cluster/settings", cluster.client.cluster.get_settings,
+                       params={"include_defaults": "true", "flat_settings": "true"})
     merged: dict = {}
     for scope in ("defaults", "persistent", "transient"):  # later scopes win, as in the cluster
         merged.update(raw.get(scope, {}))
@@ -56,8 +57,8 @@ def run_preflight(cluster: Cluster, manifest: dict | None = None, deploy_nodes: 
     info = cluster.info()
     version = info["version"]["number"]
     line = line_of(parse_version(version))
-    plugins = sorted({p["component"] for p in cluster.request("GET", "/_cat/plugins", params={"format": "json"})})
-    nodes = cluster.request("GET", "/_nodes")["nodes"]
+    plugins = sorted({p["component"] for p in cluster.call("GET /_cat/plugins", cluster.client.cat.plugins, params={"format": "json"})})
+    nodes = cluster.call("GET /_nodes", cluster.client.nodes.info)["nodes"]
     ml_nodes = sorted(nid for nid, n in nodes.items() if "ml" in n.get("roles", []))
     pf = Preflight(version, line, plugins, ml_nodes, {})
     for plugin, label in REQUIRED_PLUGINS.items():
@@ -85,7 +86,7 @@ def run_preflight(cluster: Cluster, manifest: dict | None = None, deploy_nodes: 
                            f"set it to true (or run with --apply-settings)")
     native = _percent(settings.get(ML + "native_memory_threshold"), 90)
     heap = _percent(settings.get(ML + "jvm_heap_memory_threshold"), 85)
-    stats = cluster.request("GET", "/_nodes/stats/os,jvm")["nodes"]
+    stats = cluster.call("GET /_nodes/stats/os,jvm", cluster.client.nodes.stats, metric="os,jvm")["nodes"]
     for nid, st in stats.items():
         os_used = st.get("os", {}).get("mem", {}).get("used_percent")
         heap_used = st.get("jvm", {}).get("mem", {}).get("heap_used_percent")
@@ -120,19 +121,18 @@ def capacity_blockers(cluster: Cluster, manifest: dict, targets: list[str], node
                       group: str | None) -> list[str]:
     """ML Commons refuses a deploy on a node that already holds max_model_on_node local (non-remote) models; count
     them per target node from the profile API, minus the artifacts already deployed there from this group (reused)."""
-    from .models import BASE, find_by_hash, find_group
+    from .models import BASE, find_by_hash, find_group, search_models
 
     # First ML call a search: under the security plugin a user without ML permissions gets the plugin's 403 naming the
     # permission, where the profile API answers 500 "Failed to get ML node level profile".
-    cluster.request("POST", f"{BASE}/models/_search", body={"size": 0, "query": {"match_all": {}}}, ok_404=True)
-    profile = cluster.request("GET", f"{BASE}/profile/models", ok_404=True) or {}
+    search_models(cluster, {"size": 0, "query": {"match_all": {}}})
+    profile = cluster.call(f"GET {BASE}/profile/models", cluster.ml.get_profile_models, ok_404=True) or {}
     held = {nid: {mid for mid, m in (profile.get("nodes", {}).get(nid, {}).get("models") or {}).items()
                   if m.get("model_state") in ("DEPLOYED", "DEPLOYING")} for nid in targets}
     if all(len(h) + len(manifest["artifacts"]) <= limit for h in held.values()):
         return []  # fits even if every artifact were new and every held model local
     everything = set().union(*held.values())
-    res = cluster.request("POST", f"{BASE}/models/_search", ok_404=True,
-                          body={"size": len(everything), "query": {"ids": {"values": sorted(everything)}}}) or {}
+    res = search_models(cluster, {"size": len(everything), "query": {"ids": {"values": sorted(everything)}}})
     info = {h["_id"]: h["_source"] for h in res.get("hits", {}).get("hits", [])}
     group_id = find_group(cluster, group) if group else None
     reused = set()
@@ -156,7 +156,7 @@ def capacity_blockers(cluster: Cluster, manifest: dict, targets: list[str], node
 def apply_settings(cluster: Cluster, version: str, **overrides) -> dict:
     """PUT the cluster-settings template's body; returns what was sent."""
     body = render("cluster-settings", None, version, **overrides)
-    cluster.request("PUT", "/_cluster/settings", body=body)
+    cluster.call("PUT /_cluster/settings", cluster.client.cluster.put_settings, body=body)
     return body
 
 

@@ -74,18 +74,19 @@ def called_pipelines(body: Any) -> Iterator[str]:
 
 
 def ingest_pipelines(cluster: Cluster) -> dict[str, dict]:
-    return cluster.request("GET", "/_ingest/pipeline", ok_404=True) or {}
+    return cluster.call("GET /_ingest/pipeline", cluster.client.ingest.get_pipeline, ok_404=True) or {}
 
 
 def search_pipelines(cluster: Cluster) -> dict[str, dict]:
-    return cluster.request("GET", "/_search/pipeline", ok_404=True) or {}
+    return cluster.call("GET /_search/pipeline", cluster.client.search_pipeline.get, ok_404=True) or {}
 
 
 def index_pipeline_settings(cluster: Cluster) -> dict[str, dict[str, str]]:
     """index -> {setting: pipeline name} for the settings that run a pipeline on every request."""
     # "*,-.*": every index but the dot-prefixed system ones (reading those draws a deprecation warning on each call).
-    res = cluster.request("GET", f"/*,-.*/_settings/{','.join(INDEX_PIPELINE_SETTINGS)}",
-                          params={"flat_settings": "true", "expand_wildcards": "open,closed"}, ok_404=True) or {}
+    names = ",".join(INDEX_PIPELINE_SETTINGS)
+    res = cluster.call(f"GET /*,-.*/_settings/{names}", cluster.client.indices.get_settings, index="*,-.*", name=names,
+                       params={"flat_settings": "true", "expand_wildcards": "open,closed"}, ok_404=True) or {}
     out = {}
     for index, entry in res.items():
         chosen = {k: v for k, v in (entry.get("settings") or {}).items() if k in INDEX_PIPELINE_SETTINGS and v and v != "_none"}

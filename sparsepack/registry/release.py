@@ -109,8 +109,8 @@ def ensure_group_once(cluster: Cluster, coord: lease.Coordinator, name: str, ver
                       opts: ReleaseOptions | None = None) -> tuple[str, bool]:
     """Find or create the group under a lease: concurrent runs never create two groups of one name."""
     key = f"group:{name}"
-    done = coord.acquire(key, "group", lambda gid: cluster.request("GET", f"{models.BASE}/model_groups/{gid}", ok_404=True)
-                         is not None, f"creating model group {name!r}", group=name)
+    done = coord.acquire(key, "group", lambda gid: models.get_group(cluster, gid) is not None,
+                         f"creating model group {name!r}", group=name)
     if done:
         return done, False
     group_id, new_group = models.ensure_group(cluster, name, version, created, opts and opts.access_mode,

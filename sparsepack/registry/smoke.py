@@ -82,7 +82,8 @@ class LocalPackage:
 
 
 def predict(cluster: Cluster, model_id: str, texts: list[str]) -> list[dict[str, float]]:
-    res = cluster.request("POST", f"{BASE}/_predict/sparse_encoding/{model_id}", body={"text_docs": texts})
+    res = cluster.call(f"POST {BASE}/_predict/sparse_encoding/{model_id}", cluster.ml.predict,
+                       algorithm_name="sparse_encoding", model_id=model_id, body={"text_docs": texts})
     return [r["output"][0]["dataAsMap"]["response"][0] for r in res["inference_results"]]
 
 
@@ -207,18 +208,19 @@ def check_retrieval(cluster: Cluster, local: LocalPackage, version: str, doc_mod
     resources = {"index": index, "ingest_pipeline": ingest, "search_pipeline": search}
     try:
         two_phase = field_type == "rank_features"
-        cluster.request("PUT", f"/_ingest/pipeline/{ingest}",
-                        body=render("ingest-pipeline", local.manifest, version, model_id=doc_model, chunking=chunking))
-        cluster.request("PUT", f"/_search/pipeline/{search}",
-                        body=render("search-pipeline", local.manifest, version, model_id=query_id, two_phase=two_phase))
+        cluster.call(f"PUT /_ingest/pipeline/{ingest}", cluster.client.ingest.put_pipeline, id=ingest,
+                     body=render("ingest-pipeline", local.manifest, version, model_id=doc_model, chunking=chunking))
+        cluster.call(f"PUT /_search/pipeline/{search}", cluster.client.search_pipeline.put, id=search,
+                     body=render("search-pipeline", local.manifest, version, model_id=query_id, two_phase=two_phase))
         mapping = render("index-mapping", local.manifest, version, ingest_pipeline=ingest, field_type=field_type,
                          chunking=chunking, **(mapping_values or {}))
-        cluster.request("PUT", f"/{index}", body=mapping)
+        cluster.call(f"PUT /{index}", cluster.client.indices.create, index=index, body=mapping)
         for i, text in enumerate(CORPUS):
-            cluster.request("PUT", f"/{index}/_doc/{i}", body={"text": text}, params={"refresh": "false"})
-        cluster.request("POST", f"/{index}/_refresh")
+            cluster.call(f"PUT /{index}/_doc/{i}", cluster.client.index, index=index, id=i, body={"text": text},
+                         params={"refresh": "false"})
+        cluster.call(f"POST /{index}/_refresh", cluster.client.indices.refresh, index=index)
         doc_vectors = local.encode_documents(CORPUS)
-        stored = cluster.request("GET", f"/{index}/_doc/0")["_source"]
+        stored = cluster.call(f"GET /{index}/_doc/0", cluster.client.get, index=index, id=0)["_source"]
         ingest_ok = stored_keys(stored, "text_sparse", chunking) == set(as_field_vector(local, doc_vectors[0], field_type))
         checks, checked = [], 0
         queries = QUERIES + expansion_queries(doc_vectors)
@@ -260,7 +262,8 @@ def check_retrieval(cluster: Cluster, local: LocalPackage, version: str, doc_mod
 def search_hits(cluster: Cluster, local: LocalPackage, index: str, body: dict, params: dict, q_text: str) -> list:
     """The hits of one search; a refused query is reported with the tokens and weights that explain it."""
     try:
-        return cluster.request("POST", f"/{index}/_search", body=body, params=params)["hits"]["hits"]
+        return cluster.call(f"POST /{index}/_search", cluster.client.search, index=index, body=body,
+                            params=params)["hits"]["hits"]
     except ClusterError as exc:
         raise ClusterError(f"the cluster rejected the query {q_text!r} ({culprits(local.served_query(q_text))}): {exc}") from exc
 
@@ -293,6 +296,7 @@ def low_weight_probe(cluster: Cluster, local: LocalPackage, version: str, index:
 
 
 def cleanup(cluster: Cluster, resources: dict) -> None:
-    cluster.request("DELETE", f"/{resources['index']}", ok_404=True)
-    cluster.request("DELETE", f"/_search/pipeline/{resources['search_pipeline']}", ok_404=True)
-    cluster.request("DELETE", f"/_ingest/pipeline/{resources['ingest_pipeline']}", ok_404=True)
+    index, search, ingest = resources["index"], resources["search_pipeline"], resources["ingest_pipeline"]
+    cluster.call(f"DELETE /{index}", cluster.client.indices.delete, index=index, ok_404=True)
+    cluster.call(f"DELETE /_search/pipeline/{search}", cluster.client.search_pipeline.delete, id=search, ok_404=True)
+    cluster.call(f"DELETE /_ingest/pipeline/{ingest}", cluster.client.ingest.delete_pipeline, id=ingest, ok_404=True)

@@ -111,7 +111,8 @@ def restore(cluster: Cluster, changes: list[Change]) -> list[str]:
 
 
 def _put(cluster: Cluster, kind: str, name: str, body: dict) -> None:
-    cluster.request("PUT", f"/_{kind}/pipeline/{name}", body=body)
+    put = cluster.client.ingest.put_pipeline if kind == "ingest" else cluster.client.search_pipeline.put
+    cluster.call(f"PUT /_{kind}/pipeline/{name}", put, id=name, body=body)
 
 
 def _field_maps(body: Any, processor: str | None = None):
@@ -161,7 +162,8 @@ def verify_ingest(cluster: Cluster, name: str, body: dict) -> dict:
             produced.add(dst)
             if processor == "sparse_encoding":
                 outputs.append(dst)
-    res = cluster.request("POST", f"/_ingest/pipeline/{name}/_simulate", body={"docs": [{"_source": doc}]})
+    res = cluster.call(f"POST /_ingest/pipeline/{name}/_simulate", cluster.client.ingest.simulate, id=name,
+                       body={"docs": [{"_source": doc}]})
     result = (res.get("docs") or [{}])[0]
     if "error" in result:
         err = result["error"]
@@ -183,13 +185,16 @@ def verify_search(cluster: Cluster, name: str, body: dict, query_model: str) -> 
     doc = {k: v for k, v in vector.items() if v > 0 and k.isalnum()} or {k: v for k, v in vector.items() if v > 0}
     index = f"sparsepack-switch-check-{uuid.uuid4().hex[:8]}"
     try:
-        cluster.request("PUT", f"/{index}", body={"settings": {"number_of_shards": 1, "number_of_replicas": 0},
-                                                 "mappings": {"properties": {field_name: {"type": "rank_features"}}}})
-        cluster.request("PUT", f"/{index}/_doc/1", body={field_name: doc}, params={"refresh": "true"})
+        cluster.call(f"PUT /{index}", cluster.client.indices.create, index=index, body={
+            "settings": {"number_of_shards": 1, "number_of_replicas": 0},
+            "mappings": {"properties": {field_name: {"type": "rank_features"}}}})
+        cluster.call(f"PUT /{index}/_doc/1", cluster.client.index, index=index, id=1, body={field_name: doc},
+                     params={"refresh": "true"})
         query = {"query": {"neural_sparse": {field_name: {"query_text": SAMPLE_TEXT}}}}
-        hits = cluster.request("POST", f"/{index}/_search", body=query, params={"search_pipeline": name})["hits"]["hits"]
+        hits = cluster.call(f"POST /{index}/_search", cluster.client.search, index=index, body=query,
+                            params={"search_pipeline": name})["hits"]["hits"]
     finally:
-        cluster.request("DELETE", f"/{index}", ok_404=True)
+        cluster.call(f"DELETE /{index}", cluster.client.indices.delete, index=index, ok_404=True)
     if not hits or hits[0]["_score"] <= 0:
         raise ClusterError(f"a neural_sparse query on {field_name} through it found nothing")
     return {"test_query": "passed", "field": field_name, "query_text": SAMPLE_TEXT, "score": hits[0]["_score"]}
