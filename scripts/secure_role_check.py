@@ -5,11 +5,16 @@ sparsepack-release. Prints which permissions a passing release needs (it fails w
 (used only by rollback, --clear-previous, undeploy/delete). The role is restored at the end.
 
     .venv/bin/python scripts/secure_role_check.py --port 9200 PACKAGE_DIR
+
+--upgrade V2_PACKAGE_DIR: each case is an upgrade instead, as an admin's production would see it: PACKAGE_DIR released
+(no smoke test), an ingest and a search pipeline put on it by the admin, then V2 released with --clear-previous
+--switch-pipelines all. --only PERM (repeatable) limits the cases to those permissions.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import time
 from pathlib import Path
@@ -19,12 +24,15 @@ from sparsepack.node import cluster, secure
 from sparsepack.registry import models
 from sparsepack.registry.connection import ConnectionOptions, connect
 from sparsepack.registry.release import ReleaseOptions, release
+from sparsepack.templates import render
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("package")
     ap.add_argument("--port", type=int, default=9200)
+    ap.add_argument("--upgrade", metavar="V2_PACKAGE_DIR")
+    ap.add_argument("--only", action="append", default=[])
     args = ap.parse_args()
     cdir = cluster.cluster_dir(cluster.default_home(), args.port)
     creds = secure.load_credentials(cdir)
@@ -40,6 +48,7 @@ def main() -> int:
     full = secure.release_role()
     cases = [("cluster", p) for p in full["cluster_permissions"]]
     cases += [("index", a) for a in full["index_permissions"][0]["allowed_actions"]]
+    cases = [c for c in cases if not args.only or c[1] in args.only]
     needed, not_needed = [], []
     try:
         for n, (kind, perm) in enumerate(cases):
@@ -53,7 +62,10 @@ def main() -> int:
             cluster.http_json(f"{url}/sparsepack-leases", "DELETE", access=admin) if _exists(url, admin) else None
             t0 = time.monotonic()
             try:
-                report = release(args.package, conn, ReleaseOptions(group=f"role-check-{n}", progress=False, timeout=120))
+                if args.upgrade:
+                    report = _upgrade(args.package, args.upgrade, conn, connect(admin_conn), f"role-check-{n}")
+                else:
+                    report = release(args.package, conn, ReleaseOptions(group=f"role-check-{n}", progress=False, timeout=120))
                 ok, why = report["passed"], report.get("error", "")
                 if report.get("rollback", {}).get("left"):
                     why += f" [rollback left: {report['rollback']['left']}]"
@@ -66,6 +78,25 @@ def main() -> int:
         cluster.http_json(role_path, "PUT", full, access=admin)
     print(f"\n{len(needed)} needed by a passing release, {len(not_needed)} not: {[p for p, _ in not_needed]}")
     return 0
+
+
+def _upgrade(v1_package: str, v2_package: str, conn, admin, group: str) -> dict:
+    """v1 released by the same user (a permission a plain release needs fails there already), production pipelines
+    put on it by the admin, then v2 switching them and removing v1."""
+    v1 = release(v1_package, conn, ReleaseOptions(group=group, smoke=False, progress=False, timeout=120))
+    if not v1["passed"]:
+        return v1
+    manifest, version = json.loads((Path(v1_package) / "manifest.json").read_text()), admin.info()["version"]["number"]
+    model_id = v1["model_ids"]["document"]
+    for kind in ("ingest", "search"):
+        admin.request("PUT", f"/_{kind}/pipeline/{group}-{kind}",
+                      body=render(f"{kind}-pipeline", manifest, version, model_id=model_id))
+    try:
+        return release(v2_package, conn, ReleaseOptions(group=group, clear_previous=True, switch_pipelines=["all"],
+                                                        progress=False, timeout=120))
+    finally:
+        for kind in ("ingest", "search"):
+            admin.request("DELETE", f"/_{kind}/pipeline/{group}-{kind}", ok_404=True)
 
 
 def _exists(url: str, admin) -> bool:

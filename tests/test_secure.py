@@ -19,6 +19,7 @@ from sparsepack.node import cluster as node_cluster
 from sparsepack.node import secure
 from sparsepack.registry import models
 from sparsepack.registry.connection import ConnectionOptions, connect
+from sparsepack.templates import render
 
 PORT_SECURE = PORT_BASE + 40
 
@@ -81,6 +82,14 @@ def one_line_error(proc, code=4):
     return errors[0]
 
 
+def test_readme_role_is_the_one_the_node_gets():
+    """The paste-ready roles.yml block in the README is exactly sparsepack.node.secure.release_role()."""
+    yaml = pytest.importorskip("yaml")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("```yaml\nsparsepack-release:", 1)[1].split("```", 1)[0]
+    assert yaml.safe_load("sparsepack-release:" + block)["sparsepack-release"] == secure.release_role()
+
+
 def test_credentials_file_status_and_tls(secured):
     path = secure.credentials_path(secured.cdir)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -128,6 +137,40 @@ def test_clear_previous_as_least_privilege_user(secured, package_factory):
     assert sorted(report["steps"]["clear_previous"]["removed"]) == sorted(before)
     left = {m["model_id"] for m in secured.models_named_in("secure-release")}
     assert left == set(report["model_ids"].values()) and not left & before
+
+
+def test_switch_pipelines_as_least_privilege_user(secured, package_factory):
+    """--clear-previous --switch-pipelines all as sparsepack-release: production pipelines move to the new version
+    (simulated and test-queried in the user's name), then the old version is removed; no 403 on the way."""
+    before = {m["model_id"] for m in secured.models_named_in("secure-release")}
+    assert len(before) == 1, "runs after test_clear_previous_as_least_privilege_user (one bert-bi-relu model)"
+    old = before.pop()
+    manifest = package_factory("bert-bi-relu")[0]
+    ingest, search = "secure-prod-ingest", "secure-prod-search"
+    secured.admin_call("PUT", f"/_ingest/pipeline/{ingest}", render("ingest-pipeline", manifest, "2.19.1", model_id=old))
+    secured.admin_call("PUT", f"/_search/pipeline/{search}", render("search-pipeline", manifest, "2.19.1", model_id=old))
+    try:
+        proc = cli("release", str(package_factory("bert-if-log1p")[1]), "--url", secured.url, "--username",
+                   secure.RELEASE_USER, "--ca-certs", secured.ca, "--group", "secure-release", "--clear-previous",
+                   "--switch-pipelines", "all", "--json", password=secured.password())
+        assert proc.returncode == 0 and "(403)" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+        report = json.loads(proc.stdout)
+        new = report["model_ids"]
+        changes = {(c["kind"], c["name"]): c for c in report["steps"]["switch_pipelines"]["pipelines"]}
+        assert set(changes) == {("ingest", ingest), ("search", search)}
+        assert changes[("ingest", ingest)]["verified"]["simulate"] == "passed"
+        assert changes[("search", search)]["verified"]["test_query"] == "passed"
+        ingest_body = secured.admin_call("GET", f"/_ingest/pipeline/{ingest}")[ingest]
+        search_body = secured.admin_call("GET", f"/_search/pipeline/{search}")[search]
+        assert ingest_body["processors"][0]["sparse_encoding"]["model_id"] == new["document"]
+        assert search_body["request_processors"][0]["neural_query_enricher"]["default_model_id"] == new["query"]
+        assert report["steps"]["clear_previous"]["removed"] == [old]
+        left = {m["model_id"] for m in secured.models_named_in("secure-release")}
+        assert left == set(new.values()) and old not in left
+        assert_no_secret(proc, *secured.creds["users"].values())
+    finally:
+        secured.admin_call("DELETE", f"/_search/pipeline/{search}")
+        secured.admin_call("DELETE", f"/_ingest/pipeline/{ingest}")
 
 
 def test_wrong_password_gets_the_plugins_401(secured, package_factory):
@@ -188,6 +231,24 @@ def test_client_certificate_authenticates_as_its_cn(secured):
     cl = connect(ConnectionOptions(url=secured.url, ca_certs=secured.ca, client_cert=str(cert), client_key=str(key)))
     info = cl.request("GET", "/_plugins/_security/authinfo")
     assert info["user_name"] == secure.RELEASE_USER and info["roles"] == [secure.RELEASE_ROLE]
+
+
+def test_release_with_a_client_certificate_and_no_password(secured, package_factory):
+    """The whole release, smoke test included, authenticated by the sparsepack-release certificate alone."""
+    tls = secured.cdir / "tls"
+    cert, key = tls / f"{secure.RELEASE_USER}.pem", tls / f"{secure.RELEASE_USER}-key.pem"
+    proc = cli("release", str(package_factory("bert-if-log1p")[1]), "--url", secured.url, "--ca-certs", secured.ca,
+               "--client-cert", str(cert), "--client-key", str(key), "--group", "secure-client-cert", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["passed"] and report["connection"] == {"url": secured.url, "auth": "client-cert", "tls_verify": True}
+    assert {"smoke_predict", "smoke_retrieval"} <= set(report["steps"])
+    assert all(step["passed"] for step in report["steps"].values())
+    group = secured.admin_call("GET", f"/_plugins/_ml/model_groups/{secured.group_ids('secure-client-cert')[0]}")
+    assert group["owner"]["name"] == secure.RELEASE_USER  # the certificate's CN is who registered it
+    deployed = {m["model_id"]: m["model_state"] for m in secured.models_named_in("secure-client-cert")}
+    assert set(deployed) == set(report["model_ids"].values()) and set(deployed.values()) == {"DEPLOYED"}
+    assert_no_secret(proc, *secured.creds["users"].values())
 
 
 def test_restricted_model_hidden_from_users_without_the_backend_role(secured, package_factory):

@@ -72,6 +72,7 @@ RELEASE_CLUSTER_PERMISSIONS = [
     "cluster:admin/ingest/pipeline/delete",
     "cluster:admin/search/pipeline/put",
     "cluster:admin/search/pipeline/delete",
+    "cluster:admin/ingest/pipeline/simulate",      # --switch-pipelines: a switched ingest pipeline is simulated
 ]
 # The smoke test's temporary indices (sparsepack-smoke-*) and the lease index (sparsepack-leases).
 RELEASE_INDEX_PERMISSIONS = [
