@@ -38,23 +38,37 @@ class TorchScriptExporter:
     suffix = ".pt"
 
     def export(self, module: nn.Module, example: Dict[str, Tensor], path: Path, *, device: str = "cpu",
-               half: bool = False) -> None:
+               half: bool = False, while_waiting: Callable[[], None] | None = None) -> None:
         """Trace in a fresh interpreter: TorchScript suffixes class names with ``___torch_mangle_N``, N counting every
         trace made in the process, so only a fresh process gives the same bytes from one run to the next.
 
         ``device``/``half``: where and in which precision to trace (fp16 traces are made on CUDA, where they run);
-        either way the saved graph takes its device from its inputs."""
+        either way the saved graph takes its device from its inputs. ``while_waiting``: work for this process while
+        the worker imports torch and transformers and traces (the worker is stopped if it raises)."""
         module.eval()
         with tempfile.TemporaryDirectory(prefix="sparsepack-trace-") as tmp:
-            job = Path(tmp) / "job.pt"
-            _pin_dynamic_classes(module)
-            torch.save({"module": module, "example": example, "device": device, "half": half}, job)
-            proc = subprocess.run([sys.executable, "-m", "sparsepack.packaging.exporter", str(job), str(path)],
-                                  capture_output=True, text=True)
-        if proc.returncode == _REFUSED:
-            raise SparsepackError(proc.stderr.strip().splitlines()[-1])
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            job, err_path = Path(tmp) / "job.pt", Path(tmp) / "stderr"
+            with open(err_path, "w") as err:  # a file, not a pipe: a chatty worker cannot block on a full pipe
+                # started before the job is written, so its imports overlap the save; EOF on its stdin says "ready"
+                classes = sorted({type(sub).__module__ for sub in module.modules()})
+                proc = subprocess.Popen([sys.executable, "-m", "sparsepack.packaging.exporter", str(job), str(path), *classes],
+                                        stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.PIPE)
+                try:
+                    _pin_dynamic_classes(module)
+                    torch.save({"module": module, "example": example, "device": device, "half": half}, job)
+                    proc.stdin.close()
+                    if while_waiting is not None:
+                        while_waiting()
+                    returncode = proc.wait()
+                except BaseException:
+                    proc.kill()
+                    proc.wait()
+                    raise
+            stderr = err_path.read_text(errors="replace")
+        if returncode == _REFUSED:
+            raise SparsepackError(stderr.strip().splitlines()[-1])
+        if returncode != 0:
+            last = (stderr.strip().splitlines() or ["no output"])[-1]
             raise SparsepackError(f"TorchScript trace failed: {last}; the model's forward must be traceable with eager attention")
 
     def load(self, path: Path, device: str = "cpu"):
@@ -155,6 +169,14 @@ if __name__ == "__main__":
         init_hf_modules()
     except ImportError:
         pass
+    import importlib
+
+    for name in sys.argv[3:]:  # the model's class modules, imported while the parent still writes the job
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - unpickling imports it again and reports a real failure
+            pass
+    sys.stdin.read()  # EOF: the parent has written the job (it started this process before, to overlap the imports)
     job = torch.load(sys.argv[1], weights_only=False)
     sanitize_dynamic_module_names(job["module"])
     module = job["module"].to(job.get("device", "cpu"))

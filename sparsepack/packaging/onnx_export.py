@@ -199,7 +199,7 @@ def for_format(manifest: dict, fmt: str | None) -> dict:
 
 
 def onnx_document_artifact(spec, wrapper, doc_tok: dict, staging: Path, work: Path, name: str, license_bytes: bytes | None,
-                           prune_ratio: float, example: Dict[str, Tensor], log):
+                           prune_ratio: float, example: Dict[str, Tensor], log, references: dict | None = None):
     """Export, zip, reload from the zip and prove against ``encode_document`` at the same batteries and batch sizes
     as the TorchScript proof. Returns (artifact entry, loaded artifact, tokenizer data, operators, compatibility, proof)."""
     from . import parity
@@ -214,7 +214,7 @@ def onnx_document_artifact(spec, wrapper, doc_tok: dict, staging: Path, work: Pa
     if license_bytes:
         entries["LICENSE"] = license_bytes
     doc_zip = staging / f"{name}-sparse-encoding-onnx.zip"
-    write_zip(doc_zip, entries)
+    write_zip(doc_zip, entries, stored=(onnx_path.name,))
 
     log(f"validating the ONNX artifact (onnxruntime {runtime_version()}) against encode_document")
     unpacked = read_zip(doc_zip)
@@ -223,7 +223,7 @@ def onnx_document_artifact(spec, wrapper, doc_tok: dict, staging: Path, work: Pa
     reloaded.write_bytes(unpacked[onnx_path.name])
     artifact = exporter.load(reloaded)
     tokenizer_data = json.loads(unpacked["tokenizer.json"])
-    proof = parity.validate_document(spec, artifact, tokenizer_data)
+    proof = parity.validate_document(spec, artifact, tokenizer_data, reference_cache=references)
     proof["runtime"] = {"onnxruntime": runtime_version()}
     if prune_ratio == 0.0:
         parity.require(proof, "document (ONNX)")

@@ -136,13 +136,16 @@ def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targ
     doc_tok = tokenizer_json(spec.tokenizer, length)
     wrapper = SparseDocumentEncoder(spec.mlm, spec.activation, spec.pooling, spec.special_ids, spec.vocab_size, prune_ratio)
     artifacts, result, first = [], {}, None
+    references: dict = {}  # encode_document's battery output, computed once for every format's proof
     for exporter in exporters:  # the first format fills the manifest's top-level proof, operators and compatibility
         if exporter.model_format == "ONNX":
             art, loaded, unpacked_tok, ops, compat, doc_parity = onnx_document_artifact(
-                spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio, _example_batch(doc_tok), log)
+                spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio, _example_batch(doc_tok), log,
+                references)
         else:
             ops, compat, loaded, unpacked_tok, doc_parity = _torchscript_document(
-                spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio, targets, exporter, log, gpu)
+                spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio, targets, exporter, log, gpu,
+                references)
             art = {**_artifact_entry(staging / f"{name}-sparse-encoding.zip", "document", "SPARSE_ENCODING",
                                      exporter.model_format), "format": "torchscript"}
         suffix = "" if first is None else f"_{art['format']}"
@@ -168,10 +171,12 @@ def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targ
 
 
 def _torchscript_document(spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio, targets, exporter, log,
-                          gpu: GpuOptions):
+                          gpu: GpuOptions, references: dict | None = None):
     log("tracing the document encoder (eager attention)")
     pt_path = work / f"{name}{exporter.suffix}"
-    exporter.export(wrapper, _example_batch(doc_tok), pt_path)
+    # the proof's reference does not depend on the artifact: compute it while the trace worker starts up
+    prefill = None if references is None else (lambda: parity.cached_reference(spec, doc_tok, cache=references))
+    exporter.export(wrapper, _example_batch(doc_tok), pt_path, while_waiting=prefill)
     require_device_portable(pt_path)
     ops = exporter.operators(pt_path)
     compat = compatibility(ops)
@@ -185,8 +190,9 @@ def _torchscript_document(spec, wrapper, doc_tok, staging, work, name, license_b
     _write_document_zip(doc_zip, pt_path, doc_tok, license_bytes)
     log(f"validating the document artifact against encode_document on {', '.join(gpu.devices)}")
     placed = PlacedArtifact({d: _load_from_zip(doc_zip, exporter, work, d) for d in gpu.devices})
-    unpacked_tok = json.loads(read_zip(doc_zip)["tokenizer.json"])
-    doc_parity = parity.validate_document(spec, placed, unpacked_tok)
+    with zipfile.ZipFile(doc_zip) as zf:  # only the tokenizer: the model entry was just read by the reload
+        unpacked_tok = json.loads(zf.read("tokenizer.json"))
+    doc_parity = parity.validate_document(spec, placed, unpacked_tok, reference_cache=references)
     if prune_ratio == 0.0:
         parity.require(doc_parity, "document")
     if gpu.precision == "fp16":
@@ -199,7 +205,7 @@ def _write_document_zip(doc_zip: Path, pt_path: Path, doc_tok: dict, license_byt
     entries = {pt_path.name: pt_path.read_bytes(), "tokenizer.json": dumps(doc_tok)}
     if license_bytes:
         entries["LICENSE"] = license_bytes
-    write_zip(doc_zip, entries)
+    write_zip(doc_zip, entries, stored=(pt_path.name,))
 
 
 def _half_precision_document(spec, wrapper, doc_tok, doc_zip, work, name, license_bytes, exporter, fp32: PlacedArtifact,
