@@ -6,9 +6,10 @@ from collections import Counter
 import pytest
 
 from conftest import cluster_for, conn
+from faultproxy import Fault, FaultProxy
 from sparsepack.errors import ClusterError
 from sparsepack.registry import models
-from sparsepack.registry.connection import Cluster
+from sparsepack.registry.connection import Cluster, ConnectionOptions
 from sparsepack.registry.release import ReleaseOptions, release
 
 OPTS = dict(progress=False, timeout=180)
@@ -86,6 +87,34 @@ def test_deploy_on_chosen_nodes_is_the_one_raw_ml_route(node_3x, package_factory
             models.delete_group(cl, gid)
     raw = raw_ml(recorded)
     assert raw and all(what.startswith("POST " + ML + "/models/") and what.endswith(RAW_ML_ALLOWED) for what in raw), raw
+
+
+def test_typed_calls_are_retried_inside_call_under_faults(node_3x, package_factory, recorded):
+    """A 503 or 429 on a typed call is retried by Cluster.call itself: the caller issues each call once."""
+    group = "t-ml-api-faults"
+    proxy = FaultProxy(int(node_3x.rsplit(":", 1)[1]), [
+        Fault("POST", r"upload_chunk/0", "status:503"),
+        Fault("POST", r"_deploy", "status:503"),
+        Fault("GET", r"/_plugins/_ml/tasks/", "status:429"),
+    ]).start()
+    try:
+        report = release(str(package_factory("bert-bi-relu")[1]), ConnectionOptions(url=proxy.url, retries=3),
+                         ReleaseOptions(group=group, smoke=False, **OPTS))
+        assert report["passed"], report.get("error")
+        assert all(f.hits == f.times for f in proxy.faults)
+    finally:
+        proxy.stop()
+        cl = cluster_for(node_3x)
+        gid = models.find_group(cl, group)
+        if gid:
+            for m in models.models_in_group(cl, gid):
+                models.delete(cl, m["model_id"], check_references=False)
+            models.delete_group(cl, gid)
+    faulted = [(method, what) for method, what in recorded
+               if "upload_chunk/0" in what or what.endswith("/_deploy") or "/_plugins/_ml/tasks/" in what]
+    assert {method for method, _ in faulted} == {"MlClient.upload_chunk", "MlClient.deploy_model", "MlClient.get_task"}
+    assert sum(1 for m, _ in faulted if m == "MlClient.upload_chunk") == 1  # the 503'd chunk: one call, retried inside
+    assert sum(1 for m, _ in faulted if m == "MlClient.deploy_model") == 1
 
 
 def test_typed_calls_keep_the_404_and_error_policy(node_3x):
