@@ -111,9 +111,9 @@ def _aws_auth(opts: ConnectionOptions):
 
 
 class Cluster:
-    """Thin wrapper: every call goes through :meth:`call` (typed opensearch-py methods) or :meth:`request` (routes by
-    hand), which retry transient failures with backoff and
-    turns the server's refusal into a ClusterError carrying the server's own reason."""
+    """Thin wrapper: every call goes through :meth:`call` (a typed opensearch-py method; :meth:`request` for a route
+    by hand uses it too), which retries transient failures with backoff and turns the server's refusal into a
+    ClusterError carrying the server's own reason."""
 
     def __init__(self, client, opts: ConnectionOptions, sleep: Callable[[float], None] = time.sleep):
         self.client = client
