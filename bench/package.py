@@ -107,7 +107,10 @@ def packaging_profile(kind: str, model_dir: Path, root: Path) -> None:
     timer.wrap(package_mod, "_load_from_zip", "TorchScript reload from the zip")
     timer.wrap(parity, "validate_document", "proof: validate_document (total)")
     timer.wrap(parity, "run_artifact", "proof: artifact runs (all batch sizes)")
-    timer.wrap(parity, "_dense", "proof: reference encode_document (inside _dense of its result)")
+    if hasattr(parity, "reference_vectors"):
+        timer.wrap(parity, "reference_vectors", "proof: reference encode_document")
+    timer.wrap(package_mod, "graph_operators", "TorchScript operators (graph walk of the reloaded artifact)") \
+        if hasattr(package_mod, "graph_operators") else None
     timer.wrap(parity, "validate_query_tokenize", "query proof")
     timer.wrap(onnx_export.torch.onnx, "export", "torch.onnx.export")
     timer.wrap(onnx_export, "dedupe_initializers")

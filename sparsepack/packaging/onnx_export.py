@@ -57,6 +57,9 @@ class OnnxArtifact:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1 if threads else 0
         options.log_severity_level = 3
+        # idle pool threads sleep instead of spinning: on a shared machine spinning threads steal the cores the
+        # working ones need (the proof ran 2x slower under load); the arithmetic is the same either way
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, inputs: Dict[str, Tensor]) -> Dict[str, Tensor]:
