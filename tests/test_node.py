@@ -229,11 +229,22 @@ def test_failure_after_the_first_launch_leaves_no_jvm(monkeypatch, failure):
     assert node_cluster.status(PORT_INJECTED)["running"] is False
 
 
-def test_ctrl_c_during_start_stops_the_jvm():
-    """A real SIGINT to `sparsepack node start` while its JVM boots: the command exits 130 and no JVM is left.
+def _default_signals():
+    """The child gets default SIGINT/SIGTERM dispositions: a suite started in the background (``cmd &``, CI runners,
+    nohup) inherits an ignored SIGINT, and Python then installs no KeyboardInterrupt handler at all."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_interrupted_start_stops_the_jvm(signame):
+    """A real Ctrl-C (SIGINT), or a CI job cancelled (SIGTERM), sent to `sparsepack node start` while its JVM boots:
+    the command exits 130 and no JVM is left.
 
     On a quiet machine the node can come up between seeing its JVM and the signal landing; such a try proves
-    nothing about Ctrl-C, so the node is stopped and the start tried again (3 tries at most)."""
+    nothing about the signal, so the node is stopped and the start tried again (3 tries at most)."""
     import signal
     import subprocess
     import sys
@@ -242,12 +253,13 @@ def test_ctrl_c_during_start_stops_the_jvm():
     port = PORT_INJECTED
     for _ in range(3):
         proc = subprocess.Popen([sys.executable, "-m", "sparsepack.cli", "node", "start", "--port", str(port), "--heap",
-                                 "512m", "--fresh"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                 "512m", "--fresh"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_default_signals)
         try:
             node_cluster._waiter(port).wait_for(lambda: proc.poll() is not None or any(p.jvm for p in jvms_of(port)), 120,
                                                 "the node's JVM to be launched", interval=0.2)
             assert proc.poll() is None, proc.stderr.read()
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(getattr(signal, signame))
             _, err = proc.communicate(timeout=120)
         finally:
             if proc.poll() is None:

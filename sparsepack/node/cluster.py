@@ -1,6 +1,7 @@
 """Run a local OpenSearch cluster (1..N nodes on loopback) as a non-root user."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -8,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -320,16 +322,40 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
     t0 = time.monotonic()
     deadline = t0 + timeout
     try:
-        for info in infos:
-            _launch(install, java_home, cdir / info.name, ids, deadline)
-        _wait_started(state, cdir, deadline, timeout)
-        _save_state(state, port)
-        log(f"OpenSearch {plan.version} ({nodes} node{'s' if nodes > 1 else ''}) up at {state.url} in {time.monotonic() - t0:.0f}s")
-        apply_node_settings(state.url, secure_mod.node_access(cdir))
+        with _termination_as_interrupt():
+            for info in infos:
+                _launch(install, java_home, cdir / info.name, ids, deadline)
+            _wait_started(state, cdir, deadline, timeout)
+            _save_state(state, port)
+            log(f"OpenSearch {plan.version} ({nodes} node{'s' if nodes > 1 else ''}) up at {state.url} in {time.monotonic() - t0:.0f}s")
+            apply_node_settings(state.url, secure_mod.node_access(cdir))
     except BaseException:  # KeyboardInterrupt included: no JVM of this start outlives it
         stop_processes(cdir)
         raise
     return state
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during a start (a CI job cancelled, `timeout`, systemd): handled like Ctrl-C, so the cleanup runs."""
+
+
+@contextlib.contextmanager
+def _termination_as_interrupt():
+    """Python's default SIGTERM ends the process at once, skipping the ``except`` that stops the JVMs just launched;
+    a handler that raises lets it run. Only the main thread can set handlers (a start from another thread keeps the
+    default)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise _Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _port_owner_hint(port: int) -> str:
