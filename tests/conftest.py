@@ -118,3 +118,14 @@ def cluster_for(url: str):
     from sparsepack.registry.connection import connect
 
     return connect(conn(url))
+
+
+def drop_group(cl, group: str) -> None:
+    """Test cleanup: the group's models (undeployed, deleted) and the group itself, if it exists."""
+    from sparsepack.registry import models
+
+    gid = models.find_group(cl, group)
+    if gid:
+        for m in models.models_in_group(cl, gid):
+            models.delete(cl, m["model_id"], check_references=False)
+        models.delete_group(cl, gid)

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import cluster_for, conn
+from conftest import cluster_for, conn, drop_group
 from faultproxy import Fault, FaultProxy
 from sparsepack.errors import ClusterError
 from sparsepack.registry import models
@@ -47,11 +47,7 @@ def test_release_and_clear_previous_use_typed_ml_calls(any_node, package_factory
         assert second["passed"], second.get("error")
         assert sorted(second["steps"]["clear_previous"]["removed"]) == sorted(first["model_ids"].values())
     finally:
-        gid = models.find_group(cl, group)
-        if gid:
-            for m in models.models_in_group(cl, gid):
-                models.delete(cl, m["model_id"], check_references=False)
-            models.delete_group(cl, gid)
+        drop_group(cl, group)
 
     used = Counter(method for method, _ in recorded)
     # three models uploaded (if-log1p: document + query; bi-relu: one), each through register_meta + chunks
@@ -80,11 +76,7 @@ def test_deploy_on_chosen_nodes_is_the_one_raw_ml_route(node_3x, package_factory
                          ReleaseOptions(group=group, node_ids=[node_id], smoke=False, **OPTS))
         assert report["passed"], report.get("error")
     finally:
-        gid = models.find_group(cl, group)
-        if gid:
-            for m in models.models_in_group(cl, gid):
-                models.delete(cl, m["model_id"], check_references=False)
-            models.delete_group(cl, gid)
+        drop_group(cl, group)
     raw = raw_ml(recorded)
     assert raw and all(what.startswith("POST " + ML + "/models/") and what.endswith(RAW_ML_ALLOWED) for what in raw), raw
 
@@ -105,11 +97,7 @@ def test_typed_calls_are_retried_inside_call_under_faults(node_3x, package_facto
     finally:
         proxy.stop()
         cl = cluster_for(node_3x)
-        gid = models.find_group(cl, group)
-        if gid:
-            for m in models.models_in_group(cl, gid):
-                models.delete(cl, m["model_id"], check_references=False)
-            models.delete_group(cl, gid)
+        drop_group(cl, group)
     faulted = [(method, what) for method, what in recorded
                if "upload_chunk/0" in what or what.endswith("/_deploy") or "/_plugins/_ml/tasks/" in what]
     assert {method for method, _ in faulted} == {"MlClient.upload_chunk", "MlClient.deploy_model", "MlClient.get_task"}
