@@ -101,14 +101,17 @@ class OnnxExporter:
 
     def operators(self, path: Path) -> set[str]:
         onnx = _require_onnx()
-        model = onnx.load(str(path), load_external_data=False)
-        return {f"{node.domain or 'ai.onnx'}::{node.op_type}" for node in model.graph.node}
+        return graph_operators(onnx.load(str(path), load_external_data=False))
 
 
-def graph_facts(path: Path) -> dict:
-    """Opset, IR version and the signature, read back from the file."""
+def graph_operators(model) -> set[str]:
+    return {f"{node.domain or 'ai.onnx'}::{node.op_type}" for node in model.graph.node}
+
+
+def graph_facts(path: Path, model=None) -> dict:
+    """Opset, IR version and the signature, read back from the file (``model``: that file, already parsed)."""
     onnx = _require_onnx()
-    model = onnx.load(str(path), load_external_data=False)
+    model = model if model is not None else onnx.load(str(path), load_external_data=False)
     opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
     def sig(values):
@@ -230,7 +233,8 @@ def onnx_document_artifact(spec, wrapper, doc_tok: dict, staging: Path, work: Pa
     proof["runtime"] = {"onnxruntime": runtime_version()}
     if prune_ratio == 0.0:
         parity.require(proof, "document (ONNX)")
-    facts = graph_facts(reloaded)
+    parsed = _require_onnx().load(str(reloaded), load_external_data=False)  # parsed once for facts and operators
+    facts = graph_facts(reloaded, parsed)
     compat = compatibility(facts)
     entry = {"role": "document", "file": doc_zip.name, "function_name": "SPARSE_ENCODING", "model_format": "ONNX",
              "sha256": sha256_file(doc_zip), "size_bytes": doc_zip.stat().st_size, "format": "onnx",
@@ -238,4 +242,4 @@ def onnx_document_artifact(spec, wrapper, doc_tok: dict, staging: Path, work: Pa
              "outputs": facts["outputs"], "runtime": {"onnxruntime": runtime_version(),
                                                       "ml_commons_onnxruntime": sorted(set(ORT_BY_LINE.values()))},
              "opensearch_compatibility": compat}
-    return entry, artifact, tokenizer_data, exporter.operators(reloaded), compat, proof
+    return entry, artifact, tokenizer_data, graph_operators(parsed), compat, proof
