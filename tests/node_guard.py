@@ -1,6 +1,7 @@
 """End-of-run guard: no OpenSearch node process started by the test session outlives it.
 
-conftest imports these hooks; ``pytest -p node_guard`` loads them on their own. Node processes (JVMs and their
+conftest imports these hooks; ``pytest -p node_guard`` loads them on their own. SIGTERM to the run is turned into
+KeyboardInterrupt, so a cancelled run still tears its nodes down. Node processes (JVMs and their
 launchers) are found from their command lines, under any SPARSEPACK_HOME; those on this suite's ports
 (SPARSEPACK_TEST_PORT_BASE .. +99) that were not running when the session began are leaks: they are stopped, and the
 run fails.
@@ -8,6 +9,7 @@ run fails.
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -24,6 +26,13 @@ def suite_node_processes() -> list[cluster.NodeProcess]:
 
 def pytest_sessionstart(session):
     _before.update(p.pid for p in suite_node_processes())
+    # A cancelled CI job (or `timeout`) sends SIGTERM, whose default ends pytest before any fixture teardown: every
+    # node of the session would be orphaned. Raised as KeyboardInterrupt, pytest tears down and this guard runs.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.hookimpl(trylast=True)  # after the runner's own sessionfinish has torn down the session fixtures
