@@ -149,7 +149,9 @@ def dedupe_initializers(model) -> dict[str, list[str]]:
 
     graph = model.graph
     seen: dict[tuple, str] = {}
-    seen_transposed: dict[tuple, str] = {}
+    # a transposed copy is looked for by its first row (the first column of the matrix it may copy), then compared in
+    # full: transposing and hashing every matrix of a 67M-parameter model cost seconds for the one copy there is
+    maybe_transposed: dict[tuple, list] = {}
     aliases: dict[str, str] = {}
     transposes: dict[str, str] = {}
     for init in graph.initializer:
@@ -159,12 +161,17 @@ def dedupe_initializers(model) -> dict[str, list[str]]:
         key = _key(arr)
         if key in seen:
             aliases[init.name] = seen[key]
-        elif key in seen_transposed:
-            transposes[init.name] = seen_transposed[key]
+            continue
+        source = None
+        if arr.ndim == 2:
+            source = next((c.name for c in maybe_transposed.get(_key(arr[0]) + (arr.shape,), ())
+                           if np.array_equal(arr, numpy_helper.to_array(c).T)), None)
+        if source is not None:
+            transposes[init.name] = source
         else:
             seen[key] = init.name
             if arr.ndim == 2:
-                seen_transposed[_key(arr.T)] = init.name
+                maybe_transposed.setdefault(_key(arr[:, 0]) + (arr.shape[::-1],), []).append(init)
     if not aliases and not transposes:
         return {"aliased": [], "transposed": []}
     dropped = set(aliases) | set(transposes)
