@@ -269,10 +269,39 @@ def test_interrupted_start_stops_the_jvm(signame):
             continue
         break
     try:
-        assert proc.returncode == 130 and "interrupted" in err
+        assert proc.returncode == 130 and "interrupted" in err, err
         assert jvms_of(port) == []
     finally:
         node_cluster.stop(port, quiet=True)
+
+
+def test_cleanup_imports_are_done_before_the_first_launch():
+    """The interrupt that made the Ctrl-C test fail in a full run: landing inside the first import of the registry
+    client (done lazily while waiting for the node), it left half-initialised modules, and the cleanup's own import
+    then failed ("module 'requests' has no attribute 'auth'", exit 1) with the JVM still running. The client is now
+    imported before any launch; checked in a fresh interpreter, where nothing imported it yet."""
+    import subprocess
+    import sys
+
+    local_only()
+    script = (
+        "import sys\n"
+        "from sparsepack.node import cluster\n"
+        "assert 'opensearchpy' not in sys.modules\n"
+        "seen = []\n"
+        "def launch(*args, **kwargs):\n"
+        "    seen.append('opensearchpy' in sys.modules and 'sparsepack.registry.connection' in sys.modules)\n"
+        "    raise KeyboardInterrupt\n"
+        "cluster._launch = launch\n"
+        "try:\n"
+        f"    cluster.start('3.6.0', port={PORT_INJECTED}, heap='512m', fresh=True, timeout=60, log=lambda m: None)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('imported before launch:', seen)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "imported before launch: [True]" in proc.stdout
+    assert jvms_of(PORT_INJECTED) == []
 
 
 def test_start_timeout_stops_the_jvm_it_launched():

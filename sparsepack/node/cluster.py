@@ -319,6 +319,10 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
     secure_mod.protect(cdir)
     _make_readable(cdir)
     _save_state(state, port)  # before any launch: an interrupted start stays visible to `node status` / `node stop`
+    # The cleanup below polls through the registry client: import it before any JVM exists. An interrupt landing in
+    # the middle of that first import would leave half-initialised modules behind, and the cleanup would then fail
+    # on its own import with the JVMs still running.
+    _waiter(port)
     t0 = time.monotonic()
     deadline = t0 + timeout
     try:
@@ -330,9 +334,25 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
             log(f"OpenSearch {plan.version} ({nodes} node{'s' if nodes > 1 else ''}) up at {state.url} in {time.monotonic() - t0:.0f}s")
             apply_node_settings(state.url, secure_mod.node_access(cdir))
     except BaseException:  # KeyboardInterrupt included: no JVM of this start outlives it
-        stop_processes(cdir)
+        with _interrupts_deferred():
+            stop_processes(cdir)
         raise
     return state
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """A second Ctrl-C (or SIGTERM) while the JVMs are being stopped would abort the stop and orphan them: both are
+    ignored until the stop is done (the first one is already being handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _Terminated(KeyboardInterrupt):
