@@ -341,13 +341,13 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
 
 
 @contextlib.contextmanager
-def _interrupts_deferred():
-    """A second Ctrl-C (or SIGTERM) while the JVMs are being stopped would abort the stop and orphan them: both are
-    ignored until the stop is done (the first one is already being handled)."""
+def _signal_handlers(handlers: dict):
+    """``{signal: handler}`` for the block, the previous ones restored after. Only the main thread can set handlers:
+    elsewhere (a start from another thread) the block runs with the process's own."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     try:
         yield
     finally:
@@ -355,27 +355,24 @@ def _interrupts_deferred():
             signal.signal(sig, handler)
 
 
+def _interrupts_deferred():
+    """A second Ctrl-C (or SIGTERM) while the JVMs are being stopped would abort the stop and orphan them: both are
+    ignored until the stop is done (the first one is already being handled)."""
+    return _signal_handlers({signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: signal.SIG_IGN})
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM during a start (a CI job cancelled, `timeout`, systemd): handled like Ctrl-C, so the cleanup runs."""
 
 
-@contextlib.contextmanager
+def _raise_terminated(signum, frame):
+    raise _Terminated(f"signal {signum}")
+
+
 def _termination_as_interrupt():
     """Python's default SIGTERM ends the process at once, skipping the ``except`` that stops the JVMs just launched;
-    a handler that raises lets it run. Only the main thread can set handlers (a start from another thread keeps the
-    default)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def raise_terminated(signum, frame):
-        raise _Terminated(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    a handler that raises lets it run."""
+    return _signal_handlers({signal.SIGTERM: _raise_terminated})
 
 
 def _port_owner_hint(port: int) -> str:
