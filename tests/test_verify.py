@@ -92,3 +92,16 @@ def test_cuda_asked_where_none_is_visible_exits_2(package_factory):
     _, pkg = package_factory("bert-bi-relu")
     proc = _verify(pkg, "--devices", "cpu,cuda")
     assert proc.returncode == 2 and "--devices cuda: no CUDA device is visible" in proc.stderr
+
+
+def test_a_pruned_package_is_held_to_the_pruned_reference(model_factory, tmp_path):
+    """Pruning is inside the graph: verify prunes the reference the same way and keeps the usual tolerance, so a
+    pruned artifact is checked, not waved through."""
+    from sparsepack.packaging.package import package
+
+    model = model_factory("bert-bi-relu")
+    package(str(model), tmp_path / "pkg", prune_ratio=0.2, log=lambda m: None)
+    proc = _verify(tmp_path / "pkg", "--model", model, "--json")
+    assert proc.returncode == 0, proc.stderr
+    art = json.loads(proc.stdout)["artifacts"][0]
+    assert art["passed"] and art["max_abs_diff"] <= 1e-5 and art["by_device"]["cpu"]["identical_token_sets"]
