@@ -72,7 +72,7 @@ def cmd_package(args) -> int:
     from .packaging.package import package
 
     manifest = package(args.model, args.output, force=args.force, artifact_format=args.format, quantize=args.quantize,
-                       quality_gate=args.quality_gate, **_package_kwargs(args))
+                       quality_gate=args.quality_gate, onnx_threads=args.onnx_threads, **_package_kwargs(args))
     if args.json:
         _print_json(manifest)
     else:
@@ -414,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "written only if it ranks like the fp32 model (--quality-gate)")
     sp.add_argument("--quality-gate", metavar="ndcg=X,recall=Y", help="int8 gate vs the fp32 model on 500 documents and "
                                                                       "100 queries (default ndcg=0.98,recall=0.98); below: exit 3")
+    sp.add_argument("--onnx-threads", type=int, metavar="N", help="onnxruntime threads per inference that each ONNX zip "
+                    "sets on the ML node (default 1, as ML Commons runs libtorch, so concurrent predicts share the "
+                    "cores; 0: onnxruntime's default, a thread per core)")
     sp.add_argument("--json", action="store_true", help="print the manifest to stdout")
     sp.set_defaults(func=cmd_package)
 

@@ -129,3 +129,23 @@ def drop_group(cl, group: str) -> None:
         for m in models.models_in_group(cl, gid):
             models.delete(cl, m["model_id"], check_references=False)
         models.delete_group(cl, gid)
+
+
+def edit_artifact(pkg: Path, file: str, change) -> Path:
+    """A copy-edited package: ``change(entries)`` rewrites the zip ``file``'s entries in place, and the manifest gets
+    the new sha256 and size, as a tool that 'fixes' hashes would, so only the cluster can tell what is inside."""
+    import json
+    import zipfile
+
+    from sparsepack.packaging.archive import sha256_file, write_zip
+
+    with zipfile.ZipFile(pkg / file) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    change(entries)
+    write_zip(pkg / file, entries)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    for art in manifest["artifacts"]:
+        if art["file"] == file:
+            art.update(sha256=sha256_file(pkg / file), size_bytes=(pkg / file).stat().st_size)
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    return pkg

@@ -181,6 +181,64 @@ def test_release_onnx_on_real_node(any_node, both_packages, request):
         cleanup_group(any_node, group)
 
 
+def test_onnx_zip_sets_one_onnxruntime_thread_per_inference(both_packages):
+    """ML Commons runs libtorch at one thread per inference and sets nothing for onnxruntime: the ONNX zip carries the
+    session options DJL reads, so ONNX predicts share the cores the way TorchScript ones do."""
+    manifest, out = both_packages("distil-if-relu")
+    onnx_art, ts_art = _doc(manifest, "onnx"), _doc(manifest, "torchscript")
+    with zipfile.ZipFile(out / onnx_art["file"]) as zf:
+        assert zf.read("serving.properties").decode().splitlines() == ["option.interOpNumThreads=1",
+                                                                       "option.intraOpNumThreads=1"]
+    with zipfile.ZipFile(out / ts_art["file"]) as zf:
+        assert "serving.properties" not in zf.namelist()
+    assert onnx_art["runtime_options"]["intra_op_threads"] == 1 and onnx_art["runtime_options"]["inter_op_threads"] == 1
+
+
+def test_onnx_threads_zero_keeps_onnxruntime_defaults(model_factory, tmp_path):
+    manifest = package(str(model_factory("distil-if-relu")), tmp_path / "p", artifact_format="onnx", onnx_threads=0, **QUIET)
+    art = _doc(manifest, "onnx")
+    with zipfile.ZipFile(tmp_path / "p" / art["file"]) as zf:
+        assert "serving.properties" not in zf.namelist()
+    assert art["runtime_options"]["set_by"] is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--onnx-threads", "2"], "--onnx-threads sets the ML node's onnxruntime threads of an ONNX artifact; add --format"),
+    (["--format", "onnx", "--onnx-threads", "-1"], "--onnx-threads -1 is outside 0-256"),
+])
+def test_onnx_threads_refused_where_meaningless(model_factory, tmp_path, capsys, argv, message):
+    code = main(["package", str(model_factory("distil-if-relu")), "-o", str(tmp_path / "p"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.cluster
+def test_the_node_reads_the_onnx_session_options(node_3x, both_packages, tmp_path):
+    """Fault injection through the real channel: a session option the node cannot parse fails its deploy, so the
+    node reads serving.properties from the zip's root (a node that ignored it would deploy this package)."""
+    import shutil
+
+    from conftest import conn, edit_artifact
+    from sparsepack.registry.release import ReleaseOptions, release
+    from test_registry import cleanup_group
+
+    manifest, pkg = both_packages("distil-if-relu")
+    bad = tmp_path / "pkg"
+    shutil.copytree(pkg, bad)
+    edit_artifact(bad, _doc(manifest, "onnx")["file"], lambda entries: entries.update(
+        {"serving.properties": b"option.interOpNumThreads=1\noption.intraOpNumThreads=one\n"}))
+    group = "t-onnx-options"
+    try:
+        report = release(str(bad), conn(node_3x), ReleaseOptions(group=group, artifact_format="onnx", progress=False,
+                                                                  timeout=120))
+        assert not report["passed"] and report["failed_step"] == "deploy"
+        assert 'For input string: \"one\"' in report["error"] or 'For input string: "one"' in report["error"], report["error"]
+        assert report["rollback"]["left"] == []
+    finally:
+        cleanup_group(node_3x, group)
+
+
 @pytest.mark.cluster
 def test_release_format_picks_the_artifact(node_3x, both_packages, capsys):
     from conftest import cluster_for

@@ -129,6 +129,30 @@ def test_prune_ratio_is_recorded_and_prunes(model_factory, tmp_path):
     assert unpruned["pruning"] == {"enabled": False}
 
 
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_a_pruned_package_is_proven_against_the_pruned_reference(model_factory, tmp_path, fmt):
+    """Pruning happens inside the graph, so the proof prunes encode_document (and, for a bi-encoder's query side,
+    encode_query) the same way and holds the artifact to the usual 1e-5."""
+    manifest = package(str(model_factory("bert-bi-relu")), tmp_path / "p", prune_ratio=0.3, artifact_format=fmt, **QUIET)
+    doc, query = manifest["parity"]["document"], manifest["parity"]["query"]
+    assert doc["reference"] == "SparseEncoder.encode_document pruned at max x 0.3"
+    assert query["reference"] == "SparseEncoder.encode_query pruned at max x 0.3"
+    for proof in (doc, query):
+        assert proof["passed"] and proof["identical_token_sets"] and proof["max_abs_diff"] <= 1e-5
+
+
+def test_a_pruned_artifact_that_misses_the_reference_is_refused(model_factory, tmp_path, monkeypatch):
+    """Fault injection: a reference that does not prune stands for an artifact that prunes wrongly. Before, a pruned
+    package skipped the parity requirement and was written anyway."""
+    from sparsepack.errors import ParityError
+    from sparsepack.packaging import parity
+
+    monkeypatch.setattr(parity, "pruned", lambda encode, spec, ratio: encode)
+    with pytest.raises(ParityError, match="document parity failed"):
+        package(str(model_factory("bert-bi-relu")), tmp_path / "p", prune_ratio=0.3, **QUIET)
+    assert not (tmp_path / "p").exists()
+
+
 def test_activation_shortcut_matches_splade_pooling():
     """Max-pooling logits first, then activating, equals activating every position first."""
     torch.manual_seed(0)

@@ -3,14 +3,12 @@ import json
 import shutil
 import subprocess
 import sys
-import zipfile
 
 import pytest
 
 from conftest import PORT_MULTI, cluster_for, conn, local_cluster
 from faultproxy import Fault, FaultProxy
 from sparsepack.errors import ClusterError
-from sparsepack.packaging.archive import sha256_file, write_zip
 from sparsepack.registry import models, preflight
 from sparsepack.registry.connection import ConnectionOptions
 from sparsepack.registry.release import ReleaseOptions, release
@@ -153,17 +151,9 @@ def test_outage_mid_deploy_then_rerun_without_duplicates(node_3x, package_factor
 
 def test_deploy_failure_shows_node_error_and_rolls_back(node_3x, package_factory, tmp_path):
     manifest, pkg = package_factory("bert-bi-relu")
-    broken = tmp_path / "broken"
-    shutil.copytree(pkg, broken)
-    art = manifest["artifacts"][0]
-    with zipfile.ZipFile(broken / art["file"]) as zf:
-        entries = {n: zf.read(n) for n in zf.namelist()}
-    pt = next(n for n in entries if n.endswith(".pt"))
-    entries[pt] = b"not a torchscript archive"
-    write_zip(broken / art["file"], entries)
-    m = json.loads((broken / "manifest.json").read_text())
-    m["artifacts"][0].update(sha256=sha256_file(broken / art["file"]), size_bytes=(broken / art["file"]).stat().st_size)
-    (broken / "manifest.json").write_text(json.dumps(m))
+    from test_upgrades import broken_copy
+
+    broken = broken_copy(manifest, pkg, tmp_path / "broken")
     group = "t-deploy-fails"
     report = release(str(broken), conn(node_3x), ReleaseOptions(group=group, **OPTS))
     assert not report["passed"] and report["failed_step"] == "deploy"

@@ -4,14 +4,12 @@ import json
 import shutil
 import subprocess
 import sys
-import zipfile
 from contextlib import contextmanager
 
 import pytest
 
-from conftest import cluster_for, conn
+from conftest import cluster_for, conn, edit_artifact
 from faultproxy import Fault, FaultProxy
-from sparsepack.packaging.archive import sha256_file, write_zip
 from sparsepack.registry import models
 from sparsepack.registry.connection import ConnectionOptions
 from sparsepack.registry.release import ReleaseOptions, release
@@ -92,15 +90,11 @@ def simulate(cl):
 def broken_copy(manifest, pkg, dest):
     """A package whose TorchScript file the node cannot load (its deploy fails on the node, for real)."""
     shutil.copytree(pkg, dest)
-    art = manifest["artifacts"][0]
-    with zipfile.ZipFile(dest / art["file"]) as zf:
-        entries = {n: zf.read(n) for n in zf.namelist()}
-    entries[next(n for n in entries if n.endswith(".pt"))] = b"not a torchscript archive"
-    write_zip(dest / art["file"], entries)
-    m = json.loads((dest / "manifest.json").read_text())
-    m["artifacts"][0].update(sha256=sha256_file(dest / art["file"]), size_bytes=(dest / art["file"]).stat().st_size)
-    (dest / "manifest.json").write_text(json.dumps(m))
-    return dest
+
+    def break_model(entries):
+        entries[next(n for n in entries if n.endswith(".pt"))] = b"not a torchscript archive"
+
+    return edit_artifact(dest, manifest["artifacts"][0]["file"], break_model)
 
 
 def test_failed_deploy_of_v2_leaves_v1_serving(production, v2_package, tmp_path):

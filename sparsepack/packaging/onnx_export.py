@@ -30,6 +30,42 @@ ORT_LIMITS = {"1.16.3": {"max_opset": 19, "max_ir_version": 9}}
 DEDUPE_MIN_ELEMENTS = 1024
 
 
+# ML Commons pins libtorch to one thread per inference (DJL's num_threads=1) and gets throughput from concurrent
+# predicts; it sets nothing for onnxruntime, whose sessions then take a thread per core each, spinning between ops.
+# DJL reads ``option.*`` keys of a serving.properties at the model directory's root into the session options (and
+# sets intraOpNumThreads only when interOpNumThreads is present too), so the zip carries both.
+DEFAULT_ONNX_THREADS = 1
+MAX_ONNX_THREADS = 256
+SERVING_PROPERTIES = "serving.properties"
+
+
+def check_onnx_threads(threads: int | None, artifact_format: str) -> int:
+    """The ONNX session threads to write (None: the default), refused where no ONNX artifact is built."""
+    if threads is None:
+        return DEFAULT_ONNX_THREADS
+    if artifact_format == "torchscript":
+        raise SparsepackError("--onnx-threads sets the ML node's onnxruntime threads of an ONNX artifact; add --format "
+                              "onnx or both, or drop it")
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_ONNX_THREADS:
+        raise SparsepackError(f"--onnx-threads {threads!r} is outside 0-{MAX_ONNX_THREADS}; use 1 (one thread per "
+                              "inference, as ML Commons runs libtorch) or 0 (onnxruntime's default: one per core)")
+    return threads
+
+
+def runtime_entries(threads: int) -> dict[str, bytes]:
+    """The zip entries that set the ML node's onnxruntime session threads: none for 0 (onnxruntime's default)."""
+    if not threads:
+        return {}
+    return {SERVING_PROPERTIES: f"option.interOpNumThreads=1\noption.intraOpNumThreads={threads}\n".encode()}
+
+
+def runtime_options(threads: int) -> dict:
+    """The manifest's record of :func:`runtime_entries`."""
+    if not threads:
+        return {"intra_op_threads": "onnxruntime default (one per physical core)", "set_by": None}
+    return {"intra_op_threads": threads, "inter_op_threads": 1, "set_by": f"{SERVING_PROPERTIES} (DJL option.*)"}
+
+
 def _require_onnx():
     try:
         import onnx
@@ -212,7 +248,8 @@ def for_format(manifest: dict, fmt: str | None) -> dict:
 
 
 def onnx_document_artifact(spec, wrapper, doc_tok: dict, staging: Path, work: Path, name: str, license_bytes: bytes | None,
-                           prune_ratio: float, example: Dict[str, Tensor], log, references: dict | None = None):
+                           prune_ratio: float, example: Dict[str, Tensor], log, references: dict | None = None,
+                           threads: int = DEFAULT_ONNX_THREADS):
     """Export, zip, reload from the zip and prove against ``encode_document`` at the same batteries and batch sizes
     as the TorchScript proof. Returns (artifact entry, loaded artifact, tokenizer data, operators, compatibility, proof)."""
     from . import parity
@@ -223,7 +260,7 @@ def onnx_document_artifact(spec, wrapper, doc_tok: dict, staging: Path, work: Pa
     log(f"exporting the document encoder to ONNX (opset {OPSET})")
     onnx_path = work / f"{name}.onnx"
     exporter.export(wrapper, example, onnx_path)
-    entries = {onnx_path.name: onnx_path.read_bytes(), "tokenizer.json": dumps(doc_tok)}
+    entries = {onnx_path.name: onnx_path.read_bytes(), "tokenizer.json": dumps(doc_tok), **runtime_entries(threads)}
     if license_bytes:
         entries["LICENSE"] = license_bytes
     doc_zip = staging / f"{name}-sparse-encoding-onnx.zip"
@@ -236,10 +273,9 @@ def onnx_document_artifact(spec, wrapper, doc_tok: dict, staging: Path, work: Pa
     reloaded.write_bytes(unpacked[onnx_path.name])
     artifact = exporter.load(reloaded)
     tokenizer_data = json.loads(unpacked["tokenizer.json"])
-    proof = parity.validate_document(spec, artifact, tokenizer_data, reference_cache=references)
+    proof = parity.validate_document(spec, artifact, tokenizer_data, reference_cache=references, prune_ratio=prune_ratio)
     proof["runtime"] = {"onnxruntime": runtime_version()}
-    if prune_ratio == 0.0:
-        parity.require(proof, "document (ONNX)")
+    parity.require(proof, "document (ONNX)")
     parsed = _require_onnx().load(str(reloaded), load_external_data=False)  # parsed once for facts and operators
     facts = graph_facts(reloaded, parsed)
     compat = compatibility(facts)
@@ -248,5 +284,5 @@ def onnx_document_artifact(spec, wrapper, doc_tok: dict, staging: Path, work: Pa
              "opset": facts["opset"], "ir_version": facts["ir_version"], "inputs": facts["inputs"],
              "outputs": facts["outputs"], "runtime": {"onnxruntime": runtime_version(),
                                                       "ml_commons_onnxruntime": sorted(set(ORT_BY_LINE.values()))},
-             "opensearch_compatibility": compat}
+             "runtime_options": runtime_options(threads), "opensearch_compatibility": compat}
     return entry, artifact, tokenizer_data, graph_operators(parsed), compat, proof

@@ -17,7 +17,7 @@ from . import parity
 from .archive import read_zip, sha256_file, write_zip
 from .exporter import EXPORTERS
 from .introspect import ModelSpec, load_model
-from .onnx_export import FORMATS, for_format, onnx_document_artifact
+from .onnx_export import DEFAULT_ONNX_THREADS, FORMATS, check_onnx_threads, for_format, onnx_document_artifact
 from .opcheck import LIBTORCH_BY_LINE, compatibility
 from .quantize import int8_document_artifact, int8_options
 from .query_weights import apply_idf_rule, bi_encoder_record, lowest_weight_query
@@ -72,13 +72,16 @@ def package(model: str, out: str | Path, revision: str | None = None, trust_remo
             max_length: int | None = None, prune_ratio: float = 0.0, targets: tuple[str, ...] = tuple(LIBTORCH_BY_LINE),
             force: bool = False, artifact_format: str = "torchscript", log: Callable[[str], None] = _log,
             spec: ModelSpec | None = None, precision: str = "fp32", verify_devices: str = "auto",
-            fp16_device: str = "cuda", quantize: str | None = None, quality_gate: str | None = None) -> dict:
+            fp16_device: str = "cuda", quantize: str | None = None, quality_gate: str | None = None,
+            onnx_threads: int | None = None) -> dict:
     """``spec``: an already loaded model (``load_model``), so a caller that needs the model afterwards loads it once.
     ``verify_devices``: where the TorchScript proof runs (auto = CPU plus CUDA when visible). ``precision`` fp16: a
     GPU-only document artifact, traced on ``fp16_device`` and gated by ranking agreement with the fp32 trace (tests
     exercise the gate with ``fp16_device="cpu"``; users cannot: without CUDA fp16 is refused).
     ``artifact_format``: torchscript, onnx or both (one document artifact each, each with its own proof).
-    ``quantize`` int8: also an int8 ONNX artifact, written only if it passes ``quality_gate`` (ndcg=X,recall=Y)."""
+    ``quantize`` int8: also an int8 ONNX artifact, written only if it passes ``quality_gate`` (ndcg=X,recall=Y).
+    ``onnx_threads``: the onnxruntime threads per inference each ONNX zip sets on the ML node (default 1, as ML Commons
+    runs libtorch; 0: onnxruntime's default, a thread per core)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise SparsepackError(f"{out} already exists and is not empty; choose another -o or pass --force")
@@ -91,6 +94,7 @@ def package(model: str, out: str | Path, revision: str | None = None, trust_remo
         raise SparsepackError(f"--format {artifact_format!r} is unknown; use one of {', '.join(FORMATS)}")
     gpu = GpuOptions.resolve(precision, verify_devices, fp16_device, artifact_format)
     int8_gate = int8_options(quantize, quality_gate, artifact_format)
+    onnx_threads = check_onnx_threads(onnx_threads, artifact_format)
 
     if spec is None:
         log(f"loading {model}")
@@ -102,7 +106,7 @@ def package(model: str, out: str | Path, revision: str | None = None, trust_remo
     staging.chmod(0o755)  # readable by a service user (URL registration, local node)
     try:
         manifest = _build(spec, staging, length, prune_ratio, targets, [EXPORTERS[f]() for f in FORMATS[artifact_format]], log,
-                          gpu, int8_gate)
+                          gpu, int8_gate, onnx_threads)
         for fmt in manifest["formats"]:  # register-meta + model-config next to each zip
             write_package_bodies(staging, for_format(manifest, fmt))
         (staging / MANIFEST).write_bytes(dumps(manifest))
@@ -127,7 +131,7 @@ def _replace_dir(staging: Path, out: Path) -> None:
 
 
 def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targets, exporters, log,
-           gpu: GpuOptions = GpuOptions(), int8_gate=None) -> dict:
+           gpu: GpuOptions = GpuOptions(), int8_gate=None, onnx_threads: int = DEFAULT_ONNX_THREADS) -> dict:
     name = slug(spec.source)
     license_bytes = spec.license_file.read_bytes() if spec.license_file else None
     work = staging / ".work"
@@ -141,7 +145,7 @@ def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targ
         if exporter.model_format == "ONNX":
             art, loaded, unpacked_tok, ops, compat, doc_parity = onnx_document_artifact(
                 spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio, _example_batch(doc_tok), log,
-                references)
+                references, onnx_threads)
         else:
             ops, compat, loaded, unpacked_tok, doc_parity = _torchscript_document(
                 spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio, targets, exporter, log, gpu,
@@ -154,9 +158,8 @@ def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targ
         artifacts.append(art)
         if spec.mode == "bi-encoder":
             log(f"validating the {art['format']} artifact as query encoder against encode_query")
-            result[f"query{suffix}"] = parity.validate_query_bi_encoder(spec, loaded, unpacked_tok)
-            if prune_ratio == 0.0:
-                parity.require(result[f"query{suffix}"], "query")
+            result[f"query{suffix}"] = parity.validate_query_bi_encoder(spec, loaded, unpacked_tok, prune_ratio=prune_ratio)
+            parity.require(result[f"query{suffix}"], "query")
             if first is None:
                 query_weights = _bi_encoder_query_weights(loaded, unpacked_tok, spec.vocab_size)
         first = first or (ops, compat)
@@ -164,7 +167,7 @@ def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targ
         query_weights = _query_tokenize_artifact(spec, staging, length, license_bytes, name, artifacts, result, log)
     if int8_gate is not None:
         artifacts.append(int8_document_artifact(spec, work / f"{name}.onnx", doc_tok, staging, name, license_bytes,
-                                                int8_gate, artifacts, log))
+                                                int8_gate, artifacts, log, onnx_threads))
     shutil.rmtree(work)
     return {**_manifest(spec, name, length, prune_ratio, *first, result, artifacts), "query_weights": query_weights,
             **_device_fields(gpu, exporters)}
@@ -175,7 +178,8 @@ def _torchscript_document(spec, wrapper, doc_tok, staging, work, name, license_b
     log("tracing the document encoder (eager attention)")
     pt_path = work / f"{name}{exporter.suffix}"
     # the proof's reference does not depend on the artifact: compute it while the trace worker starts up
-    prefill = None if references is None else (lambda: parity.cached_reference(spec, doc_tok, cache=references))
+    prefill = None if references is None else (lambda: parity.cached_reference(
+        spec, doc_tok, encode=parity.pruned(spec.encoder.encode_document, spec, prune_ratio), cache=references))
     exporter.export(wrapper, _example_batch(doc_tok), pt_path, while_waiting=prefill)
     require_device_portable(pt_path)
     ops = exporter.operators(pt_path)
@@ -192,9 +196,8 @@ def _torchscript_document(spec, wrapper, doc_tok, staging, work, name, license_b
     placed = PlacedArtifact({d: _load_from_zip(doc_zip, exporter, work, d) for d in gpu.devices})
     with zipfile.ZipFile(doc_zip) as zf:  # only the tokenizer: the model entry was just read by the reload
         unpacked_tok = json.loads(zf.read("tokenizer.json"))
-    doc_parity = parity.validate_document(spec, placed, unpacked_tok, reference_cache=references)
-    if prune_ratio == 0.0:
-        parity.require(doc_parity, "document")
+    doc_parity = parity.validate_document(spec, placed, unpacked_tok, reference_cache=references, prune_ratio=prune_ratio)
+    parity.require(doc_parity, "document")
     if gpu.precision == "fp16":
         doc_parity = _half_precision_document(spec, wrapper, doc_tok, doc_zip, work, name, license_bytes, exporter, placed,
                                               doc_parity, gpu, log)

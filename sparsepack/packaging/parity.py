@@ -82,6 +82,22 @@ def reference_vectors(spec, encode: Callable, texts: list[str], max_length: int)
     return want
 
 
+def pruned(encode: Callable, spec, ratio: float) -> Callable:
+    """``encode`` followed by the pruning a ``--prune-ratio`` graph applies (special tokens zeroed, then weights not
+    above max x ratio dropped), so a pruned artifact is held to the same tolerance as any other. ``encode`` itself
+    when ``ratio`` is 0."""
+    if not ratio:
+        return encode
+
+    def encode_pruned(texts, **kwargs):
+        values = _dense(encode(texts, **kwargs)).cpu()
+        values[:, spec.special_ids] = 0.0
+        return values * (values > values.amax(dim=1, keepdim=True) * ratio)
+
+    encode_pruned.__name__ = f"{encode.__name__} pruned at max x {ratio:g}"
+    return encode_pruned
+
+
 def cached_reference(spec, tokenizer_data: dict, texts: list[str] = DOCUMENT_BATTERY, encode: Callable | None = None,
                      cache: dict | None = None) -> torch.Tensor:
     """:func:`reference_vectors` at the tokenizer's truncation, taken from / stored in ``cache`` when given."""
@@ -122,14 +138,15 @@ def compare_vectors(got: torch.Tensor, want: torch.Tensor, tolerance: float) -> 
 def validate_document(spec, artifact: Callable | Mapping[str, Callable], tokenizer_data: dict,
                       texts: list[str] = DOCUMENT_BATTERY, batch_sizes: tuple[int, ...] = (1, 3, len(DOCUMENT_BATTERY)),
                       tolerance: float = DOCUMENT_TOLERANCE, encode: Callable | None = None,
-                      reference_cache: dict | None = None) -> dict:
+                      reference_cache: dict | None = None, prune_ratio: float = 0.0) -> dict:
     """Artifact vs ``encode_document`` (or ``encode``) run on CPU in fp32, with the special-token dimensions removed
-    from the reference. ``artifact`` is one callable (CPU) or ``{device: the artifact loaded onto that device}``: each
-    device gets the same battery and batch sizes against the same CPU reference. ``reference_cache``: a dict one
-    package run shares between its formats' proofs, so the reference is computed once."""
+    from the reference, and pruned as the graph prunes when ``prune_ratio`` is set. ``artifact`` is one callable (CPU)
+    or ``{device: the artifact loaded onto that device}``: each device gets the same battery and batch sizes against
+    the same CPU reference. ``reference_cache``: a dict one package run shares between its formats' proofs, so the
+    reference is computed once."""
     artifacts = dict(artifact) if isinstance(artifact, Mapping) else {"cpu": artifact}
     tokenizer = DjlStyleTokenizer(tokenizer_data)
-    encode = encode or spec.encoder.encode_document
+    encode = pruned(encode or spec.encoder.encode_document, spec, prune_ratio)
     want = cached_reference(spec, tokenizer_data, texts, encode, reference_cache)
     by_device = {}
     for device, loaded in artifacts.items():
@@ -143,7 +160,7 @@ def validate_document(spec, artifact: Callable | Mapping[str, Callable], tokeniz
                              "passed": all(r["passed"] for r in results.values())}
     first = next(iter(by_device.values()))
     return {
-        "reference": "SparseEncoder.encode_document" if encode == spec.encoder.encode_document else "SparseEncoder.encode",
+        "reference": f"SparseEncoder.{encode.__name__}",
         "special_tokens": "SpladePooling keeps special-token dimensions; the artifact zeroes them (ML Commons drops "
                           "them anyway), so they were removed from the reference before comparing",
         "texts": len(texts),
@@ -215,11 +232,11 @@ def _encode_query_with(spec, weights: torch.Tensor, texts: list[str]) -> torch.T
             param.copy_(saved)
 
 
-def validate_query_bi_encoder(spec, artifact: Callable, tokenizer_data: dict, texts: list[str] = QUERY_BATTERY) -> dict:
-    result = validate_document(spec, artifact, tokenizer_data, texts=texts, batch_sizes=(1, len(texts)),
-                               encode=spec.encoder.encode_query)
-    result["reference"] = "SparseEncoder.encode_query"
-    return result
+def validate_query_bi_encoder(spec, artifact: Callable, tokenizer_data: dict, texts: list[str] = QUERY_BATTERY,
+                              prune_ratio: float = 0.0) -> dict:
+    """A bi-encoder's document artifact is also its query encoder on the cluster: held to ``encode_query``."""
+    return validate_document(spec, artifact, tokenizer_data, texts=texts, batch_sizes=(1, len(texts)),
+                             encode=spec.encoder.encode_query, prune_ratio=prune_ratio)
 
 
 def require(result: dict, what: str) -> None:

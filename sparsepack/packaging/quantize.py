@@ -106,13 +106,13 @@ def int8_options(quantize: str | None, quality_gate: str | None, artifact_format
 
 
 def int8_document_artifact(spec, fp32_onnx: Path, doc_tok: dict, staging: Path, name: str, license_bytes: bytes | None,
-                           gate, artifacts: list[dict], log) -> dict:
+                           gate, artifacts: list[dict], log, threads: int = 1) -> dict:
     """Quantize, gate each candidate against the fp32 source model on the built-in corpus, zip the first that passes.
     None passing: QualityGateError (exit 3), and the caller's staging directory, with everything, is discarded."""
     from ..errors import QualityGateError
     from ..evaluate import MIN_DOCUMENTS, MIN_QUERIES, artifact_encoder, evaluate, load_corpus, model_encoder
     from .archive import sha256_file, write_zip
-    from .onnx_export import OnnxArtifact, compatibility, graph_facts, runtime_version
+    from .onnx_export import OnnxArtifact, compatibility, graph_facts, runtime_entries, runtime_options, runtime_version
     from .tokenizer_export import dumps
 
     truth = model_encoder(spec.source, int(doc_tok["truncation"]["max_length"]), spec=spec)
@@ -136,7 +136,7 @@ def int8_document_artifact(spec, fp32_onnx: Path, doc_tok: dict, staging: Path, 
         raise QualityGateError(f"no int8 variant passes the gate (nDCG@10 >= {gate.ndcg}, recall@100 >= {gate.recall}); "
                                f"best: {best['variant']} nDCG@10 {best['ndcg_at_10']}, recall@100 {best['recall_at_100']}; "
                                f"ship fp32 ONNX or lower --quality-gate knowingly")
-    entries = {f"{name}.onnx": path.read_bytes(), "tokenizer.json": dumps(doc_tok)}
+    entries = {f"{name}.onnx": path.read_bytes(), "tokenizer.json": dumps(doc_tok), **runtime_entries(threads)}
     if license_bytes:
         entries["LICENSE"] = license_bytes
     doc_zip = staging / f"{name}-sparse-encoding-onnx-int8.zip"
@@ -145,7 +145,7 @@ def int8_document_artifact(spec, fp32_onnx: Path, doc_tok: dict, staging: Path, 
     entry = {"role": "document", "file": doc_zip.name, "function_name": "SPARSE_ENCODING", "model_format": "ONNX",
              "sha256": sha256_file(doc_zip), "size_bytes": doc_zip.stat().st_size, "format": "onnx-int8",
              "opset": facts["opset"], "ir_version": facts["ir_version"], "runtime": {"onnxruntime": runtime_version()},
-             "opensearch_compatibility": compatibility(facts),
+             "runtime_options": runtime_options(threads), "opensearch_compatibility": compatibility(facts),
              "quality_gate": {**figures, "reference": "the fp32 source model (SparseEncoder)", "corpus": corpus.source,
                               "variant": attempts[-1]["variant"], "attempts": attempts}}
     torchscript = next((a for a in artifacts if a.get("format") == "torchscript"), None)

@@ -87,16 +87,16 @@ def _verify_document(spec, manifest: dict, zip_path: Path, entry: dict, devices:
         return _verify_half(spec, target, tokenizer_data, exporter, base, log)
     log(f"validating {entry['file']} on {', '.join(devices)} against encode_document on CPU")
     loaded = {d: exporter.load(target, d) for d in devices}
-    doc = parity.validate_document(spec, loaded, tokenizer_data, encode=_reference_encoder(spec, manifest))
+    doc = parity.validate_document(spec, loaded, tokenizer_data, prune_ratio=_prune_ratio(manifest))
     return {**base, "precision": "fp32", "device_portable": True, **_summary(doc, manifest),
             **_as_query_encoder(spec, manifest, loaded, tokenizer_data)}
 
 
 def _as_query_encoder(spec, manifest: dict, loaded, tokenizer_data: dict) -> dict:
     """A bi-encoder's document artifact also encodes queries on the cluster: held to ``encode_query`` the same way."""
-    if spec.mode != "bi-encoder" or manifest["pruning"]["enabled"]:
+    if spec.mode != "bi-encoder":
         return {}
-    query = parity.validate_query_bi_encoder(spec, loaded, tokenizer_data)
+    query = parity.validate_query_bi_encoder(spec, loaded, tokenizer_data, prune_ratio=_prune_ratio(manifest))
     out = {"query": {"passed": query["passed"], "max_abs_diff": query["max_abs_diff"],
                      "identical_token_sets": query["identical_token_sets"], "devices": query["devices"]}}
     failed = [d for d, r in query["by_device"].items() if not r["passed"]]
@@ -107,19 +107,8 @@ def _as_query_encoder(spec, manifest: dict, loaded, tokenizer_data: dict) -> dic
     return out
 
 
-def _reference_encoder(spec, manifest: dict):
-    """``encode_document``, and for a pruned package the same pruning the graph applies (special tokens zeroed, then
-    weights not above max x ratio dropped), so a pruned artifact is held to the same tolerance as any other."""
-    ratio = manifest["pruning"].get("ratio", 0.0) if manifest["pruning"]["enabled"] else 0.0
-    if not ratio:
-        return None
-
-    def encode_document_pruned(texts, **kwargs):
-        values = parity._dense(spec.encoder.encode_document(texts, **kwargs)).cpu()
-        values[:, spec.special_ids] = 0.0
-        return values * (values > values.amax(dim=1, keepdim=True) * ratio)
-
-    return encode_document_pruned
+def _prune_ratio(manifest: dict) -> float:
+    return manifest["pruning"].get("ratio", 0.0) if manifest["pruning"]["enabled"] else 0.0
 
 
 def _summary(doc: dict, manifest: dict) -> dict:
@@ -141,7 +130,7 @@ def _verify_onnx(spec, manifest, target: Path, tokenizer_data: dict, entry: dict
                 "the manifest)", "quality_gate": entry.get("quality_gate")}
     log(f"validating {entry['file']} with onnxruntime {runtime_version()} against encode_document on CPU")
     loaded = {"cpu": OnnxArtifact(target)}
-    doc = parity.validate_document(spec, loaded, tokenizer_data, encode=_reference_encoder(spec, manifest))
+    doc = parity.validate_document(spec, loaded, tokenizer_data, prune_ratio=_prune_ratio(manifest))
     return {**base, "runtime": f"onnxruntime {runtime_version()}", **_summary(doc, manifest),
             **_as_query_encoder(spec, manifest, loaded, tokenizer_data)}
 
