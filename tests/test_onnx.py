@@ -192,6 +192,7 @@ def test_onnx_zip_sets_one_onnxruntime_thread_per_inference(both_packages):
     with zipfile.ZipFile(out / ts_art["file"]) as zf:
         assert "serving.properties" not in zf.namelist()
     assert onnx_art["runtime_options"]["intra_op_threads"] == 1 and onnx_art["runtime_options"]["inter_op_threads"] == 1
+    assert "ONNX on the ML node: onnxruntime threads 1 per inference" in (out / "README.md").read_text()
 
 
 def test_onnx_threads_zero_keeps_onnxruntime_defaults(model_factory, tmp_path):
@@ -237,6 +238,21 @@ def test_the_node_reads_the_onnx_session_options(node_3x, both_packages, tmp_pat
         assert report["rollback"]["left"] == []
     finally:
         cleanup_group(node_3x, group)
+
+
+@pytest.mark.cluster
+def test_preflight_warns_about_an_onnx_zip_without_session_threads(node_3x, both_packages):
+    """A package from before serving.properties still releases, with a warning naming the zip and the fix."""
+    from conftest import cluster_for
+    from sparsepack.registry import preflight
+
+    manifest, _ = both_packages("distil-if-relu")
+    view = for_format(manifest, "onnx")
+    assert preflight.run_preflight(cluster_for(node_3x), view).warnings == []
+    old = {**view, "artifacts": [{k: v for k, v in a.items() if k != "runtime_options"} for a in view["artifacts"]]}
+    pf = preflight.run_preflight(cluster_for(node_3x), old)
+    assert pf.ok and len(pf.warnings) == 1
+    assert _doc(manifest, "onnx")["file"] in pf.warnings[0] and "re-package" in pf.warnings[0]
 
 
 @pytest.mark.cluster

@@ -344,6 +344,15 @@ def _device_line(manifest: dict) -> str:
     return f"Device-portable (runs on CPU and GPU ML nodes); proven on {devices}"
 
 
+def _onnx_threads_line(manifest: dict) -> str:
+    onnx = [a for a in manifest["artifacts"] if a.get("runtime_options")]
+    if not onnx:
+        return ""
+    threads = onnx[0]["runtime_options"]["intra_op_threads"]
+    how = f"{threads} per inference (`serving.properties`)" if isinstance(threads, int) else threads
+    return f"\n- ONNX on the ML node: onnxruntime threads {how}"
+
+
 def model_card(manifest: dict) -> str:
     rows = "\n".join(f"| {a['role']} | `{a['file']}` | {a['function_name']} | `{a['sha256'][:16]}…` | {a['size_bytes']:,} |"
                      for a in manifest["artifacts"])
@@ -358,7 +367,7 @@ Built by sparsepack {manifest['sparsepack_version']} from `{src['model']}`{f" (r
 - Documents truncated at {manifest['max_length']} tokens (explicit truncation block in `tokenizer.json`)
 - Vocabulary: {manifest['vocab_size']} tokens; special tokens zeroed inside the TorchScript graph
 - Traced with eager attention; loads on OpenSearch {', '.join(manifest['compatible_opensearch']) or 'none'}
-- {_device_line(manifest)}
+- {_device_line(manifest)}{_onnx_threads_line(manifest)}
 - Libraries: {', '.join(f'{k} {v}' for k, v in manifest['libraries'].items())}
 
 | role | file | function | sha256 | bytes |

@@ -98,10 +98,19 @@ def run_preflight(cluster: Cluster, manifest: dict | None = None, deploy_nodes: 
             pf.blockers.append(f"node {name} uses {heap_used}% of its heap, over {ML}jvm_heap_memory_threshold={heap:g}; "
                                f"raise the threshold (or --apply-settings)")
     if manifest is not None:
+        pf.warnings.extend(onnx_thread_warnings(manifest))
         targets = _target_nodes(nodes, deploy_nodes, _truthy(settings.get(ML + "only_run_on_ml_node", "true")))
         pf.blockers.extend(capacity_blockers(cluster, manifest, targets, nodes, int(settings.get(ML + "max_model_on_node", 10)),
                                              group))
     return pf
+
+
+def onnx_thread_warnings(manifest: dict) -> list[str]:
+    """An ONNX zip from before sparsepack set onnxruntime's session threads: on the node each inference then takes a
+    thread per core, and the concurrent predicts of an ingest contend for them."""
+    return [f"{a['file']} sets no onnxruntime threads (packaged before sparsepack wrote serving.properties): each "
+            "inference on the node takes a thread per core, and ingest measured 1.1-1.2x slower; re-package it"
+            for a in manifest.get("artifacts", []) if a.get("model_format") == "ONNX" and "runtime_options" not in a]
 
 
 def _target_nodes(nodes: dict, chosen: list[str] | None, only_ml: bool) -> list[str]:

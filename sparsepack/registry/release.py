@@ -285,6 +285,8 @@ def release(target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_
             if urls:
                 entry["artifact_urls"] = urls
             entry.update(pf.as_dict())
+            if pf.warnings:
+                report.data.setdefault("warnings", []).extend(pf.warnings)
             report.data["cluster"] = {"version": pf.version, "ml_nodes": pf.ml_nodes}
             preflight.require_ok(pf)
             smoke.check_field_type(opts.field_type, pf.version)
