@@ -134,6 +134,19 @@ def ingest_rate(cl, manifest: dict, doc_id: str | None, n_docs: int, text: str) 
             cl.request("DELETE", f"/_ingest/pipeline/{pipe}", ok_404=True)
 
 
+def predict_ms(cl, model_id: str, text: str, calls: int = 5) -> float:
+    """Median wall ms of sequential single-document ``_predict`` calls: one inference at a time, no ingest around it."""
+    body = {"text_docs": [text]}
+    for _ in range(2):  # warm-up
+        cl.request("POST", f"/_plugins/_ml/_predict/sparse_encoding/{model_id}", body=body)
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        cl.request("POST", f"/_plugins/_ml/_predict/sparse_encoding/{model_id}", body=body)
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
 class JvmCpu:
     """Cores the node's JVM used over a span (CPU seconds / wall seconds), read from /proc: only for a local node."""
 
@@ -187,6 +200,8 @@ def onnx_vs_torchscript(url: str, root: Path, kind: str, n_docs: int, rounds: in
         for label, text in (("short", SHORT_DOC), ("300-word", LONG_DOC)):  # warm-up, not counted
             for name, _, fmt in VARIANTS:
                 ingest_rate(cl, view[fmt], reports[name]["model_ids"]["document"], 16, text)
+        latency = {(name, label): predict_ms(cl, reports[name]["model_ids"]["document"], text)
+                   for label, text in (("short", SHORT_DOC), ("300-word", LONG_DOC)) for name, _, _ in VARIANTS}
         for r in range(rounds):
             for label, text in (("short", SHORT_DOC), ("300-word", LONG_DOC)):
                 for name, _, fmt in VARIANTS + (("no model", None, "torchscript"),):
@@ -209,10 +224,13 @@ def onnx_vs_torchscript(url: str, root: Path, kind: str, n_docs: int, rounds: in
         plain = statistics.median(rates[("no model", label)])
         print(f"  ingest {label:9s} ({len(tok.ids(text))} tokens, {docs[label]} docs), median of {rounds}; "
               f"TorchScript {ts:.1f} docs/s; the same bulk without the pipeline {plain:.1f} docs/s")
+        ts_ms = latency[("torchscript", label)]
+        print(f"    {'torchscript':16s} one _predict at a time: {ts_ms:7.1f} ms")
         for name in ("onnx", "onnx-ort-default"):
-            ox = statistics.median(rates[(name, label)])
+            ox, ms = statistics.median(rates[(name, label)]), latency[(name, label)]
             goal = " (goal >= 2x)" if name == "onnx" else ""
-            print(f"    {name:16s} {ox:8.1f} docs/s: {ox / ts:.2f}x TorchScript{goal}")
+            print(f"    {name:16s} {ox:8.1f} docs/s: {ox / ts:.2f}x TorchScript{goal}; one _predict at a time: "
+                  f"{ms:7.1f} ms, {ts_ms / ms:.2f}x")
 
 
 def url_vs_chunked(url: str, pkg: Path, kind: str) -> None:
