@@ -141,6 +141,8 @@ def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targ
     wrapper = SparseDocumentEncoder(spec.mlm, spec.activation, spec.pooling, spec.special_ids, spec.vocab_size, prune_ratio)
     artifacts, result, first = [], {}, None
     references: dict = {}  # encode_document's battery output, computed once for every format's proof
+    if spec.mode == "bi-encoder":  # a model whose queries the cluster would refuse: said before any trace
+        _require_query_weights_in_range(spec, doc_tok, prune_ratio, references)
     for exporter in exporters:  # the first format fills the manifest's top-level proof, operators and compatibility
         if exporter.model_format == "ONNX":
             art, loaded, unpacked_tok, ops, compat, doc_parity = onnx_document_artifact(
@@ -257,6 +259,16 @@ def _query_tokenize_artifact(spec, staging, length, license_bytes, name, artifac
     parity.require(result["query"], "query")
     artifacts.append(_artifact_entry(q_zip, "query", "SPARSE_TOKENIZE", "TORCH_SCRIPT"))
     return query_weights
+
+
+def _require_query_weights_in_range(spec, doc_tok: dict, prune_ratio: float, references: dict) -> None:
+    """The model's own ``encode_query`` on the query battery against neural-search's (0, 64]: the same figures the
+    artifact's proof is later held to (its reference, cached), checked first so the refusal does not wait for a trace
+    nor hide behind a parity failure (float32 sums of weights above 64 differ by more than 1e-5)."""
+    encode = parity.pruned(spec.encoder.encode_query, spec, prune_ratio)
+    vectors = parity.cached_reference(spec, doc_tok, parity.QUERY_BATTERY, encode, references)
+    names = server_token_strings(doc_tok, spec.vocab_size)
+    bi_encoder_record([parity.reference_token_map(v, names) for v in vectors], parity.QUERY_BATTERY)
 
 
 def _bi_encoder_query_weights(artifact, tokenizer_data: dict, vocab_size: int) -> dict:
