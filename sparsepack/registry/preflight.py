@@ -109,7 +109,7 @@ def onnx_thread_warnings(manifest: dict) -> list[str]:
     """An ONNX zip from before sparsepack set onnxruntime's session threads: on the node each inference then takes a
     thread per core, and the concurrent predicts of an ingest contend for them."""
     return [f"{a['file']} sets no onnxruntime threads (packaged before sparsepack wrote serving.properties): each "
-            "inference on the node takes a thread per core, and ingest measured 1.1-1.2x slower; re-package it"
+            "inference on the node takes a thread per core, and ingest measured up to 1.2x slower; re-package it"
             for a in manifest.get("artifacts", []) if a.get("model_format") == "ONNX" and "runtime_options" not in a]
 
 
