@@ -147,10 +147,29 @@ def test_a_pruned_artifact_that_misses_the_reference_is_refused(model_factory, t
     from sparsepack.errors import ParityError
     from sparsepack.packaging import parity
 
-    monkeypatch.setattr(parity, "pruned", lambda encode, spec, ratio: encode)
+    monkeypatch.setattr(parity, "prune_reference", lambda want, ratio, tolerance: (want, None))
     with pytest.raises(ParityError, match="document parity failed"):
         package(str(model_factory("bert-bi-relu")), tmp_path / "p", prune_ratio=0.3, **QUIET)
     assert not (tmp_path / "p").exists()
+
+
+def test_pruned_comparison_leaves_out_only_weights_at_the_threshold():
+    """A weight within float error of max x ratio may be kept by the artifact and dropped by the reference (or the
+    reverse): such a weight is left out, any other disagreement still fails."""
+    from sparsepack.packaging.parity import compare_vectors, prune_reference
+
+    reference = torch.tensor([[2.0, 0.6 + 4e-6, 0.9, 0.5]])  # threshold 2.0 x 0.3 = 0.6
+    want, boundary = prune_reference(reference, 0.3, 1e-5)
+    assert torch.equal(want, torch.tensor([[2.0, 0.6 + 4e-6, 0.9, 0.0]]))
+    assert boundary.tolist() == [[False, True, False, False]]
+    dropped_at_the_line = torch.tensor([[2.0 + 1e-6, 0.0, 0.9, 0.0]])
+    assert not compare_vectors(dropped_at_the_line, want, 1e-5)["passed"]
+    assert compare_vectors(dropped_at_the_line, want, 1e-5, boundary)["passed"]
+    dropped_above_it = torch.tensor([[2.0, 0.6 + 4e-6, 0.0, 0.0]])
+    kept_below_it = torch.tensor([[2.0, 0.6 + 4e-6, 0.9, 0.5]])
+    assert not compare_vectors(dropped_above_it, want, 1e-5, boundary)["passed"]
+    assert not compare_vectors(kept_below_it, want, 1e-5, boundary)["passed"]
+    assert prune_reference(reference, 0.0, 1e-5) == (reference, None)
 
 
 def test_activation_shortcut_matches_splade_pooling():

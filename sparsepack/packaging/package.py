@@ -180,8 +180,7 @@ def _torchscript_document(spec, wrapper, doc_tok, staging, work, name, license_b
     log("tracing the document encoder (eager attention)")
     pt_path = work / f"{name}{exporter.suffix}"
     # the proof's reference does not depend on the artifact: compute it while the trace worker starts up
-    prefill = None if references is None else (lambda: parity.cached_reference(
-        spec, doc_tok, encode=parity.pruned(spec.encoder.encode_document, spec, prune_ratio), cache=references))
+    prefill = None if references is None else (lambda: parity.cached_reference(spec, doc_tok, cache=references))
     exporter.export(wrapper, _example_batch(doc_tok), pt_path, while_waiting=prefill)
     require_device_portable(pt_path)
     ops = exporter.operators(pt_path)
@@ -265,8 +264,8 @@ def _require_query_weights_in_range(spec, doc_tok: dict, prune_ratio: float, ref
     """The model's own ``encode_query`` on the query battery against neural-search's (0, 64]: the same figures the
     artifact's proof is later held to (its reference, cached), checked first so the refusal does not wait for a trace
     nor hide behind a parity failure (float32 sums of weights above 64 differ by more than 1e-5)."""
-    encode = parity.pruned(spec.encoder.encode_query, spec, prune_ratio)
-    vectors = parity.cached_reference(spec, doc_tok, parity.QUERY_BATTERY, encode, references)
+    vectors, _ = parity.prune_reference(parity.cached_reference(spec, doc_tok, parity.QUERY_BATTERY,
+                                                                spec.encoder.encode_query, references), prune_ratio, 0.0)
     names = server_token_strings(doc_tok, spec.vocab_size)
     bi_encoder_record([parity.reference_token_map(v, names) for v in vectors], parity.QUERY_BATTERY)
 
