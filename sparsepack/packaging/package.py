@@ -142,7 +142,7 @@ def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targ
     artifacts, result, first = [], {}, None
     references: dict = {}  # encode_document's battery output, computed once for every format's proof
     if spec.mode == "bi-encoder":  # a model whose queries the cluster would refuse: said before any trace
-        _require_query_weights_in_range(spec, doc_tok, prune_ratio, references)
+        query_weights = _bi_encoder_query_weights(spec, doc_tok, prune_ratio, references)
     for exporter in exporters:  # the first format fills the manifest's top-level proof, operators and compatibility
         if exporter.model_format == "ONNX":
             art, loaded, unpacked_tok, ops, compat, doc_parity = onnx_document_artifact(
@@ -162,8 +162,6 @@ def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targ
             log(f"validating the {art['format']} artifact as query encoder against encode_query")
             result[f"query{suffix}"] = parity.validate_query_bi_encoder(spec, loaded, unpacked_tok, prune_ratio=prune_ratio)
             parity.require(result[f"query{suffix}"], "query")
-            if first is None:
-                query_weights = _bi_encoder_query_weights(loaded, unpacked_tok, spec.vocab_size)
         first = first or (ops, compat)
     if spec.mode == "inference-free":
         query_weights = _query_tokenize_artifact(spec, staging, length, license_bytes, name, artifacts, result, log)
@@ -260,20 +258,14 @@ def _query_tokenize_artifact(spec, staging, length, license_bytes, name, artifac
     return query_weights
 
 
-def _require_query_weights_in_range(spec, doc_tok: dict, prune_ratio: float, references: dict) -> None:
-    """The model's own ``encode_query`` on the query battery against neural-search's (0, 64]: the same figures the
-    artifact's proof is later held to (its reference, cached), checked first so the refusal does not wait for a trace
-    nor hide behind a parity failure (float32 sums of weights above 64 differ by more than 1e-5)."""
+def _bi_encoder_query_weights(spec, doc_tok: dict, prune_ratio: float, references: dict) -> dict:
+    """The query battery's weights against neural-search's (0, 64] (refused above 64), from the model's own
+    ``encode_query`` pruned as the graph prunes: the reference the artifact's query proof is then held to at 1e-5
+    (cached, so computed once). Checked before any trace, so the refusal neither waits for one nor hides behind a parity
+    failure (float32 sums of weights above 64 differ by more than 1e-5)."""
     vectors, _ = parity.prune_reference(parity.cached_reference(spec, doc_tok, parity.QUERY_BATTERY,
                                                                 spec.encoder.encode_query, references), prune_ratio, 0.0)
     names = server_token_strings(doc_tok, spec.vocab_size)
-    bi_encoder_record([parity.reference_token_map(v, names) for v in vectors], parity.QUERY_BATTERY)
-
-
-def _bi_encoder_query_weights(artifact, tokenizer_data: dict, vocab_size: int) -> dict:
-    """The artifact's query-battery weights checked against neural-search's (0, 64] (refused above 64)."""
-    names = server_token_strings(tokenizer_data, vocab_size)
-    vectors = parity.run_artifact(artifact, parity.DjlStyleTokenizer(tokenizer_data), parity.QUERY_BATTERY)
     return bi_encoder_record([parity.reference_token_map(v, names) for v in vectors], parity.QUERY_BATTERY)
 
 

@@ -108,7 +108,7 @@ def _as_query_encoder(spec, manifest: dict, loaded, tokenizer_data: dict) -> dic
 
 
 def _prune_ratio(manifest: dict) -> float:
-    return manifest["pruning"].get("ratio", 0.0) if manifest["pruning"]["enabled"] else 0.0
+    return manifest["pruning"].get("ratio", 0.0)  # {"enabled": False} carries no ratio
 
 
 def _summary(doc: dict, manifest: dict) -> dict:
