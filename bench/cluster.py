@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import LONG_DOC, SHORT_DOC, build, docs_per_second  # noqa: E402
+from common import LONG_DOC, SHORT_DOC, build, docs_per_second, unzip_artifact  # noqa: E402
 
 from sparsepack.packaging.package import package  # noqa: E402
 from sparsepack.packaging.parity import DjlStyleTokenizer  # noqa: E402
@@ -82,12 +82,9 @@ def main() -> None:
               f"(profile API, last {stats.get('count', 0)} requests, mixed)")
     cluster_rate = ingest_rate(cl, manifest, doc_id, args.docs, SHORT_DOC)
     doc = next(a for a in manifest["artifacts"] if a["role"] == "document")
-    with zipfile.ZipFile(root / "pkg" / doc["file"]) as zf:
-        pt = next(n for n in zf.namelist() if n.endswith(".pt"))
-        (root / pt).write_bytes(zf.read(pt))
-        tok = DjlStyleTokenizer(json.loads(zf.read("tokenizer.json")))
+    pt, tok = unzip_artifact(root / "pkg" / doc["file"], ".pt", root)
     torch.set_num_threads(1)
-    artifact = torch.jit.load(str(root / pt))
+    artifact = torch.jit.load(str(pt))
     with torch.inference_mode():
         standalone = docs_per_second(lambda t: artifact(tok.batch([t])), SHORT_DOC)
     print(f"  ingest {cluster_rate:.1f} docs/s through the pipeline vs artifact standalone {standalone:.1f} docs/s "

@@ -61,6 +61,22 @@ def build(kind: str, root: Path) -> Path:
     return target
 
 
+def unzip_artifact(zip_path: Path, suffix: str, dest: Path):
+    """The model entry (``suffix``: .pt or .onnx) of an artifact zip written to ``dest``, and its tokenizer called as
+    ML Commons calls it."""
+    import json
+    import zipfile
+
+    from sparsepack.packaging.parity import DjlStyleTokenizer
+
+    dest.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(zip_path) as zf:
+        name = next(n for n in zf.namelist() if n.endswith(suffix))
+        target = dest / f"{zip_path.stem}{suffix}"
+        target.write_bytes(zf.read(name))
+        return target, DjlStyleTokenizer(json.loads(zf.read("tokenizer.json")))
+
+
 def docs_per_second(fn, text: str, min_seconds: float = 3.0, min_calls: int = 5) -> float:
     fn(text)  # warm-up
     calls, t0 = 0, time.perf_counter()

@@ -15,19 +15,17 @@ import shutil
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import LONG_DOC, SHORT_DOC, build  # noqa: E402
+from common import LONG_DOC, SHORT_DOC, build, unzip_artifact  # noqa: E402
 
 from sparsepack._st_compat import sparse_encoder_class  # noqa: E402
 from sparsepack.errors import ParityError  # noqa: E402
 from sparsepack.packaging.devices import device_facts, strict_fp32  # noqa: E402
 from sparsepack.packaging.package import package  # noqa: E402
-from sparsepack.packaging.parity import DjlStyleTokenizer  # noqa: E402
 
 
 def docs_per_second(fn, batch: list[str], device: str, min_seconds: float = 2.0, min_calls: int = 5) -> float:
@@ -47,11 +45,7 @@ def docs_per_second(fn, batch: list[str], device: str, min_seconds: float = 2.0,
 
 def load_document_artifact(pkg: Path, manifest: dict, device: str, root: Path):
     doc = next(a for a in manifest["artifacts"] if a["role"] == "document")
-    with zipfile.ZipFile(pkg / doc["file"]) as zf:
-        pt = next(n for n in zf.namelist() if n.endswith(".pt"))
-        target = root / f"{manifest['precision']}-{pt}"
-        target.write_bytes(zf.read(pt))
-        tok = DjlStyleTokenizer(json.loads(zf.read("tokenizer.json")))
+    target, tok = unzip_artifact(pkg / doc["file"], ".pt", root / manifest["precision"])
     return torch.jit.load(str(target), map_location=device), tok
 
 

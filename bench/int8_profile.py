@@ -17,18 +17,16 @@ import shutil
 import sys
 import tempfile
 import time
-import zipfile
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import LONG_DOC, SHORT_DOC, docs_per_second  # noqa: E402
+from common import LONG_DOC, SHORT_DOC, docs_per_second, unzip_artifact  # noqa: E402
 
 from sparsepack.packaging.onnx_export import INPUT_NAMES, OUTPUT_NAME, OnnxArtifact  # noqa: E402
 from sparsepack.packaging.package import package  # noqa: E402
-from sparsepack.packaging.parity import DjlStyleTokenizer  # noqa: E402
 from sparsepack.packaging.quantize import candidate_exclusions, quantize_int8  # noqa: E402
 from sparsepack.wheel_models import build_trained_splade  # noqa: E402
 
@@ -151,15 +149,9 @@ def main() -> None:
     model_dir = build_trained_splade(root / "model-trained")
     manifest = package(str(model_dir), root / "pkg", artifact_format="both", log=lambda m: None)
     files = {a["format"]: root / "pkg" / a["file"] for a in manifest["artifacts"] if a["role"] == "document"}
-    with zipfile.ZipFile(files["onnx"]) as zf:
-        name = next(n for n in zf.namelist() if n.endswith(".onnx"))
-        fp32 = root / "fp32.onnx"
-        fp32.write_bytes(zf.read(name))
-        tok_data = json.loads(zf.read("tokenizer.json"))
-    with zipfile.ZipFile(files["torchscript"]) as zf:
-        pt = root / "fp32.pt"
-        pt.write_bytes(zf.read(next(n for n in zf.namelist() if n.endswith(".pt"))))
-    tok = DjlStyleTokenizer(tok_data)
+    fp32, tok = unzip_artifact(files["onnx"], ".onnx", root)
+    pt, _ = unzip_artifact(files["torchscript"], ".pt", root)
+    tok_data = tok.data
     exclusions = dict(candidate_exclusions(fp32))
     variants = {"onnx fp32": fp32}
     for label in ("all-matmuls", "sensitive-fp32"):

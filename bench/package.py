@@ -15,33 +15,22 @@ model and with each variant) and times the variant that passed; without it every
 from __future__ import annotations
 
 import atexit
-import json
 import shutil
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import LONG_DOC, SHORT_DOC, build, docs_per_second  # noqa: E402
+from common import LONG_DOC, SHORT_DOC, build, docs_per_second, unzip_artifact  # noqa: E402
 
 from sparsepack._st_compat import sparse_encoder_class  # noqa: E402
 from sparsepack.packaging.onnx_export import OnnxArtifact  # noqa: E402
 from sparsepack.packaging.package import package  # noqa: E402
-from sparsepack.packaging.parity import DjlStyleTokenizer  # noqa: E402
 from sparsepack.packaging.quantize import candidate_exclusions, quantize_int8  # noqa: E402
 from sparsepack.wheel_models import build_trained_splade  # noqa: E402
-
-
-def _unzip(zip_path: Path, suffix: str, dest: Path) -> tuple[Path, DjlStyleTokenizer]:
-    with zipfile.ZipFile(zip_path) as zf:
-        name = next(n for n in zf.namelist() if n.endswith(suffix))
-        target = dest / f"{zip_path.stem}{suffix}"
-        target.write_bytes(zf.read(name))
-        return target, DjlStyleTokenizer(json.loads(zf.read("tokenizer.json")))
 
 
 class StageClock:
@@ -156,13 +145,13 @@ def bench_model(kind: str, model_dir: Path, root: Path, gate: bool, seconds: flo
         timings["onnx + int8 gate"] = time.perf_counter() - t0
     ts = manifests["torchscript"]["artifacts"][0]
     ox = manifests["onnx"]["artifacts"][0]
-    pt_path, tok = _unzip(root / f"pkg-{kind}-torchscript" / ts["file"], ".pt", root)
-    onnx_path, _ = _unzip(root / f"pkg-{kind}-onnx" / ox["file"], ".onnx", root)
+    pt_path, tok = unzip_artifact(root / f"pkg-{kind}-torchscript" / ts["file"], ".pt", root)
+    onnx_path, _ = unzip_artifact(root / f"pkg-{kind}-onnx" / ox["file"], ".onnx", root)
     runners = {"torchscript fp32": torch.jit.load(str(pt_path)), "onnx fp32": OnnxArtifact(onnx_path, threads=1)}
     sizes = {"torchscript fp32": ts["size_bytes"], "onnx fp32": ox["size_bytes"]}
     if gated is not None:
         art = next(a for a in gated["artifacts"] if a["format"] == "onnx-int8")
-        int8_path, _ = _unzip(root / f"pkg-{kind}-int8" / art["file"], ".onnx", root)
+        int8_path, _ = unzip_artifact(root / f"pkg-{kind}-int8" / art["file"], ".onnx", root)
         label = f"onnx int8 ({art['quality_gate']['variant']}, gated)"
         runners[label], sizes[label] = OnnxArtifact(int8_path, threads=1), art["size_bytes"]
         for attempt in art["quality_gate"]["attempts"]:

@@ -51,6 +51,7 @@ class DjlStyleTokenizer:
     def __init__(self, tokenizer_data: dict):
         from tokenizers import Tokenizer
 
+        self.data = tokenizer_data
         self.tok = Tokenizer.from_str(json.dumps(tokenizer_data))
         self.tok.no_padding()
 
