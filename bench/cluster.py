@@ -51,9 +51,9 @@ def main() -> None:
     args = ap.parse_args()
     url, jvm_pid = args.url, None
     if not url:
-        from sparsepack.node import cluster as node
+        from sparsepack.node import lifecycle
 
-        state = node.start("3.6.0", port=9200, log=lambda m: print(m, file=sys.stderr))
+        state = lifecycle.start("3.6.0", port=9200, log=lambda m: print(m, file=sys.stderr))
         url, jvm_pid = state.url, state.nodes[0].pid
     root = Path(tempfile.mkdtemp(prefix="sparsepack-bench-"))
     atexit.register(shutil.rmtree, root, True)  # realistic-size runs leave ~1 GB of models and zips

@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sparsepack.node import cluster
+from sparsepack.node import lifecycle
 
 
 def main() -> None:
@@ -19,9 +19,9 @@ def main() -> None:
     for version in versions:
         for label in ("cold (assemble + start)", "warm (start)"):
             t0 = time.perf_counter()
-            state = cluster.start(version, port=9290, home=home, log=lambda m: None)
+            state = lifecycle.start(version, port=9290, home=home, log=lambda m: None)
             elapsed = time.perf_counter() - t0
-            cluster.stop(9290, home=home, quiet=True)
+            lifecycle.stop(9290, home=home, quiet=True)
             print(f"OpenSearch {state.version}: {label:24s} {elapsed:6.1f}s")
 
 

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import build  # noqa: E402
 
-from sparsepack.node import cluster as node_cluster  # noqa: E402
+from sparsepack.node import lifecycle  # noqa: E402
 from sparsepack.registry.connection import ConnectionOptions, connect  # noqa: E402
 from sparsepack.templates import render  # noqa: E402
 
@@ -151,27 +151,26 @@ def run(url: str, version: str, docs: list[dict], queries: list[dict], shards: i
 
 def with_cluster(port: int, nodes: int, heap: str, fn):
     """A fresh local cluster for the run, stopped on every path."""
+    original = lifecycle.node_layout
     if nodes > 1:
         # `node start --nodes N` makes node-1.. ML-only nodes; for a data-scaling figure every node must hold shards.
-        original = node_cluster.NodeInfo
+        def data_nodes(*args, **kwargs):
+            infos = original(*args, **kwargs)
+            for info in infos:
+                if "data" not in info.roles:
+                    info.roles.append("data")
+            return infos
 
-        def data_node(*args, **kwargs):
-            info = original(*args, **kwargs)
-            if "data" not in info.roles:
-                info.roles.append("data")
-            return info
-
-        node_cluster.NodeInfo = data_node
+        lifecycle.node_layout = data_nodes
     try:
-        state = node_cluster.start("3.6.0", port=port, nodes=nodes, heap=heap, fresh=True, timeout=900,
-                                   log=lambda m: print(m, flush=True))
+        state = lifecycle.start("3.6.0", port=port, nodes=nodes, heap=heap, fresh=True, timeout=900,
+                                log=lambda m: print(m, flush=True))
         try:
             return fn(state.url, state.version)
         finally:
-            node_cluster.stop(port, quiet=True)
+            lifecycle.stop(port, quiet=True)
     finally:
-        if nodes > 1:
-            node_cluster.NodeInfo = original
+        lifecycle.node_layout = original
 
 
 def main() -> None:

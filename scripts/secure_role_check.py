@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 
 from sparsepack.errors import SparsepackError
-from sparsepack.node import cluster, secure
+from sparsepack.node import secure
+from sparsepack.node.rest import http_json
+from sparsepack.node.state import cluster_dir, default_home
 from sparsepack.registry import models
 from sparsepack.registry.connection import ConnectionOptions, connect
 from sparsepack.registry.release import ReleaseOptions, release
@@ -34,7 +36,7 @@ def main() -> int:
     ap.add_argument("--upgrade", metavar="V2_PACKAGE_DIR")
     ap.add_argument("--only", action="append", default=[])
     args = ap.parse_args()
-    cdir = cluster.cluster_dir(cluster.default_home(), args.port)
+    cdir = cluster_dir(default_home(), args.port)
     creds = secure.load_credentials(cdir)
     if creds is None:
         raise SystemExit(f"no secured node on port {args.port} (no {secure.credentials_path(cdir)})")
@@ -57,9 +59,9 @@ def main() -> int:
                 role["cluster_permissions"].remove(perm)
             else:
                 role["index_permissions"][0]["allowed_actions"].remove(perm)
-            cluster.http_json(role_path, "PUT", role, access=admin)
+            http_json(role_path, "PUT", role, access=admin)
             # a fresh lease index each time, so its create and writes are exercised
-            cluster.http_json(f"{url}/sparsepack-leases", "DELETE", access=admin) if _exists(url, admin) else None
+            http_json(f"{url}/sparsepack-leases", "DELETE", access=admin) if _exists(url, admin) else None
             t0 = time.monotonic()
             try:
                 if args.upgrade:
@@ -75,7 +77,7 @@ def main() -> int:
             print(f"{'not needed' if ok else 'NEEDED    '}  {perm:55s} {time.monotonic() - t0:5.1f}s  {why[:150]}", flush=True)
             _remove_groups(connect(admin_conn), f"role-check-{n}")
     finally:
-        cluster.http_json(role_path, "PUT", full, access=admin)
+        http_json(role_path, "PUT", full, access=admin)
     print(f"\n{len(needed)} needed by a passing release, {len(not_needed)} not: {[p for p, _ in not_needed]}")
     return 0
 
@@ -101,7 +103,7 @@ def _upgrade(v1_package: str, v2_package: str, conn, admin, group: str) -> dict:
 
 def _exists(url: str, admin) -> bool:
     try:
-        cluster.http_json(f"{url}/sparsepack-leases", "HEAD", access=admin)
+        http_json(f"{url}/sparsepack-leases", "HEAD", access=admin)
         return True
     except Exception:  # noqa: BLE001 - 404
         return False

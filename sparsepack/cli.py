@@ -120,30 +120,32 @@ def cmd_render(args) -> int:
 
 
 def cmd_node(args) -> int:
-    from .node import cluster
+    from .node import lifecycle
+    from .node.logs import log_tail
+    from .node.state import cluster_dir, default_home
 
     if args.node_command == "start":
-        state = cluster.start(args.version, port=args.port, heap=args.heap, nodes=args.nodes, fresh=args.fresh,
-                              timeout=args.timeout, secure=args.secure, log=_err)
+        state = lifecycle.start(args.version, port=args.port, heap=args.heap, nodes=args.nodes, fresh=args.fresh,
+                                timeout=args.timeout, secure=args.secure, log=_err)
         out = {"url": state.url, "version": state.version, "nodes": [n.name for n in state.nodes]}
         if state.secure:
             from .node import secure
 
-            out["credentials_file"] = str(secure.credentials_path(cluster.cluster_dir(Path(state.home), args.port)))
+            out["credentials_file"] = str(secure.credentials_path(cluster_dir(Path(state.home), args.port)))
         _print_json(out) if args.json else print(state.url)
         if state.secure and not args.json:
             _err(f"users and passwords: {out['credentials_file']} (0600); CA: pass --ca-certs to the other commands")
     elif args.node_command == "stop":
-        return 0 if cluster.stop(args.port, log=_err) else 1
+        return 0 if lifecycle.stop(args.port, log=_err) else 1
     elif args.node_command == "status":
-        st = cluster.status(args.port)
+        st = lifecycle.status(args.port)
         _print_json(st)
         return 0 if st.get("healthy") else 1
     elif args.node_command == "logs":
-        ndir = cluster.cluster_dir(cluster.default_home(), args.port) / args.node
+        ndir = cluster_dir(default_home(), args.port) / args.node
         if not ndir.is_dir():
             raise SparsepackError(f"no sparsepack node {args.node} on port {args.port} (no {ndir}); check --port and --node")
-        print(cluster.log_tail(ndir, args.lines).replace(" | ", "\n"))
+        print(log_tail(ndir, args.lines).replace(" | ", "\n"))
     return 0
 
 
@@ -373,7 +375,7 @@ def cmd_delete(args) -> int:
 
 def cmd_demo(args) -> int:
     from .demo import DemoSpec, build_demo_model, summary_lines
-    from .node import cluster
+    from .node import lifecycle
     from .registry.connection import ConnectionOptions
     from .registry.release import ReleaseOptions, release
 
@@ -384,7 +386,7 @@ def cmd_demo(args) -> int:
         build_demo_model(model_dir, DemoSpec())
     url = args.url
     if not url:
-        state = cluster.start(args.version, port=args.port, log=_err)
+        state = lifecycle.start(args.version, port=args.port, log=_err)
         url = state.url
     report = release(str(model_dir), ConnectionOptions.from_env(url=url), ReleaseOptions(progress=False, clear_previous=True),
                      package_dir=str(work / "demo-package"), targets=("2.x", "3.x"))

@@ -85,12 +85,12 @@ def _session_node(url_env: str, version: str, port: int):
 @contextlib.contextmanager
 def local_cluster(version: str, port: int, **start_kwargs):
     """A fresh local cluster, stopped on the way out, also when its start fails half-way."""
-    from sparsepack.node import cluster
+    from sparsepack.node import lifecycle
 
     try:
-        yield cluster.start(version, port=port, fresh=True, log=lambda m: print(m, flush=True), **start_kwargs)
+        yield lifecycle.start(version, port=port, fresh=True, log=lambda m: print(m, flush=True), **start_kwargs)
     finally:
-        cluster.stop(port, quiet=True)
+        lifecycle.stop(port, quiet=True)
 
 
 @pytest.fixture(scope="session")

@@ -13,15 +13,15 @@ import signal
 
 import pytest
 
-from sparsepack.node import cluster
+from sparsepack.node.processes import NodeProcess, node_processes, stop_processes
 
 PORT_BASE = int(os.environ.get("SPARSEPACK_TEST_PORT_BASE", "9250"))
 SUITE_PORTS = range(PORT_BASE, PORT_BASE + 100)
 _before: set[int] = set()
 
 
-def suite_node_processes() -> list[cluster.NodeProcess]:
-    return [p for p in cluster.node_processes() if p.port in SUITE_PORTS]
+def suite_node_processes() -> list[NodeProcess]:
+    return [p for p in node_processes() if p.port in SUITE_PORTS]
 
 
 def pytest_sessionstart(session):
@@ -42,7 +42,7 @@ def pytest_sessionfinish(session):
         return
     names = ", ".join(f"pid {p.pid} ({'JVM' if p.jvm else 'launcher'} of {p.node_dir})" for p in leaked)
     for cdir in sorted({p.node_dir.parent for p in leaked}):
-        cluster.stop_processes(cdir)
+        stop_processes(cdir)
     message = f"node_guard: the tests left OpenSearch node processes running (now stopped): {names}"
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:

@@ -14,7 +14,7 @@ import pytest
 from conftest import NODE_2X, NODE_3X, cluster_for
 
 from sparsepack.errors import ClusterError
-from sparsepack.node.cluster import NODE_ML_SETTINGS
+from sparsepack.node.config import NODE_ML_SETTINGS
 from sparsepack.registry import models, smoke
 from sparsepack.templates import TEMPLATES, render
 from sparsepack.templates.versions import (DOCUMENT_MODEL, FEATURES, QUERY_MODEL, QUERY_TOKENS, features_for, fmt,

@@ -8,7 +8,10 @@ import pytest
 
 from conftest import PORT_BASE, cluster_for
 from sparsepack.errors import SparsepackError
-from sparsepack.node import cluster as node_cluster
+from sparsepack.node import lifecycle
+from sparsepack.node.processes import node_processes
+from sparsepack.node.state import STATE_FILE, cluster_dir, default_home
+from sparsepack.node.wait import wait_for
 from sparsepack.node.maven import Coordinate, fetch
 from sparsepack.node.plan import plan_for
 
@@ -55,7 +58,7 @@ def test_ml_settings_applied(any_node):
 def test_status_reports_running(node_3x):
     if os.environ.get("OPENSEARCH_URL"):
         pytest.skip("external cluster")
-    st = node_cluster.status(int(node_3x.rsplit(":", 1)[1]))
+    st = lifecycle.status(int(node_3x.rsplit(":", 1)[1]))
     assert st["running"] and st["healthy"] and st["version"].startswith("3.")
 
 
@@ -65,7 +68,7 @@ def test_port_taken_is_refused(tmp_path):
         s.listen()
         port = s.getsockname()[1]
         with pytest.raises(SparsepackError, match=f"port {port} on 127.0.0.1 is taken"):
-            node_cluster.start("3.6.0", port=port, home=tmp_path)
+            lifecycle.start("3.6.0", port=port, home=tmp_path)
 
 
 def test_unsupported_version_names_working_ones():
@@ -144,14 +147,14 @@ def test_restart_keeps_models_and_release_after_a_real_stop_has_no_duplicates(pa
     if os.environ.get("OPENSEARCH_URL"):
         pytest.skip("external cluster: no local node to stop")
     port = PORT_BASE + 30
-    state = node_cluster.start("3.6.0", port=port, fresh=True, log=lambda m: None)
-    proxy = FaultProxy(port, [Fault("POST", r"_deploy", "call", before=lambda: node_cluster.stop(port, quiet=True))]).start()
+    state = lifecycle.start("3.6.0", port=port, fresh=True, log=lambda m: None)
+    proxy = FaultProxy(port, [Fault("POST", r"_deploy", "call", before=lambda: lifecycle.stop(port, quiet=True))]).start()
     pkg = package_factory("bert-bi-relu")[1]
     try:
         first = release(str(pkg), ConnectionOptions(url=proxy.url, retries=1), ReleaseOptions(group="t-restart", progress=False))
         assert not first["passed"] and first["failed_step"] == "deploy"
         assert "cannot connect" in first["error"]
-        node_cluster.start("3.6.0", port=port, log=lambda m: None)  # same version and shape: data kept
+        lifecycle.start("3.6.0", port=port, log=lambda m: None)  # same version and shape: data kept
         again = release(str(pkg), ConnectionOptions(url=proxy.url), ReleaseOptions(group="t-restart", progress=False))
         assert again["passed"], again.get("error")
         assert again["steps"]["register"]["models"]["document"]["reused"] is True
@@ -162,7 +165,7 @@ def test_restart_keeps_models_and_release_after_a_real_stop_has_no_duplicates(pa
         assert len(models.models_in_group(cl, group["hits"]["hits"][0]["_id"])) == 1
     finally:
         proxy.stop()
-        node_cluster.stop(port, quiet=True)
+        lifecycle.stop(port, quiet=True)
 
 
 # Ports of the start/recovery tests: free http slots below PORT_BASE+30 (transport ports are http + 100).
@@ -176,7 +179,7 @@ def local_only():
 
 
 def jvms_of(port, home=None):
-    return node_cluster.node_processes(node_cluster.cluster_dir(home or node_cluster.default_home(), port))
+    return node_processes(cluster_dir(home or default_home(), port))
 
 
 def test_start_waits_for_the_jvm_while_both_cores_are_busy():
@@ -193,14 +196,14 @@ def test_start_waits_for_the_jvm_while_both_cores_are_busy():
         for port, nodes in ((PORT_LOADED, 1), (PORT_LOADED_MULTI, 2)):
             t0 = time.monotonic()
             try:
-                state = node_cluster.start("3.6.0", port=port, nodes=nodes, heap="768m", fresh=True, log=print)
+                state = lifecycle.start("3.6.0", port=port, nodes=nodes, heap="768m", fresh=True, log=print)
                 print(f"{nodes} node(s) healthy under load in {time.monotonic() - t0:.1f}s")
                 assert all(busy_proc.poll() is None for busy_proc in busy), "the load ended before the start did"
                 health = get(state.url, "/_cluster/health")
                 assert health["number_of_nodes"] == nodes and health["status"] in ("green", "yellow")
                 assert {n.pid for n in state.nodes} == {p.pid for p in jvms_of(port) if p.jvm}
             finally:
-                node_cluster.stop(port, quiet=True)
+                lifecycle.stop(port, quiet=True)
             assert jvms_of(port) == []
     finally:
         for busy_proc in busy:
@@ -213,7 +216,7 @@ def test_start_waits_for_the_jvm_while_both_cores_are_busy():
 def test_failure_after_the_first_launch_leaves_no_jvm(monkeypatch, failure):
     """The second node's launch fails (or is interrupted) while node-0's JVM is starting: that JVM is stopped too."""
     local_only()
-    real_launch, seen = node_cluster._launch, []
+    real_launch, seen = lifecycle.launch_node, []
 
     def launch(install, java_home, ndir, *rest):
         if ndir.name == "node-1":
@@ -221,12 +224,12 @@ def test_failure_after_the_first_launch_leaves_no_jvm(monkeypatch, failure):
             raise failure
         real_launch(install, java_home, ndir, *rest)
 
-    monkeypatch.setattr(node_cluster, "_launch", launch)
+    monkeypatch.setattr(lifecycle, "launch_node", launch)
     with pytest.raises(type(failure)):
-        node_cluster.start("3.6.0", port=PORT_INJECTED, nodes=2, heap="512m", fresh=True, log=lambda m: None)
+        lifecycle.start("3.6.0", port=PORT_INJECTED, nodes=2, heap="512m", fresh=True, log=lambda m: None)
     assert [p.node_dir.name for p in seen if p.jvm] == ["node-0"]  # node-0's JVM had been launched
     assert jvms_of(PORT_INJECTED) == []
-    assert node_cluster.status(PORT_INJECTED)["running"] is False
+    assert lifecycle.status(PORT_INJECTED)["running"] is False
 
 
 def _default_signals():
@@ -256,8 +259,8 @@ def test_interrupted_start_stops_the_jvm(signame):
                                  "512m", "--fresh"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                 preexec_fn=_default_signals)
         try:
-            node_cluster._waiter(port).wait_for(lambda: proc.poll() is not None or any(p.jvm for p in jvms_of(port)), 120,
-                                                "the node's JVM to be launched", interval=0.2)
+            wait_for(lambda: proc.poll() is not None or any(p.jvm for p in jvms_of(port)), 120,
+                     "the node's JVM to be launched", interval=0.2)
             assert proc.poll() is None, proc.stderr.read()
             proc.send_signal(getattr(signal, signame))
             _, err = proc.communicate(timeout=120)
@@ -265,49 +268,50 @@ def test_interrupted_start_stops_the_jvm(signame):
             if proc.poll() is None:
                 proc.kill()
         if proc.returncode == 0:  # the start finished before the signal landed
-            node_cluster.stop(port, quiet=True)
+            lifecycle.stop(port, quiet=True)
             continue
         break
     try:
         assert proc.returncode == 130 and "interrupted" in err, err
         assert jvms_of(port) == []
     finally:
-        node_cluster.stop(port, quiet=True)
+        lifecycle.stop(port, quiet=True)
 
 
-def test_cleanup_imports_are_done_before_the_first_launch():
-    """The interrupt that made the Ctrl-C test fail in a full run: landing inside the first import of the registry
-    client (done lazily while waiting for the node), it left half-initialised modules, and the cleanup's own import
-    then failed ("module 'requests' has no attribute 'auth'", exit 1) with the JVM still running. The client is now
-    imported before any launch; checked in a fresh interpreter, where nothing imported it yet."""
+def test_cleanup_after_an_interrupted_launch_imports_nothing():
+    """An interrupt landing inside a lazy import leaves half-initialised modules behind; a cleanup that then imported
+    one failed ("module 'requests' has no attribute 'auth'", exit 1) with the JVM still running. The cleanup after a
+    launch therefore imports nothing new, and node/ does not load the registry's client at all. Checked in a fresh
+    interpreter, where nothing was imported yet."""
     import subprocess
     import sys
 
     local_only()
     script = (
         "import sys\n"
-        "from sparsepack.node import cluster\n"
-        "assert 'opensearchpy' not in sys.modules\n"
-        "seen = []\n"
+        "from sparsepack.node import lifecycle\n"
+        "at_launch = []\n"
         "def launch(*args, **kwargs):\n"
-        "    seen.append('opensearchpy' in sys.modules and 'sparsepack.registry.connection' in sys.modules)\n"
+        "    at_launch.append(set(sys.modules))\n"
         "    raise KeyboardInterrupt\n"
-        "cluster._launch = launch\n"
+        "lifecycle.launch_node = launch\n"
         "try:\n"
-        f"    cluster.start('3.6.0', port={PORT_INJECTED}, heap='512m', fresh=True, timeout=60, log=lambda m: None)\n"
+        f"    lifecycle.start('3.6.0', port={PORT_INJECTED}, heap='512m', fresh=True, timeout=60, log=lambda m: None)\n"
         "except KeyboardInterrupt:\n"
-        "    print('imported before launch:', seen)\n"
+        "    print('imported by the cleanup:', sorted(set(sys.modules) - at_launch[0]))\n"
+        "    print('registry client loaded:', 'opensearchpy' in sys.modules or 'sparsepack.registry.connection' in sys.modules)\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "imported before launch: [True]" in proc.stdout
+    assert "imported by the cleanup: []" in proc.stdout, proc.stdout
+    assert "registry client loaded: False" in proc.stdout, proc.stdout
     assert jvms_of(PORT_INJECTED) == []
 
 
 def test_start_timeout_stops_the_jvm_it_launched():
     local_only()
     with pytest.raises(SparsepackError, match=r"raise --timeout"):
-        node_cluster.start("3.6.0", port=PORT_INJECTED, heap="512m", fresh=True, timeout=3, log=lambda m: None)
+        lifecycle.start("3.6.0", port=PORT_INJECTED, heap="512m", fresh=True, timeout=3, log=lambda m: None)
     assert jvms_of(PORT_INJECTED) == []
 
 
@@ -319,9 +323,9 @@ def test_status_stop_and_start_recover_a_node_without_cluster_json(tmp_path):
 
     local_only()
     port = PORT_RECOVERED
-    state_file = node_cluster.cluster_dir(node_cluster.default_home(), port) / node_cluster.STATE_FILE
+    state_file = cluster_dir(default_home(), port) / STATE_FILE
     try:
-        first = node_cluster.start("3.6.0", port=port, heap="512m", fresh=True, log=lambda m: None)
+        first = lifecycle.start("3.6.0", port=port, heap="512m", fresh=True, log=lambda m: None)
         state_file.unlink()
         st = subprocess.run([sys.executable, "-m", "sparsepack.cli", "node", "status", "--port", str(port)],
                             capture_output=True, text=True)
@@ -330,23 +334,23 @@ def test_status_stop_and_start_recover_a_node_without_cluster_json(tmp_path):
         assert report["pids"] == {"node-0": first.nodes[0].pid} and report["version"] == "3.6.0"
 
         messages = []
-        second = node_cluster.start("3.6.0", port=port, heap="512m", log=messages.append)
+        second = lifecycle.start("3.6.0", port=port, heap="512m", log=messages.append)
         assert any(f"port {port} is held by OpenSearch left over" in m and str(first.nodes[0].pid) in m for m in messages)
         assert second.nodes[0].pid != first.nodes[0].pid
         assert [p.pid for p in jvms_of(port)] == [second.nodes[0].pid]
         # the same port asked for under another home: refused, with the exact command that stops this one
-        home = node_cluster.default_home()
+        home = default_home()
         with pytest.raises(SparsepackError, match=f"`SPARSEPACK_HOME={home} sparsepack node stop --port {port}`"):
-            node_cluster.start("3.6.0", port=port, home=tmp_path, log=lambda m: None)
+            lifecycle.start("3.6.0", port=port, home=tmp_path, log=lambda m: None)
 
         state_file.unlink()
         out = subprocess.run([sys.executable, "-m", "sparsepack.cli", "node", "stop", "--port", str(port)],
                              capture_output=True, text=True)
         assert out.returncode == 0 and "no cluster.json" in out.stderr
         assert jvms_of(port) == []
-        assert node_cluster.status(port)["running"] is False
+        assert lifecycle.status(port)["running"] is False
     finally:
-        node_cluster.stop(port, quiet=True)
+        lifecycle.stop(port, quiet=True)
 
 
 def test_node_guard_fails_a_run_that_leaves_a_node_process(tmp_path):
@@ -366,7 +370,7 @@ def test_node_guard_fails_a_run_that_leaves_a_node_process(tmp_path):
     try:
         assert run.returncode == pytest.ExitCode.TESTS_FAILED, run.stdout[-2000:]
         assert "1 passed" in run.stdout and "left OpenSearch node processes running" in run.stdout
-        assert node_cluster.node_processes(pidfile.parent.parent) == []
+        assert node_processes(pidfile.parent.parent) == []
     finally:
-        for proc in node_cluster.node_processes(pidfile.parent.parent):
+        for proc in node_processes(pidfile.parent.parent):
             os.kill(proc.pid, 9)

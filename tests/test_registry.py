@@ -18,7 +18,7 @@ OPTS = dict(progress=False, timeout=120)
 
 def restore_node_settings(url):
     """Tests that change cluster settings put back what the local test node runs with."""
-    from sparsepack.node.cluster import apply_node_settings
+    from sparsepack.node.config import apply_node_settings
 
     apply_node_settings(url)
 

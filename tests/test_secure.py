@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import PORT_BASE, local_cluster
-from sparsepack.node import cluster as node_cluster
+from sparsepack.node.rest import http_json
+from sparsepack.node.state import cluster_dir
 from sparsepack.node import secure
 from sparsepack.registry import models
 from sparsepack.registry.connection import ConnectionOptions, connect
@@ -27,7 +28,7 @@ PORT_SECURE = PORT_BASE + 40
 class Secured:
     def __init__(self, state):
         self.url = state.url
-        self.cdir = node_cluster.cluster_dir(Path(state.home), PORT_SECURE)
+        self.cdir = cluster_dir(Path(state.home), PORT_SECURE)
         self.creds = secure.load_credentials(self.cdir)
         self.ca = self.creds["ca_certs"]
         self.admin = secure.node_access(self.cdir)
@@ -36,7 +37,7 @@ class Secured:
         return self.creds["users"][user]
 
     def admin_call(self, method, path, body=None):
-        return node_cluster.http_json(self.url + path, method, body, timeout=30, access=self.admin)
+        return http_json(self.url + path, method, body, timeout=30, access=self.admin)
 
     def as_user(self, user, password):
         return connect(ConnectionOptions(url=self.url, username=user, password=password, ca_certs=self.ca, retries=0))
