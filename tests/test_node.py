@@ -364,7 +364,9 @@ def test_node_guard_fails_a_run_that_leaves_a_node_process(tmp_path):
         "def test_leaks():\n"
         f"    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', '-p', {str(pidfile)!r}],\n"
         "                     start_new_session=True)\n")
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__), "SPARSEPACK_TEST_PORT_BASE": str(PORT_BASE)}
+    # the child imports the same sparsepack as this run (a worktree put first on PYTHONPATH included)
+    pythonpath = os.pathsep.join(p for p in (os.path.dirname(__file__), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": pythonpath, "SPARSEPACK_TEST_PORT_BASE": str(PORT_BASE)}
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "node_guard",
                           str(tmp_path / "test_leak.py")], capture_output=True, text=True, env=env, cwd=tmp_path)
     try:
