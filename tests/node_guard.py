@@ -4,16 +4,19 @@ conftest imports these hooks; ``pytest -p node_guard`` loads them on their own. 
 KeyboardInterrupt, so a cancelled run still tears its nodes down. Node processes (JVMs and their
 launchers) are found from their command lines, under any SPARSEPACK_HOME; those on this suite's ports
 (SPARSEPACK_TEST_PORT_BASE .. +99) that were not running when the session began are leaks: they are stopped, and the
-run fails.
+run fails. A node whose cluster.json names a live starter outside this session belongs to another test run on the
+same ports: it is reported, never stopped, since stopping it takes down that run's nodes mid-run.
 """
 from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
 from sparsepack.node.processes import NodeProcess, node_processes, stop_processes
+from sparsepack.node.state import load_state
 
 PORT_BASE = int(os.environ.get("SPARSEPACK_TEST_PORT_BASE", "9250"))
 SUITE_PORTS = range(PORT_BASE, PORT_BASE + 100)
@@ -35,19 +38,49 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _starter_elsewhere(cdir: Path) -> dict | None:
+    """The live process outside this session (not it, not one of its children) that started ``cdir``'s cluster."""
+    try:
+        state = load_state(cdir.parent.parent, int(cdir.name))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    starter = (state.started_by or {}) if state else {}
+    pid = starter.get("pid", 0)
+    if not pid or not os.path.exists(f"/proc/{pid}"):
+        return None
+    ancestor = pid
+    while ancestor > 1:
+        if ancestor == os.getpid():
+            return None
+        ancestor = _parent(ancestor)
+    return starter
+
+
 @pytest.hookimpl(trylast=True)  # after the runner's own sessionfinish has torn down the session fixtures
 def pytest_sessionfinish(session):
-    leaked = [p for p in suite_node_processes() if p.pid not in _before]
-    if not leaked:
-        return
-    names = ", ".join(f"pid {p.pid} ({'JVM' if p.jvm else 'launcher'} of {p.node_dir})" for p in leaked)
-    for cdir in sorted({p.node_dir.parent for p in leaked}):
-        stop_processes(cdir)
-    message = f"node_guard: the tests left OpenSearch node processes running (now stopped): {names}"
+    new = [p for p in suite_node_processes() if p.pid not in _before]
+    foreign = {cdir: _starter_elsewhere(cdir) for cdir in {p.node_dir.parent for p in new}}
+    leaked = [p for p in new if foreign[p.node_dir.parent] is None]
+    lines = [f"node_guard: {cdir} was started meanwhile by pid {who['pid']} ({' '.join(who.get('argv', []))[:200]}), "
+             f"another run on ports {PORT_BASE}..{PORT_BASE + 99}: left running; give each run its own "
+             f"SPARSEPACK_TEST_PORT_BASE" for cdir, who in sorted(foreign.items()) if who is not None]
+    if leaked:
+        names = ", ".join(f"pid {p.pid} ({'JVM' if p.jvm else 'launcher'} of {p.node_dir})" for p in leaked)
+        for cdir in sorted({p.node_dir.parent for p in leaked}):
+            stop_processes(cdir, f"node_guard of the test session pid {os.getpid()}: left running by its tests")
+        lines.append(f"node_guard: the tests left OpenSearch node processes running (now stopped): {names}")
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(message, red=True, bold=True)
-    else:
-        print(message, flush=True)
-    if session.exitstatus == pytest.ExitCode.OK:  # an interrupted or failed run keeps its own status
+    for message in lines:
+        if reporter is not None:
+            reporter.write_line(message, red=True, bold=True)
+        else:
+            print(message, flush=True)
+    if leaked and session.exitstatus == pytest.ExitCode.OK:  # an interrupted or failed run keeps its own status
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

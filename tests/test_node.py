@@ -353,26 +353,58 @@ def test_status_stop_and_start_recover_a_node_without_cluster_json(tmp_path):
         lifecycle.stop(port, quiet=True)
 
 
-def test_node_guard_fails_a_run_that_leaves_a_node_process(tmp_path):
-    """The end-of-run check itself: a session that leaves a (stand-in) node process behind fails, and it is stopped."""
+def _run_with_node_guard(tmp_path, body: str):
     import subprocess
     import sys
 
-    pidfile = tmp_path / "home" / "clusters" / str(PORT_BASE + 99) / "node-0" / "opensearch.pid"
-    (tmp_path / "test_leak.py").write_text(
-        "import subprocess, sys\n"
-        "def test_leaks():\n"
-        f"    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', '-p', {str(pidfile)!r}],\n"
-        "                     start_new_session=True)\n")
+    (tmp_path / "test_leak.py").write_text(body)
     # the child imports the same sparsepack as this run (a worktree put first on PYTHONPATH included)
     pythonpath = os.pathsep.join(p for p in (os.path.dirname(__file__), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": pythonpath, "SPARSEPACK_TEST_PORT_BASE": str(PORT_BASE)}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "node_guard",
-                          str(tmp_path / "test_leak.py")], capture_output=True, text=True, env=env, cwd=tmp_path)
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "node_guard",
+                           str(tmp_path / "test_leak.py")], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=300)
+
+
+def _stand_in(pidfile) -> str:
+    """Test code that starts a process node_processes() takes for a node of ``pidfile``'s folder."""
+    return (f"    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', '-p', {str(pidfile)!r}],\n"
+            "                     start_new_session=True)\n")
+
+
+def test_node_guard_fails_a_run_that_leaves_a_node_process(tmp_path):
+    """The end-of-run check itself: a session that leaves a (stand-in) node process behind fails, and it is stopped,
+    with the guard named as the cause in the cluster folder's stop record."""
+    pidfile = tmp_path / "home" / "clusters" / str(PORT_BASE + 99) / "node-0" / "opensearch.pid"
+    pidfile.parent.mkdir(parents=True)
+    run = _run_with_node_guard(tmp_path, "import subprocess, sys\ndef test_leaks():\n" + _stand_in(pidfile))
     try:
         assert run.returncode == pytest.ExitCode.TESTS_FAILED, run.stdout[-2000:]
         assert "1 passed" in run.stdout and "left OpenSearch node processes running" in run.stdout
         assert node_processes(pidfile.parent.parent) == []
+        record = [json.loads(line) for line in (pidfile.parent.parent / "stops.log").read_text().splitlines()]
+        assert record[0]["reason"].startswith("node_guard of the test session pid")
+        assert record[0]["caller"]["pid"] != os.getpid() and "pytest" in " ".join(record[0]["caller"]["argv"])
+        assert [s["node"] for s in record[0]["signalled"]] == ["node-0"]
     finally:
         for proc in node_processes(pidfile.parent.parent):
+            os.kill(proc.pid, 9)
+
+
+def test_node_guard_leaves_the_nodes_of_another_run_on_the_same_ports(tmp_path):
+    """Two runs on one port range: a node that another live run started while this one ran is not this run's leak.
+    Stopping it (as the guard once did) takes that run's node down mid-run with a clean `stopping ...`."""
+    cdir = tmp_path / "home" / "clusters" / str(PORT_BASE + 98)
+    (cdir / "node-0").mkdir(parents=True)
+    # this test's process stands for the other run: alive, and not a descendant of the child session
+    (cdir / "cluster.json").write_text(json.dumps({"version": "3.6.0", "home": str(tmp_path / "home"), "nodes": [],
+                                                   "started_by": {"pid": os.getpid(), "argv": ["other-run"]}}))
+    run = _run_with_node_guard(tmp_path, "import subprocess, sys\ndef test_meanwhile():\n"
+                                         + _stand_in(cdir / "node-0" / "opensearch.pid"))
+    try:
+        assert run.returncode == pytest.ExitCode.OK, run.stdout[-2000:]
+        assert f"started meanwhile by pid {os.getpid()} (other-run)" in run.stdout
+        assert len(node_processes(cdir)) == 1 and not (cdir / "stops.log").exists()
+    finally:
+        for proc in node_processes(cdir):
             os.kill(proc.pid, 9)

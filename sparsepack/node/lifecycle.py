@@ -1,7 +1,9 @@
 """Start, stop and inspect a local OpenSearch cluster (1..N nodes on loopback), run as a non-root user."""
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -63,7 +65,7 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
         pids = ", ".join(f"{name} pid {p.pid}" for name, p in sorted(running.items()))
         why = "no cluster.json records it" if existing is None else "not the healthy cluster cluster.json records"
         log(f"port {port} is held by OpenSearch left over from an earlier sparsepack start ({pids}; {why}); stopping it")
-        stop_processes(cdir)
+        stop_processes(cdir, f"start on port {port}: replacing leftover nodes ({pids}; {why})")
     infos = node_layout(port, nodes, ml_attr)
     for info in infos:
         for p in (info.http_port, info.transport_port):
@@ -78,7 +80,7 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
             and existing.secure == secure)
     if not keep:
         shutil.rmtree(cdir, ignore_errors=True)  # another version or shape: its data cannot be reused
-    state = ClusterState(plan.version, str(home), infos, secure)
+    state = ClusterState(plan.version, str(home), infos, secure, started_by={"pid": os.getpid(), "argv": sys.argv})
     creds = secure_mod.prepare(cdir, state.url, reuse=keep) if secure else None
     for info in infos:
         ndir = cdir / info.name
@@ -102,7 +104,7 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
             apply_node_settings(state.url, secure_mod.node_access(cdir))
     except BaseException:  # KeyboardInterrupt included: no JVM of this start outlives it
         with interrupts_deferred():
-            stop_processes(cdir)
+            stop_processes(cdir, f"start on port {port} failed or was interrupted after its launch")
         raise
     return state
 
@@ -140,7 +142,7 @@ def stop(port: int = 9200, home: Path | None = None, quiet: bool = False, log=pr
         if not quiet:
             log(f"no sparsepack cluster recorded or running on port {port}")
         return False
-    count = stop_processes(cdir)
+    count = stop_processes(cdir, f"stop(port={port})")
     if not quiet:
         if state is not None:
             log(f"stopped OpenSearch {state.version} on port {port}")

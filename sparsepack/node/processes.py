@@ -1,10 +1,12 @@
 """The processes of local nodes: found from /proc by their command lines, launched, signalled and stopped."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,8 @@ from .service_user import SERVICE_USER
 from .wait import NodeTimeout, wait_for
 
 PIDFILE = "opensearch.pid"
+# One JSON line per stop: a node logs only a clean "stopping ...", which does not say who sent the SIGTERM.
+STOP_RECORD = "stops.log"
 JVM_MAIN = "org.opensearch.bootstrap.OpenSearch"
 
 
@@ -124,13 +128,41 @@ def launch_node(install: Path, java_home: Path, ndir: Path, ids: tuple[int, int]
         raise SparsepackError(f"OpenSearch failed to start: {tail or 'no output'}; see {ndir / 'logs'}")
 
 
-def stop_processes(cdir: Path, timeout: float = 60.0) -> int:
+def _caller() -> dict:
+    """The process asking for a stop, and its parent: enough to tell a test session, a CLI call or a guard apart."""
+    def argv(pid: int) -> list[str]:
+        try:
+            return [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+        except OSError:
+            return []
+
+    return {"pid": os.getpid(), "argv": sys.argv if sys.argv and sys.argv[0] else argv(os.getpid()),
+            "ppid": os.getppid(), "parent_argv": argv(os.getppid())}
+
+
+def _record_stop(cdir: Path, reason: str, procs: list[NodeProcess]) -> None:
+    if not procs or not cdir.is_dir():
+        return
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reason": reason, "caller": _caller(),
+             "signalled": [{"pid": p.pid, "node": p.node_dir.name, "jvm": p.jvm} for p in procs]}
+    try:
+        with open(cdir / STOP_RECORD, "a") as out:
+            out.write(json.dumps(entry) + "\n")
+    except OSError:
+        pass  # the record explains a stop; it must never prevent one
+
+
+def stop_processes(cdir: Path, reason: str, timeout: float = 60.0) -> int:
     """SIGTERM every process of the cluster folder's nodes (JVMs and launchers), SIGKILL what is left after ``timeout``.
-    Scans again until none is left, since a launcher may fork its JVM meanwhile. Returns how many were signalled."""
+    Scans again until none is left, since a launcher may fork its JVM meanwhile. Returns how many were signalled.
+    ``reason`` and the caller (pid, argv) are appended to the folder's stops.log before any signal is sent."""
     signalled: set[int] = set()
 
     def gone(sig=signal.SIGTERM) -> bool:
         procs = node_processes(cdir)
+        fresh = [p for p in procs if p.pid not in signalled]
+        if fresh:
+            _record_stop(cdir, reason if sig == signal.SIGTERM else f"{reason} (SIGKILL after {timeout:.0f}s)", fresh)
         for proc in sorted(procs, key=lambda p: p.node_dir.name, reverse=True):  # the cluster manager last
             if proc.pid not in signalled or sig == signal.SIGKILL:
                 signalled.add(proc.pid)

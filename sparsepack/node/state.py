@@ -40,6 +40,8 @@ class ClusterState:
     home: str
     nodes: list[NodeInfo] = field(default_factory=list)
     secure: bool = False
+    # The process that ran the start (pid, argv): tells a guard whether a node is its own or another session's.
+    started_by: dict | None = None
 
     @property
     def url(self) -> str:
@@ -55,7 +57,8 @@ def load_state(home: Path, port: int) -> ClusterState | None:
     if not path.exists():
         return None
     raw = json.loads(path.read_text())
-    return ClusterState(raw["version"], raw["home"], [NodeInfo(**n) for n in raw["nodes"]], raw.get("secure", False))
+    return ClusterState(raw["version"], raw["home"], [NodeInfo(**n) for n in raw["nodes"]], raw.get("secure", False),
+                        raw.get("started_by"))
 
 
 def save_state(state: ClusterState, port: int) -> None:
