@@ -23,7 +23,8 @@ from sparsepack.errors import SparsepackError
 from sparsepack.node import cluster, secure
 from sparsepack.registry import models
 from sparsepack.registry.connection import ConnectionOptions, connect
-from sparsepack.registry.release import ReleaseOptions, release
+from sparsepack.release.options import ReleaseOptions
+from sparsepack.release.run import release
 from sparsepack.templates import render
 
 
