@@ -137,9 +137,8 @@ def test_a_passing_run_keeps_the_report_keys():
 
 def test_report_entry_marked_failed_fails_the_step():
     report = Report("pkg", ConnectionOptions.from_env(url="http://localhost:1"))
-    with pytest.raises(ClusterError, match="steps.smoke_retrieval"):
-        with report.step("smoke_retrieval") as entry:
-            entry["passed"] = False
+    with pytest.raises(ClusterError, match="steps.smoke_retrieval"), report.step("smoke_retrieval") as entry:
+        entry["passed"] = False
     assert report.as_dict()["failed_step"] == "smoke_retrieval"
 
 

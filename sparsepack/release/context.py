@@ -1,9 +1,10 @@
 """What the release steps hand each other: the package, the cluster, and the ids each step creates or finds."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..registry import lease, models
 from ..registry.connection import Cluster, ConnectionOptions

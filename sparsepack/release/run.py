@@ -3,8 +3,8 @@ passed preflight and the upgrade plan, nothing serves before the smoke test, and
 the new one is proven, so a failure anywhere leaves them serving."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import SparsepackError
 from ..registry import models

@@ -9,7 +9,11 @@ from ..packaging.onnx_export import for_format
 from ..packaging.package import MANIFEST, load_manifest, package, slug, verify_artifacts
 from ..registry import artifact_url, lease, models, preflight, references, smoke, switch
 from ..registry.connection import Cluster, connect
-from ..registry.registration import ensure_group_once, previous_versions, register_artifact
+from ..registry.registration import (
+    ensure_group_once,
+    previous_versions,
+    register_artifact,
+)
 from .context import ReleaseContext
 from .options import ReleaseOptions
 from .report import Report
