@@ -157,15 +157,15 @@ def cmd_preflight(args) -> int:
     manifest = load_manifest(args.manifest)[0] if args.manifest else None
     cl = connect(_conn(args))
     pf = preflight.run_preflight(cl, manifest)
-    if not pf.ok and args.apply_settings:
-        preflight.apply_settings(cl, pf.version)
+    if args.apply_settings and pf.fixable:
+        preflight.apply_settings(cl, pf.version, **pf.fixes())
         pf = preflight.run_preflight(cl, manifest)
     if args.json:
         _print_json(pf.as_dict())
     else:
         print(f"OpenSearch {pf.version}; plugins: {', '.join(pf.plugins)}; ML nodes: {len(pf.ml_nodes)}")
         for b in pf.blockers:
-            print(f"  BLOCKER: {b}")
+            print(f"  BLOCKER: {b.message}")
         print("preflight passed" if pf.ok else "preflight failed")
     return 0 if pf.ok else 4
 
@@ -189,7 +189,7 @@ def cmd_serve(args) -> int:
 
 
 def _release_opts(args):
-    from .registry.release import ReleaseOptions
+    from .release.options import ReleaseOptions
 
     return ReleaseOptions(group=args.group, clear_previous=args.clear_previous,
                           node_ids=[n for n in (args.nodes or "").split(",") if n], node_attr=args.node_attr,
@@ -202,11 +202,11 @@ def _release_opts(args):
 
 def _backend_roles(args) -> list[str]:
     """Checked before anything runs: a bad combination is bad input (exit 2), not a failed register step."""
-    from .templates import _check_access_mode
+    from .templates import check_access_mode
 
     roles = [r.strip() for r in (args.backend_roles or "").split(",") if r.strip()]
     try:
-        _check_access_mode(args.access_mode, roles)
+        check_access_mode(args.access_mode, roles)
     except SparsepackError as exc:
         raise SparsepackError(f"--access-mode/--backend-roles: {exc}") from None
     return roles
@@ -248,7 +248,7 @@ def cmd_release(args) -> int:
     # Bad input is refused before the ML libraries load (seconds): the target, the URL, the options.
     check_release_target(args.target)
     conn, opts = _conn(args), _release_opts(args)
-    from .registry.release import release
+    from .release.run import release
 
     kwargs = _package_kwargs(args)
     report = release(args.target, conn, opts, package_dir=args.package_dir, **kwargs)
@@ -259,7 +259,8 @@ def cmd_smoke(args) -> int:
     from .packaging.package import load_manifest
     from .registry.connection import connect
     from .registry.preflight import run_preflight
-    from .registry.release import Report, run_smoke
+    from .release.report import Report
+    from .release.steps import run_smoke
 
     from .packaging.onnx_export import for_format
 
@@ -283,12 +284,12 @@ def cmd_smoke(args) -> int:
         encode_query = lambda texts: enc.encode_query(texts, convert_to_tensor=True).to_dense()  # noqa: E731
     try:
         run_smoke(cl, manifest, root, version, ids, args.keep, report, encode_query, args.field_type)
-        report.data["passed"] = True
+        report.mark_passed()
     except SparsepackError as exc:
-        report.data["error"] = str(exc)
-    report.data["cluster"] = {"version": version, "ml_nodes": run_preflight(cl).ml_nodes}
-    report.data["model_ids"] = ids
-    return _emit_report(report.data, args)
+        report.record_failure(str(exc))
+    report.record_cluster(version, run_preflight(cl).ml_nodes)
+    report.record_model_ids(ids)
+    return _emit_report(report.as_dict(), args)
 
 
 def cmd_eval(args) -> int:
@@ -377,7 +378,8 @@ def cmd_demo(args) -> int:
     from .demo import DemoSpec, build_demo_model, summary_lines
     from .node import lifecycle
     from .registry.connection import ConnectionOptions
-    from .registry.release import ReleaseOptions, release
+    from .release.options import ReleaseOptions
+    from .release.run import release
 
     work = Path(args.workdir)
     model_dir = work / "demo-model"

@@ -19,7 +19,8 @@ from sparsepack.packaging.introspect import load_model
 from sparsepack.packaging.package import package
 from sparsepack.packaging.query_weights import MAX_QUERY_WEIGHT, apply_idf_rule, undo_rule
 from sparsepack.registry import models
-from sparsepack.registry.release import ReleaseOptions, release
+from sparsepack.release.options import ReleaseOptions
+from sparsepack.release.run import release
 from sparsepack.registry.smoke import lucene_feature
 from sparsepack.templates import render
 

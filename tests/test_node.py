@@ -142,7 +142,8 @@ def test_restart_keeps_models_and_release_after_a_real_stop_has_no_duplicates(pa
     from faultproxy import Fault, FaultProxy
 
     from sparsepack.registry.connection import ConnectionOptions
-    from sparsepack.registry.release import ReleaseOptions, release
+    from sparsepack.release.options import ReleaseOptions
+    from sparsepack.release.run import release
 
     if os.environ.get("OPENSEARCH_URL"):
         pytest.skip("external cluster: no local node to stop")

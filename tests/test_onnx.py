@@ -159,7 +159,8 @@ def test_cli_package_format_onnx(model_factory, tmp_path, capsys):
 @pytest.mark.cluster
 def test_release_onnx_on_real_node(any_node, both_packages, request):
     from conftest import cluster_for, conn
-    from sparsepack.registry.release import ReleaseOptions, release
+    from sparsepack.release.options import ReleaseOptions
+    from sparsepack.release.run import release
     from test_registry import cleanup_group
 
     manifest, pkg = both_packages("distil-if-relu")
@@ -221,7 +222,8 @@ def test_the_node_reads_the_onnx_session_options(node_3x, both_packages, tmp_pat
     import shutil
 
     from conftest import conn, edit_artifact
-    from sparsepack.registry.release import ReleaseOptions, release
+    from sparsepack.release.options import ReleaseOptions
+    from sparsepack.release.run import release
     from test_registry import cleanup_group
 
     manifest, pkg = both_packages("distil-if-relu")

@@ -11,7 +11,8 @@ from faultproxy import Fault, FaultProxy
 from sparsepack.errors import ClusterError
 from sparsepack.registry import models, preflight
 from sparsepack.registry.connection import ConnectionOptions
-from sparsepack.registry.release import ReleaseOptions, release
+from sparsepack.release.options import ReleaseOptions
+from sparsepack.release.run import release
 
 OPTS = dict(progress=False, timeout=120)
 
@@ -214,7 +215,7 @@ def test_preflight_names_blocking_setting_and_apply_fixes_it(node_3x):
     cl.request("PUT", "/_cluster/settings", body={"persistent": {key: False}})
     try:
         pf = preflight.run_preflight(cl)
-        assert not pf.ok and any(key in b for b in pf.blockers)
+        assert not pf.ok and any(key in b.message for b in pf.blockers)
         with pytest.raises(ClusterError, match=key):
             preflight.require_ok(pf)
         sent = preflight.apply_settings(cl, pf.version, native_memory_threshold=100, jvm_heap_memory_threshold=100)
@@ -328,6 +329,6 @@ def test_preflight_flags_memory_threshold(node_3x):
     cl.request("PUT", "/_cluster/settings", body={"persistent": {key: 1}})
     try:
         pf = preflight.run_preflight(cl)
-        assert any("native memory" in b and key in b for b in pf.blockers)
+        assert any("native memory" in b.message and key in b.message for b in pf.blockers)
     finally:
         restore_node_settings(node_3x)

@@ -12,7 +12,8 @@ from conftest import cluster_for, conn, edit_artifact
 from faultproxy import Fault, FaultProxy
 from sparsepack.registry import models
 from sparsepack.registry.connection import ConnectionOptions
-from sparsepack.registry.release import ReleaseOptions, release
+from sparsepack.release.options import ReleaseOptions
+from sparsepack.release.run import release
 from sparsepack.templates import render
 
 FIXTURE = "bert-bi-relu"  # one model per version: the fastest release

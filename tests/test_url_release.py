@@ -14,7 +14,8 @@ import pytest
 
 from conftest import cluster_for, conn
 from sparsepack.registry import artifact_url
-from sparsepack.registry.release import ReleaseOptions, release
+from sparsepack.release.options import ReleaseOptions
+from sparsepack.release.run import release
 from test_registry import cleanup_group, group_models, restore_node_settings
 
 OPTS = dict(progress=False, timeout=120)

@@ -15,6 +15,7 @@ import urllib.request
 from ..errors import ClusterError, SparsepackError
 from ..templates import render
 from .connection import Cluster
+from .preflight import Blocker, settings_fix
 
 ML = "plugins.ml_commons."
 SCHEMES = ("http", "https", "file", "ftp")
@@ -38,20 +39,22 @@ def narrow_regex(base: str) -> str:
     return "^" + re.escape(check_base_url(base) + "/")
 
 
-def url_blockers(settings: dict, urls: list[str], base: str) -> list[str]:
+def url_blockers(settings: dict, urls: list[str], base: str) -> list[Blocker]:
     """What stops the cluster from registering these URLs, each naming the setting and the value to give it."""
     blockers = []
     if str(settings.get(ML + "allow_registering_model_via_url", "false")).lower() != "true":
-        blockers.append(f"{ML}allow_registering_model_via_url is false: URL registration is refused; set it to true "
-                        f"(or run with --apply-settings)")
+        blockers.append(settings_fix("url_registration_disabled", f"{ML}allow_registering_model_via_url is false: URL "
+                                     f"registration is refused; set it to true (or run with --apply-settings)",
+                                     allow_registering_model_via_url=True))
     regex = settings.get(ML + "trusted_url_regex")
     try:
         refused = [u for u in urls if regex is not None and not re.search(regex, u)]
     except re.error:
         refused = []  # a Java-only construct: the server judges it, and its refusal is reported verbatim
     if refused:
-        blockers.append(f"{ML}trusted_url_regex {regex!r} does not admit {refused[0]}; set it to {narrow_regex(base)!r} "
-                        f"(the narrowest that admits the package; or run with --apply-settings)")
+        blockers.append(settings_fix("url_not_trusted", f"{ML}trusted_url_regex {regex!r} does not admit {refused[0]}; "
+                                     f"set it to {narrow_regex(base)!r} (the narrowest that admits the package; or run "
+                                     f"with --apply-settings)", trusted_url_regex=narrow_regex(base)))
     return blockers
 
 

@@ -4,12 +4,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import ClusterError
-from ..templates import render
+from ..templates import TEMPLATES, render
 from ..templates.versions import line_of, parse_version
 from .connection import Cluster
 
-REQUIRED_PLUGINS = {"opensearch-ml": "ML Commons", "opensearch-neural-search": "neural-search"}
+REQUIRED_PLUGINS = {"opensearch-ml": ("ML Commons", "ml_commons_missing"),
+                    "opensearch-neural-search": ("neural-search", "neural_search_missing")}
 ML = "plugins.ml_commons."
+SETTINGS_TEMPLATE = "cluster-settings"
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """One thing that stops a release. ``settings``: the cluster-settings template values that remove it, given
+    exactly when ``fixable`` (applying settings can fix it); None when only the operator can."""
+    code: str
+    message: str
+    fixable: bool = False
+    settings: dict | None = None
+
+    def __post_init__(self):
+        if self.fixable != (self.settings is not None):
+            raise ValueError(f"blocker {self.code}: a fixable blocker carries the settings that fix it, others none")
+
+
+def settings_fix(code: str, message: str, **settings) -> Blocker:
+    return Blocker(code, message, fixable=True, settings=settings)
+
+
+def template_default(name: str):
+    """The value the cluster-settings template gives ``name`` unless told otherwise."""
+    return TEMPLATES[SETTINGS_TEMPLATE].defaults[name]
 
 
 @dataclass
@@ -19,16 +44,31 @@ class Preflight:
     plugins: list[str]
     ml_nodes: list[str]
     settings: dict
-    blockers: list[str] = field(default_factory=list)
+    blockers: list[Blocker] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.blockers
 
+    @property
+    def fixable(self) -> bool:
+        """Applying settings would clear every blocker: only then is changing the cluster's settings worth it."""
+        return bool(self.blockers) and all(b.fixable for b in self.blockers)
+
+    def fixes(self) -> dict:
+        """The template values that clear the fixable blockers, merged."""
+        merged: dict = {}
+        for blocker in self.blockers:
+            merged.update(blocker.settings or {})
+        return merged
+
+    def messages(self) -> list[str]:
+        return [b.message for b in self.blockers]
+
     def as_dict(self) -> dict:
         return {"version": self.version, "line": self.line, "plugins": self.plugins, "ml_nodes": self.ml_nodes,
-                "blockers": self.blockers, "warnings": self.warnings, "passed": self.ok}
+                "blockers": self.messages(), "warnings": self.warnings, "passed": self.ok}
 
 
 def _flat_settings(cluster: Cluster) -> dict:
@@ -61,13 +101,15 @@ def run_preflight(cluster: Cluster, manifest: dict | None = None, deploy_nodes: 
     nodes = cluster.call("GET /_nodes", cluster.client.nodes.info)["nodes"]
     ml_nodes = sorted(nid for nid, n in nodes.items() if "ml" in n.get("roles", []))
     pf = Preflight(version, line, plugins, ml_nodes, {})
-    for plugin, label in REQUIRED_PLUGINS.items():
+    for plugin, (label, code) in REQUIRED_PLUGINS.items():
         if plugin not in plugins:
-            pf.blockers.append(f"{label} ({plugin}) is not installed on the cluster; install the plugin on every node")
+            pf.blockers.append(Blocker(code, f"{label} ({plugin}) is not installed on the cluster; install the plugin on "
+                                             f"every node"))
     if manifest is not None and line not in manifest.get("compatible_opensearch", []):
-        pf.blockers.append(f"the package's TorchScript does not load on OpenSearch {line} ({version}); it is compatible with "
-                           f"{', '.join(manifest.get('compatible_opensearch', [])) or 'no line'}: re-package for {line}")
-    if any(b.startswith("ML Commons") for b in pf.blockers):
+        pf.blockers.append(Blocker("incompatible_package", f"the package's TorchScript does not load on OpenSearch {line} "
+                                   f"({version}); it is compatible with "
+                                   f"{', '.join(manifest.get('compatible_opensearch', [])) or 'no line'}: re-package for {line}"))
+    if any(b.code == "ml_commons_missing" for b in pf.blockers):  # no ML settings, nodes or models to ask about
         return pf
     settings = _flat_settings(cluster)
     pf.settings = {k: v for k, v in settings.items() if k.startswith(ML)}
@@ -76,14 +118,19 @@ def run_preflight(cluster: Cluster, manifest: dict | None = None, deploy_nodes: 
 
         pf.blockers.extend(url_blockers(settings, artifact_urls, artifact_urls[0].rsplit("/", 1)[0]))
     elif not _truthy(settings.get(ML + "allow_registering_model_via_local_file", "false")):
-        pf.blockers.append(f"{ML}allow_registering_model_via_local_file is false: chunked upload is refused; "
-                           f"set it to true (or run with --apply-settings)")
+        pf.blockers.append(settings_fix(
+            "local_file_upload_disabled", f"{ML}allow_registering_model_via_local_file is false: chunked upload is "
+            f"refused; set it to true (or run with --apply-settings)", allow_registering_model_via_local_file=True))
     if _truthy(settings.get(ML + "only_run_on_ml_node", "true")) and not ml_nodes:
-        pf.blockers.append(f"{ML}only_run_on_ml_node is true but the cluster has no node with the ml role; "
-                           f"set it to false or add ML nodes (or run with --apply-settings)")
+        pf.blockers.append(settings_fix(
+            "no_ml_nodes", f"{ML}only_run_on_ml_node is true but the cluster has no node with the ml role; "
+            f"set it to false or add ML nodes (or run with --apply-settings)",
+            only_run_on_ml_node=template_default("only_run_on_ml_node")))
     if deploy_nodes and not _truthy(settings.get(ML + "allow_custom_deployment_plan", "false")):
-        pf.blockers.append(f"{ML}allow_custom_deployment_plan is false, needed to deploy on chosen nodes; "
-                           f"set it to true (or run with --apply-settings)")
+        pf.blockers.append(settings_fix(
+            "custom_deployment_plan_disabled", f"{ML}allow_custom_deployment_plan is false, needed to deploy on chosen "
+            f"nodes; set it to true (or run with --apply-settings)",
+            allow_custom_deployment_plan=template_default("allow_custom_deployment_plan")))
     native = _percent(settings.get(ML + "native_memory_threshold"), 90)
     heap = _percent(settings.get(ML + "jvm_heap_memory_threshold"), 85)
     stats = cluster.call("GET /_nodes/stats/os,jvm", cluster.client.nodes.stats, metric="os,jvm")["nodes"]
@@ -92,11 +139,15 @@ def run_preflight(cluster: Cluster, manifest: dict | None = None, deploy_nodes: 
         heap_used = st.get("jvm", {}).get("mem", {}).get("heap_used_percent")
         name = st.get("name", nid)
         if os_used is not None and os_used >= native and native < 100:
-            pf.blockers.append(f"node {name} uses {os_used}% of native memory, over {ML}native_memory_threshold={native:g}: "
-                               f"deploys there fail; raise the threshold (or --apply-settings)")
+            pf.blockers.append(settings_fix(
+                "native_memory_threshold", f"node {name} uses {os_used}% of native memory, over "
+                f"{ML}native_memory_threshold={native:g}: deploys there fail; raise the threshold (or --apply-settings)",
+                native_memory_threshold=template_default("native_memory_threshold")))
         if heap_used is not None and heap_used >= heap and heap < 100:
-            pf.blockers.append(f"node {name} uses {heap_used}% of its heap, over {ML}jvm_heap_memory_threshold={heap:g}; "
-                               f"raise the threshold (or --apply-settings)")
+            pf.blockers.append(settings_fix(
+                "jvm_heap_memory_threshold", f"node {name} uses {heap_used}% of its heap, over "
+                f"{ML}jvm_heap_memory_threshold={heap:g}; raise the threshold (or --apply-settings)",
+                jvm_heap_memory_threshold=template_default("jvm_heap_memory_threshold")))
     if manifest is not None:
         pf.warnings.extend(onnx_thread_warnings(manifest))
         targets = _target_nodes(nodes, deploy_nodes, _truthy(settings.get(ML + "only_run_on_ml_node", "true")))
@@ -127,7 +178,7 @@ def _target_nodes(nodes: dict, chosen: list[str] | None, only_ml: bool) -> list[
 
 
 def capacity_blockers(cluster: Cluster, manifest: dict, targets: list[str], nodes: dict, limit: int,
-                      group: str | None) -> list[str]:
+                      group: str | None) -> list[Blocker]:
     """ML Commons refuses a deploy on a node that already holds max_model_on_node local (non-remote) models; count
     them per target node from the profile API, minus the artifacts already deployed there from this group (reused)."""
     from .models import BASE, find_by_hash, find_group, search_models
@@ -156,19 +207,20 @@ def capacity_blockers(cluster: Cluster, manifest: dict, targets: list[str], node
         new = len(manifest["artifacts"]) - len(reused & held[nid])
         if new > 0 and len(local) + new > limit:
             names = ", ".join(f"{info.get(mid, {}).get('name', '?')} ({mid})" for mid in local)
-            blockers.append(f"node {nodes.get(nid, {}).get('name', nid)} holds {len(local)} deployed model(s) of "
-                            f"{ML}max_model_on_node={limit} and this release deploys {new} more there: {names}; "
-                            f"undeploy models no longer needed (sparsepack undeploy ID) or raise {ML}max_model_on_node")
+            blockers.append(Blocker("node_capacity", f"node {nodes.get(nid, {}).get('name', nid)} holds {len(local)} "
+                                    f"deployed model(s) of {ML}max_model_on_node={limit} and this release deploys {new} "
+                                    f"more there: {names}; undeploy models no longer needed (sparsepack undeploy ID) or "
+                                    f"raise {ML}max_model_on_node"))
     return blockers
 
 
 def apply_settings(cluster: Cluster, version: str, **overrides) -> dict:
     """PUT the cluster-settings template's body; returns what was sent."""
-    body = render("cluster-settings", None, version, **overrides)
+    body = render(SETTINGS_TEMPLATE, None, version, **overrides)
     cluster.call("PUT /_cluster/settings", cluster.client.cluster.put_settings, body=body)
     return body
 
 
 def require_ok(pf: Preflight) -> None:
     if not pf.ok:
-        raise ClusterError("preflight failed: " + " | ".join(pf.blockers))
+        raise ClusterError("preflight failed: " + " | ".join(pf.messages()))

@@ -202,7 +202,7 @@ def render(name: str, manifest: dict | None, target_version: str = DEFAULT_TARGE
     if name in ("index-mapping", "query"):
         _check_field_type(name, context, manifest, version)
     if name == "model-group":
-        _check_access_mode(context.get("access_mode"), context.get("backend_roles"))
+        check_access_mode(context.get("access_mode"), context.get("backend_roles"))
     if name == "query":
         _check_query_shape(context)
         if context.get("query_tokens") is not None:
@@ -289,7 +289,7 @@ def _check_query_shape(context: dict) -> None:
 ACCESS_MODES = ("public", "private", "restricted")
 
 
-def _check_access_mode(mode: str | None, roles: Any) -> None:
+def check_access_mode(mode: str | None, roles: Any) -> None:
     """Only clusters with the Security plugin and plugins.ml_commons.model_access_control_enabled accept an access mode
     (others answer 400 "model access control is disabled"); restricted groups name their backend roles."""
     if mode is None:
