@@ -259,7 +259,7 @@ def cmd_smoke(args) -> int:
     from .registry.preflight import run_preflight
     from .registry.release import Report, run_smoke
 
-    from .packaging.onnx_export import for_format
+    from .contract.formats import for_format
 
     manifest, root = load_manifest(args.package)
     manifest = for_format(manifest, args.format)

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from .contract.package_dir import is_package
 from .errors import SparsepackError
 
 Vectors = list[dict[str, float]]
@@ -50,12 +51,12 @@ def _vocab(tokenizer_data: dict) -> list[str]:
 def model_encoder(model: str, max_length: int | None = None, spec=None) -> Encoder:
     """The source model, truncating documents where a package of it does (min(model max, 512), or ``max_length``)."""
     from .packaging.introspect import load_model
-    from .packaging.package import resolve_max_length
+    from .contract.limits import document_max_length
     from .packaging.parity import reference_token_map
     from .packaging.tokenizer_export import server_token_strings, tokenizer_json
 
     spec = spec or load_model(model)
-    length = resolve_max_length(spec, max_length)
+    length = document_max_length(spec.max_length, max_length)
     tok = tokenizer_json(spec.tokenizer, length)
     names = server_token_strings(tok, spec.vocab_size)
 
@@ -96,7 +97,7 @@ def artifact_encoder(name: str, artifact, tokenizer_data: dict, vocab_size: int,
 
 
 def package_encoder(path: str, fmt: str | None = None) -> Encoder:
-    from .packaging.onnx_export import for_format
+    from .contract.formats import for_format
     from .packaging.package import load_manifest
     from .registry.smoke import LocalPackage
 
@@ -129,7 +130,7 @@ def resolve_encoder(ref: str, fmt: str | None = None, cluster_factory: Callable 
         if not ids:
             raise SparsepackError("deployed: needs a model id, e.g. deployed:DOC_ID or deployed:DOC_ID,QUERY_ID")
         return cluster_encoder(cluster_factory(), ids[0], ids[1] if len(ids) > 1 else None)
-    if (Path(ref) / "manifest.json").exists() or Path(ref).name == "manifest.json":
+    if is_package(ref):
         return package_encoder(ref, fmt)
     return model_encoder(ref)
 

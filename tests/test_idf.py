@@ -17,7 +17,8 @@ from sparsepack.packaging import parity
 from sparsepack.packaging.archive import read_zip
 from sparsepack.packaging.introspect import load_model
 from sparsepack.packaging.package import package
-from sparsepack.packaging.query_weights import MAX_QUERY_WEIGHT, apply_idf_rule, undo_rule
+from sparsepack.contract.limits import MAX_QUERY_WEIGHT
+from sparsepack.packaging.query_weights import apply_idf_rule, undo_rule
 from sparsepack.registry import models
 from sparsepack.registry.release import ReleaseOptions, release
 from sparsepack.registry.smoke import lucene_feature

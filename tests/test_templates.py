@@ -199,7 +199,7 @@ def test_user_override_and_strict_undefined(tmp_path):
     with pytest.raises(SparsepackError, match="owner"):
         render("model-group", MANIFEST, "3.0", template_dir=tmp_path)
     body = render("model-group", MANIFEST, "3.0", template_dir=tmp_path, owner="search-team")
-    assert body == {"name": "demo-group", "owner": "search-team"}
+    assert body == {"name": "demo-sparsepack", "owner": "search-team"}
 
 
 def test_template_rendering_invalid_json_is_caught(tmp_path):

@@ -11,9 +11,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from ..contract.limits import weight_problem
+from ..contract.package_dir import MANIFEST, is_package, manifest_path
 from ..errors import SparsepackError
 
-MANIFEST = "manifest.json"
 REQUIRED = {"name": str, "mode": str, "artifacts": list, "compatible_opensearch": list}
 ARTIFACT_REQUIRED = {"role": str, "file": str, "sha256": str, "size_bytes": int, "function_name": str, "model_format": str}
 # Entries of an artifact zip that the smoke test and ML Commons parse as JSON.
@@ -39,11 +40,6 @@ class Manifest:
     @property
     def path(self) -> Path:
         return self.root / MANIFEST
-
-
-def manifest_path(path: str | Path) -> Path:
-    p = Path(path)
-    return p / MANIFEST if p.is_dir() else p
 
 
 def load(path: str | Path) -> Manifest:
@@ -142,8 +138,6 @@ def check_zip(path: Path) -> None:
 def check_idf_weights(zip_name: str, idf) -> None:
     """Every weight the cluster's SPARSE_TOKENIZE model can produce must be one neural-search accepts, or each query
     holding that token is an HTTP 400 (a package from before the rule, or an edited idf.json)."""
-    from .query_weights import weight_problem
-
     for token, weight in (idf.items() if isinstance(idf, dict) else []):
         problem = weight_problem(weight)
         if problem:
@@ -159,7 +153,7 @@ def _looks_like_path(text: str) -> bool:
 def check_model_source(model: str) -> None:
     """``package MODEL``, before loading any library: a package folder or a missing path is refused at once."""
     path = Path(model).expanduser()
-    if (path / MANIFEST).exists() or (path.name == MANIFEST and path.exists()):
+    if is_package(path):
         raise SparsepackError(f"{model} is a sparsepack package (it has {MANIFEST}), not a model; pass it to "
                               f"`sparsepack release {model}` (or package the model it was built from)")
     if _looks_like_path(model) and not path.exists():
@@ -191,13 +185,13 @@ def check_release_target(target: str) -> None:
     if _looks_like_path(target) and not path.exists():
         raise SparsepackError(f"no package or model at {target}; give a package folder (`sparsepack package MODEL -o DIR`), "
                               f"a SparseEncoder folder, or a Hugging Face id (org/name)")
-    if not (path / MANIFEST).exists() and path.name != MANIFEST:
+    if not is_package(path):
         _check_model_json(path)
 
 
 def check_package_path(target: str) -> None:
     """``verify PACKAGE``, before loading any library: it must be a package folder (or its manifest.json)."""
     path = Path(target).expanduser()
-    if not (path / MANIFEST).is_file() and not (path.name == MANIFEST and path.is_file()):
+    if not is_package(path):
         what = "no such path" if not path.exists() else f"no {MANIFEST} there"
         raise SparsepackError(f"{target} is not a sparsepack package ({what}); give the folder `sparsepack package` wrote")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -11,17 +10,21 @@ from pathlib import Path
 from typing import Callable
 
 from .. import __version__
+from ..contract.formats import FORMATS, for_format
+from ..contract.limits import ML_COMMONS_MAX_LENGTH, document_max_length
+from ..contract.naming import slug
+from ..contract.package_dir import MANIFEST
 from ..errors import QualityGateError, SparsepackError
 from ..templates import write_package_bodies
 from . import parity
 from .archive import read_zip, sha256_file, write_zip
 from .exporter import EXPORTERS
 from .introspect import ModelSpec, load_model
-from .onnx_export import DEFAULT_ONNX_THREADS, FORMATS, check_onnx_threads, for_format, onnx_document_artifact
+from .onnx_export import DEFAULT_ONNX_THREADS, check_onnx_threads, onnx_document_artifact
 from .opcheck import LIBTORCH_BY_LINE, compatibility
 from .quantize import int8_document_artifact, int8_options
 from .query_weights import apply_idf_rule, bi_encoder_record, lowest_weight_query
-from .tokenizer_export import ML_COMMONS_MAX_LENGTH, dumps, idf_json, server_token_strings, tokenizer_json
+from .tokenizer_export import dumps, idf_json, server_token_strings, tokenizer_json
 from .gpu import GpuOptions, PlacedArtifact, half_precision_gate
 from .portability import require_device_portable
 from .wrapper import SparseDocumentEncoder
@@ -31,24 +34,6 @@ MANIFEST = "manifest.json"
 
 def _log(msg: str) -> None:
     print(f"sparsepack: {msg}", file=sys.stderr, flush=True)
-
-
-def slug(source: str) -> str:
-    name = Path(source.rstrip("/")).name or "model"
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
-
-
-def resolve_max_length(spec: ModelSpec, requested: int | None) -> int:
-    model_max = int(spec.max_length)
-    if requested is None:
-        return min(model_max, ML_COMMONS_MAX_LENGTH)
-    if requested < 8:
-        raise SparsepackError(f"--max-length {requested} is too small; use at least 8 tokens")
-    if requested > ML_COMMONS_MAX_LENGTH:
-        raise SparsepackError(f"--max-length {requested} exceeds 512, where ML Commons clamps every document; use <= 512")
-    if requested > model_max:
-        raise SparsepackError(f"--max-length {requested} exceeds the model's max_seq_length {model_max}; use <= {model_max}")
-    return requested
 
 
 def _library_versions() -> dict[str, str]:
@@ -99,7 +84,7 @@ def package(model: str, out: str | Path, revision: str | None = None, trust_remo
     if spec is None:
         log(f"loading {model}")
         spec = load_model(model, revision, trust_remote_code)
-    length = resolve_max_length(spec, max_length)
+    length = document_max_length(spec.max_length, max_length)
     log(f"{spec.mode} model, activation {spec.activation}, {spec.pooling} pooling, vocab {spec.vocab_size}, max_length {length}")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -10,8 +10,10 @@ from pathlib import Path
 from .. import __version__
 from ..errors import ClusterError, SparsepackError
 from ..packaging.introspect import load_model
-from ..packaging.onnx_export import for_format
-from ..packaging.package import MANIFEST, load_manifest, package, slug, verify_artifacts
+from ..contract.formats import for_format
+from ..contract.naming import default_group_name, slug
+from ..contract.package_dir import is_package
+from ..packaging.package import load_manifest, package, verify_artifacts
 from . import artifact_url, lease, models, preflight, references, smoke, switch
 from .connection import Cluster, ConnectionOptions, connect
 
@@ -57,11 +59,6 @@ class Report:
         if not entry["passed"]:
             self.data["failed_step"] = self.data["failed_step"] or name
             raise ClusterError(f"{name} failed; see the report's steps.{name}")
-
-
-def is_package(target: str) -> bool:
-    path = Path(target)
-    return (path / MANIFEST).exists() or path.name == MANIFEST
 
 
 def resolve_package(target: str, package_dir: str | None, report: Report, **package_kwargs):
@@ -163,7 +160,7 @@ def register_artifact(cluster: Cluster, coord: lease.Coordinator, manifest: dict
 
 def register_and_deploy(cluster: Cluster, manifest: dict, root: Path, version: str, opts: ReleaseOptions, report: Report,
                         created: models.Created, coord: lease.Coordinator) -> dict[str, str]:
-    group_name = opts.group or f"{manifest['name']}-sparsepack"
+    group_name = opts.group or default_group_name(manifest['name'])
     ids: dict[str, str] = {}
     with report.step("register") as entry:
         group_id, new_group = ensure_group_once(cluster, coord, group_name, version, created, opts)
@@ -200,7 +197,7 @@ def plan_upgrade(cluster: Cluster, manifest: dict, opts: ReleaseOptions, report:
     if not (opts.clear_previous or opts.switch_pipelines):
         return []
     with report.step("upgrade_plan") as entry:
-        group_name = opts.group or f"{manifest['name']}-sparsepack"
+        group_name = opts.group or default_group_name(manifest['name'])
         group_id = models.find_group(cluster, group_name)
         hashes = {a["sha256"] for a in manifest["artifacts"]}
         in_group = models.models_in_group(cluster, group_id) if group_id else []
@@ -272,7 +269,7 @@ def release(target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_
         cluster = connect(conn)
         with report.step("preflight") as entry:
             chosen = opts.node_ids or ([opts.node_attr] if opts.node_attr else None)
-            group_name = opts.group or f"{manifest['name']}-sparsepack"
+            group_name = opts.group or default_group_name(manifest['name'])
             urls = [artifact_url.artifact_url(opts.artifact_base_url, a) for a in manifest["artifacts"]] \
                 if opts.artifact_base_url else None
             pf = preflight.run_preflight(cluster, manifest, chosen, group_name, artifact_urls=urls)

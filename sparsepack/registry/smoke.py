@@ -15,7 +15,8 @@ from ..packaging.archive import read_zip
 from ..packaging.exporter import EXPORTERS
 from ..packaging.parity import (DOCUMENT_BATTERY, QUERY_BATTERY, DjlStyleTokenizer, emulate_sparse_tokenize,
                                 reference_token_map, run_artifact)
-from ..packaging.query_weights import MAX_QUERY_WEIGHT, culprits, lowest_weight_query, undo_rule, weight_problem
+from ..contract.limits import MAX_QUERY_WEIGHT, weight_problem
+from ..packaging.query_weights import culprits, lowest_weight_query, undo_rule
 from ..packaging.tokenizer_export import server_token_strings
 from ..templates import render
 from ..templates.versions import parse_version, require

@@ -16,7 +16,8 @@ import jinja2
 from jinja2 import meta
 
 from ..errors import SparsepackError
-from ..packaging.query_weights import check_query_tokens
+from ..contract.limits import check_query_tokens
+from ..contract.naming import default_group_name
 from .versions import DEFAULT_TARGET, features_for, fmt, line_of, parse_version, require
 
 CHUNK_SIZE = 10_000_000  # ML Commons' upload_chunk limit
@@ -182,7 +183,7 @@ def render(name: str, manifest: dict | None, target_version: str = DEFAULT_TARGE
     manifest = manifest or {}
     if manifest.get("name"):
         context["model_name"] = context.get("model_name") or manifest["name"]
-        context["group_name"] = context.get("group_name") or f"{manifest['name']}-group"
+        context["group_name"] = context.get("group_name") or default_group_name(manifest["name"])
     context.setdefault("model_name", None)
     if context.get("model_description") is None and manifest:
         context["model_description"] = f"{manifest['mode']} neural sparse model {manifest['name']} packaged by sparsepack"
