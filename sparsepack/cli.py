@@ -290,12 +290,18 @@ def cmd_smoke(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import Gate, evaluate, load_corpus, resolve_encoder
+    from .metrics.gate import Gate
+    from .packaging.evaluation import evaluate, load_corpus, resolve_encoder
     from .registry.connection import connect
+    from .registry.smoke import predict
+
+    def predictor():
+        cluster = connect(_conn(args))
+        return lambda model_id, texts: predict(cluster, model_id, texts)
 
     gate = Gate.parse(args.quality_gate) if args.quality_gate else None
-    a = resolve_encoder(args.truth, args.truth_format, lambda: connect(_conn(args)))
-    b = resolve_encoder(args.candidate, args.candidate_format, lambda: connect(_conn(args)))
+    a = resolve_encoder(args.truth, args.truth_format, predictor)
+    b = resolve_encoder(args.candidate, args.candidate_format, predictor)
     corpus = load_corpus(args.corpus, args.queries, args.qrels, a.vocab or b.vocab, args.documents, args.num_queries)
     result = evaluate(a, b, corpus)
     if gate is not None:

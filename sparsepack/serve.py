@@ -9,15 +9,16 @@ import http.server
 import threading
 from pathlib import Path
 
-from .packaging.package import MANIFEST, load_manifest, verify_artifacts
+from .contract.package_dir import MANIFEST
+from .packaging import manifest as package_manifest
 
 
 class ArtifactServer:
     def __init__(self, package_dir: str | Path, port: int = 0, bind: str = "127.0.0.1", log=None):
-        manifest, root = load_manifest(package_dir)
-        verify_artifacts(manifest, root)
-        files = {a["file"]: root / a["file"] for a in manifest["artifacts"]}
-        files[MANIFEST] = root / MANIFEST
+        package = package_manifest.load(package_dir)
+        package_manifest.verify(package)
+        files = {a.file: a.path for a in package.artifacts}
+        files[MANIFEST] = package.path
         self.files = files
         self._log = log
         handler = self._handler()

@@ -92,7 +92,7 @@ def candidate_exclusions(fp32_path: Path) -> list[tuple[str, tuple[str, ...]]]:
 
 def int8_options(quantize: str | None, quality_gate: str | None, artifact_format: str):
     """The gate to hold an int8 artifact to, or None when no int8 artifact is asked for."""
-    from ..evaluate import Gate
+    from ..metrics.gate import Gate
 
     if quantize is None:
         if quality_gate:
@@ -110,7 +110,8 @@ def int8_document_artifact(spec, fp32_onnx: Path, doc_tok: dict, staging: Path, 
     """Quantize, gate each candidate against the fp32 source model on the built-in corpus, zip the first that passes.
     None passing: QualityGateError (exit 3), and the caller's staging directory, with everything, is discarded."""
     from ..errors import QualityGateError
-    from ..evaluate import MIN_DOCUMENTS, MIN_QUERIES, artifact_encoder, evaluate, load_corpus, model_encoder
+    from ..metrics.gate import MIN_DOCUMENTS, MIN_QUERIES
+    from .evaluation import artifact_encoder, evaluate, load_corpus, model_encoder
     from .archive import sha256_file, write_zip
     from .onnx_export import OnnxArtifact, compatibility, graph_facts, runtime_entries, runtime_options, runtime_version
     from .tokenizer_export import dumps

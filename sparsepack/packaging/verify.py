@@ -22,7 +22,7 @@ from .devices import cuda_available, resolve_verify_devices
 from .exporter import TorchScriptExporter
 from .gpu import half_precision_gate
 from .portability import device_constants_in_archive
-from .quality import Thresholds
+from ..metrics.gate import HALF_PRECISION_GATE
 
 
 def verify_package(package_dir: str | Path, model: str | None = None, devices: str = "auto", revision: str | None = None,
@@ -147,7 +147,7 @@ def _verify_half(spec, target: Path, tokenizer_data: dict, exporter, base: dict,
     def fp32_on_cpu(batch):
         return reference({k: v.cpu() for k, v in batch.items()})
 
-    gate = half_precision_gate(spec, fp32_on_cpu, exporter.load(target, "cuda"), tokenizer_data, "cuda", Thresholds())
+    gate = half_precision_gate(spec, fp32_on_cpu, exporter.load(target, "cuda"), tokenizer_data, "cuda", HALF_PRECISION_GATE)
     out = {**base, "precision": "fp16", "device_portable": True, "devices": ["cuda"], "quality_gate": gate,
            "passed": gate["passed"]}
     if not gate["passed"]:
