@@ -51,7 +51,7 @@ def model_encoder(model: str, max_length: int | None = None, spec=None) -> Encod
     """The source model, truncating documents where a package of it does (min(model max, 512), or ``max_length``)."""
     from .introspect import load_model
     from ..contract.limits import document_max_length
-    from .parity import reference_token_map
+    from .parity import reference_token_map, reference_vectors
     from .tokenizer_export import server_token_strings, tokenizer_json
 
     spec = spec or load_model(model)
@@ -60,15 +60,7 @@ def model_encoder(model: str, max_length: int | None = None, spec=None) -> Encod
     names = server_token_strings(tok, spec.vocab_size)
 
     def run(encode, texts):
-        saved = spec.doc_transformer.max_seq_length
-        spec.doc_transformer.max_seq_length = length
-        try:
-            out = encode(texts, convert_to_tensor=True, batch_size=BATCH, show_progress_bar=False)
-        finally:
-            spec.doc_transformer.max_seq_length = saved
-        dense = (out.to_dense() if out.is_sparse else out).float().cpu()
-        dense[:, spec.special_ids] = 0.0
-        return [reference_token_map(v, names) for v in dense]
+        return [reference_token_map(v, names) for v in reference_vectors(spec, encode, texts, length, BATCH)]
 
     return Encoder(f"model:{model}", lambda t: run(spec.encoder.encode_document, t),
                    lambda t: run(spec.encoder.encode_query, t), _vocab(tok))

@@ -1,11 +1,9 @@
 """``sparsepack package``: model -> ML Commons artifacts + manifest + proof of parity, written atomically."""
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +15,8 @@ from ..contract.package_dir import MANIFEST
 from ..errors import QualityGateError, SparsepackError
 from ..templates import write_package_bodies
 from . import parity
-from .archive import read_zip, sha256_file, write_zip
+from .archive import artifact_entry, write_artifact_zip
+from .artifact_zip import load_from_zip, query_side
 from .exporter import EXPORTERS
 from .introspect import ModelSpec, load_model
 from .onnx_export import DEFAULT_ONNX_THREADS, check_onnx_threads, onnx_document_artifact
@@ -29,7 +28,6 @@ from .gpu import GpuOptions, PlacedArtifact, half_precision_gate
 from .portability import require_device_portable
 from .wrapper import SparseDocumentEncoder
 
-MANIFEST = "manifest.json"
 
 
 def _log(msg: str) -> None:
@@ -137,8 +135,8 @@ def _build(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targ
             ops, compat, loaded, unpacked_tok, doc_parity = _torchscript_document(
                 spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio, targets, exporter, log, gpu,
                 references)
-            art = {**_artifact_entry(staging / f"{name}-sparse-encoding.zip", "document", "SPARSE_ENCODING",
-                                     exporter.model_format), "format": "torchscript"}
+            art = artifact_entry(staging / f"{name}-sparse-encoding.zip", "document", "SPARSE_ENCODING",
+                                 exporter.model_format, format="torchscript")
         suffix = "" if first is None else f"_{art['format']}"
         art["parity"] = f"document{suffix}"
         result[f"document{suffix}"] = doc_parity
@@ -177,9 +175,9 @@ def _torchscript_document(spec, wrapper, doc_tok, staging, work, name, license_b
     doc_zip = staging / f"{name}-sparse-encoding.zip"
     _write_document_zip(doc_zip, pt_path, doc_tok, license_bytes)
     log(f"validating the document artifact against encode_document on {', '.join(gpu.devices)}")
-    placed = PlacedArtifact({d: _load_from_zip(doc_zip, exporter, work, d) for d in gpu.devices})
-    with zipfile.ZipFile(doc_zip) as zf:  # only the tokenizer: the model entry was just read by the reload
-        unpacked_tok = json.loads(zf.read("tokenizer.json"))
+    loaded = {d: load_from_zip(doc_zip, work / "reloaded", d) for d in gpu.devices}
+    placed = PlacedArtifact({d: artifact for d, (artifact, _) in loaded.items()})
+    unpacked_tok = loaded["cpu"][1]
     doc_parity = parity.validate_document(spec, placed, unpacked_tok, reference_cache=references, prune_ratio=prune_ratio)
     parity.require(doc_parity, "document")
     if gpu.precision == "fp16":
@@ -189,10 +187,8 @@ def _torchscript_document(spec, wrapper, doc_tok, staging, work, name, license_b
 
 
 def _write_document_zip(doc_zip: Path, pt_path: Path, doc_tok: dict, license_bytes: bytes | None) -> None:
-    entries = {pt_path.name: pt_path.read_bytes(), "tokenizer.json": dumps(doc_tok)}
-    if license_bytes:
-        entries["LICENSE"] = license_bytes
-    write_zip(doc_zip, entries, stored=(pt_path.name,))
+    write_artifact_zip(doc_zip, {pt_path.name: pt_path.read_bytes(), "tokenizer.json": dumps(doc_tok)}, license_bytes,
+                       stored=(pt_path.name,))
 
 
 def _half_precision_document(spec, wrapper, doc_tok, doc_zip, work, name, license_bytes, exporter, fp32: PlacedArtifact,
@@ -226,20 +222,16 @@ def _query_tokenize_artifact(spec, staging, length, license_bytes, name, artifac
         log(f"query weights: {query_weights['floored_tokens']} zero-IDF tokens raised to {query_weights['floor']:.3g}, "
             f"scale {query_weights['scale']:g} (neural-search accepts (0, 64] only)")
     idf = idf_json(weights, names)
-    q_entries = {"tokenizer.json": dumps(q_tok), "idf.json": dumps(idf)}
-    if license_bytes:
-        q_entries["LICENSE"] = license_bytes
     q_zip = staging / f"{name}-sparse-tokenize.zip"
-    write_zip(q_zip, q_entries)
+    write_artifact_zip(q_zip, {"tokenizer.json": dumps(q_tok), "idf.json": dumps(idf)}, license_bytes)
     log("validating the query tokenizer artifact against encode_query")
-    unpacked = read_zip(q_zip)
-    unpacked_q_tok, unpacked_idf = json.loads(unpacked["tokenizer.json"]), json.loads(unpacked["idf.json"])
+    unpacked_q_tok, unpacked_idf = query_side(q_zip)
     probe_text, _ = lowest_weight_query(unpacked_q_tok, unpacked_idf)
     result["query"] = parity.validate_query_tokenize(spec, unpacked_q_tok, unpacked_idf,
                                                      parity.QUERY_BATTERY + ([probe_text] if probe_text else []),
                                                      rule_weights=weights, rule=query_weights)
     parity.require(result["query"], "query")
-    artifacts.append(_artifact_entry(q_zip, "query", "SPARSE_TOKENIZE", "TORCH_SCRIPT"))
+    artifacts.append(artifact_entry(q_zip, "query", "SPARSE_TOKENIZE", "TORCH_SCRIPT"))
     return query_weights
 
 
@@ -283,20 +275,6 @@ def _manifest(spec, name, length, prune_ratio, ops, compat, result, artifacts) -
         "formats": [a["format"] for a in artifacts if a["role"] == "document"],
         "artifacts": artifacts,
     }
-
-
-def _load_from_zip(doc_zip: Path, exporter, work: Path, device: str | None = None):
-    with zipfile.ZipFile(doc_zip) as zf:
-        pt_names = [n for n in zf.namelist() if n.endswith(exporter.suffix)]
-        target = work / "reloaded" / pt_names[0]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(zf.read(pt_names[0]))
-    return exporter.load(target) if device is None else exporter.load(target, device)
-
-
-def _artifact_entry(path: Path, role: str, function_name: str, model_format: str) -> dict:
-    return {"role": role, "file": path.name, "function_name": function_name, "model_format": model_format,
-            "sha256": sha256_file(path), "size_bytes": path.stat().st_size}
 
 
 def load_manifest(path: str | Path) -> tuple[dict, Path]:

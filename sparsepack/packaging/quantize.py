@@ -112,7 +112,7 @@ def int8_document_artifact(spec, fp32_onnx: Path, doc_tok: dict, staging: Path, 
     from ..errors import QualityGateError
     from ..metrics.gate import MIN_DOCUMENTS, MIN_QUERIES
     from .evaluation import artifact_encoder, evaluate, load_corpus, model_encoder
-    from .archive import sha256_file, write_zip
+    from .archive import artifact_entry, write_artifact_zip
     from .onnx_export import OnnxArtifact, compatibility, graph_facts, runtime_entries, runtime_options, runtime_version
     from .tokenizer_export import dumps
 
@@ -137,18 +137,16 @@ def int8_document_artifact(spec, fp32_onnx: Path, doc_tok: dict, staging: Path, 
         raise QualityGateError(f"no int8 variant passes the gate (nDCG@10 >= {gate.ndcg}, recall@100 >= {gate.recall}); "
                                f"best: {best['variant']} nDCG@10 {best['ndcg_at_10']}, recall@100 {best['recall_at_100']}; "
                                f"ship fp32 ONNX or lower --quality-gate knowingly")
-    entries = {f"{name}.onnx": path.read_bytes(), "tokenizer.json": dumps(doc_tok), **runtime_entries(threads)}
-    if license_bytes:
-        entries["LICENSE"] = license_bytes
     doc_zip = staging / f"{name}-sparse-encoding-onnx-int8.zip"
-    write_zip(doc_zip, entries)
+    write_artifact_zip(doc_zip, {f"{name}.onnx": path.read_bytes(), "tokenizer.json": dumps(doc_tok),
+                                 **runtime_entries(threads)}, license_bytes)
     facts = graph_facts(path)
-    entry = {"role": "document", "file": doc_zip.name, "function_name": "SPARSE_ENCODING", "model_format": "ONNX",
-             "sha256": sha256_file(doc_zip), "size_bytes": doc_zip.stat().st_size, "format": "onnx-int8",
-             "opset": facts["opset"], "ir_version": facts["ir_version"], "runtime": {"onnxruntime": runtime_version()},
-             "runtime_options": runtime_options(threads), "opensearch_compatibility": compatibility(facts),
-             "quality_gate": {**figures, "reference": "the fp32 source model (SparseEncoder)", "corpus": corpus.source,
-                              "variant": attempts[-1]["variant"], "attempts": attempts}}
+    entry = artifact_entry(doc_zip, "document", "SPARSE_ENCODING", "ONNX", format="onnx-int8", opset=facts["opset"],
+                           ir_version=facts["ir_version"], runtime={"onnxruntime": runtime_version()},
+                           runtime_options=runtime_options(threads), opensearch_compatibility=compatibility(facts),
+                           quality_gate={**figures, "reference": "the fp32 source model (SparseEncoder)",
+                                         "corpus": corpus.source, "variant": attempts[-1]["variant"],
+                                         "attempts": attempts})
     torchscript = next((a for a in artifacts if a.get("format") == "torchscript"), None)
     if torchscript:
         entry["size_vs_torchscript_fp32"] = round(entry["size_bytes"] / torchscript["size_bytes"], 4)

@@ -8,16 +8,15 @@ in fp32 (TF32 off); an fp16 artifact is held to its ranking gate against the fp3
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Callable
 
 from ..errors import ParityError, QualityGateError, SparsepackError
 from . import parity
+from .artifact_zip import unzip_model
 from .devices import cuda_available, resolve_verify_devices
 from .exporter import TorchScriptExporter
 from .gpu import half_precision_gate
@@ -68,13 +67,7 @@ def verify_package(package_dir: str | Path, model: str | None = None, devices: s
 
 def _verify_document(spec, manifest: dict, zip_path: Path, entry: dict, devices: list[str], work: Path, log) -> dict:
     fmt = entry.get("format", "torchscript")
-    with zipfile.ZipFile(zip_path) as zf:
-        names = zf.namelist()
-        tokenizer_data = json.loads(zf.read("tokenizer.json"))
-        model_name = next(n for n in names if n.endswith((".pt", ".onnx")))
-        target = work / fmt / Path(model_name).name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(zf.read(model_name))
+    target, tokenizer_data = unzip_model(zip_path, work / fmt)
     base = {"file": entry["file"], "format": fmt}
     if fmt != "torchscript":  # ONNX runs on CPU ML nodes only: its proof is CPU's, whatever devices were asked
         return _verify_onnx(spec, manifest, target, tokenizer_data, entry, base, log)
