@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SparsepackError
+from .document import DocumentArtifact
 from .opcheck import graph_operators
 
 OPSET = 17
@@ -224,9 +225,9 @@ def dedupe_initializers(model) -> dict[str, list[str]]:
 
 def onnx_document_artifact(spec, wrapper, doc_tok: dict, staging: Path, work: Path, name: str, license_bytes: bytes | None,
                            prune_ratio: float, example: Dict[str, Tensor], log, references: dict | None = None,
-                           threads: int = DEFAULT_ONNX_THREADS):
+                           threads: int = DEFAULT_ONNX_THREADS) -> DocumentArtifact:
     """Export, zip, reload from the zip and prove against ``encode_document`` at the same batteries and batch sizes
-    as the TorchScript proof. Returns (artifact entry, loaded artifact, tokenizer data, operators, compatibility, proof)."""
+    as the TorchScript proof."""
     from . import parity
     from .archive import artifact_entry, write_artifact_zip
     from .artifact_zip import load_from_zip
@@ -254,4 +255,4 @@ def onnx_document_artifact(spec, wrapper, doc_tok: dict, staging: Path, work: Pa
                            runtime={"onnxruntime": runtime_version(),
                                     "ml_commons_onnxruntime": sorted(set(ORT_BY_LINE.values()))},
                            runtime_options=runtime_options(threads), opensearch_compatibility=compat)
-    return entry, artifact, tokenizer_data, graph_operators(parsed), compat, proof
+    return DocumentArtifact(entry, artifact, tokenizer_data, graph_operators(parsed), compat, proof)
