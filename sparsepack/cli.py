@@ -66,7 +66,7 @@ def _package_kwargs(args) -> dict:
 
 
 def cmd_package(args) -> int:
-    from .packaging.manifest import check_model_source
+    from .packaging.input_checks import check_model_source
 
     check_model_source(args.model)
     from .packaging.package import package
@@ -91,7 +91,7 @@ def cmd_package(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from .packaging.package import load_manifest
+    from .contract.package_dir import load_package
     from .templates import TEMPLATES, list_templates, parse_set_values, render, template_variables
 
     if args.list:
@@ -100,7 +100,7 @@ def cmd_render(args) -> int:
         return 0
     if not args.template:
         raise SparsepackError("name a template (see `sparsepack render --list`)")
-    manifest = load_manifest(args.manifest)[0] if args.manifest else None
+    manifest = load_package(args.manifest) if args.manifest else None
     values = parse_set_values(args.set)
     known = sorted(set(template_variables(args.template, args.template_dir)) | set(TEMPLATES[args.template].defaults)
                    ) if args.template in TEMPLATES else []
@@ -148,11 +148,11 @@ def cmd_node(args) -> int:
 
 
 def cmd_preflight(args) -> int:
-    from .packaging.package import load_manifest
+    from .contract.package_dir import load_package
     from .registry import preflight
     from .registry.connection import connect
 
-    manifest = load_manifest(args.manifest)[0] if args.manifest else None
+    manifest = load_package(args.manifest).to_dict() if args.manifest else None  # preflight reads the dict
     cl = connect(_conn(args))
     pf = preflight.run_preflight(cl, manifest)
     if not pf.ok and args.apply_settings:
@@ -241,7 +241,7 @@ def _emit_report(report: dict, args) -> int:
 
 
 def cmd_release(args) -> int:
-    from .packaging.manifest import check_release_target
+    from .packaging.input_checks import check_release_target
 
     # Bad input is refused before the ML libraries load (seconds): the target, the URL, the options.
     check_release_target(args.target)
@@ -254,15 +254,13 @@ def cmd_release(args) -> int:
 
 
 def cmd_smoke(args) -> int:
-    from .packaging.package import load_manifest
+    from .contract.package_dir import load_package
     from .registry.connection import connect
     from .registry.preflight import run_preflight
     from .registry.release import Report, run_smoke
 
-    from .contract.formats import for_format
-
-    manifest, root = load_manifest(args.package)
-    manifest = for_format(manifest, args.format)
+    package = load_package(args.package)
+    manifest, root = package.for_format(args.format).to_dict(), package.root  # the release steps read the dict
     conn = _conn(args)
     report = Report(args.package, conn)
     cl = connect(conn)
@@ -312,7 +310,7 @@ def cmd_eval(args) -> int:
 
 def cmd_verify(args) -> int:
     from .errors import ParityError
-    from .packaging.manifest import check_model_source, check_package_path
+    from .packaging.input_checks import check_model_source, check_package_path
     from .packaging.verify import verify_package
 
     check_package_path(args.package)

@@ -10,15 +10,15 @@ import threading
 from pathlib import Path
 
 from .contract.package_dir import MANIFEST
-from .packaging import manifest as package_manifest
+from .contract.package_dir import load_package, verify_package_files
 
 
 class ArtifactServer:
     def __init__(self, package_dir: str | Path, port: int = 0, bind: str = "127.0.0.1", log=None):
-        package = package_manifest.load(package_dir)
-        package_manifest.verify(package)
-        files = {a.file: a.path for a in package.artifacts}
-        files[MANIFEST] = package.path
+        package = load_package(package_dir)
+        verify_package_files(package)
+        files = {a.file: package.path_of(a) for a in package.artifacts}
+        files[MANIFEST] = package.root / MANIFEST
         self.files = files
         self._log = log
         handler = self._handler()

@@ -207,9 +207,9 @@ def test_without_the_rule_the_smoke_test_names_token_and_weight(node_3x, model_f
     refused = release(str(tmp_path / "pkg"), conn(node_3x), ReleaseOptions(group=group, progress=False, timeout=120))
     assert refused["failed_step"] == "verify" and "idf.json weight of" in refused["error"]  # stopped before upload
     # What the smoke test says when such weights reach a cluster anyway (registered by another tool, an old release)
-    from sparsepack.packaging import manifest as manifest_module
+    from sparsepack.contract import package_dir
 
-    monkeypatch.setattr(manifest_module, "check_idf_weights", lambda *args: None)
+    monkeypatch.setattr(package_dir, "check_idf_weights", lambda *args: None)
     report = release(str(tmp_path / "pkg"), conn(node_3x), ReleaseOptions(group=group, progress=False, timeout=120,
                                                                            keep_on_failure=True))
     try:

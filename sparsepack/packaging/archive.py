@@ -1,9 +1,10 @@
 """Deterministic zips: fixed timestamps and permissions, sorted entries, so the same input gives the same sha256."""
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from pathlib import Path
+
+from ..contract.package_dir import sha256_file
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 FORBIDDEN_SUFFIXES = (".jar", ".class", ".so", ".dylib", ".dll")  # rejected by newer ML Commons
@@ -23,14 +24,6 @@ def write_zip(path: Path, entries: dict[str, bytes], stored: tuple[str, ...] = (
             info.external_attr = 0o644 << 16
             info.create_system = 3
             zf.writestr(info, entries[name])
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_zip(path: Path) -> dict[str, bytes]:

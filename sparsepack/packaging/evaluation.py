@@ -88,18 +88,15 @@ def artifact_encoder(name: str, artifact, tokenizer_data: dict, vocab_size: int,
 
 
 def package_encoder(path: str, fmt: str | None = None) -> Encoder:
-    from ..contract.formats import for_format
+    from ..contract.package_dir import load_package
     from .artifact_zip import load_from_zip, query_side
-    from .package import load_manifest
 
-    manifest, root = load_manifest(path)
-    view = for_format(manifest, fmt)
-    doc = next(a for a in view["artifacts"] if a["role"] == "document")
-    artifact, tokenizer_data = load_from_zip(root / doc["file"])
-    query = next((a for a in view["artifacts"] if a["role"] == "query"), None)
-    query_tokenizer_data, idf = query_side(root / query["file"]) if query else (None, None)
-    return artifact_encoder(f"package:{path} ({view['formats'][0]})", artifact, tokenizer_data,
-                            manifest["vocab_size"], query_tokenizer_data, idf)
+    view = load_package(path).for_format(fmt)
+    artifact, tokenizer_data = load_from_zip(view.path_of(view.artifact("document")))
+    query = view.artifact("query")
+    query_tokenizer_data, idf = query_side(view.path_of(query)) if query else (None, None)
+    return artifact_encoder(f"package:{path} ({view.document_formats[0]})", artifact, tokenizer_data,
+                            view.vocab_size, query_tokenizer_data, idf)
 
 
 def cluster_encoder(predict: Callable[[str, list[str]], Vectors], document_model: str,

@@ -9,6 +9,7 @@ from typing import Callable
 
 from ..contract.formats import FORMATS, for_format
 from ..contract.limits import document_max_length
+from ..contract.manifest import Manifest
 from ..contract.package_dir import MANIFEST
 from ..errors import SparsepackError
 from ..templates import write_package_bodies
@@ -66,10 +67,10 @@ def package(model: str, out: str | Path, revision: str | None = None, trust_remo
     try:
         manifest = build_package(spec, staging, length, prune_ratio, targets, [EXPORTERS[f]() for f in FORMATS[artifact_format]], log,
                           gpu, int8_gate, onnx_threads)
-        for fmt in manifest["formats"]:  # register-meta + model-config next to each zip
-            write_package_bodies(staging, for_format(manifest, fmt))
+        for fmt in Manifest.from_dict(manifest, "the manifest being written").document_formats:
+            write_package_bodies(staging, for_format(manifest, fmt))  # register-meta + model-config next to each zip
         (staging / MANIFEST).write_bytes(dumps(manifest))
-        (staging / "README.md").write_text(model_card(manifest), encoding="utf-8")
+        (staging / "README.md").write_text(model_card(Manifest.from_dict(manifest)), encoding="utf-8")
         _replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -87,20 +88,3 @@ def _replace_dir(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         staging.rename(out)
-
-
-def load_manifest(path: str | Path) -> tuple[dict, Path]:
-    """The manifest and its directory, from a package dir or a manifest.json path, validated by
-    :mod:`sparsepack.packaging.manifest` (schema, artifact paths that stay inside the folder)."""
-    from . import manifest as manifest_mod
-
-    loaded = manifest_mod.load(path)
-    return loaded.data, loaded.root
-
-
-def verify_artifacts(manifest: dict, root: Path) -> None:
-    """Refuse before any upload when a zip differs from what the manifest recorded (size, sha256), or holds an entry
-    that could escape its folder (``../``, absolute, symlink) or a JSON entry that does not parse."""
-    from . import manifest as manifest_mod
-
-    manifest_mod.verify(manifest_mod.validate(manifest, Path(root)))

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ..contract.manifest import Artifact, Manifest
+from ..contract.package_dir import load_package, verify_package_files
 from ..errors import ParityError, QualityGateError, SparsepackError
 from . import parity
 from .artifact_zip import unzip_model
@@ -28,13 +30,11 @@ def verify_package(package_dir: str | Path, model: str | None = None, devices: s
                    trust_remote_code: bool = False, log: Callable[[str], None] = lambda m: None) -> dict:
     """The report of every document artifact on every device; raises ParityError / QualityGateError (exit 3) when one
     fails, after checking all of them, so the report names every failure."""
-    from .package import load_manifest, verify_artifacts
-
-    manifest, root = load_manifest(package_dir)
-    verify_artifacts(manifest, root)  # size, sha256, safe entries: the files are the ones the manifest proved
+    manifest = load_package(package_dir)
+    verify_package_files(manifest)  # size, sha256, safe entries: the files are the ones the manifest proved
     wanted = resolve_verify_devices(devices, "--devices")
-    documents = [a for a in manifest["artifacts"] if a["role"] == "document"]
-    source = model or manifest["source"]["model"]
+    documents = [a for a in manifest.artifacts if a.role == "document"]
+    source = model or manifest.source.model
     if model is None and not Path(source).exists() and source.startswith((".", "/", "~")):
         raise SparsepackError(f"the package's source model {source} is not on this machine; pass --model with its "
                               "directory or Hugging Face id")
@@ -42,17 +42,17 @@ def verify_package(package_dir: str | Path, model: str | None = None, devices: s
     log(f"loading {source}")
     from .introspect import load_model
 
-    spec = load_model(source, revision or manifest["source"].get("revision"), trust_remote_code)
+    spec = load_model(source, revision or manifest.source.revision, trust_remote_code)
     for field in ("vocab_size", "mode", "activation", "pooling"):
-        if getattr(spec, field) != manifest[field]:
-            raise SparsepackError(f"{source} has {field} {getattr(spec, field)}, the package {manifest[field]}: this is "
+        if getattr(spec, field) != getattr(manifest, field):
+            raise SparsepackError(f"{source} has {field} {getattr(spec, field)}, the package {getattr(manifest, field)}: this is "
                                   "not the package's source model; pass --model with the model it was built from")
     work = Path(tempfile.mkdtemp(prefix="sparsepack-verify-"))
     try:
-        results = [_verify_document(spec, manifest, root / a["file"], a, wanted, work, log) for a in documents]
+        results = [_verify_document(spec, manifest, manifest.path_of(a), a, wanted, work, log) for a in documents]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report = {"package": str(root), "name": manifest["name"], "model": source, "precision": manifest.get("precision", "fp32"),
+    report = {"package": str(manifest.root), "name": manifest.name, "model": source, "precision": manifest.precision,
               "devices": wanted, "artifacts": results, "seconds": round(time.perf_counter() - t0, 1),
               "passed": all(r["passed"] for r in results)}
     failed = [r for r in results if not r["passed"]]
@@ -65,10 +65,11 @@ def verify_package(package_dir: str | Path, model: str | None = None, devices: s
     return report
 
 
-def _verify_document(spec, manifest: dict, zip_path: Path, entry: dict, devices: list[str], work: Path, log) -> dict:
-    fmt = entry.get("format", "torchscript")
+def _verify_document(spec, manifest: Manifest, zip_path: Path, entry: Artifact, devices: list[str], work: Path,
+                     log) -> dict:
+    fmt = entry.document_format
     target, tokenizer_data = unzip_model(zip_path, work / fmt)
-    base = {"file": entry["file"], "format": fmt}
+    base = {"file": entry.file, "format": fmt}
     if fmt != "torchscript":  # ONNX runs on CPU ML nodes only: its proof is CPU's, whatever devices were asked
         return _verify_onnx(spec, manifest, target, tokenizer_data, entry, base, log)
     leftover = device_constants_in_archive(target)
@@ -76,16 +77,16 @@ def _verify_document(spec, manifest: dict, zip_path: Path, entry: dict, devices:
         return {**base, "passed": False, "failed_on": "every device but the one it was traced on",
                 "why": f"{len(leftover)} torch.device constant(s) left in {leftover[0]}", "device_constants": leftover}
     exporter = TorchScriptExporter()
-    if manifest.get("precision") == "fp16":
+    if manifest.precision == "fp16":
         return _verify_half(spec, target, tokenizer_data, exporter, base, log)
-    log(f"validating {entry['file']} on {', '.join(devices)} against encode_document on CPU")
+    log(f"validating {entry.file} on {', '.join(devices)} against encode_document on CPU")
     loaded = {d: exporter.load(target, d) for d in devices}
     doc = parity.validate_document(spec, loaded, tokenizer_data, prune_ratio=_prune_ratio(manifest))
     return {**base, "precision": "fp32", "device_portable": True, **_summary(doc, manifest),
             **_as_query_encoder(spec, manifest, loaded, tokenizer_data)}
 
 
-def _as_query_encoder(spec, manifest: dict, loaded, tokenizer_data: dict) -> dict:
+def _as_query_encoder(spec, manifest: Manifest, loaded, tokenizer_data: dict) -> dict:
     """A bi-encoder's document artifact also encodes queries on the cluster: held to ``encode_query`` the same way."""
     if spec.mode != "bi-encoder":
         return {}
@@ -100,11 +101,11 @@ def _as_query_encoder(spec, manifest: dict, loaded, tokenizer_data: dict) -> dic
     return out
 
 
-def _prune_ratio(manifest: dict) -> float:
-    return manifest["pruning"].get("ratio", 0.0)  # {"enabled": False} carries no ratio
+def _prune_ratio(manifest: Manifest) -> float:
+    return manifest.pruning.ratio
 
 
-def _summary(doc: dict, manifest: dict) -> dict:
+def _summary(doc: dict, manifest: Manifest) -> dict:
     failed = [d for d, r in doc["by_device"].items() if not r["passed"]]
     out = {"passed": doc["passed"], "devices": doc["devices"], "max_abs_diff": doc["max_abs_diff"],
            "tolerance": doc["tolerance"], "by_device": doc["by_device"]}
@@ -115,13 +116,13 @@ def _summary(doc: dict, manifest: dict) -> dict:
     return out
 
 
-def _verify_onnx(spec, manifest, target: Path, tokenizer_data: dict, entry: dict, base: dict, log) -> dict:
+def _verify_onnx(spec, manifest: Manifest, target: Path, tokenizer_data: dict, entry: Artifact, base: dict, log) -> dict:
     from .onnx_export import OnnxArtifact, runtime_version
 
-    if entry.get("format") == "onnx-int8":  # int8 is proven by ranking, not bit parity: its gate ran at package time
+    if entry.format == "onnx-int8":  # int8 is proven by ranking, not bit parity: its gate ran at package time
         return {**base, "passed": True, "devices": ["cpu"], "checked": "sha256 and size only (its ranking gate is in "
-                "the manifest)", "quality_gate": entry.get("quality_gate")}
-    log(f"validating {entry['file']} with onnxruntime {runtime_version()} against encode_document on CPU")
+                "the manifest)", "quality_gate": entry.quality_gate}
+    log(f"validating {entry.file} with onnxruntime {runtime_version()} against encode_document on CPU")
     loaded = {"cpu": OnnxArtifact(target)}
     doc = parity.validate_document(spec, loaded, tokenizer_data, prune_ratio=_prune_ratio(manifest))
     return {**base, "runtime": f"onnxruntime {runtime_version()}", **_summary(doc, manifest),

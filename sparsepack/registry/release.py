@@ -13,7 +13,8 @@ from ..packaging.introspect import load_model
 from ..contract.formats import for_format
 from ..contract.naming import default_group_name, slug
 from ..contract.package_dir import is_package
-from ..packaging.package import load_manifest, package, verify_artifacts
+from ..contract.package_dir import load_package, verify_artifacts
+from ..packaging.package import package
 from . import artifact_url, lease, models, preflight, references, smoke, switch
 from .connection import Cluster, ConnectionOptions, connect
 
@@ -66,7 +67,8 @@ def resolve_package(target: str, package_dir: str | None, report: Report, **pack
     kept loaded, so the smoke test can compare the cluster with the model itself too."""
     path = Path(target)
     if is_package(target):
-        return (*load_manifest(path), None)
+        loaded = load_package(path)
+        return loaded.to_dict(), loaded.root, None
     out = Path(package_dir) if package_dir else Path.cwd() / f"{slug(target)}-sparsepack"
     with report.step("package") as entry:
         spec = load_model(target, package_kwargs.get("revision"), package_kwargs.get("trust_remote_code", False))
