@@ -230,8 +230,10 @@ def test_list_names_every_template_with_variables():
 
 
 def test_cli_render_list_and_set(tmp_path):
+    from test_manifest import OLDEST
+
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps(MANIFEST))
+    manifest.write_text(json.dumps({**OLDEST, **MANIFEST}))  # a whole manifest: the CLI refuses one lacking a key
     run = lambda *a: subprocess.run([sys.executable, "-m", "sparsepack.cli", "render", *a], capture_output=True, text=True)
     listed = run("--list")
     assert listed.returncode == 0 and "register-meta" in listed.stdout
