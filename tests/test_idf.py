@@ -192,7 +192,7 @@ def test_zero_idf_model_releases_and_zero_idf_query_answers(any_node, model_fact
 def test_without_the_rule_the_smoke_test_names_token_and_weight(node_3x, model_factory, tmp_path, monkeypatch):
     """Negative control: a package that keeps zero IDF (the rule switched off) fails the smoke test, which names the
     tokens and weights: in _predict's output, and in the cluster's rejection of the lowest-weight query."""
-    import sparsepack.packaging.package as packaging
+    import sparsepack.packaging.query_artifact as packaging
     from sparsepack.registry import smoke
 
     def keep_zeros(weights, names):

@@ -6,8 +6,6 @@ from ..errors import SparsepackError
 # --format choices -> the exporters they run, in order; the first one is the manifest's primary document artifact.
 FORMATS = {"torchscript": ("torchscript",), "onnx": ("onnx",), "both": ("torchscript", "onnx")}
 DOCUMENT_FORMATS = ("torchscript", "onnx", "onnx-int8")  # what a package can hold; onnx-int8 comes with --quantize int8
-# a document format -> ML Commons' model_format
-MODEL_FORMATS = {"torchscript": "TORCH_SCRIPT", "onnx": "ONNX", "onnx-int8": "ONNX"}
 
 
 def for_format(manifest: dict, fmt: str | None) -> dict:
