@@ -177,7 +177,7 @@ def onnx_vs_torchscript(url: str, root: Path, kind: str, n_docs: int, rounds: in
     one untimed warm-up ingest per variant and length first (TorchScript's profiling executor specialises on its
     first calls: counted, it made TorchScript look 2x slower in the first round)."""
     from sparsepack.packaging.introspect import load_model
-    from sparsepack.packaging.onnx_export import for_format
+    from sparsepack.contract.formats import for_format
 
     spec = load_model(str(_model(kind, root)))
     manifest = package(spec.source, root / "pkg-both", artifact_format="both", spec=spec, log=lambda m: None)

@@ -117,7 +117,8 @@ def profile(path: Path, feed: dict, runs: int) -> tuple[dict, dict, float]:
 
 
 def gate_variants(model_dir: Path, tok_data: dict, vocab_size: int, variants: dict[str, Path]) -> dict[str, dict]:
-    from sparsepack.evaluate import MIN_DOCUMENTS, MIN_QUERIES, Gate, artifact_encoder, evaluate, load_corpus, model_encoder
+    from sparsepack.metrics.gate import MIN_DOCUMENTS, MIN_QUERIES, Gate
+    from sparsepack.packaging.evaluation import artifact_encoder, evaluate, load_corpus, model_encoder
     from sparsepack.packaging.introspect import load_model
 
     spec = load_model(str(model_dir))

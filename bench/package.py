@@ -85,15 +85,16 @@ def packaging_profile(kind: str, model_dir: Path, root: Path) -> None:
     import onnx
 
     from sparsepack.packaging import archive, exporter, introspect, onnx_export, package as package_mod, parity
+    from sparsepack.packaging import torchscript_document
 
     timer = CallTimer()
     timer.wrap(package_mod, "load_model")
     timer.wrap(exporter.TorchScriptExporter, "export", "TorchScript trace (fresh interpreter, incl. torch.save of the job)")
     timer.wrap(exporter.torch, "save", "torch.save (the trace job)")
-    timer.wrap(package_mod, "require_device_portable")
+    timer.wrap(torchscript_document, "require_device_portable")
     timer.wrap(exporter.TorchScriptExporter, "operators", "TorchScript operators (torch.jit.load + graph walk)")
-    timer.wrap(package_mod, "_write_document_zip")
-    timer.wrap(package_mod, "_load_from_zip", "TorchScript reload from the zip")
+    timer.wrap(torchscript_document, "_write_document_zip")
+    timer.wrap(torchscript_document, "load_from_zip", "TorchScript reload from the zip")
     timer.wrap(parity, "validate_document", "proof: validate_document (total)")
     timer.wrap(parity, "run_artifact", "proof: artifact runs (all batch sizes)")
     if hasattr(parity, "reference_vectors"):

@@ -66,7 +66,7 @@ def _package_kwargs(args) -> dict:
 
 
 def cmd_package(args) -> int:
-    from .packaging.manifest import check_model_source
+    from .packaging.input_checks import check_model_source
 
     check_model_source(args.model)
     from .packaging.package import package
@@ -91,7 +91,7 @@ def cmd_package(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from .packaging.package import load_manifest
+    from .contract.package_dir import load_package
     from .templates import TEMPLATES, list_templates, parse_set_values, render, template_variables
 
     if args.list:
@@ -100,7 +100,7 @@ def cmd_render(args) -> int:
         return 0
     if not args.template:
         raise SparsepackError("name a template (see `sparsepack render --list`)")
-    manifest = load_manifest(args.manifest)[0] if args.manifest else None
+    manifest = load_package(args.manifest) if args.manifest else None
     values = parse_set_values(args.set)
     known = sorted(set(template_variables(args.template, args.template_dir)) | set(TEMPLATES[args.template].defaults)
                    ) if args.template in TEMPLATES else []
@@ -150,11 +150,11 @@ def cmd_node(args) -> int:
 
 
 def cmd_preflight(args) -> int:
-    from .packaging.package import load_manifest
+    from .contract.package_dir import load_package
     from .registry import preflight
     from .registry.connection import connect
 
-    manifest = load_manifest(args.manifest)[0] if args.manifest else None
+    manifest = load_package(args.manifest).to_dict() if args.manifest else None  # preflight reads the dict
     cl = connect(_conn(args))
     pf = preflight.run_preflight(cl, manifest)
     if args.apply_settings and pf.fixable:
@@ -243,7 +243,7 @@ def _emit_report(report: dict, args) -> int:
 
 
 def cmd_release(args) -> int:
-    from .packaging.manifest import check_release_target
+    from .packaging.input_checks import check_release_target
 
     # Bad input is refused before the ML libraries load (seconds): the target, the URL, the options.
     check_release_target(args.target)
@@ -256,16 +256,14 @@ def cmd_release(args) -> int:
 
 
 def cmd_smoke(args) -> int:
-    from .packaging.package import load_manifest
+    from .contract.package_dir import load_package
     from .registry.connection import connect
     from .registry.preflight import run_preflight
     from .release.report import Report
     from .release.steps import run_smoke
 
-    from .packaging.onnx_export import for_format
-
-    manifest, root = load_manifest(args.package)
-    manifest = for_format(manifest, args.format)
+    package = load_package(args.package)
+    manifest, root = package.for_format(args.format).to_dict(), package.root  # the release steps read the dict
     conn = _conn(args)
     report = Report(args.package, conn)
     cl = connect(conn)
@@ -293,12 +291,18 @@ def cmd_smoke(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import Gate, evaluate, load_corpus, resolve_encoder
+    from .metrics.gate import Gate
+    from .packaging.evaluation import evaluate, load_corpus, resolve_encoder
     from .registry.connection import connect
+    from .registry.smoke import predict
+
+    def predictor():
+        cluster = connect(_conn(args))
+        return lambda model_id, texts: predict(cluster, model_id, texts)
 
     gate = Gate.parse(args.quality_gate) if args.quality_gate else None
-    a = resolve_encoder(args.truth, args.truth_format, lambda: connect(_conn(args)))
-    b = resolve_encoder(args.candidate, args.candidate_format, lambda: connect(_conn(args)))
+    a = resolve_encoder(args.truth, args.truth_format, predictor)
+    b = resolve_encoder(args.candidate, args.candidate_format, predictor)
     corpus = load_corpus(args.corpus, args.queries, args.qrels, a.vocab or b.vocab, args.documents, args.num_queries)
     result = evaluate(a, b, corpus)
     if gate is not None:
@@ -309,7 +313,7 @@ def cmd_eval(args) -> int:
 
 def cmd_verify(args) -> int:
     from .errors import ParityError
-    from .packaging.manifest import check_model_source, check_package_path
+    from .packaging.input_checks import check_model_source, check_package_path
     from .packaging.verify import verify_package
 
     check_package_path(args.package)

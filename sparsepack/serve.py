@@ -9,15 +9,16 @@ import http.server
 import threading
 from pathlib import Path
 
-from .packaging.package import MANIFEST, load_manifest, verify_artifacts
+from .contract.package_dir import MANIFEST
+from .contract.package_dir import load_package, verify_package_files
 
 
 class ArtifactServer:
     def __init__(self, package_dir: str | Path, port: int = 0, bind: str = "127.0.0.1", log=None):
-        manifest, root = load_manifest(package_dir)
-        verify_artifacts(manifest, root)
-        files = {a["file"]: root / a["file"] for a in manifest["artifacts"]}
-        files[MANIFEST] = root / MANIFEST
+        package = load_package(package_dir)
+        verify_package_files(package)
+        files = {a.file: package.path_of(a) for a in package.artifacts}
+        files[MANIFEST] = package.root / MANIFEST
         self.files = files
         self._log = log
         handler = self._handler()

@@ -6,8 +6,9 @@ import torch
 
 from sparsepack.cli import main
 from sparsepack.errors import SparsepackError
-from sparsepack.evaluate import (Corpus, Gate, load_corpus, qrels_ndcg, ranking_agreement, read_jsonl, read_qrels,
-                                 resolve_encoder)
+from sparsepack.metrics.gate import Gate
+from sparsepack.metrics.ranking import qrels_ndcg, ranking_agreement
+from sparsepack.packaging.evaluation import Corpus, load_corpus, read_jsonl, read_qrels, resolve_encoder
 
 
 def test_identical_rankings_agree_fully():
@@ -45,8 +46,8 @@ def test_qrels_ndcg():
     corpus = Corpus("t", ["a", "b", "c"], ["", "", ""], ["q1", "q2"], ["", ""], {"q1": {"b": 1.0}, "q2": {"zzz": 1}})
     perfect = torch.tensor([[0.1, 0.9, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
     second = torch.tensor([[0.9, 0.5, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
-    assert qrels_ndcg(perfect, corpus) == 1.0  # q2 judges no document of the corpus: left out
-    assert qrels_ndcg(second, corpus) == pytest.approx(1 / torch.log2(torch.tensor(3.0)).item(), abs=1e-6)
+    assert qrels_ndcg(perfect, corpus.doc_ids, corpus.query_ids, corpus.qrels) == 1.0  # q2 judges no document of the corpus: left out
+    assert qrels_ndcg(second, corpus.doc_ids, corpus.query_ids, corpus.qrels) == pytest.approx(1 / torch.log2(torch.tensor(3.0)).item(), abs=1e-6)
 
 
 def test_jsonl_and_qrels_inputs(tmp_path):
@@ -112,7 +113,7 @@ def test_cli_eval_jsonl_qrels_and_failing_gate(model_factory, tmp_path, capsys):
     with pytest.raises(SparsepackError, match="needs a cluster"):
         resolve_encoder("deployed:abc")
     with pytest.raises(SparsepackError, match="needs a model id"):
-        resolve_encoder("deployed:", cluster_factory=lambda: None)
+        resolve_encoder("deployed:", predictor_factory=lambda: None)
 
 
 @pytest.mark.cluster

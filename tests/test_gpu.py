@@ -123,12 +123,14 @@ def test_fp16_package_records_gate_and_requires_gpu(fp16_on_cpu, tmp_path):
 
 
 def test_fp16_below_the_gate_exits_3_and_writes_nothing(model_factory, tmp_path, monkeypatch):
-    from sparsepack.packaging import gpu, package as package_module
-    from sparsepack.packaging.quality import Thresholds
+    from sparsepack.packaging import gpu, package as package_module, torchscript_document
+    from dataclasses import replace
+
+    from sparsepack.metrics.gate import HALF_PRECISION_GATE
 
     real_gate = gpu.half_precision_gate
-    monkeypatch.setattr(package_module, "half_precision_gate",
-                        lambda *a, **k: real_gate(*a, thresholds=Thresholds(ndcg_at_10=1.01), **k))
+    monkeypatch.setattr(torchscript_document, "half_precision_gate",
+                        lambda *a, **k: real_gate(*a, gate=replace(HALF_PRECISION_GATE, ndcg=1.01), **k))
     out = tmp_path / "pkg"
     with pytest.raises(QualityGateError, match=r"nDCG@10 .* fails|fails the quality gate") as err:
         package_module.package(str(model_factory("bert-bi-relu")), out, precision="fp16", fp16_device="cpu", log=lambda m: None)

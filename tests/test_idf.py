@@ -17,7 +17,8 @@ from sparsepack.packaging import parity
 from sparsepack.packaging.archive import read_zip
 from sparsepack.packaging.introspect import load_model
 from sparsepack.packaging.package import package
-from sparsepack.packaging.query_weights import MAX_QUERY_WEIGHT, apply_idf_rule, undo_rule
+from sparsepack.contract.limits import MAX_QUERY_WEIGHT
+from sparsepack.packaging.query_weights import apply_idf_rule, undo_rule
 from sparsepack.registry import models
 from sparsepack.release.options import ReleaseOptions
 from sparsepack.release.run import release
@@ -192,7 +193,7 @@ def test_zero_idf_model_releases_and_zero_idf_query_answers(any_node, model_fact
 def test_without_the_rule_the_smoke_test_names_token_and_weight(node_3x, model_factory, tmp_path, monkeypatch):
     """Negative control: a package that keeps zero IDF (the rule switched off) fails the smoke test, which names the
     tokens and weights: in _predict's output, and in the cluster's rejection of the lowest-weight query."""
-    import sparsepack.packaging.package as packaging
+    import sparsepack.packaging.query_artifact as packaging
     from sparsepack.registry import smoke
 
     def keep_zeros(weights, names):
@@ -207,9 +208,9 @@ def test_without_the_rule_the_smoke_test_names_token_and_weight(node_3x, model_f
     refused = release(str(tmp_path / "pkg"), conn(node_3x), ReleaseOptions(group=group, progress=False, timeout=120))
     assert refused["failed_step"] == "verify" and "idf.json weight of" in refused["error"]  # stopped before upload
     # What the smoke test says when such weights reach a cluster anyway (registered by another tool, an old release)
-    from sparsepack.packaging import manifest as manifest_module
+    from sparsepack.contract import package_dir
 
-    monkeypatch.setattr(manifest_module, "check_idf_weights", lambda *args: None)
+    monkeypatch.setattr(package_dir, "check_idf_weights", lambda *args: None)
     report = release(str(tmp_path / "pkg"), conn(node_3x), ReleaseOptions(group=group, progress=False, timeout=120,
                                                                            keep_on_failure=True))
     try:

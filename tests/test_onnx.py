@@ -11,9 +11,10 @@ from onnx import numpy_helper
 
 from sparsepack.cli import main
 from sparsepack.errors import SparsepackError
-from sparsepack.packaging.onnx_export import (INPUT_NAMES, OPSET, OnnxArtifact, OnnxExporter, dedupe_initializers,
-                                              for_format)
-from sparsepack.packaging.package import package, verify_artifacts
+from sparsepack.contract.formats import for_format
+from sparsepack.contract.package_dir import verify_artifacts
+from sparsepack.packaging.onnx_export import INPUT_NAMES, OPSET, OnnxArtifact, OnnxExporter, dedupe_initializers
+from sparsepack.packaging.package import package
 
 QUIET = {"log": lambda m: None}
 

@@ -11,7 +11,8 @@ import torch
 from conftest import FIXTURE_SPECS
 from sparsepack.errors import ParityError, SparsepackError
 from sparsepack.packaging import opcheck
-from sparsepack.packaging.package import load_manifest, package, verify_artifacts
+from sparsepack.contract.package_dir import load_package, verify_package_files
+from sparsepack.packaging.package import package
 from sparsepack.packaging.parity import DjlStyleTokenizer, emulate_sparse_tokenize
 from sparsepack.packaging.wrapper import SparseDocumentEncoder, splade_activation
 
@@ -294,14 +295,14 @@ def test_manifest_loading_and_tamper_detection(package_factory, tmp_path):
     manifest, out = package_factory("bert-bi-relu")
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    m, root = load_manifest(copy)
-    verify_artifacts(m, root)
-    zip_path = copy / m["artifacts"][0]["file"]
+    m = load_package(copy)
+    verify_package_files(m)
+    zip_path = m.path_of(m.artifacts[0])
     zip_path.write_bytes(zip_path.read_bytes() + b"tampered")
     with pytest.raises(SparsepackError, match="modified"):
-        verify_artifacts(m, root)
+        verify_package_files(m)
     with pytest.raises(SparsepackError, match="no manifest.json"):
-        load_manifest(tmp_path / "nowhere")
+        load_package(tmp_path / "nowhere")
 
 
 def test_cli_package_json_to_stdout_progress_to_stderr(model_factory, tmp_path):

@@ -199,7 +199,7 @@ def test_user_override_and_strict_undefined(tmp_path):
     with pytest.raises(SparsepackError, match="owner"):
         render("model-group", MANIFEST, "3.0", template_dir=tmp_path)
     body = render("model-group", MANIFEST, "3.0", template_dir=tmp_path, owner="search-team")
-    assert body == {"name": "demo-group", "owner": "search-team"}
+    assert body == {"name": "demo-sparsepack", "owner": "search-team"}
 
 
 def test_template_rendering_invalid_json_is_caught(tmp_path):
@@ -230,8 +230,10 @@ def test_list_names_every_template_with_variables():
 
 
 def test_cli_render_list_and_set(tmp_path):
+    from test_manifest import OLDEST
+
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps(MANIFEST))
+    manifest.write_text(json.dumps({**OLDEST, **MANIFEST}))  # a whole manifest: the CLI refuses one lacking a key
     run = lambda *a: subprocess.run([sys.executable, "-m", "sparsepack.cli", "render", *a], capture_output=True, text=True)
     listed = run("--list")
     assert listed.returncode == 0 and "register-meta" in listed.stdout

@@ -1,9 +1,10 @@
 """Deterministic zips: fixed timestamps and permissions, sorted entries, so the same input gives the same sha256."""
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from pathlib import Path
+
+from ..contract.package_dir import sha256_file
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 FORBIDDEN_SUFFIXES = (".jar", ".class", ".so", ".dylib", ".dll")  # rejected by newer ML Commons
@@ -25,14 +26,18 @@ def write_zip(path: Path, entries: dict[str, bytes], stored: tuple[str, ...] = (
             zf.writestr(info, entries[name])
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_zip(path: Path) -> dict[str, bytes]:
     with zipfile.ZipFile(path) as zf:
         return {name: zf.read(name) for name in zf.namelist()}
+
+
+def write_artifact_zip(path: Path, entries: dict[str, bytes], license_bytes: bytes | None = None,
+                       stored: tuple[str, ...] = ()) -> None:
+    """An ML Commons artifact zip: ``entries`` plus the model's LICENSE when it has one."""
+    write_zip(path, {**entries, **({"LICENSE": license_bytes} if license_bytes else {})}, stored)
+
+
+def artifact_entry(path: Path, role: str, function_name: str, model_format: str, **extra) -> dict:
+    """The manifest's record of one artifact zip: what ML Commons registers it as, its hash and size, then ``extra``."""
+    return {"role": role, "file": path.name, "function_name": function_name, "model_format": model_format,
+            "sha256": sha256_file(path), "size_bytes": path.stat().st_size, **extra}

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SparsepackError
+from .opcheck import graph_operators
 from .portability import make_device_portable
 
 
@@ -84,26 +85,6 @@ class TorchScriptExporter:
 
 
 _REFUSED = 2  # the trace worker's exit code for a refusal it explains on its last stderr line
-_OP = re.compile(r"^(aten|prim|quantized|_quantized)::[A-Za-z0-9_]+")
-
-
-def graph_operators(scripted) -> set[str]:
-    """Every operator the saved graph calls, including those of inlined submodules."""
-    ops: set[str] = set()
-    graph = scripted.inlined_graph if hasattr(scripted, "inlined_graph") else scripted.graph
-
-    def walk(block):
-        for node in block.nodes():
-            kind = node.kind()
-            if _OP.match(kind):
-                ops.add(kind)
-            for sub in node.blocks():
-                walk(sub)
-
-    walk(graph)
-    return ops
-
-
 def normalize_torchscript_zip(data: bytes) -> bytes:
     """Rewrite the TorchScript zip with fixed timestamps and a fixed serialization id.
 

@@ -7,7 +7,6 @@ them by those names; the graph returns one float32 ``output`` [batch, vocab]. Ex
 from __future__ import annotations
 
 import hashlib
-import json
 import importlib.metadata as md
 import io
 import warnings
@@ -19,6 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SparsepackError
+from .document import DocumentArtifact
+from .opcheck import graph_operators
 
 OPSET = 17
 INPUT_NAMES = ("input1.input_ids", "input1.attention_mask")
@@ -140,10 +141,6 @@ class OnnxExporter:
         return graph_operators(onnx.load(str(path), load_external_data=False))
 
 
-def graph_operators(model) -> set[str]:
-    return {f"{node.domain or 'ai.onnx'}::{node.op_type}" for node in model.graph.node}
-
-
 def graph_facts(path: Path, model=None) -> dict:
     """Opset, IR version and the signature, read back from the file (``model``: that file, already parsed)."""
     onnx = _require_onnx()
@@ -226,63 +223,36 @@ def dedupe_initializers(model) -> dict[str, list[str]]:
     return {"aliased": sorted(aliases), "transposed": sorted(transposes)}
 
 
-# --format choices -> the exporters they run, in order; the first one is the manifest's primary document artifact.
-FORMATS = {"torchscript": ("torchscript",), "onnx": ("onnx",), "both": ("torchscript", "onnx")}
-DOCUMENT_FORMATS = ("torchscript", "onnx", "onnx-int8")  # what a package can hold; onnx-int8 comes with --quantize int8
-
-
-def for_format(manifest: dict, fmt: str | None) -> dict:
-    """The manifest as if the package held only the ``fmt`` document artifact (plus the query artifact): what
-    templates, registration and the smoke test take. ``None`` picks the package's first format."""
-    formats = manifest.get("formats") or ["torchscript"]
-    fmt = fmt or formats[0]
-    if fmt not in formats:
-        raise SparsepackError(f"the package holds no {fmt} document artifact (it has {', '.join(formats)}); "
-                              f"re-package with --format {fmt} or both")
-    keep = [a for a in manifest["artifacts"] if a["role"] != "document" or a.get("format", "torchscript") == fmt]
-    view = {**manifest, "artifacts": keep, "formats": [fmt]}
-    doc = next(a for a in keep if a["role"] == "document")
-    if doc.get("opensearch_compatibility"):
-        view["compatible_opensearch"] = sorted(line for line, c in doc["opensearch_compatibility"].items() if c["compatible"])
-    return view
-
-
 def onnx_document_artifact(spec, wrapper, doc_tok: dict, staging: Path, work: Path, name: str, license_bytes: bytes | None,
                            prune_ratio: float, example: Dict[str, Tensor], log, references: dict | None = None,
-                           threads: int = DEFAULT_ONNX_THREADS):
+                           threads: int = DEFAULT_ONNX_THREADS) -> DocumentArtifact:
     """Export, zip, reload from the zip and prove against ``encode_document`` at the same batteries and batch sizes
-    as the TorchScript proof. Returns (artifact entry, loaded artifact, tokenizer data, operators, compatibility, proof)."""
+    as the TorchScript proof."""
     from . import parity
-    from .archive import read_zip, sha256_file, write_zip
+    from .archive import artifact_entry, write_artifact_zip
+    from .artifact_zip import load_from_zip
     from .tokenizer_export import dumps
 
     exporter = OnnxExporter()
     log(f"exporting the document encoder to ONNX (opset {OPSET})")
     onnx_path = work / f"{name}.onnx"
     exporter.export(wrapper, example, onnx_path)
-    entries = {onnx_path.name: onnx_path.read_bytes(), "tokenizer.json": dumps(doc_tok), **runtime_entries(threads)}
-    if license_bytes:
-        entries["LICENSE"] = license_bytes
     doc_zip = staging / f"{name}-sparse-encoding-onnx.zip"
-    write_zip(doc_zip, entries, stored=(onnx_path.name,))
+    write_artifact_zip(doc_zip, {onnx_path.name: onnx_path.read_bytes(), "tokenizer.json": dumps(doc_tok),
+                                 **runtime_entries(threads)}, license_bytes, stored=(onnx_path.name,))
 
     log(f"validating the ONNX artifact (onnxruntime {runtime_version()}) against encode_document")
-    unpacked = read_zip(doc_zip)
+    artifact, tokenizer_data = load_from_zip(doc_zip, work / "reloaded-onnx")
     reloaded = work / "reloaded-onnx" / onnx_path.name
-    reloaded.parent.mkdir(parents=True, exist_ok=True)
-    reloaded.write_bytes(unpacked[onnx_path.name])
-    artifact = exporter.load(reloaded)
-    tokenizer_data = json.loads(unpacked["tokenizer.json"])
     proof = parity.validate_document(spec, artifact, tokenizer_data, reference_cache=references, prune_ratio=prune_ratio)
     proof["runtime"] = {"onnxruntime": runtime_version()}
     parity.require(proof, "document (ONNX)")
     parsed = _require_onnx().load(str(reloaded), load_external_data=False)  # parsed once for facts and operators
     facts = graph_facts(reloaded, parsed)
     compat = compatibility(facts)
-    entry = {"role": "document", "file": doc_zip.name, "function_name": "SPARSE_ENCODING", "model_format": "ONNX",
-             "sha256": sha256_file(doc_zip), "size_bytes": doc_zip.stat().st_size, "format": "onnx",
-             "opset": facts["opset"], "ir_version": facts["ir_version"], "inputs": facts["inputs"],
-             "outputs": facts["outputs"], "runtime": {"onnxruntime": runtime_version(),
-                                                      "ml_commons_onnxruntime": sorted(set(ORT_BY_LINE.values()))},
-             "runtime_options": runtime_options(threads), "opensearch_compatibility": compat}
-    return entry, artifact, tokenizer_data, graph_operators(parsed), compat, proof
+    entry = artifact_entry(doc_zip, "document", "SPARSE_ENCODING", "ONNX", format="onnx", opset=facts["opset"],
+                           ir_version=facts["ir_version"], inputs=facts["inputs"], outputs=facts["outputs"],
+                           runtime={"onnxruntime": runtime_version(),
+                                    "ml_commons_onnxruntime": sorted(set(ORT_BY_LINE.values()))},
+                           runtime_options=runtime_options(threads), opensearch_compatibility=compat)
+    return DocumentArtifact(entry, artifact, tokenizer_data, graph_operators(parsed), compat, proof)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from importlib import resources
 
@@ -33,3 +34,24 @@ def compatibility(ops: set[str]) -> dict[str, dict]:
         missing = missing_ops(ops, libtorch)
         report[line] = {"libtorch": libtorch, "compatible": not missing, "missing_ops": missing}
     return report
+
+
+_TORCH_OP = re.compile(r"^(aten|prim|quantized|_quantized)::[A-Za-z0-9_]+")
+
+
+def graph_operators(graph) -> set[str]:
+    """Every operator a loaded document graph calls: an ONNX ``ModelProto`` (``domain::op``), or a TorchScript module
+    (its inlined graph, so submodules' operators count too)."""
+    if hasattr(graph, "opset_import"):
+        return {f"{node.domain or 'ai.onnx'}::{node.op_type}" for node in graph.graph.node}
+    ops: set[str] = set()
+
+    def walk(block):
+        for node in block.nodes():
+            if _TORCH_OP.match(node.kind()):
+                ops.add(node.kind())
+            for sub in node.blocks():
+                walk(sub)
+
+    walk(graph.inlined_graph if hasattr(graph, "inlined_graph") else graph.graph)
+    return ops

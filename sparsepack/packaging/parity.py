@@ -69,14 +69,14 @@ class DjlStyleTokenizer:
         return {"input_ids": ids, "attention_mask": mask}
 
 
-def reference_vectors(spec, encode: Callable, texts: list[str], max_length: int) -> torch.Tensor:
-    """``encode`` of each text on its own (batch size 1: no padding, so the reference is each text's own output and a
-    padded batch of a long text does not cost the work of every text padded to its length), truncated where the
-    artifact truncates, special-token dimensions zeroed."""
+def reference_vectors(spec, encode: Callable, texts: list[str], max_length: int, batch_size: int = 1) -> torch.Tensor:
+    """``encode`` of the texts, truncated where the artifact truncates, special-token dimensions zeroed. Batch size 1
+    (the proofs'): no padding, so the reference is each text's own output and a padded batch of a long text does not
+    cost the work of every text padded to its length."""
     saved_length = spec.doc_transformer.max_seq_length
     spec.doc_transformer.max_seq_length = max_length  # the reference truncates where the artifact does
     try:
-        want = _dense(encode(texts, convert_to_tensor=True, batch_size=1, show_progress_bar=False)).cpu()
+        want = _dense(encode(texts, convert_to_tensor=True, batch_size=batch_size, show_progress_bar=False)).cpu()
     finally:
         spec.doc_transformer.max_seq_length = saved_length
     want[:, spec.special_ids] = 0.0

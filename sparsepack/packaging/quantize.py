@@ -92,7 +92,7 @@ def candidate_exclusions(fp32_path: Path) -> list[tuple[str, tuple[str, ...]]]:
 
 def int8_options(quantize: str | None, quality_gate: str | None, artifact_format: str):
     """The gate to hold an int8 artifact to, or None when no int8 artifact is asked for."""
-    from ..evaluate import Gate
+    from ..metrics.gate import Gate
 
     if quantize is None:
         if quality_gate:
@@ -110,8 +110,9 @@ def int8_document_artifact(spec, fp32_onnx: Path, doc_tok: dict, staging: Path, 
     """Quantize, gate each candidate against the fp32 source model on the built-in corpus, zip the first that passes.
     None passing: QualityGateError (exit 3), and the caller's staging directory, with everything, is discarded."""
     from ..errors import QualityGateError
-    from ..evaluate import MIN_DOCUMENTS, MIN_QUERIES, artifact_encoder, evaluate, load_corpus, model_encoder
-    from .archive import sha256_file, write_zip
+    from ..metrics.gate import MIN_DOCUMENTS, MIN_QUERIES
+    from .evaluation import artifact_encoder, evaluate, load_corpus, model_encoder
+    from .archive import artifact_entry, write_artifact_zip
     from .onnx_export import OnnxArtifact, compatibility, graph_facts, runtime_entries, runtime_options, runtime_version
     from .tokenizer_export import dumps
 
@@ -136,18 +137,16 @@ def int8_document_artifact(spec, fp32_onnx: Path, doc_tok: dict, staging: Path, 
         raise QualityGateError(f"no int8 variant passes the gate (nDCG@10 >= {gate.ndcg}, recall@100 >= {gate.recall}); "
                                f"best: {best['variant']} nDCG@10 {best['ndcg_at_10']}, recall@100 {best['recall_at_100']}; "
                                f"ship fp32 ONNX or lower --quality-gate knowingly")
-    entries = {f"{name}.onnx": path.read_bytes(), "tokenizer.json": dumps(doc_tok), **runtime_entries(threads)}
-    if license_bytes:
-        entries["LICENSE"] = license_bytes
     doc_zip = staging / f"{name}-sparse-encoding-onnx-int8.zip"
-    write_zip(doc_zip, entries)
+    write_artifact_zip(doc_zip, {f"{name}.onnx": path.read_bytes(), "tokenizer.json": dumps(doc_tok),
+                                 **runtime_entries(threads)}, license_bytes)
     facts = graph_facts(path)
-    entry = {"role": "document", "file": doc_zip.name, "function_name": "SPARSE_ENCODING", "model_format": "ONNX",
-             "sha256": sha256_file(doc_zip), "size_bytes": doc_zip.stat().st_size, "format": "onnx-int8",
-             "opset": facts["opset"], "ir_version": facts["ir_version"], "runtime": {"onnxruntime": runtime_version()},
-             "runtime_options": runtime_options(threads), "opensearch_compatibility": compatibility(facts),
-             "quality_gate": {**figures, "reference": "the fp32 source model (SparseEncoder)", "corpus": corpus.source,
-                              "variant": attempts[-1]["variant"], "attempts": attempts}}
+    entry = artifact_entry(doc_zip, "document", "SPARSE_ENCODING", "ONNX", format="onnx-int8", opset=facts["opset"],
+                           ir_version=facts["ir_version"], runtime={"onnxruntime": runtime_version()},
+                           runtime_options=runtime_options(threads), opensearch_compatibility=compatibility(facts),
+                           quality_gate={**figures, "reference": "the fp32 source model (SparseEncoder)",
+                                         "corpus": corpus.source, "variant": attempts[-1]["variant"],
+                                         "attempts": attempts})
     torchscript = next((a for a in artifacts if a.get("format") == "torchscript"), None)
     if torchscript:
         entry["size_vs_torchscript_fp32"] = round(entry["size_bytes"] / torchscript["size_bytes"], 4)

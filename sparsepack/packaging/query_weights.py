@@ -17,39 +17,12 @@ is its query weights, and an IDF of 0 (a token found in every training document)
 from __future__ import annotations
 
 import math
-import struct
 
+from ..contract.limits import MAX_QUERY_WEIGHT, weight_problem
 from ..errors import SparsepackError
 
-MAX_QUERY_WEIGHT = 64.0  # Lucene FeatureField.MAX_WEIGHT
 FLOOR_SHIFT = 9  # floor <= smallest positive IDF x 2^-9
 RULE = "idf.json: IDF 0 -> floor (largest power of two <= min positive IDF x 2^-9); IDF > 64 -> all weights x 2^-k"
-
-
-def weight_problem(value) -> str | None:
-    """Why neural-search would refuse this query weight, or None when it is accepted."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"is {value!r}, not a number"
-    if math.isnan(value):
-        return "is NaN"
-    if value <= 0:
-        return f"is {value!r}"
-    if value > MAX_QUERY_WEIGHT:
-        return f"is {value!r}, above {MAX_QUERY_WEIGHT:g}"
-    if struct.unpack("<f", struct.pack("<f", value))[0] == 0.0:
-        return f"is {value!r}, which is 0 as the float neural-search reads"
-    return None
-
-
-def check_query_tokens(tokens) -> None:
-    """Raw ``query_tokens`` for the query template: every weight must lie in (0, 64]."""
-    if not isinstance(tokens, dict) or not tokens:
-        raise SparsepackError(f"query_tokens must be a non-empty object {{token: weight}}, got {tokens!r}")
-    for token, weight in tokens.items():
-        problem = weight_problem(weight)
-        if problem:
-            raise SparsepackError(f"query_tokens: the weight of token {token!r} {problem}; neural-search accepts weights in "
-                                  f"(0, {MAX_QUERY_WEIGHT:g}] only (HTTP 400): drop the token or give it a weight in range")
 
 
 def _power_of_two_at_most(x: float) -> float:

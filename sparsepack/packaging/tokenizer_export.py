@@ -5,8 +5,6 @@ import json
 
 from ..errors import SparsepackError
 
-ML_COMMONS_MAX_LENGTH = 512  # DJL clamps anything longer to 512
-
 
 def tokenizer_json(tokenizer, max_length: int) -> dict:
     """The backend tokenizer's JSON with an explicit truncation block and no padding.

@@ -3,19 +3,18 @@ from __future__ import annotations
 
 import json
 import struct
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import torch
 
 from ..errors import ClusterError, SparsepackError
 from ..packaging.archive import read_zip
-from ..packaging.exporter import EXPORTERS
+from ..packaging.artifact_zip import load_from_zip
 from ..packaging.parity import (DOCUMENT_BATTERY, QUERY_BATTERY, DjlStyleTokenizer, emulate_sparse_tokenize,
                                 reference_token_map, run_artifact)
-from ..packaging.query_weights import MAX_QUERY_WEIGHT, culprits, lowest_weight_query, undo_rule, weight_problem
+from ..contract.limits import MAX_QUERY_WEIGHT, weight_problem
+from ..packaging.query_weights import culprits, lowest_weight_query, undo_rule
 from ..packaging.tokenizer_export import server_token_strings
 from ..templates import render
 from ..templates.versions import parse_version, require
@@ -43,14 +42,7 @@ class LocalPackage:
     def __init__(self, manifest: dict, root: Path):
         self.manifest = manifest
         doc = next(a for a in manifest["artifacts"] if a["role"] == "document")
-        entries = read_zip(root / doc["file"])
-        self.doc_tokenizer_data = json.loads(entries["tokenizer.json"])
-        exporter = EXPORTERS["onnx" if doc["model_format"] == "ONNX" else "torchscript"]()
-        pt_name = next(n for n in entries if n.endswith(exporter.suffix))
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / pt_name
-            path.write_bytes(entries[pt_name])
-            self.artifact = exporter.load(path)
+        self.artifact, self.doc_tokenizer_data = load_from_zip(root / doc["file"])
         self.tokenizer = DjlStyleTokenizer(self.doc_tokenizer_data)
         self.names = server_token_strings(self.doc_tokenizer_data, manifest["vocab_size"])
         query = next((a for a in manifest["artifacts"] if a["role"] == "query"), None)

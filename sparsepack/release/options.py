@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..contract.naming import default_group_name
+
 
 @dataclass
 class ReleaseOptions:
@@ -25,7 +27,7 @@ class ReleaseOptions:
     backend_roles: list[str] = field(default_factory=list)  # restricted groups: who may see and deploy the models
 
     def group_name(self, manifest: dict) -> str:
-        return self.group or f"{manifest['name']}-sparsepack"
+        return self.group or default_group_name(manifest["name"])
 
     def plans_upgrade(self) -> bool:
         return self.clear_previous or bool(self.switch_pipelines)

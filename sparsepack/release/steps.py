@@ -5,8 +5,10 @@ from pathlib import Path
 
 from ..errors import SparsepackError
 from ..packaging.introspect import load_model
-from ..packaging.onnx_export import for_format
-from ..packaging.package import MANIFEST, load_manifest, package, slug, verify_artifacts
+from ..contract.formats import for_format
+from ..contract.naming import slug
+from ..contract.package_dir import is_package, load_package, verify_artifacts
+from ..packaging.package import package
 from ..registry import artifact_url, lease, models, preflight, references, smoke, switch
 from ..registry.connection import Cluster, connect
 from ..registry.registration import (
@@ -17,11 +19,6 @@ from ..registry.registration import (
 from .context import ReleaseContext
 from .options import ReleaseOptions
 from .report import Report
-
-
-def is_package(target: str) -> bool:
-    path = Path(target)
-    return (path / MANIFEST).exists() or path.name == MANIFEST
 
 
 def check_target(ctx: ReleaseContext) -> None:
@@ -35,7 +32,8 @@ def package_target(ctx: ReleaseContext) -> None:
     cluster with the model itself too."""
     kwargs = {"artifact_format": ctx.opts.artifact_format or "torchscript", **ctx.package_kwargs}
     if is_package(ctx.target):
-        manifest, ctx.root = load_manifest(Path(ctx.target))
+        loaded = load_package(ctx.target)
+        manifest, ctx.root = loaded.to_dict(), loaded.root
     else:
         out = Path(ctx.package_dir) if ctx.package_dir else Path.cwd() / f"{slug(ctx.target)}-sparsepack"
         with ctx.report.step("package") as entry:

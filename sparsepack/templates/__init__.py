@@ -16,7 +16,9 @@ import jinja2
 from jinja2 import meta
 
 from ..errors import SparsepackError
-from ..packaging.query_weights import check_query_tokens
+from ..contract.limits import check_query_tokens
+from ..contract.manifest import Manifest
+from ..contract.naming import default_group_name
 from .versions import DEFAULT_TARGET, features_for, fmt, line_of, parse_version, require
 
 CHUNK_SIZE = 10_000_000  # ML Commons' upload_chunk limit
@@ -167,7 +169,7 @@ def _pick_artifact(manifest: dict, role: str) -> dict:
     raise SparsepackError(f"the manifest has no {role!r} artifact (it has {roles}); use role={roles[0] if roles else 'document'}")
 
 
-def render(name: str, manifest: dict | None, target_version: str = DEFAULT_TARGET, template_dir: str | Path | None = None,
+def render(name: str, manifest: Manifest | dict | None, target_version: str = DEFAULT_TARGET, template_dir: str | Path | None = None,
            **values: Any) -> dict:
     if name not in TEMPLATES:
         raise SparsepackError(f"unknown template {name!r}; `sparsepack render --list` shows {', '.join(TEMPLATES)}")
@@ -179,10 +181,11 @@ def render(name: str, manifest: dict | None, target_version: str = DEFAULT_TARGE
     for key, feature in spec.value_features.items():
         if context.get(key):
             require(feature, version)
-    manifest = manifest or {}
+    # the templates read the manifest as JSON data
+    manifest = (manifest.to_dict() if isinstance(manifest, Manifest) else manifest) or {}
     if manifest.get("name"):
         context["model_name"] = context.get("model_name") or manifest["name"]
-        context["group_name"] = context.get("group_name") or f"{manifest['name']}-group"
+        context["group_name"] = context.get("group_name") or default_group_name(manifest["name"])
     context.setdefault("model_name", None)
     if context.get("model_description") is None and manifest:
         context["model_description"] = f"{manifest['mode']} neural sparse model {manifest['name']} packaged by sparsepack"

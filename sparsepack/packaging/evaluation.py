@@ -8,18 +8,18 @@ model's own vocabulary (no download).
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import torch
-
-from .errors import SparsepackError
+from ..contract.package_dir import is_package
+from ..errors import SparsepackError
+from ..metrics.corpus import synthetic_corpus
+from ..metrics.gate import MIN_DOCUMENTS, MIN_QUERIES
+from ..metrics.ranking import qrels_ndcg, ranking_agreement
 
 Vectors = list[dict[str, float]]
-MIN_DOCUMENTS, MIN_QUERIES = 500, 100  # the int8 gate's minimum sample
 BATCH = 4  # [batch, 512, vocab] float32 logits: 4 x 512 x 30,522 is 250 MB
 
 
@@ -49,26 +49,18 @@ def _vocab(tokenizer_data: dict) -> list[str]:
 
 def model_encoder(model: str, max_length: int | None = None, spec=None) -> Encoder:
     """The source model, truncating documents where a package of it does (min(model max, 512), or ``max_length``)."""
-    from .packaging.introspect import load_model
-    from .packaging.package import resolve_max_length
-    from .packaging.parity import reference_token_map
-    from .packaging.tokenizer_export import server_token_strings, tokenizer_json
+    from .introspect import load_model
+    from ..contract.limits import document_max_length
+    from .parity import reference_token_map, reference_vectors
+    from .tokenizer_export import server_token_strings, tokenizer_json
 
     spec = spec or load_model(model)
-    length = resolve_max_length(spec, max_length)
+    length = document_max_length(spec.max_length, max_length)
     tok = tokenizer_json(spec.tokenizer, length)
     names = server_token_strings(tok, spec.vocab_size)
 
     def run(encode, texts):
-        saved = spec.doc_transformer.max_seq_length
-        spec.doc_transformer.max_seq_length = length
-        try:
-            out = encode(texts, convert_to_tensor=True, batch_size=BATCH, show_progress_bar=False)
-        finally:
-            spec.doc_transformer.max_seq_length = saved
-        dense = (out.to_dense() if out.is_sparse else out).float().cpu()
-        dense[:, spec.special_ids] = 0.0
-        return [reference_token_map(v, names) for v in dense]
+        return [reference_token_map(v, names) for v in reference_vectors(spec, encode, texts, length, BATCH)]
 
     return Encoder(f"model:{model}", lambda t: run(spec.encoder.encode_document, t),
                    lambda t: run(spec.encoder.encode_query, t), _vocab(tok))
@@ -78,8 +70,8 @@ def artifact_encoder(name: str, artifact, tokenizer_data: dict, vocab_size: int,
                      query_tokenizer_data: dict | None = None, idf: dict | None = None) -> Encoder:
     """A document artifact called as ML Commons calls it; queries through the same artifact (bi-encoder) or the
     emulated SPARSE_TOKENIZE (inference-free)."""
-    from .packaging.parity import DjlStyleTokenizer, emulate_sparse_tokenize, reference_token_map, run_artifact
-    from .packaging.tokenizer_export import server_token_strings
+    from .parity import DjlStyleTokenizer, emulate_sparse_tokenize, reference_token_map, run_artifact
+    from .tokenizer_export import server_token_strings
 
     tokenizer = DjlStyleTokenizer(tokenizer_data)
     names = server_token_strings(tokenizer_data, vocab_size)
@@ -96,40 +88,42 @@ def artifact_encoder(name: str, artifact, tokenizer_data: dict, vocab_size: int,
 
 
 def package_encoder(path: str, fmt: str | None = None) -> Encoder:
-    from .packaging.onnx_export import for_format
-    from .packaging.package import load_manifest
-    from .registry.smoke import LocalPackage
+    from ..contract.package_dir import load_package
+    from .artifact_zip import load_from_zip, query_side
 
-    manifest, root = load_manifest(path)
-    view = for_format(manifest, fmt)
-    local = LocalPackage(view, root)
-    return artifact_encoder(f"package:{path} ({view['formats'][0]})", local.artifact, local.doc_tokenizer_data,
-                            manifest["vocab_size"], local.query_tokenizer_data, local.idf)
+    view = load_package(path).for_format(fmt)
+    artifact, tokenizer_data = load_from_zip(view.path_of(view.artifact("document")))
+    query = view.artifact("query")
+    query_tokenizer_data, idf = query_side(view.path_of(query)) if query else (None, None)
+    return artifact_encoder(f"package:{path} ({view.document_formats[0]})", artifact, tokenizer_data,
+                            view.vocab_size, query_tokenizer_data, idf)
 
 
-def cluster_encoder(cluster, document_model: str, query_model: str | None = None) -> Encoder:
-    from .registry.smoke import predict
+def cluster_encoder(predict: Callable[[str, list[str]], Vectors], document_model: str,
+                    query_model: str | None = None) -> Encoder:
+    """A deployed model; ``predict(model_id, texts)`` asks the cluster (the registry layer supplies it)."""
 
     def run(model_id, texts):
         out: Vectors = []
         for start in range(0, len(texts), 32):
-            out.extend(predict(cluster, model_id, texts[start : start + 32]))
+            out.extend(predict(model_id, texts[start : start + 32]))
         return out
 
     return Encoder(f"deployed:{document_model}", lambda t: run(document_model, t),
                    lambda t: run(query_model or document_model, t))
 
 
-def resolve_encoder(ref: str, fmt: str | None = None, cluster_factory: Callable | None = None) -> Encoder:
-    """``ref``: a package directory, a model (path or hub id), or ``deployed:DOC_ID[,QUERY_ID]``."""
+def resolve_encoder(ref: str, fmt: str | None = None, predictor_factory: Callable | None = None) -> Encoder:
+    """``ref``: a package directory, a model (path or hub id), or ``deployed:DOC_ID[,QUERY_ID]`` (predicted through
+    ``predictor_factory()``, a ``predict(model_id, texts)`` of a connected cluster)."""
     if ref.startswith("deployed:"):
-        if cluster_factory is None:
+        if predictor_factory is None:
             raise SparsepackError(f"{ref} needs a cluster; pass --url (or set OPENSEARCH_URL)")
         ids = [i for i in ref.removeprefix("deployed:").split(",") if i]
         if not ids:
             raise SparsepackError("deployed: needs a model id, e.g. deployed:DOC_ID or deployed:DOC_ID,QUERY_ID")
-        return cluster_encoder(cluster_factory(), ids[0], ids[1] if len(ids) > 1 else None)
-    if (Path(ref) / "manifest.json").exists() or Path(ref).name == "manifest.json":
+        return cluster_encoder(predictor_factory(), ids[0], ids[1] if len(ids) > 1 else None)
+    if is_package(ref):
         return package_encoder(ref, fmt)
     return model_encoder(ref)
 
@@ -189,16 +183,16 @@ def load_corpus(corpus: str | None, queries: str | None, qrels: str | None, voca
     if not vocab:
         raise SparsepackError("the built-in corpus is drawn from a local model's vocabulary; compare with a package or "
                               "model first, or give --corpus and --queries")
-    from .packaging.quality import synthetic_corpus
-
     docs, query_texts = synthetic_corpus(vocab, n_docs=n_docs, n_queries=n_queries)
     return Corpus("synthetic", [str(i) for i in range(len(docs))], docs, [f"q{i}" for i in range(len(query_texts))],
                   query_texts)
 
 
-# --- metrics --------------------------------------------------------------------------------------------------------
+# --- comparison -----------------------------------------------------------------------------------------------------
 
-def _scores(queries: Vectors, docs: Vectors) -> torch.Tensor:
+def _scores(queries: Vectors, docs: Vectors):
+    import torch
+
     index: dict[str, int] = {}
     for vec in (*queries, *docs):
         for token in vec:
@@ -214,48 +208,6 @@ def _scores(queries: Vectors, docs: Vectors) -> torch.Tensor:
     return matrix(queries) @ matrix(docs).T
 
 
-def _ndcg(gains: torch.Tensor, ranking: torch.Tensor, ideal: torch.Tensor, k: int) -> float:
-    discounts = torch.tensor([1.0 / math.log2(i + 2) for i in range(k)], dtype=torch.float64)
-    got = gains[ranking[:k]].clamp(min=0)
-    best = ideal[:k].clamp(min=0)
-    return float((got * discounts[: len(got)]).sum() / (best * discounts[: len(best)]).sum())
-
-
-def ranking_agreement(truth: torch.Tensor, candidate: torch.Tensor, k: int = 10, recall_k: int = 100) -> dict:
-    """``[queries, docs]`` score matrices: mean nDCG@k of the candidate's ranking graded by the truth scores, and mean
-    recall@recall_k of the truth's top documents (positive scores only). Queries the truth matches nothing with are
-    left out, and counted."""
-    k, recall_k = min(k, truth.shape[1]), min(recall_k, truth.shape[1])
-    ndcgs, recalls = [], []
-    for t, c in zip(truth, candidate):
-        ideal = torch.sort(t, descending=True).values
-        if float(ideal[0]) <= 0:
-            continue
-        ranking = torch.argsort(c, descending=True, stable=True)
-        ndcgs.append(_ndcg(t, ranking, ideal, k))
-        top = torch.topk(t, recall_k).indices
-        relevant = set(top[t[top] > 0].tolist())
-        recalls.append(len(relevant & set(ranking[:recall_k].tolist())) / len(relevant))
-    return {"ndcg_at_10": round(sum(ndcgs) / len(ndcgs), 6) if ndcgs else None,
-            "recall_at_100": round(sum(recalls) / len(recalls), 6) if recalls else None,
-            "queries_scored": len(ndcgs), "queries_without_matches": int(truth.shape[0]) - len(ndcgs)}
-
-
-def qrels_ndcg(scores: torch.Tensor, corpus: Corpus, k: int = 10) -> float | None:
-    doc_pos = {d: i for i, d in enumerate(corpus.doc_ids)}
-    values = []
-    for row, qid in enumerate(corpus.query_ids):
-        judged = {doc_pos[d]: r for d, r in (corpus.qrels or {}).get(qid, {}).items() if d in doc_pos}
-        if not any(r > 0 for r in judged.values()):
-            continue
-        gains = torch.zeros(scores.shape[1], dtype=torch.float64)
-        for pos, rel in judged.items():
-            gains[pos] = rel
-        ranking = torch.argsort(scores[row], descending=True, stable=True)
-        values.append(_ndcg(gains, ranking, torch.sort(gains, descending=True).values, min(k, scores.shape[1])))
-    return round(sum(values) / len(values), 6) if values else None
-
-
 def evaluate(a: Encoder, b: Encoder, corpus: Corpus) -> dict:
     t0 = time.perf_counter()
     truth = _scores(a.queries(corpus.queries), a.documents(corpus.docs))
@@ -268,38 +220,10 @@ def evaluate(a: Encoder, b: Encoder, corpus: Corpus) -> dict:
               "seconds": {"truth": round(t1 - t0, 2), "candidate": round(t2 - t1, 2)}}
     if corpus.qrels is not None:
         result["qrels"] = {"judged_queries": sum(1 for q in corpus.query_ids if q in corpus.qrels),
-                           "truth_ndcg_at_10": qrels_ndcg(truth, corpus), "candidate_ndcg_at_10": qrels_ndcg(cand, corpus)}
+                           "truth_ndcg_at_10": qrels_ndcg(truth, *_judged(corpus)),
+                           "candidate_ndcg_at_10": qrels_ndcg(cand, *_judged(corpus))}
     return result
 
 
-@dataclass(frozen=True)
-class Gate:
-    ndcg: float = 0.98
-    recall: float = 0.98
-
-    @classmethod
-    def parse(cls, text: str | None) -> "Gate":
-        """``ndcg=0.98,recall=0.98`` (either may be left out: its default stays)."""
-        if not text:
-            return cls()
-        values = {}
-        for part in text.split(","):
-            key, sep, raw = part.partition("=")
-            key = key.strip().lower()
-            try:
-                value = float(raw)
-            except ValueError:
-                value = -1.0
-            if not sep or key not in ("ndcg", "recall") or not 0.0 <= value <= 1.0:
-                raise SparsepackError(f"--quality-gate {text!r}: use ndcg=X,recall=Y with X and Y in [0, 1]")
-            values[key] = value
-        return cls(**values)
-
-    def check(self, result: dict) -> dict:
-        ndcg, recall = result["ndcg_at_10"], result["recall_at_100"]
-        passed = (ndcg is not None and recall is not None and ndcg >= self.ndcg and recall >= self.recall
-                  and result["corpus"]["documents"] >= MIN_DOCUMENTS and result["corpus"]["queries"] >= MIN_QUERIES)
-        return {"thresholds": {"ndcg_at_10": self.ndcg, "recall_at_100": self.recall,
-                               "min_documents": MIN_DOCUMENTS, "min_queries": MIN_QUERIES},
-                "ndcg_at_10": ndcg, "recall_at_100": recall, "documents": result["corpus"]["documents"],
-                "queries": result["corpus"]["queries"], "passed": bool(passed)}
+def _judged(corpus: Corpus) -> tuple:
+    return corpus.doc_ids, corpus.query_ids, corpus.qrels
