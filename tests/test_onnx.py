@@ -306,7 +306,7 @@ def test_int8_embedding_table_is_stored_once_as_int8(tmp_path):
 
 def test_int8_options_refuse_what_cannot_be_built(model_factory, tmp_path):
     model = str(model_factory("bert-bi-relu"))
-    assert main(["package", model, "-o", str(tmp_path / "a"), "--quantize", "int8"]) == 2  # torchscript only
+    assert main(["package", model, "-o", str(tmp_path / "a"), "--format", "torchscript", "--quantize", "int8"]) == 2  # int8 is ONNX
     assert main(["package", model, "-o", str(tmp_path / "b"), "--format", "onnx", "--quality-gate", "ndcg=0.9"]) == 2
     assert main(["package", model, "-o", str(tmp_path / "c"), "--format", "onnx", "--quantize", "int8",
                  "--quality-gate", "ndcg=high"]) == 2
