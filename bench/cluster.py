@@ -27,8 +27,8 @@ from sparsepack.packaging.package import package  # noqa: E402
 from sparsepack.packaging.parity import DjlStyleTokenizer  # noqa: E402
 from sparsepack.registry import models  # noqa: E402
 from sparsepack.registry.connection import ConnectionOptions, connect  # noqa: E402
-from sparsepack.release.options import ReleaseOptions  # noqa: E402
-from sparsepack.release.run import release  # noqa: E402
+from sparsepack.rollout.options import ReleaseOptions  # noqa: E402
+from sparsepack.rollout.run import release  # noqa: E402
 from sparsepack.templates import render  # noqa: E402
 
 

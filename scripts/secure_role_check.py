@@ -25,8 +25,8 @@ from sparsepack.node.rest import http_json
 from sparsepack.node.state import cluster_dir, default_home
 from sparsepack.registry import models
 from sparsepack.registry.connection import ConnectionOptions, connect
-from sparsepack.release.options import ReleaseOptions
-from sparsepack.release.run import release
+from sparsepack.rollout.options import ReleaseOptions
+from sparsepack.rollout.run import release
 from sparsepack.templates import render
 
 

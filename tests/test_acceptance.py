@@ -51,8 +51,8 @@ class NodeEnv:
 
     def __init__(self, url: str, manifest: dict, root):
         from sparsepack.registry.connection import ConnectionOptions
-        from sparsepack.release.options import ReleaseOptions
-        from sparsepack.release.run import release
+        from sparsepack.rollout.options import ReleaseOptions
+        from sparsepack.rollout.run import release
 
         self.url, self.manifest, self.root = url, manifest, root
         self.cluster = cluster_for(url)
@@ -309,8 +309,8 @@ def test_release_smoke_on_a_sparse_vector_index(node_3x, package_factory):
     """release --field-type sparse_vector: the smoke index is SEISMIC, below approximate_threshold so search is exact;
     the stored vectors are token ids, compared with the local ones converted to ids; top-1 and scores must match."""
     from sparsepack.registry.connection import ConnectionOptions
-    from sparsepack.release.options import ReleaseOptions
-    from sparsepack.release.run import release
+    from sparsepack.rollout.options import ReleaseOptions
+    from sparsepack.rollout.run import release
 
     _, root = package_factory(PACKAGE)
     report = release(str(root), ConnectionOptions.from_env(url=node_3x),
@@ -348,8 +348,8 @@ def test_sparse_vector_smoke_refused_on_2x_with_the_version(node_2x, package_fac
     assert proc.returncode == 2, proc.stderr
     assert "sparse_vector fields with the SEISMIC method needs OpenSearch 3.3+, the target is 2.19" in proc.stderr
     from sparsepack.registry.connection import ConnectionOptions
-    from sparsepack.release.options import ReleaseOptions
-    from sparsepack.release.run import release
+    from sparsepack.rollout.options import ReleaseOptions
+    from sparsepack.rollout.run import release
 
     report = release(str(root), ConnectionOptions.from_env(url=node_2x),
                      ReleaseOptions(group=f"t-sv2-{uuid.uuid4().hex[:6]}", progress=False, field_type="sparse_vector"))

@@ -14,8 +14,8 @@ from conftest import cluster_for, conn
 from faultproxy import Fault, FaultProxy
 from sparsepack.errors import SparsepackError
 from sparsepack.registry import lease, models
-from sparsepack.release.options import ReleaseOptions
-from sparsepack.release.run import release
+from sparsepack.rollout.options import ReleaseOptions
+from sparsepack.rollout.run import release
 
 OPTS = dict(progress=False, timeout=180)
 ML_MAX = "plugins.ml_commons.max_model_on_node"

@@ -120,8 +120,8 @@ def test_cli_eval_jsonl_qrels_and_failing_gate(model_factory, tmp_path, capsys):
 def test_eval_against_deployed_model(node_3x, package_factory, capsys):
     from conftest import cluster_for, conn
     from sparsepack.registry import models
-    from sparsepack.release.options import ReleaseOptions
-    from sparsepack.release.run import release
+    from sparsepack.rollout.options import ReleaseOptions
+    from sparsepack.rollout.run import release
     from test_registry import cleanup_group
 
     _, pkg = package_factory("bert-bi-relu")

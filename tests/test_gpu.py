@@ -140,8 +140,8 @@ def test_fp16_below_the_gate_exits_3_and_writes_nothing(model_factory, tmp_path,
 
 def test_release_refuses_fp16_package_without_gpu_node_choice(fp16_on_cpu):
     from sparsepack.registry.connection import ConnectionOptions
-    from sparsepack.release.options import ReleaseOptions
-    from sparsepack.release.run import release
+    from sparsepack.rollout.options import ReleaseOptions
+    from sparsepack.rollout.run import release
 
     report = release(str(fp16_on_cpu[1]), ConnectionOptions(url="http://127.0.0.1:1"), ReleaseOptions(progress=False))
     assert not report["passed"] and report["failed_step"] == "verify"

@@ -20,8 +20,8 @@ from sparsepack.packaging.package import package
 from sparsepack.contract.limits import MAX_QUERY_WEIGHT
 from sparsepack.packaging.query_weights import apply_idf_rule, undo_rule
 from sparsepack.registry import models
-from sparsepack.release.options import ReleaseOptions
-from sparsepack.release.run import release
+from sparsepack.rollout.options import ReleaseOptions
+from sparsepack.rollout.run import release
 from sparsepack.registry.smoke import lucene_feature
 from sparsepack.templates import render
 

@@ -10,8 +10,8 @@ from faultproxy import Fault, FaultProxy
 from sparsepack.errors import ClusterError
 from sparsepack.registry import models
 from sparsepack.registry.connection import Cluster, ConnectionOptions
-from sparsepack.release.options import ReleaseOptions
-from sparsepack.release.run import release
+from sparsepack.rollout.options import ReleaseOptions
+from sparsepack.rollout.run import release
 
 OPTS = dict(progress=False, timeout=180)
 ML = "/_plugins/_ml"

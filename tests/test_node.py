@@ -133,7 +133,7 @@ def test_node_cli_status_and_logs(node_3x):
                           capture_output=True, text=True)
     assert logs.returncode == 0 and "[node-0]" in logs.stdout
     missing = subprocess.run([sys.executable, "-m", "sparsepack.cli", "node", "status", "--port", "9"], capture_output=True, text=True)
-    assert missing.returncode == 1 and json.loads(missing.stdout)["running"] is False
+    assert missing.returncode == 4 and json.loads(missing.stdout)["running"] is False
 
 
 def test_restart_keeps_models_and_release_after_a_real_stop_has_no_duplicates(package_factory):
@@ -142,8 +142,8 @@ def test_restart_keeps_models_and_release_after_a_real_stop_has_no_duplicates(pa
     from faultproxy import Fault, FaultProxy
 
     from sparsepack.registry.connection import ConnectionOptions
-    from sparsepack.release.options import ReleaseOptions
-    from sparsepack.release.run import release
+    from sparsepack.rollout.options import ReleaseOptions
+    from sparsepack.rollout.run import release
 
     if os.environ.get("OPENSEARCH_URL"):
         pytest.skip("external cluster: no local node to stop")

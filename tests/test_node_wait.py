@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from sparsepack.errors import ClusterError, SparsepackError
+from sparsepack.errors import ClusterError, LocalEnvironmentError, SparsepackError
 from sparsepack.node.wait import NodeTimeout, wait_for
 
 
@@ -24,8 +24,8 @@ def test_timeout_is_typed_and_carries_the_figures():
         wait_for(lambda: False, 0.05, "the nodes in /x to stop", interval=0.01)
     exc = info.value
     assert exc.what == "the nodes in /x to stop" and exc.seconds == 0.05
-    assert isinstance(exc, ClusterError) and isinstance(exc, SparsepackError)
-    assert exc.exit_code == ClusterError.exit_code
+    assert isinstance(exc, LocalEnvironmentError) and isinstance(exc, SparsepackError)
+    assert exc.exit_code == LocalEnvironmentError.exit_code == 5
     assert "waiting for the nodes in /x to stop" in str(exc)
 
 

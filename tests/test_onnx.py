@@ -160,8 +160,8 @@ def test_cli_package_format_onnx(model_factory, tmp_path, capsys):
 @pytest.mark.cluster
 def test_release_onnx_on_real_node(any_node, both_packages, request):
     from conftest import cluster_for, conn
-    from sparsepack.release.options import ReleaseOptions
-    from sparsepack.release.run import release
+    from sparsepack.rollout.options import ReleaseOptions
+    from sparsepack.rollout.run import release
     from test_registry import cleanup_group
 
     manifest, pkg = both_packages("distil-if-relu")
@@ -223,8 +223,8 @@ def test_the_node_reads_the_onnx_session_options(node_3x, both_packages, tmp_pat
     import shutil
 
     from conftest import conn, edit_artifact
-    from sparsepack.release.options import ReleaseOptions
-    from sparsepack.release.run import release
+    from sparsepack.rollout.options import ReleaseOptions
+    from sparsepack.rollout.run import release
     from test_registry import cleanup_group
 
     manifest, pkg = both_packages("distil-if-relu")
@@ -309,7 +309,7 @@ def test_int8_embedding_table_is_stored_once_as_int8(tmp_path):
 
 def test_int8_options_refuse_what_cannot_be_built(model_factory, tmp_path):
     model = str(model_factory("bert-bi-relu"))
-    assert main(["package", model, "-o", str(tmp_path / "a"), "--quantize", "int8"]) == 2  # torchscript only
+    assert main(["package", model, "-o", str(tmp_path / "a"), "--format", "torchscript", "--quantize", "int8"]) == 2  # int8 is ONNX
     assert main(["package", model, "-o", str(tmp_path / "b"), "--format", "onnx", "--quality-gate", "ndcg=0.9"]) == 2
     assert main(["package", model, "-o", str(tmp_path / "c"), "--format", "onnx", "--quantize", "int8",
                  "--quality-gate", "ndcg=high"]) == 2

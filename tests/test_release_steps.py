@@ -9,11 +9,11 @@ from sparsepack.errors import ClusterError, SparsepackError
 from sparsepack.registry import artifact_url, preflight
 from sparsepack.registry.connection import ConnectionOptions
 from sparsepack.registry.preflight import Blocker, Preflight
-from sparsepack.release import run as release_run
-from sparsepack.release.context import ReleaseContext
-from sparsepack.release.options import ReleaseOptions
-from sparsepack.release.report import Report
-from sparsepack.release.run import STEPS, Step
+from sparsepack.rollout import run as release_run
+from sparsepack.rollout.context import ReleaseContext
+from sparsepack.rollout.options import ReleaseOptions
+from sparsepack.rollout.report import Report
+from sparsepack.rollout.run import STEPS, Step
 
 
 def names() -> list[str]:

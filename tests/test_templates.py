@@ -238,11 +238,11 @@ def test_cli_render_list_and_set(tmp_path):
     listed = run("--list")
     assert listed.returncode == 0 and "register-meta" in listed.stdout
     out = tmp_path / "ingest.json"
-    proc = run("ingest-pipeline", "--manifest", str(manifest), "--target-version", "3.0", "--set", "model_id=abc",
+    proc = run("ingest-pipeline", "--manifest", str(manifest), "--opensearch-version", "3.0", "--set", "model_id=abc",
                "--set", "batch_size=4", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["processors"][0]["sparse_encoding"]["batch_size"] == 4
-    refused = run("ingest-pipeline", "--target-version", "2.15", "--set", "model_id=a", "--set", "batch_size=4")
+    refused = run("ingest-pipeline", "--opensearch-version", "2.15", "--set", "model_id=a", "--set", "batch_size=4")
     assert refused.returncode == 2 and "2.16" in refused.stderr and refused.stderr.count("\n") == 1
 
 

@@ -12,8 +12,8 @@ from conftest import cluster_for, conn, edit_artifact
 from faultproxy import Fault, FaultProxy
 from sparsepack.registry import models
 from sparsepack.registry.connection import ConnectionOptions
-from sparsepack.release.options import ReleaseOptions
-from sparsepack.release.run import release
+from sparsepack.rollout.options import ReleaseOptions
+from sparsepack.rollout.run import release
 from sparsepack.templates import render
 
 FIXTURE = "bert-bi-relu"  # one model per version: the fastest release

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import cluster_for, conn
 from sparsepack.registry import artifact_url
-from sparsepack.release.options import ReleaseOptions
-from sparsepack.release.run import release
+from sparsepack.rollout.options import ReleaseOptions
+from sparsepack.rollout.run import release
 from test_registry import cleanup_group, group_models, restore_node_settings
 
 OPTS = dict(progress=False, timeout=120)

@@ -19,7 +19,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from ..errors import SparsepackError
+from ..errors import LocalEnvironmentError, SparsepackError
 from .maven import Coordinate, fetch
 from .plan import SUPPORTED_VERSIONS, NodePlan, pom_dependencies
 
@@ -189,7 +189,7 @@ def build_jni_compat(libdir: Path, java_home: Path, cache: Path) -> None:
     (ML Commons 2.19) calls. Build a small library that provides them and links the real JNI as a dependency."""
     compiler = shutil.which("g++") or shutil.which("c++")
     if compiler is None:
-        raise SparsepackError("OpenSearch 2.x needs a C++ compiler to build the DJL JNI shim; apt-get install g++")
+        raise LocalEnvironmentError("OpenSearch 2.x needs a C++ compiler to build the DJL JNI shim; apt-get install g++")
     include = torch_headers(cache)
     real = libdir / f"{DJL_VERSION}-libdjl_torch.so"
     real.rename(libdir / "libdjl_torch.so")  # the real JNI's SONAME, found through the shim's $ORIGIN runpath
@@ -200,7 +200,7 @@ def build_jni_compat(libdir: Path, java_home: Path, cache: Path) -> None:
            "-Wl,-rpath,$ORIGIN", "-o", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SparsepackError(f"building the DJL JNI shim failed: {proc.stderr.strip()[-300:]}")
+        raise LocalEnvironmentError(f"building the DJL JNI shim failed: {proc.stderr.strip()[-300:]}")
 
 
 def seed_dirs(plan: NodePlan) -> list[str]:

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import ClusterError, SparsepackError
+from ..errors import ClusterError, LocalEnvironmentError, SparsepackError
 from . import secure as secure_mod
 from .assemble import ensure_install
 from .config import apply_node_settings, seed_data_dir, write_node_config
@@ -117,7 +117,7 @@ def _wait_started(state: ClusterState, cdir: Path, deadline: float, timeout: flo
         for info in state.nodes:
             mine = [p for p in procs if p.node_dir.name == info.name]
             if not mine:
-                raise ClusterError(f"OpenSearch node {info.name} exited during start-up; last log lines: "
+                raise LocalEnvironmentError(f"OpenSearch node {info.name} exited during start-up; last log lines: "
                                    f"{log_tail(cdir / info.name, 6)}")
             pid = read_pid(cdir / info.name)
             info.pid = pid if any(p.jvm and p.pid == pid for p in mine) else 0

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SparsepackError
+from ..errors import LocalEnvironmentError, SparsepackError
 from .maven import Coordinate
 
 DEFAULT_VERSION = "3.6.0"
@@ -103,8 +103,8 @@ class NodePlan:
                 if lo <= found <= hi:
                     return Path(cand)
                 if override:
-                    raise SparsepackError(f"SPARSEPACK_JAVA_HOME={cand} is Java {found}; OpenSearch {self.version} needs Java {lo}-{hi}")
-        raise SparsepackError(f"no Java {lo}-{hi} found for OpenSearch {self.version} (looked in {', '.join(c for c in candidates if c)}); "
+                    raise LocalEnvironmentError(f"SPARSEPACK_JAVA_HOME={cand} is Java {found}; OpenSearch {self.version} needs Java {lo}-{hi}")
+        raise LocalEnvironmentError(f"no Java {lo}-{hi} found for OpenSearch {self.version} (looked in {', '.join(c for c in candidates if c)}); "
                               f"install one (e.g. apt-get install openjdk-17-jdk-headless for 2.x) or set SPARSEPACK_JAVA_HOME")
 
 
@@ -119,7 +119,7 @@ def java_major(home: Path) -> int:
     out = subprocess.run([str(home / "bin" / "java"), "-version"], capture_output=True, text=True).stderr
     m = re.search(r'version "(\d+)(?:\.(\d+))?', out)
     if not m:
-        raise SparsepackError(f"cannot tell the Java version of {home}; set SPARSEPACK_JAVA_HOME to a JDK")
+        raise LocalEnvironmentError(f"cannot tell the Java version of {home}; set SPARSEPACK_JAVA_HOME to a JDK")
     major = int(m.group(1))
     return int(m.group(2)) if major == 1 else major
 

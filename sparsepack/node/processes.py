@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ClusterError, SparsepackError
+from ..errors import ClusterError, LocalEnvironmentError, SparsepackError
 from .service_user import SERVICE_USER
 from .wait import NodeTimeout, wait_for
 
@@ -125,7 +125,7 @@ def launch_node(install: Path, java_home: Path, ndir: Path, ids: tuple[int, int]
     if proc.returncode != 0:
         lines = [l for l in launcher_log.read_text(errors="replace").splitlines() if l.strip() and "no-jdk" not in l]
         tail = " | ".join(lines[-4:])
-        raise SparsepackError(f"OpenSearch failed to start: {tail or 'no output'}; see {ndir / 'logs'}")
+        raise LocalEnvironmentError(f"OpenSearch failed to start: {tail or 'no output'}; see {ndir / 'logs'}")
 
 
 def _caller() -> dict:

@@ -18,7 +18,7 @@ from base64 import b64encode
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SparsepackError
+from ..errors import LocalEnvironmentError, SparsepackError
 
 CREDENTIALS_FILE = "credentials.json"
 TLS_DIR = "tls"
@@ -125,10 +125,10 @@ def node_access(cdir: Path) -> Access | None:
 
 def _openssl(*args: str, cwd: Path) -> None:
     if shutil.which("openssl") is None:
-        raise SparsepackError("node start --secure needs the openssl command to generate certificates; apt-get install openssl")
+        raise LocalEnvironmentError("node start --secure needs the openssl command to generate certificates; apt-get install openssl")
     proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SparsepackError(f"openssl {args[0]} failed: {proc.stderr.strip().splitlines()[-1:]}")
+        raise LocalEnvironmentError(f"openssl {args[0]} failed: {proc.stderr.strip().splitlines()[-1:]}")
 
 
 _LEAF_EXT = """basicConstraints=CA:FALSE

@@ -4,10 +4,10 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from ..errors import ClusterError
+from ..errors import LocalEnvironmentError
 
 
-class NodeTimeout(ClusterError):
+class NodeTimeout(LocalEnvironmentError):
     """A local node did not reach the awaited condition in time; ``what`` names the wait, ``seconds`` its bound."""
 
     def __init__(self, what: str, seconds: float, message: str | None = None):

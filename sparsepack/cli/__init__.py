@@ -1,0 +1,38 @@
+"""``sparsepack``: a thin command line over the library, one module per command group.
+
+Each module has ``add_parser(subparsers)``, which sets ``run`` (and ``flag_of``, library argument -> flag) as the
+subcommand's defaults; :mod:`.exits` is the one place typed errors become exit codes."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from .. import __version__
+from . import demo, exits, models, node, package, release, render, serve
+
+COMMAND_GROUPS = (package, render, release, models, node, serve, demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparsepack", description="Get OpenSearch neural sparse models into production.")
+    parser.add_argument("--version", action="version", version=f"sparsepack {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, help="what to do")
+    for group in COMMAND_GROUPS:
+        group.add_parser(subparsers)
+    return parser
+
+
+def quiet_libraries() -> None:
+    """Model loading prints progress bars and advisories on stdout/stderr; keep the CLI's output ours."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # bad flags: argparse prints usage and exits 2
+    quiet_libraries()
+    return exits.run_mapped(args.run, args)
