@@ -157,10 +157,10 @@ def test_defaults():
 
 
 def test_quantize_int8_alone_packages_onnx(monkeypatch, capsys, tmp_path):
-    from sparsepack.packaging import manifest, package
+    from sparsepack.packaging import input_checks, package
 
     calls = []
-    monkeypatch.setattr(manifest, "check_model_source", lambda model: None)
+    monkeypatch.setattr(input_checks, "check_model_source", lambda model: None)
     monkeypatch.setattr(package, "package", lambda model, out, **kw: calls.append(kw) or {"stub": True})
     assert cli.main(["package", "m", "-o", str(tmp_path / "p"), "--quantize", "int8", "--json"]) == 0
     assert calls[-1]["artifact_format"] == "onnx" and calls[-1]["quantize"] == "int8"
@@ -264,13 +264,7 @@ TORCH_PROBE = textwrap.dedent("""
 """)
 
 
-def _torch_free(name):
-    """xfail(strict) where the command still loads torch only through a lower layer being fixed elsewhere."""
-    lower = {"serve": "sparsepack/serve.py imports packaging.package (torch) for load_manifest and verify_artifacts"}
-    return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=lower[name])) if name in lower else name
-
-
-@pytest.mark.parametrize("command", [_torch_free(c) for c in ("serve", "render", "preflight", "list")])
+@pytest.mark.parametrize("command", ["serve", "render", "preflight", "list"])
 def test_command_does_not_import_torch(command, package_factory):
     _, root = package_factory("bert-if-log1p")
     argv = {"serve": ["serve", str(root), "--port", str(PORT_BASE + 146)],
