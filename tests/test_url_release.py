@@ -74,7 +74,7 @@ def test_url_errors_name_the_node_message_and_leave_nothing(any_node, hosted, tm
     group = "t-url-errors"
     try:
         error = _failed_url_release(any_node, pkg, f"{url}/missing", group)
-        assert "missing/" in error and "404" in error or "not found" in error.lower() or "FAILED" in error
+        assert "missing/" in error and ("404" in error or "not found" in error.lower()), error
         error = _failed_url_release(any_node, pkg, "http://127.0.0.1:1", group)
         assert "127.0.0.1:1" in error and "FAILED" in error
         tampered = served / doc["file"]
