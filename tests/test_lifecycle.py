@@ -16,7 +16,6 @@ from sparsepack.templates import render
 
 PORT = PORT_BASE + 24
 PACKAGE = "bert-if-log1p"
-pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +63,20 @@ def set_auto_redeploy(url: str, enabled: bool) -> None:
                              body={"persistent": {deployment.AUTO_REDEPLOY: enabled}})
 
 
+def test_summary_names_missing_nodes_and_when_auto_redeploy_gave_up():
+    lost = deployment.Deployment("m", "DEPLOYED", loaded_on=("a",), planned=("a",), expected=("a", "b"),
+                                 node_names={"a": "node-0"})
+    assert lost.usable and not lost.redeploy_pending and lost.missing == ("b",)
+    assert lost.summary() == "loaded on 1 of 2 nodes, missing b (not in the cluster now)"
+    restarted = deployment.Deployment("m", "DEPLOYED", expected=("a",), node_names={"a": "node-0"}, auto_redeploy=True,
+                                      redeploy_retries=3, redeploy_retry_limit=3)
+    assert restarted.redeploy_pending and not restarted.usable and not restarted.auto_redeploy_active
+    assert restarted.summary() == "loaded on 0 of 1 node, missing node-0 (a)"
+    assert deployment.Deployment("m", "DEPLOYED", auto_redeploy=True, redeploy_retry_limit=3).auto_redeploy_active
+    assert not deployment.Deployment("m", "DEPLOYED", auto_redeploy=False).auto_redeploy_active
+
+
+@pytest.mark.cluster
 def test_rerun_right_after_a_restart_reuses_the_models_once_auto_redeploy_loads_them(node, released):
     _, root, group, ids = released
     restart()
@@ -82,6 +95,7 @@ def test_rerun_right_after_a_restart_reuses_the_models_once_auto_redeploy_loads_
     print(f"re-run after restart passed in {time.monotonic() - t0:.1f} s")
 
 
+@pytest.mark.cluster
 def test_with_auto_redeploy_off_list_shows_unloaded_ingest_refuses_and_rerun_redeploys(node, released):
     manifest, root, group, ids = released
     cl = cluster_for(node)

@@ -50,8 +50,9 @@ class Deployment:
 
     @property
     def redeploy_pending(self) -> bool:
-        """Stored as deployed, loaded nowhere: a restart that auto-redeploy is (or should be) loading again."""
-        return self.stored_deployed and not self.loaded_on
+        """Stored as deployed (or DEPLOYING: auto-redeploy at work), loaded nowhere: a restart that auto-redeploy is
+        (or should be) loading again."""
+        return (self.stored_deployed or self.stored_state == "DEPLOYING") and not self.loaded_on
 
     @property
     def auto_redeploy_active(self) -> bool:
@@ -143,7 +144,8 @@ def read(cluster: Cluster, model_id: str, settings: tuple[bool | None, int | Non
         loaded = loaded_nodes(cluster, model_id) if model else []
     planned = sorted(model.get("planning_worker_nodes") or [])
     expected: set[str] = set()
-    if state in STORED_DEPLOYED:
+    if state in STORED_DEPLOYED | {"DEPLOYING", "DEPLOY_FAILED"}:  # DEPLOY_FAILED: what ML Commons' sync says of a
+        # deployed model that no node loaded again after a restart
         expected = set(planned) | last_deployed_on(cluster, model_id, model.get("last_undeployed_time"))
     enabled, limit = settings if settings is not None else auto_redeploy_settings(cluster)
     return Deployment(model_id, state, tuple(loaded), tuple(planned), tuple(sorted(expected)),
@@ -184,6 +186,9 @@ def wait_for_auto_redeploy(cluster: Cluster, model_id: str, timeout: float) -> D
     settings = auto_redeploy_settings(cluster)
     while True:
         dep = read(cluster, model_id, settings)
-        if not dep.redeploy_pending or not dep.auto_redeploy_active or time.monotonic() >= deadline:
+        # a predictor appears a moment before the stored state leaves DEPLOYING: settled is both
+        settled = dep.usable and dep.stored_state != "DEPLOYING"
+        waiting_on_it = dep.redeploy_pending and (dep.auto_redeploy_active or dep.stored_state == "DEPLOYING")
+        if settled or not (waiting_on_it or dep.usable) or time.monotonic() >= deadline:
             return dep
         time.sleep(1.0)

@@ -210,7 +210,7 @@ def deploy(cluster: Cluster, model_id: str, node_ids: list[str] | None, timeout:
         cluster.wait_for(lambda: _state_in(cluster, model_id, USABLE - {"DEPLOYING"}), timeout,
                          f"model {model_id} to finish the deploy under way")
     dep = deployment.read(cluster, model_id)
-    if dep.stored_deployed and _reloading_here(dep):
+    if (dep.stored_deployed or dep.stored_state == "DEPLOYING") and _reloading_here(dep):
         dep = deployment.wait_for_auto_redeploy(cluster, model_id, _left(deadline))
     if dep.stored_state == "DEPLOYED" and dep.usable and _on_targets(dep, node_ids):
         return {"model_id": model_id, "state": dep.stored_state, "worker_nodes": list(dep.loaded_on), "reused": True,
