@@ -13,7 +13,7 @@ import uuid
 import pytest
 from conftest import NODE_2X, NODE_3X, cluster_for
 
-from sparsepack.errors import ClusterError
+from sparsepack.errors import ClusterError, SparsepackError
 from sparsepack.node.config import NODE_ML_SETTINGS
 from sparsepack.registry import models, smoke
 from sparsepack.templates import TEMPLATES, render
@@ -131,13 +131,32 @@ def apply_index_mapping(env: NodeEnv, values: dict) -> None:
     values = dict(values)
     field_type, chunking = values.pop("field_type", "rank_features"), values.pop("chunking", False)
     result = smoke.check_retrieval(env.cluster, env.local, env.version, env.ids["document"], env.ids.get("query"),
-                                   field_type=field_type, chunking=chunking, mapping_values=values)
-    failed = [q for q in result["queries"] if q["checkable"] and not q["passed"]]
-    assert result["ingest_matches_local"], "the stored keys differ from the local vector's (format of the field?)"
-    assert result["passed"], failed
-    if field_type == "sparse_vector":
-        params = (result["mapping"]["properties"]["sparse_encoding"] if chunking else result["mapping"])["method"]["parameters"]
-        assert params == {k: v for k, v in values.items() if v is not None}
+                                   keep=field_type == "sparse_vector", field_type=field_type, chunking=chunking,
+                                   mapping_values=values)
+    try:
+        failed = [q for q in result["queries"] if q["checkable"] and not q["passed"]]
+        assert result["ingest_matches_local"], "the stored keys differ from the local vector's (format of the field?)"
+        assert result["passed"], failed
+        if field_type == "sparse_vector":
+            assert_node_seismic_mapping(env.cluster, result, values, chunking)
+    finally:
+        if result["kept"]:
+            smoke.cleanup(env.cluster, result["resources"])
+
+
+def assert_node_seismic_mapping(cluster, result: dict, values: dict, chunking: bool) -> None:
+    """The mapping the node holds (read back, not the body sparsepack sent): a SEISMIC sparse_vector field with the
+    asked parameters."""
+    index = result["resources"]["index"]
+    field = cluster.request("GET", f"/{index}/_mapping")[index]["mappings"]["properties"]["text_sparse"]
+    if chunking:
+        assert field["type"] == "nested"
+        field = field["properties"]["sparse_encoding"]
+    assert field["type"] == "sparse_vector" and field["method"]["name"] == "seismic", field
+    params = field["method"].get("parameters", {})
+    for key, want in values.items():
+        if want is not None:
+            assert key in params and float(params[key]) == float(want), (key, want, params)
 
 
 def apply_query(env: NodeEnv, values: dict) -> None:
@@ -147,13 +166,29 @@ def apply_query(env: NodeEnv, values: dict) -> None:
     text, vec, best = env.checkable_query()
     if values.get("query_tokens") == QUERY_TOKENS:
         values["query_tokens"] = smoke.as_field_vector(env.local, vec, field_type)
-    manifest = env.manifest if "analyzer" not in values and values.get("model_id") else None  # the analyzer's own vocab
-    body = render("query", manifest, env.version, query_text=text, size=3, **values)
-    hits = env.cluster.request("POST", f"/{index}/_search", body=body, params={"search_pipeline": "_none"})["hits"]["hits"]
     if values.get("model_id") or values.get("query_tokens"):
+        body = render("query", env.manifest, env.version, query_text=text, size=3, **values)
+        hits = env.cluster.request("POST", f"/{index}/_search", body=body, params={"search_pipeline": "_none"})["hits"]["hits"]
         assert _top(hits) == best, (text, hits)
-    else:  # a built-in analyzer tokenizes with bert-base-uncased's vocabulary, not the model's: ranking is its own
-        assert all(int(h["_id"]) in range(len(smoke.CORPUS)) for h in hits)
+        return
+    apply_analyzer_query(env, index, text, values)
+
+
+def apply_analyzer_query(env: NodeEnv, index: str, text: str, values: dict) -> None:
+    """A built-in analyzer tokenizes with bert-base-uncased's vocabulary and weights, not the model's: the hits must
+    be exactly the documents whose stored vector holds one of the tokens the node's analyzer makes of the query."""
+    analyzer = values.get("analyzer") or "bert-uncased"  # 3.1+: no model_id and no analyzer means bert-uncased
+    if values.get("analyzer"):  # sparsepack refuses the analyzer for a model of another vocabulary...
+        with pytest.raises(SparsepackError, match=f"{BERT_VOCAB}-token vocabulary, the model has {env.manifest['vocab_size']}"):
+            render("query", env.manifest, env.version, query_text=text, size=3, **values)
+    same_vocab = {**env.manifest, "vocab_size": BERT_VOCAB}  # ...and renders it for one of bert-base-uncased's
+    body = render("query", same_vocab, env.version, query_text=text, size=len(smoke.CORPUS), **values)
+    tokens = {t["token"] for t in env.cluster.request("POST", "/_analyze", body={"analyzer": analyzer, "text": text})["tokens"]}
+    field_type = values.get("field_type", "rank_features")
+    expected = {i for i, d in enumerate(env.doc_vectors) if set(smoke.as_field_vector(env.local, d, field_type)) & tokens}
+    hits = env.cluster.request("POST", f"/{index}/_search", body=body, params={"search_pipeline": "_none"})["hits"]["hits"]
+    assert expected, f"no corpus document holds a token of {sorted(tokens)}: the query checks nothing"
+    assert {int(h["_id"]) for h in hits} == expected, (text, sorted(tokens), hits)
 
 
 def local_prune(vector: dict, prune_type: str, ratio: float) -> set[str]:
@@ -314,15 +349,22 @@ def test_release_smoke_on_a_sparse_vector_index(node_3x, package_factory):
 
     _, root = package_factory(PACKAGE)
     report = release(str(root), ConnectionOptions.from_env(url=node_3x),
-                     ReleaseOptions(group=f"t-sv-{uuid.uuid4().hex[:6]}", progress=False, field_type="sparse_vector"))
+                     ReleaseOptions(group=f"t-sv-{uuid.uuid4().hex[:6]}", progress=False, field_type="sparse_vector",
+                                    keep=True))
+    cl = cluster_for(node_3x)
     try:
         assert report["passed"], report.get("error")
         retrieval = report["steps"]["smoke_retrieval"]
-        assert retrieval["field_type"] == "sparse_vector" and retrieval["mapping"]["type"] == "sparse_vector"
+        assert retrieval["field_type"] == "sparse_vector" and retrieval["kept"]
         assert retrieval["ingest_matches_local"] and retrieval["checked_queries"] > 0
         assert all(q["relative_diff"] <= smoke.SCORE_RTOL for q in retrieval["queries"] if q["checkable"])
+        stored = cl.request("GET", f"/{retrieval['resources']['index']}/_doc/0")["_source"]["text_sparse"]
+        assert stored and all(k.isdigit() for k in stored)  # the node stored token ids, as the field needs
+        assert_node_seismic_mapping(cl, retrieval, {}, chunking=False)
     finally:
-        cl = cluster_for(node_3x)
+        kept = report.get("steps", {}).get("smoke_retrieval", {}).get("resources")
+        if kept:  # before the models: the kept pipelines refer to them
+            smoke.cleanup(cl, kept)
         for model_id in report.get("model_ids", {}).values():
             models.delete(cl, model_id)
 

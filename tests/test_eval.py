@@ -95,19 +95,29 @@ def test_cli_eval_model_vs_its_onnx_package(model_factory, tmp_path, capsys):
 
 
 def test_cli_eval_jsonl_qrels_and_failing_gate(model_factory, tmp_path, capsys):
+    """Files in, qrels judged, and a gate that fails on the quality figures: the sample is the gate's minimum size,
+    and the same figures pass a gate set at them."""
+    import random
+
+    from sparsepack.demo import WORDS
+    from sparsepack.metrics.gate import MIN_DOCUMENTS, MIN_QUERIES
+
+    rng = random.Random(7)
+    texts = [" ".join(rng.sample(WORDS, 6)) for _ in range(MIN_DOCUMENTS)]
     docs = tmp_path / "docs.jsonl"
     queries = tmp_path / "queries.jsonl"
     qrels = tmp_path / "qrels.jsonl"
-    texts = ["rain over the city", "cold river water", "sparse vector search", "news of the year", "language model"]
     docs.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
-    queries.write_text("".join(json.dumps({"id": f"q{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    queries.write_text("".join(json.dumps({"id": f"q{i}", "text": t}) + "\n" for i, t in enumerate(texts[:MIN_QUERIES])))
     qrels.write_text("".join(json.dumps({"query_id": f"q{i}", "doc_id": f"d{i}", "relevance": 1}) + "\n" for i in range(5)))
-    a, b = str(model_factory("bert-bi-relu")), str(model_factory("bert-bi-sum"))
+    a, b = str(model_factory("bert-bi-relu")), str(model_factory("bert-bi-sum"))  # max vs sum pooling: other rankings
     code = main(["eval", a, b, "--corpus", str(docs), "--queries", str(queries), "--qrels", str(qrels),
-                 "--quality-gate", "ndcg=0.5,recall=0.5"])
+                 "--quality-gate", "ndcg=0.99,recall=0.99"])
     out = json.loads(capsys.readouterr().out)
-    assert code == 3 and not out["gate"]["passed"]  # 5 documents are below the gate's minimum sample
-    assert out["corpus"] == {"source": str(docs), "documents": 5, "queries": 5}
+    assert out["corpus"] == {"source": str(docs), "documents": MIN_DOCUMENTS, "queries": MIN_QUERIES}
+    assert code == 3 and not out["gate"]["passed"]
+    assert out["ndcg_at_10"] < 0.99 or out["recall_at_100"] < 0.99, out  # the figures fail it...
+    assert Gate(ndcg=out["ndcg_at_10"], recall=out["recall_at_100"]).check(out)["passed"]  # ...not the sample size
     assert out["qrels"]["judged_queries"] == 5
     assert 0.0 < out["qrels"]["truth_ndcg_at_10"] <= 1.0 and 0.0 < out["qrels"]["candidate_ndcg_at_10"] <= 1.0
     with pytest.raises(SparsepackError, match="needs a cluster"):

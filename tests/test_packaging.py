@@ -124,10 +124,19 @@ def test_saved_truncation_state_is_not_copied(model_factory, tmp_path):
 
 
 def test_prune_ratio_is_recorded_and_prunes(model_factory, tmp_path):
+    from sparsepack.registry.smoke import CORPUS, LocalPackage
+
     manifest = package(str(model_factory("bert-bi-relu")), tmp_path / "p", prune_ratio=0.5, **QUIET)
     assert manifest["pruning"] == {"enabled": True, "type": "max_ratio", "ratio": 0.5}
     unpruned = package(str(model_factory("bert-bi-relu")), tmp_path / "q", **QUIET)
     assert unpruned["pruning"] == {"enabled": False}
+    # The artifacts themselves: the pruned one keeps exactly the unpruned output's tokens of weight >= 0.5 x max.
+    pruned_out = LocalPackage(manifest, tmp_path / "p").encode_documents(CORPUS)
+    full_out = LocalPackage(unpruned, tmp_path / "q").encode_documents(CORPUS)
+    for pruned, full in zip(pruned_out, full_out):
+        kept = {t for t, w in full.items() if w >= 0.5 * max(full.values())}
+        assert set(pruned) == kept and len(kept) < len(full), (sorted(pruned), len(full))
+        assert all(abs(pruned[t] - full[t]) <= 1e-5 for t in kept)
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])

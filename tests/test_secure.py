@@ -296,3 +296,35 @@ def test_public_and_private_groups(secured):
             assert "(403)" in str(err.value)
         models.rollback(releaser, created)
         assert secured.group_ids(f"secure-{mode}") == []
+
+
+def test_access_mode_variants_of_the_feature_table_do_their_job(secured):
+    """The model-group variants the acceptance test can only see refused without the security plugin, on the secured
+    node: public is seen by another team, private by its owner alone, restricted by its backend role only."""
+    from sparsepack.templates.versions import FEATURES
+
+    variants = [v for t, v in FEATURES["model_group"].variants if t == "model-group" and v.get("access_mode")]
+    assert {v["access_mode"] for v in variants} == {"public", "private", "restricted"}
+    roles = sorted({r for v in variants for r in v.get("backend_roles") or []})
+    owner = secured.as_user("acc-owner", secured.add_user("acc-owner", roles, [secure.RELEASE_ROLE]))
+    member = secured.as_user("acc-member", secured.add_user("acc-member", roles, [secure.RELEASE_ROLE]))
+    outsider = secured.as_user("acc-outsider", secured.add_user("acc-outsider", ["other-team"], [secure.RELEASE_ROLE]))
+    version = owner.info()["version"]["number"]
+    for values in variants:
+        mode = values["access_mode"]
+        body = render("model-group", None, version, group_name=f"t-access-{mode}", **values)
+        gid = owner.request("POST", "/_plugins/_ml/model_groups/_register", body=body)["model_group_id"]
+        try:
+            assert secured.admin_call("GET", f"/_plugins/_ml/model_groups/{gid}")["access"] == mode
+            assert owner.request("GET", f"/_plugins/_ml/model_groups/{gid}")["name"] == f"t-access-{mode}"
+            sees = {"public": {"member": True, "outsider": True}, "private": {"member": False, "outsider": False},
+                    "restricted": {"member": True, "outsider": False}}[mode]
+            for who, user in (("member", member), ("outsider", outsider)):
+                if sees[who]:
+                    assert user.request("GET", f"/_plugins/_ml/model_groups/{gid}")["name"] == f"t-access-{mode}", (mode, who)
+                else:
+                    with pytest.raises(Exception) as err:
+                        user.request("GET", f"/_plugins/_ml/model_groups/{gid}")
+                    assert "(403)" in str(err.value), (mode, who, str(err.value))
+        finally:
+            models.delete_group(owner, gid)

@@ -181,10 +181,22 @@ def test_bad_versions_refused(bad):
 
 
 def test_feature_table_is_ordered_and_complete():
+    from sparsepack.templates.versions import NEWEST_KNOWN, OLDEST, features_for
+
     assert FEATURES["two_phase"].since == (2, 15)
     assert FEATURES["sparse_vector"].since == (3, 3)
-    for f in FEATURES.values():
-        assert (2, 11) <= f.since <= (3, 8)
+    since = [f.since for f in FEATURES.values()]
+    assert since == sorted(since), "the table lists features oldest first"
+    for name, f in FEATURES.items():
+        assert OLDEST <= f.since <= NEWEST_KNOWN and f.what and f.variants, name
+        assert f.until is None or f.since <= f.until, name
+    # complete: every version of the range answers for every feature, and a feature is on exactly from its `since`
+    # to its `until`
+    for version in [(2, minor) for minor in range(11, 20)] + [(3, minor) for minor in range(0, NEWEST_KNOWN[1] + 1)]:
+        allowed = features_for(version)
+        assert set(allowed) == set(FEATURES), version
+        for name, f in FEATURES.items():
+            assert allowed[name] == (f.since <= version and (f.until is None or version <= f.until)), (name, version)
 
 
 def test_unknown_template_and_missing_variable():

@@ -75,7 +75,12 @@ def test_url_errors_name_the_node_message_and_leave_nothing(any_node, hosted, tm
     group = "t-url-errors"
     try:
         error = _failed_url_release(any_node, pkg, f"{url}/missing", group)
-        assert "missing/" in error and "404" in error or "not found" in error.lower() or "FAILED" in error
+        # ML Commons reports an HTTP 404 as Java's FileNotFoundException, whose message is the URL alone
+        missing = f"{url}/missing/{doc['file']}"
+        assert error.endswith(f"ended FAILED: {missing}"), error
+        with pytest.raises(urllib.error.HTTPError) as not_found:
+            urllib.request.urlopen(missing, timeout=10)
+        assert not_found.value.code == 404
         error = _failed_url_release(any_node, pkg, "http://127.0.0.1:1", group)
         assert "127.0.0.1:1" in error and "FAILED" in error
         tampered = served / doc["file"]

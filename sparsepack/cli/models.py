@@ -46,7 +46,8 @@ def run_list(args) -> int:
         print_json(rows)
     else:
         for r in rows:
-            print(f"{r['model_id']}  {r['state'] or '?':18s} {r['function_name'] or '?':16s} {r['name']} v{r['version']}")
+            print(f"{r['model_id']}  {r['state'] or '?':18s} {r['function_name'] or '?':16s} {r['name']} v{r['version']}  "
+                  f"{r['loaded']}")
     return 0
 
 

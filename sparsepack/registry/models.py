@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import ClusterError
 from ..templates import CHUNK_SIZE, render
-from . import references
+from . import deployment, references
 from .connection import Cluster
 
 BASE = "/_plugins/_ml"
@@ -202,30 +202,72 @@ def node_errors(task: dict) -> str:
 
 
 def deploy(cluster: Cluster, model_id: str, node_ids: list[str] | None, timeout: float, created: Created) -> dict:
+    """Deploy the model unless it is really loaded where asked; a model stored as deployed but loaded nowhere (a
+    restart that auto-redeploy is loading again) is waited for, or deployed again when auto-redeploy will not."""
+    deadline = time.monotonic() + timeout
     model = get_model(cluster, model_id) or {}
     if model.get("model_state") == "DEPLOYING":  # a deploy already under way (another run's): see where it ends first
         cluster.wait_for(lambda: _state_in(cluster, model_id, USABLE - {"DEPLOYING"}), timeout,
                          f"model {model_id} to finish the deploy under way")
-        model = get_model(cluster, model_id) or {}
-    current = set(model.get("planning_worker_nodes") or [])
-    if model.get("model_state") == "DEPLOYED" and (not node_ids or current == set(node_ids)):
-        return {"model_id": model_id, "state": "DEPLOYED", "worker_nodes": sorted(current), "reused": True}
+    dep = deployment.read(cluster, model_id)
+    if (dep.stored_deployed or dep.stored_state == "DEPLOYING") and _reloading_here(dep):
+        dep = deployment.wait_for_auto_redeploy(cluster, model_id, _left(deadline))
+    if dep.stored_state == "DEPLOYED" and dep.usable and _on_targets(dep, node_ids):
+        return {"model_id": model_id, "state": dep.stored_state, "worker_nodes": list(dep.loaded_on), "reused": True,
+                "loaded": dep.summary(), "deployment": dep.as_dict()}
+    why = _redeploy_reason(dep) if dep.stored_deployed else None
     body = {"node_ids": node_ids} if node_ids else None
-    deadline = time.monotonic() + timeout
     if body:  # ml.deploy_model sends no body, so a deploy on chosen nodes is a route by hand
         task_id = cluster.request("POST", f"{BASE}/models/{model_id}/_deploy", body=body)["task_id"]
     else:
         task_id = cluster.call(f"POST {BASE}/models/{model_id}/_deploy", cluster.ml.deploy_model, model_id=model_id)["task_id"]
     created.deployed.append(model_id)
-    task = wait_task(cluster, task_id, timeout, f"deploy of {model_id}")
-    state = cluster.wait_for(lambda: _state_in(cluster, model_id, DEPLOY_ENDED), max(deadline - time.monotonic(), 1.0),
+    task = wait_task(cluster, task_id, _left(deadline), f"deploy of {model_id}")
+    state = cluster.wait_for(lambda: _state_in(cluster, model_id, DEPLOY_ENDED), _left(deadline),
                              f"model {model_id} to leave DEPLOYING after its deploy task completed")
     if state not in DEPLOYED:
         raise ClusterError(f"deploy of {model_id} left it {state}: {node_errors(task)}")
     if state.startswith("PARTIALLY"):
         raise ClusterError(f"deploy of {model_id} is PARTIALLY_DEPLOYED: {node_errors(task)}")
-    return {"model_id": model_id, "state": state, "worker_nodes": sorted(task.get("worker_node") or []), "task_id": task_id,
-            "reused": False}
+    dep = cluster.wait_for(lambda: _loaded_dep(cluster, model_id), _left(deadline),
+                           f"model {model_id} to hold a predictor on a node after its deploy")
+    out = {"model_id": model_id, "state": state, "worker_nodes": sorted(task.get("worker_node") or []), "task_id": task_id,
+           "reused": False, "loaded": dep.summary(), "deployment": dep.as_dict()}
+    if why:
+        out["redeployed_because"] = why
+    return out
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 1.0)
+
+
+def _reloading_here(dep: deployment.Deployment) -> bool:
+    """Loaded nowhere, or missing on a node that is in the cluster now: auto-redeploy may be loading it there."""
+    return not dep.loaded_on or any(n in dep.node_names for n in dep.missing)
+
+
+def _on_targets(dep: deployment.Deployment, node_ids: list[str] | None) -> bool:
+    """Loaded on every chosen node; with none chosen, on every node it should be on that is still in the cluster
+    (a node gone from the cluster is reported, not waited for)."""
+    if node_ids:
+        return set(node_ids) <= set(dep.loaded_on)
+    return not any(n in dep.node_names for n in dep.missing)
+
+
+def _redeploy_reason(dep: deployment.Deployment) -> str:
+    where = dep.summary()
+    if dep.auto_redeploy is False:
+        return f"stored as {dep.stored_state} but {where}, and auto-redeploy is off ({deployment.AUTO_REDEPLOY})"
+    if not dep.auto_redeploy_active:
+        return (f"stored as {dep.stored_state} but {where}, and auto-redeploy gave up after {dep.redeploy_retries} "
+                f"tries ({deployment.AUTO_REDEPLOY_RETRIES})")
+    return f"stored as {dep.stored_state} but {where} after waiting for auto-redeploy"
+
+
+def _loaded_dep(cluster: Cluster, model_id: str) -> deployment.Deployment | None:
+    dep = deployment.read(cluster, model_id)
+    return dep if dep.usable else None
 
 
 def _state_in(cluster: Cluster, model_id: str, states: set[str]) -> str | None:
@@ -234,20 +276,28 @@ def _state_in(cluster: Cluster, model_id: str, states: set[str]) -> str | None:
 
 
 def worker_nodes(cluster: Cluster, model_id: str) -> list[str]:
-    """Nodes that hold a predictor for the model, from the profile API (a node that only routed predict requests
-    lists the model too, with request stats but no predictor)."""
-    prof = cluster.call(f"GET {BASE}/profile/models/{model_id}", cluster.ml.get_profile_models, model_id=model_id)
-    return sorted(nid for nid, node in prof.get("nodes", {}).items() if node.get("models", {}).get(model_id, {}).get("predictor"))
+    """Nodes that hold a predictor for the model (see deployment.loaded_nodes)."""
+    return deployment.loaded_nodes(cluster, model_id)
 
 
 def undeploy(cluster: Cluster, model_id: str, timeout: float = 60.0, check_references: bool = True) -> None:
-    """Undeploy and wait until the model's state says so (written after the undeploy answers); refused while a
-    pipeline or index uses the model."""
+    """Undeploy and wait until the model is loaded nowhere and its stored state says so; refused while a pipeline
+    or index uses the model. An auto-redeploy in progress is waited out first, or it would load the model again
+    right after the undeploy."""
     if check_references:
         references.refuse_if_used(cluster, [model_id], f"undeploy {model_id}")
+    deadline = time.monotonic() + timeout
+    dep = deployment.read(cluster, model_id)
+    if dep.redeploy_pending:
+        deployment.wait_for_auto_redeploy(cluster, model_id, timeout / 2)
     cluster.call(f"POST {BASE}/models/{model_id}/_undeploy", cluster.ml.undeploy_model, model_id=model_id, ok_404=True)
-    cluster.wait_for(lambda: (get_model(cluster, model_id) or {}).get("model_state") not in DEPLOYED | {"DEPLOYING"},
-                     timeout, f"model {model_id} to undeploy")
+
+    def gone() -> bool:
+        model = get_model(cluster, model_id)
+        return model is None or (model.get("model_state") not in DEPLOYED | {"DEPLOYING"}
+                                 and not deployment.loaded_nodes(cluster, model_id))
+
+    cluster.wait_for(gone, _left(deadline), f"model {model_id} to undeploy")
 
 
 def delete(cluster: Cluster, model_id: str, timeout: float = 60.0, check_references: bool = True) -> None:
@@ -302,14 +352,18 @@ def rollback(cluster: Cluster, created: Created) -> list[str]:
 
 
 def list_models(cluster: Cluster, group: str | None = None) -> list[dict]:
+    """Every model with its stored state and where it is really loaded ('loaded on 1 of 2 nodes, missing ...')."""
     body = {"size": 1000, "query": {"bool": {"must_not": [{"exists": {"field": "chunk_number"}}]}}}
     res = search_models(cluster, body)
+    docs = {hit["_id"]: hit["_source"] for hit in res.get("hits", {}).get("hits", [])
+            if not group or hit["_source"].get("model_group_id") == group}
+    truth = deployment.read_many(cluster, docs)
     out = []
-    for hit in res.get("hits", {}).get("hits", []):
-        src = hit["_source"]
-        if group and src.get("model_group_id") != group:
-            continue
-        out.append({"model_id": hit["_id"], "name": src.get("name"), "version": src.get("model_version"),
+    for model_id, src in docs.items():
+        dep = truth[model_id]
+        out.append({"model_id": model_id, "name": src.get("name"), "version": src.get("model_version"),
                     "function_name": src.get("algorithm") or src.get("function_name"), "state": src.get("model_state"),
-                    "group": src.get("model_group_id"), "sha256": src.get("model_content_hash_value")})
+                    "group": src.get("model_group_id"), "sha256": src.get("model_content_hash_value"),
+                    "loaded": dep.summary(), "loaded_on": list(dep.loaded_on), "missing": list(dep.missing),
+                    "missing_names": [dep.name(n) for n in dep.missing]})
     return sorted(out, key=lambda m: (m["name"] or "", m["version"] or ""))

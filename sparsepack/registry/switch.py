@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import ClusterError, SparsepackError
 from ..packaging.parity import DOCUMENT_BATTERY
-from . import models, references
+from . import deployment, references
 from .connection import Cluster
 from .references import model_ids_in, rewrite_model_ids
 from .smoke import PREDICT_TOLERANCE, compare_maps, predict
@@ -221,9 +221,10 @@ def compare_versions(cluster: Cluster, changes: list[Change], new_document_model
     new = predict(cluster, new_document_model, DOCUMENT_BATTERY)
     out = {}
     for model_id in old:
-        state = (models.get_model(cluster, model_id) or {}).get("model_state")
-        if state not in models.DEPLOYED:
-            out[model_id] = {"compared": False, "same_output": None, "reason": f"{model_id} is {state}, not deployed"}
+        dep = deployment.read(cluster, model_id)
+        if not dep.usable:
+            out[model_id] = {"compared": False, "same_output": None,
+                             "reason": f"{model_id} is stored as {dep.stored_state} and {dep.summary()}"}
             continue
         cmp = compare_maps(predict(cluster, model_id, DOCUMENT_BATTERY), new, PREDICT_TOLERANCE)
         out[model_id] = {"compared": True, "same_output": cmp["passed"], "identical_token_sets": cmp["identical_token_sets"],
