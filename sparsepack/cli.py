@@ -371,6 +371,56 @@ def cmd_delete(args) -> int:
     return 0
 
 
+def cmd_migrate(args) -> int:
+    """Bad input is refused before connecting; the cluster's refusals and failed steps exit 4 (as release)."""
+    import signal
+
+    from .migrate import MigrationError, MigrationOptions, finish, migrate, rollback
+    from .registry.connection import connect
+
+    if args.rollback and args.finish:
+        raise SparsepackError("--rollback and --finish exclude each other; pick one")
+    if args.force and not args.rollback:
+        raise SparsepackError("--force applies only to --rollback; drop it")
+    if not (args.rollback or args.finish) and not args.document_model:
+        raise SparsepackError("migrate needs --document-model MODEL_ID (or --rollback / --finish)")
+    slices = args.slices
+    if slices != "auto" and not (slices.isdigit() and int(slices) > 0):
+        raise SparsepackError(f"--slices {slices!r}: use auto or a positive integer")
+    if args.requests_per_second is not None and args.requests_per_second <= 0:
+        raise SparsepackError("--requests-per-second must be positive (leave it out for no throttle)")
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    cl = connect(_conn(args))
+    opts = MigrationOptions(new_index=args.new_index, slices=slices, requests_per_second=args.requests_per_second,
+                            cleanup=args.cleanup, progress=None if args.json else _err)
+    try:
+        if args.rollback:
+            report = rollback(cl, args.alias, force=args.force).as_dict()
+        elif args.finish:
+            report = finish(cl, args.alias).as_dict()
+        else:
+            report = migrate(cl, args.alias, args.document_model, args.query_model, opts).as_dict()
+    except KeyboardInterrupt:
+        _err("interrupted; the copy goes on on the cluster: re-run the same command to continue it")
+        return 130
+    except MigrationError as exc:
+        report = {"alias": args.alias, "passed": False, "error": str(exc), "failed_step": exc.step,
+                  "alias_on": exc.alias_on, "details": exc.details}
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    if args.json:
+        _print_json(report)
+    elif report["passed"]:
+        for key in ("old_index", "new_index", "alias_on", "seconds_blocked", "pipelines", "reindex", "carried_over"):
+            if report.get(key) not in (None, {}, []):
+                print(f"  {key}: {json.dumps(report[key], default=str)}")
+    if not report["passed"]:
+        _err(f"migrate failed at {report['failed_step']}: {report['error']} (alias {args.alias} serves from "
+             f"{report.get('alias_on')})")
+        return 4
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import DemoSpec, build_demo_model, summary_lines
     from .node import cluster
@@ -548,6 +598,23 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--timeout", type=float, default=120.0)
         _conn_args(sp)
         sp.set_defaults(func=func)
+
+    sp = sub.add_parser("migrate", help="move an alias's documents to a new model: new index, reindex, carry-over, "
+                                        "verify, atomic alias swap (--rollback, --finish afterwards)")
+    sp.add_argument("alias", help="the alias the application reads and writes through")
+    sp.add_argument("--document-model", help="model id of the new document model")
+    sp.add_argument("--query-model", help="model id of the new query model (default: the document model, bi-encoder)")
+    sp.add_argument("--slices", default="auto", help="reindex slices: auto (one per shard) or N")
+    sp.add_argument("--requests-per-second", type=float, help="throttle the reindex (default: none)")
+    sp.add_argument("--new-index", help="name of the new index (default ALIAS-<short model id>)")
+    sp.add_argument("--cleanup", action="store_true", help="on failure, remove the new index and its pipeline copies")
+    sp.add_argument("--rollback", action="store_true", help="swap the alias back to the old index, carrying back writes")
+    sp.add_argument("--force", action="store_true", help="with --rollback: roll back even if writes cannot be carried back")
+    sp.add_argument("--finish", action="store_true", help="delete the old index and the pipelines only it used")
+    sp.add_argument("--report", help="also write the JSON report to this file")
+    sp.add_argument("--json", action="store_true", help="print the JSON report")
+    _conn_args(sp)
+    sp.set_defaults(func=cmd_migrate)
 
     sp = sub.add_parser("demo", help="build the offline demo model, package it, start the local node, release, report")
     sp.add_argument("--workdir", default=os.environ.get("SPARSEPACK_DEMO_DIR", "/tmp/sparsepack-demo"))
