@@ -70,6 +70,9 @@ def _fill_and_swap(cluster: Cluster, src, plan, opts: MigrationOptions, report: 
                                                           src.search_pipeline} if src.search_pipeline else {})},
                                      "pipelines": plan.pipelines}
             target_mod.create(cluster, plan, new_meta)
+        elif (meta.get("migration") or {}).get("stage") in ("rolled_back", "swapped", "finished"):
+            raise MigrationError(f"index {plan.index} holds an earlier migration ({meta['migration']['stage']}); delete "
+                                 f"it or name another with --new-index", "create")
         elif (meta.get("migration") or {}).get("source") != src.name:
             raise MigrationError(f"index {plan.index} exists and is not a migration of {src.name}; name another with "
                                  f"--new-index (or delete it)", "create")
