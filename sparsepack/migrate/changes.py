@@ -31,12 +31,13 @@ def refresh(cluster: Cluster, index: str) -> None:
     cluster.call(f"POST /{index}/_refresh", cluster.client.indices.refresh, index=index)
 
 
-def _scan(cluster: Cluster, index: str, query: dict, preference: str | None = None):
-    """Every hit of ``query`` (ids and routing only), through a scroll."""
+def scan(cluster: Cluster, index: str, query: dict, preference: str | None = None, source: bool | list = False):
+    """Every hit of ``query`` (ids and routing; ``source`` fields too), through a scroll."""
     params = {"scroll": "2m", "size": str(PAGE)}
     if preference:
         params["preference"] = preference
-    body = {"query": query, "_source": False, "sort": ["_doc"]}
+    body = {"query": query, "_source": source, "sort": ["_doc"]}
+    params["search_pipeline"] = "_none"
     res = cluster.call(f"POST /{index}/_search", cluster.client.search, index=index, body=body, params=params)
     scroll_id = res.get("_scroll_id")
     try:
@@ -54,13 +55,13 @@ def changed_since(cluster: Cluster, index: str, cutoff: dict[str, int]) -> list[
     ids = []
     for shard, seq in cutoff.items():
         query = {"range": {"_seq_no": {"gt": seq}}}
-        ids += [hit["_id"] for hit in _scan(cluster, index, query, preference=f"_shards:{shard}")]
+        ids += [hit["_id"] for hit in scan(cluster, index, query, preference=f"_shards:{shard}")]
     return ids
 
 
 def all_ids(cluster: Cluster, index: str) -> dict[str, str | None]:
     """id -> routing of every document."""
-    return {hit["_id"]: hit.get("_routing") for hit in _scan(cluster, index, {"match_all": {}})}
+    return {hit["_id"]: hit.get("_routing") for hit in scan(cluster, index, {"match_all": {}})}
 
 
 def count(cluster: Cluster, index: str) -> int:

@@ -92,10 +92,10 @@ def check_vectors(cluster: Cluster, index: str, model_id: str, fields: list[tupl
 
 
 def _all_vectors(cluster: Cluster, index: str, vector_path: str) -> dict[str, dict]:
-    body = {"size": EXACT_QUERY_LIMIT, "_source": [vector_path], "query": {"match_all": {}}}
-    hits = cluster.call(f"POST /{index}/_search", cluster.client.search, index=index, body=body,
-                        params={"search_pipeline": "_none"})["hits"]["hits"]
-    return {h["_id"]: _get(h["_source"], vector_path) or {} for h in hits}
+    from .changes import scan
+
+    return {h["_id"]: _get(h.get("_source") or {}, vector_path) or {}
+            for h in scan(cluster, index, {"match_all": {}}, source=[vector_path])}
 
 
 def check_queries(cluster: Cluster, index: str, query_model: str, field: tuple[str, str, dict], doc_count: int,
