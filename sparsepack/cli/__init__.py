@@ -9,9 +9,9 @@ import logging
 import os
 
 from .. import __version__
-from . import demo, exits, models, node, package, release, render, serve
+from . import demo, exits, migrate, models, node, package, release, render, serve
 
-COMMAND_GROUPS = (package, render, release, models, node, serve, demo)
+COMMAND_GROUPS = (package, render, release, migrate, models, node, serve, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,7 @@
 """What uses a model: ingest pipelines (``sparse_encoding`` and any other processor's ``model_id``), search pipelines
-(``neural_query_enricher`` default and per-field model ids) and the indices whose default/final ingest pipeline or
-default search pipeline is one of those. ML Commons deletes a model a pipeline still names without a word, so
+(``neural_query_enricher`` default and per-field model ids), the indices whose default/final ingest pipeline or
+default search pipeline is one of those, and the indices whose mapping names the model (a ``semantic`` field's
+``model_id`` / ``search_model_id``: the node encodes with it on every write and query). ML Commons deletes a model a pipeline still names without a word, so
 sparsepack asks here before it undeploys or deletes anything."""
 from __future__ import annotations
 
@@ -95,6 +96,28 @@ def index_pipeline_settings(cluster: Cluster) -> dict[str, dict[str, str]]:
     return out
 
 
+def index_mapping_models(cluster: Cluster) -> dict[str, dict[str, set[str]]]:
+    """index -> {field path: model ids its mapping names}."""
+    res = cluster.call("GET /*,-.*/_mapping", cluster.client.indices.get_mapping, index="*,-.*",
+                       params={"expand_wildcards": "open,closed"}, ok_404=True) or {}
+    out = {}
+    for index, entry in res.items():
+        fields = dict(_mapped_models((entry.get("mappings") or {}).get("properties") or {}))
+        if fields:
+            out[index] = fields
+    return out
+
+
+def _mapped_models(properties: dict, prefix: str = "") -> Iterator[tuple[str, set[str]]]:
+    for name, spec in properties.items():
+        if not isinstance(spec, dict):
+            continue
+        ids = {v for k in ("model_id", "search_model_id") if isinstance(v := spec.get(k), str)}
+        if ids:
+            yield prefix + name, ids
+        yield from _mapped_models(spec.get("properties") or {}, f"{prefix}{name}.")
+
+
 def _closure(pipelines: dict[str, dict]) -> dict[str, set[str]]:
     """pipeline -> the model ids it uses, including through the pipelines it calls."""
     direct = {name: model_ids_in(body) for name, body in pipelines.items()}
@@ -117,11 +140,13 @@ def find(cluster: Cluster, model_ids: set[str] | list[str]) -> list[Reference]:
     """Everything that would break if these models went away."""
     if not model_ids:
         return []
-    return find_in(set(model_ids), ingest_pipelines(cluster), search_pipelines(cluster), index_pipeline_settings(cluster))
+    return find_in(set(model_ids), ingest_pipelines(cluster), search_pipelines(cluster), index_pipeline_settings(cluster),
+                   index_mapping_models(cluster))
 
 
 def find_in(wanted: set[str], ingest: dict[str, dict], search: dict[str, dict],
-            index_settings: dict[str, dict[str, str]]) -> list[Reference]:
+            index_settings: dict[str, dict[str, str]],
+            index_mappings: dict[str, dict[str, set[str]]] | None = None) -> list[Reference]:
     """:func:`find` on bodies already read (or about to be written, to ask what a change would leave in use)."""
     uses = {"ingest": _closure(ingest), "search": {n: model_ids_in(b) for n, b in search.items()}}
     refs = []
@@ -133,6 +158,9 @@ def find_in(wanted: set[str], ingest: dict[str, dict], search: dict[str, dict],
             kind = INDEX_PIPELINE_SETTINGS[setting]
             for mid in sorted(uses[kind].get(pipeline, set()) & wanted):
                 refs.append(Reference("index", index, mid, f"{setting}={pipeline}"))
+    for index, fields in sorted((index_mappings or {}).items()):
+        for path, ids in sorted(fields.items()):
+            refs += [Reference("index", index, mid, f"mapping field {path}") for mid in sorted(ids & wanted)]
     return refs
 
 

@@ -111,10 +111,11 @@ TEMPLATES: dict[str, TemplateSpec] = {
                                      "max_window_size": 10000},
                                     requires=("neural_query_enricher",), required=("model_id",),
                                     value_features={"two_phase": "two_phase", "prune_type": "two_phase_prune_type"}),
-    "index-mapping": TemplateSpec("index with a rank_features (or sparse_vector) field",
+    "index-mapping": TemplateSpec("index with a rank_features (or sparse_vector) field, or a semantic text field",
                                   {"text_field": "text", "embedding_field": "text_sparse", "chunk_field": "text_chunks",
                                    "chunking": False, "field_type": "rank_features", "ingest_pipeline": None,
-                                   "search_pipeline": None, "shards": 1, "replicas": 0,
+                                   "search_pipeline": None, "shards": 1, "replicas": 0, "model_id": None,
+                                   "search_model_id": None,
                                    # SEISMIC: None leaves the parameter out, so the server's default applies
                                    **{name: None for name in SEISMIC_PARAMETERS}},
                                   value_features={"chunking": "text_chunking"}),
@@ -256,8 +257,18 @@ def _check_field_type(name: str, context: dict, manifest: dict, version: tuple[i
             if given:
                 raise SparsepackError(f"{', '.join(given)} only apply to field_type=sparse_vector; drop them or set that type")
         return
+    if field_type == "semantic":
+        require("semantic_field", version)
+        if not context.get("model_id"):
+            raise SparsepackError("field_type=semantic needs model_id=DOCUMENT_MODEL_ID (and search_model_id for an "
+                                  "inference-free model's query model)")
+        given = [k for k in ("chunking", "ingest_pipeline", *SEISMIC_PARAMETERS) if context.get(k)]
+        if given:
+            raise SparsepackError(f"{', '.join(given)} do not apply to field_type=semantic (the node encodes the field "
+                                  f"itself); drop them")
+        return
     if field_type != "sparse_vector":
-        raise SparsepackError(f"field_type {field_type!r} is unknown; use rank_features or sparse_vector")
+        raise SparsepackError(f"field_type {field_type!r} is unknown; use rank_features, sparse_vector or semantic")
     require("sparse_vector", version)
     require("token_id_format", version)
     if context.get("chunking"):

@@ -80,6 +80,9 @@ FEATURES: dict[str, Feature] = {
     "analyzer": Feature((3, 1), "neural_sparse with a built-in analyzer", variants=(
         ("query", {"analyzer": "bert-uncased"}),
         ("query", {}))),  # 3.1+: neither model_id nor analyzer means the default analyzer
+    "semantic_field": Feature((3, 1), "semantic fields (the node encodes the text with model_id)", variants=(
+        ("index-mapping", {"field_type": "semantic", "model_id": DOCUMENT_MODEL}),
+        ("index-mapping", {"field_type": "semantic", "model_id": DOCUMENT_MODEL, "search_model_id": QUERY_MODEL}))),
     "token_id_format": Feature((3, 2), "the TOKEN_ID sparse_embedding_format", variants=(
         ("index-mapping", {"field_type": "sparse_vector"}),)),  # the pipeline writes token ids into a sparse_vector
     "sparse_vector": Feature((3, 3), "sparse_vector fields with the SEISMIC method", variants=(

@@ -1,0 +1,252 @@
+"""Migrating an alias from model v1 to v2 on the real 3.6.0 node, with the application writing and searching through
+the alias meanwhile: nothing lost, nothing stale, the new vectors are v2's; interrupted and resumed; a failed
+verification and a rollback leave the old index serving; a semantic field counts as a use of its model."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import cluster_for, conn, drop_group
+from sparsepack.migrate import MigrationError, MigrationOptions, migrate, rollback
+from sparsepack.migrate import provenance
+from sparsepack.registry import references, smoke
+from sparsepack.rollout.options import ReleaseOptions
+from sparsepack.rollout.run import release
+from sparsepack.templates import render
+
+pytestmark = pytest.mark.cluster
+V1, V2 = "bert-bi-relu", "distil-bi-log1p"
+WORDS = ("rain river city search vector token model weather cloud water news year people language word query "
+         "engine sparse document index").split()
+
+
+@pytest.fixture(scope="module")
+def models_v1_v2(node_3x, package_factory):
+    cl = cluster_for(node_3x)
+    ids = {}
+    for name, group in ((V1, "t-mig-v1"), (V2, "t-mig-v2")):
+        manifest, pkg = package_factory(name)
+        rep = release(str(pkg), conn(node_3x), ReleaseOptions(group=group, smoke=False, progress=False, timeout=180))
+        assert rep["passed"], rep.get("error")
+        ids[name] = (rep["model_ids"]["document"], manifest)
+    yield {"url": node_3x, "cluster": cl, "v1": ids[V1][0], "v2": ids[V2][0], "manifest": ids[V1][1]}
+    for group in ("t-mig-v1", "t-mig-v2"):
+        drop_group(cl, group)
+
+
+def text(rng):
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9)))
+
+
+def production(env, alias, docs=300):
+    """An alias over an index whose ingest and search pipelines use v1, seeded with ``docs`` documents."""
+    cl, manifest, version = env["cluster"], env["manifest"], "3.6.0"
+    ingest, search, index = f"{alias}-ingest", f"{alias}-search", f"{alias}-v1"
+    cl.request("PUT", f"/_ingest/pipeline/{ingest}", body=render("ingest-pipeline", manifest, version, model_id=env["v1"]))
+    cl.request("PUT", f"/_search/pipeline/{search}", body=render("search-pipeline", manifest, version, model_id=env["v1"]))
+    body = render("index-mapping", manifest, version, ingest_pipeline=ingest, search_pipeline=search, shards=2)
+    cl.request("PUT", f"/{index}", body={**body, "aliases": {alias: {}}})
+    rng = random.Random(alias)
+    expected = {}
+    lines = []
+    for i in range(docs):
+        expected[f"d{i}"] = {"text": text(rng), "n": i}
+        lines += [{"index": {"_index": alias, "_id": f"d{i}"}}, expected[f"d{i}"]]
+    res = cl.client.bulk(body=lines, params={"refresh": "true"})
+    assert not res["errors"]
+    return expected
+
+
+def drop(env, alias):
+    cl = env["cluster"]
+    for index in cl.client.indices.get(index=f"{alias}-*", params={"expand_wildcards": "all"}) or {}:
+        cl.request("DELETE", f"/{index}", ok_404=True)
+    for name in references.ingest_pipelines(cl):
+        if name.startswith(alias):
+            cl.request("DELETE", f"/_ingest/pipeline/{name}", ok_404=True)
+    for name in references.search_pipelines(cl):
+        if name.startswith(alias):
+            cl.request("DELETE", f"/_search/pipeline/{name}", ok_404=True)
+
+
+class App:
+    """Writes (insert, update, delete; retried while blocked, as a client would on 403) and searches through the
+    alias; ``expected`` holds what every acknowledged write left."""
+
+    def __init__(self, url, alias, expected, max_ops=400, seconds=90):
+        self.cl, self.alias, self.expected = cluster_for(url).client, alias, expected
+        self.search_cl = cluster_for(url).client
+        self.max_ops, self.deadline = max_ops, time.monotonic() + seconds
+        self.stop, self.ops, self.search_errors, self.searches, self.write_retries = threading.Event(), 0, [], 0, 0
+        self.rng = random.Random(5)
+        self.threads = [threading.Thread(target=self.write), threading.Thread(target=self.search)]
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+
+    def _retry(self, fn):
+        from opensearchpy import exceptions as ex
+
+        while True:
+            try:
+                return fn()
+            except ex.TransportError as exc:
+                if exc.status_code in (403, 429) and time.monotonic() < self.deadline + 60:
+                    self.write_retries += 1
+                    time.sleep(0.05)
+                    continue
+                raise
+
+    def write(self):
+        n = 0
+        while not self.stop.is_set() and self.ops < self.max_ops and time.monotonic() < self.deadline:
+            kind = self.rng.choice(("insert", "update", "delete"))
+            if kind == "insert" or not self.expected:
+                doc_id, doc = f"w{n}", {"text": text(self.rng), "n": -n}
+                n += 1
+                self._retry(lambda: self.cl.index(index=self.alias, id=doc_id, body=doc))
+                self.expected[doc_id] = doc
+            elif kind == "update":
+                doc_id = self.rng.choice(sorted(self.expected))
+                doc = {"text": text(self.rng), "n": self.expected[doc_id]["n"] + 1000}
+                self._retry(lambda: self.cl.index(index=self.alias, id=doc_id, body=doc))
+                self.expected[doc_id] = doc
+            else:
+                doc_id = self.rng.choice(sorted(self.expected))
+                self._retry(lambda: self.cl.delete(index=self.alias, id=doc_id))
+                del self.expected[doc_id]
+            self.ops += 1
+
+    def search(self):
+        while not self.stop.is_set():
+            try:
+                self.search_cl.search(index=self.alias, body={"size": 5, "query": {"neural_sparse": {
+                    "text_sparse": {"query_text": "rain over the city"}}}})
+                self.searches += 1
+            except Exception as exc:  # noqa: BLE001 - every failure is counted
+                self.search_errors.append(repr(exc)[:200])
+            time.sleep(0.1)
+
+
+def all_docs(cl, alias):
+    cl.indices.refresh(index=alias)
+    hits = cl.search(index=alias, body={"size": 10000, "_source": ["text", "n"]}, params={"search_pipeline": "_none"})
+    return {h["_id"]: h["_source"] for h in hits["hits"]["hits"]}
+
+
+def test_migrate_under_writes_and_searches_then_rollback(models_v1_v2):
+    env, alias = models_v1_v2, "t-mig-live"
+    cl = env["cluster"]
+    drop(env, alias)
+    expected = production(env, alias)
+    try:
+        with App(env["url"], alias, expected) as app:
+            time.sleep(2)
+            report = migrate(cl, alias, env["v2"], options=MigrationOptions(slices=2, requests_per_second=150))
+            writes_at_swap = app.ops
+            while app.ops < writes_at_swap + 20 and app.ops < app.max_ops and time.monotonic() < app.deadline:
+                time.sleep(0.2)  # the application goes on writing on the new index
+        assert report.passed and report.swapped, report.error
+        new = report.new_index
+        assert cl.client.indices.get_alias(name=alias).keys() == {new}
+        assert app.search_errors == [] and app.searches > 0
+        assert writes_at_swap > 20, "the writer must have written during the migration"
+        assert all_docs(cl.client, alias) == expected  # ids and _source: nothing lost, nothing stale
+        assert report.verification["vectors"]["passed"] and report.verification["vectors"]["texts"] >= 50
+        assert report.verification["queries"]["passed"] and report.verification["counts"]["passed"]
+        assert report.seconds_blocked is not None and report.seconds_blocked < 10
+        # independently of the report: documents (including those written after the swap) hold v2's vectors
+        sample = cl.client.search(index=alias, body={"size": 30, "sort": [{"n": "asc"}]})["hits"]["hits"]
+        got = [h["_source"]["text_sparse"] for h in sample]
+        want = smoke.predict(cl, env["v2"], [h["_source"]["text"] for h in sample])
+        assert smoke.compare_maps(got, want, smoke.PREDICT_TOLERANCE)["passed"]
+        meta = provenance.read_meta(cl, new)
+        assert meta["document_model"]["model_id"] == env["v2"] and meta["migrated_from"] == f"{alias}-v1"
+        assert provenance.index_provenance(cl)[new]["document_model_id"] == env["v2"]
+        with pytest.raises(Exception, match="cluster_block_exception|blocked"):
+            cl.client.index(index=f"{alias}-v1", id="x", body={"text": "old index stays blocked"})
+
+        back = rollback(cl, alias)
+        assert back.passed and cl.client.indices.get_alias(name=alias).keys() == {f"{alias}-v1"}
+        assert all_docs(cl.client, alias) == expected  # the writes made after the swap were carried back
+        cl.client.index(index=alias, id="after-rollback", body={"text": "rain"}, params={"refresh": "true"})
+
+        # a verification failure (the new model's _predict disagreeing with what was stored) keeps the alias
+        real = smoke.predict
+        smoke.predict = lambda c, m, t: [{k: v * 1.5 for k, v in r.items()} for r in real(c, m, t)]
+        try:
+            with pytest.raises(MigrationError, match="verification") as info:
+                migrate(cl, alias, env["v2"], options=MigrationOptions(new_index=f"{alias}-bad", cleanup=True))
+        finally:
+            smoke.predict = real
+        assert info.value.alias_on == f"{alias}-v1" and info.value.step == "verify"
+        assert cl.client.indices.get_alias(name=alias).keys() == {f"{alias}-v1"}
+        assert not cl.client.indices.exists(index=f"{alias}-bad")
+        cl.client.index(index=alias, id="after-failure", body={"text": "rain"})  # not blocked: serving as before
+    finally:
+        drop(env, alias)
+
+
+def test_sigterm_mid_reindex_then_rerun_continues_one_task(models_v1_v2, tmp_path):
+    env, alias = models_v1_v2, "t-mig-term"
+    cl = env["cluster"]
+    drop(env, alias)
+    expected = production(env, alias, docs=300)
+    cmd = [sys.executable, "-m", "sparsepack.cli", "migrate", alias, "--document-model", env["v2"], "--url", env["url"],
+           "--requests-per-second", "10", "--slices", "1", "--json"]
+    envvars = {**os.environ, "PYTHONPATH": os.getcwd()}
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=envvars, text=True)
+        new = f"{alias}-{env['v2'].lower()[:8]}"
+        deadline = time.monotonic() + 90
+        task_id = None
+        while time.monotonic() < deadline and not task_id:
+            meta = provenance.read_meta(cl, new) if cl.client.indices.exists(index=new) else None
+            task_id = ((meta or {}).get("migration") or {}).get("task_id")
+            time.sleep(0.5)
+        assert task_id, "the first run never recorded its reindex task"
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert not cl.client.tasks.get(task_id=task_id).get("completed"), "the task ended before the interruption"
+        # the application wrote meanwhile
+        cl.client.index(index=alias, id="during", body={"text": "written while no migrate ran", "n": 9999})
+        expected["during"] = {"text": "written while no migrate ran", "n": 9999}
+        cl.client.transport.perform_request("POST", f"/_reindex/{task_id}/_rethrottle", params={"requests_per_second": "-1"})
+        rerun = subprocess.run(cmd, capture_output=True, text=True, env=envvars, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr
+        report = json.loads(rerun.stdout)
+        assert report["reindex"]["task_id"] == task_id and report["reindex"]["resumed"]
+        assert report["alias_on"] == new and all_docs(cl.client, alias) == expected
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        drop(env, alias)
+
+
+def test_semantic_field_index_blocks_deleting_its_model(models_v1_v2):
+    env = models_v1_v2
+    cl = env["cluster"]
+    body = render("index-mapping", env["manifest"], "3.6.0", field_type="semantic", model_id=env["v1"])
+    assert body["mappings"]["properties"]["text"] == {"type": "semantic", "model_id": env["v1"]}
+    cl.request("PUT", "/t-mig-semantic", body=body)
+    try:
+        with pytest.raises(references.InUseError, match="t-mig-semantic"):
+            references.refuse_if_used(cl, [env["v1"]], "delete it")
+        assert provenance.index_provenance(cl)["t-mig-semantic"]["document_model_id"] == env["v1"]
+    finally:
+        cl.request("DELETE", "/t-mig-semantic", ok_404=True)
