@@ -92,3 +92,14 @@ def test_scripts_named_in_readme_exist():
     for script in ("./scripts/demo.sh", "./scripts/test.sh"):
         assert script in text and (ROOT / script).is_file() and shutil.which("bash")
     assert (ROOT / ".ci" / "run").read_text().strip().endswith("exec ./scripts/test.sh")
+
+
+def test_secured_clusters_page_role_is_the_one_the_node_gets():
+    """The paste-ready roles.yml block on the Secured clusters page is exactly sparsepack.node.secure.release_role()."""
+    import yaml
+
+    from sparsepack.node import secure
+
+    page = (ROOT / "docs" / "secured-clusters.md").read_text(encoding="utf-8")
+    block = page.split("```yaml\nsparsepack-release:", 1)[1].split("```", 1)[0]
+    assert yaml.safe_load("sparsepack-release:" + block)["sparsepack-release"] == secure.release_role()
