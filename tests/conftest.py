@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config, items):
 
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA device; run on a GPU machine (see README, GPU ML nodes)")
+    skip = pytest.mark.skip(reason="needs a CUDA device; run on a GPU machine (see docs/gpu.md)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)

@@ -83,14 +83,6 @@ def one_line_error(proc, code=4):
     return errors[0]
 
 
-def test_readme_role_is_the_one_the_node_gets():
-    """The paste-ready roles.yml block in the README is exactly sparsepack.node.secure.release_role()."""
-    yaml = pytest.importorskip("yaml")
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = readme.split("```yaml\nsparsepack-release:", 1)[1].split("```", 1)[0]
-    assert yaml.safe_load("sparsepack-release:" + block)["sparsepack-release"] == secure.release_role()
-
-
 def test_credentials_file_status_and_tls(secured):
     path = secure.credentials_path(secured.cdir)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -43,7 +43,7 @@ ML_SYSTEM_INDICES = [".plugins-ml-config", ".plugins-ml-connector", ".plugins-ml
 # permission in turn and runs a full release. Every one below fails a release without it, except those marked
 # (rollback) or (upgrades): they serve a failed run's rollback, --clear-previous, undeploy/delete, a finished lease's
 # reuse, and the release of a new version into a group that holds others (tests/test_secure.py runs those paths).
-# Printed in the README ready for roles.yml.
+# Printed in docs/secured-clusters.md ready for roles.yml.
 RELEASE_CLUSTER_PERMISSIONS = [
     "cluster:monitor/main",                        # the version
     "cluster:monitor/nodes/info",                  # preflight: plugins and ML nodes

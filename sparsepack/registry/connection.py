@@ -188,7 +188,7 @@ def _as_cluster_error(exc, what: str, opts: ConnectionOptions) -> ClusterError:
         return ClusterError(f"{opts.url} refused the credentials (401); check --username/--password or --api-key")
     if status == 403:
         return ClusterError(f"{what} is forbidden for this user (403): {_reason(exc)}; grant that permission to the "
-                            f"user's role (README, Secured clusters: the sparsepack-release role lists all a release needs)")
+                            f"user's role (docs/secured-clusters.md: the sparsepack-release role lists all a release needs)")
     return ClusterError(f"{what} failed with HTTP {status}: {_reason(exc)}")
 
 

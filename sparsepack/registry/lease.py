@@ -31,7 +31,7 @@ INDEX = "sparsepack-leases"
 TTL_ENV = "SPARSEPACK_LEASE_TTL"
 DEFAULT_TTL = 60.0
 MAX_TTL = 120.0
-# Index permissions a release user needs on INDEX (security plugin), listed in the README.
+# Index permissions a release user needs on INDEX (security plugin), listed in docs/secured-clusters.md.
 INDEX_PERMISSIONS = ("indices:admin/create", "indices:admin/refresh*", "indices:data/read/get", "indices:data/read/search",
                      "indices:data/write/index", "indices:data/write/delete", "indices:data/write/bulk*")
 
@@ -65,7 +65,7 @@ def _status(exc: ClusterError) -> int | None:
 def _forbidden() -> ClusterError:
     return ClusterError(f"this user may not use the coordination index {INDEX} (403): grant the release role "
                         f"{', '.join(INDEX_PERMISSIONS)} on {INDEX}, and the cluster permission indices:data/write/bulk "
-                        f"(the security plugin checks a single-document write as a bulk; README: Secured clusters)")
+                        f"(the security plugin checks a single-document write as a bulk; docs/secured-clusters.md)")
 
 
 def _now_ms() -> int:
