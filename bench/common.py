@@ -1,4 +1,5 @@
 """Models and timing helpers shared by the benchmarks (printed figures, never asserted)."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,13 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 from sparsepack.demo import DemoSpec, build_demo_model  # noqa: E402
 
 SHORT_DOC = "The weather in New York is rainy today, and the city expects more rain tonight."
-LONG_DOC = " ".join(["OpenSearch indexes sparse token weights as rank features so that a neural sparse query can find"
-                     " documents by the meaning of their words rather than exact matches alone"] * 12)  # ~300 words
+LONG_DOC = " ".join(
+    [
+        "OpenSearch indexes sparse token weights as rank features so that a neural sparse query can find"
+        " documents by the meaning of their words rather than exact matches alone"
+    ]
+    * 12
+)  # ~300 words
 
 
 def bert_vocab_file() -> str | None:
@@ -49,8 +55,18 @@ def _vocab_from_cached_wheel() -> str | None:
 
 def realistic_spec() -> DemoSpec:
     vocab = bert_vocab_file()
-    return DemoSpec(arch="distilbert", mode="inference-free", activation="log1p_relu", hidden=768, layers=6, heads=12,
-                    max_length=512, vocab_extra=0 if vocab else 30522 - 225, vocab_file=vocab, seed=7)
+    return DemoSpec(
+        arch="distilbert",
+        mode="inference-free",
+        activation="log1p_relu",
+        hidden=768,
+        layers=6,
+        heads=12,
+        max_length=512,
+        vocab_extra=0 if vocab else 30522 - 225,
+        vocab_file=vocab,
+        seed=7,
+    )
 
 
 def build(kind: str, root: Path) -> Path:

@@ -4,6 +4,7 @@ where each inference gets one thread.
 
     python bench/gemm_peak.py [--seconds S]
 """
+
 from __future__ import annotations
 
 import os
@@ -37,10 +38,13 @@ def onnx_matmul(k: int, n: int, weight: np.ndarray, path: Path):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
-                              [numpy_helper.from_array(weight, "w")])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
+        [numpy_helper.from_array(weight, "w")],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -62,7 +66,9 @@ def main() -> None:
             sess = onnx_matmul(k, n, w.numpy(), Path(tmp) / f"{n}.onnx")
             feed = {"x": x.numpy()}
             o = rate(lambda: sess.run(["y"], feed), flop, seconds)
-            print(f"  {label:30s} torch linear {t:6.1f} GFLOP/s   onnxruntime {o:6.1f} GFLOP/s   ({flop / 1e9:.2f} GFLOP per call)")
+            print(
+                f"  {label:30s} torch linear {t:6.1f} GFLOP/s   onnxruntime {o:6.1f} GFLOP/s   ({flop / 1e9:.2f} GFLOP per call)"
+            )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ no second copy of the table - still passes the ranking gate and is faster. Print
 The gate is the package's: nDCG@10 and recall@100 >= 0.98 vs the fp32 source model on the built-in corpus of 500
 documents and 100 queries (a few minutes on 2 cores: the model and each variant rank the corpus).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -50,12 +51,20 @@ def quantize_decoder(src: Path, dst: Path, per_token: bool = False) -> dict:
         raise SystemExit("the tied table is not stored int8: run quantize_int8 first")
     p = "sparsepack_decoder_int8"
     if per_token:
-        from onnx import numpy_helper
         import numpy as np
+        from onnx import numpy_helper
 
-        g.initializer.extend([numpy_helper.from_array(np.array(v, dtype=dt), f"{p}_{n}") for n, v, dt in
-                              (("eps", 1e-12, np.float32), ("q", 127.0, np.float32), ("c128", 128.0, np.float32),
-                               ("zp", 128, np.uint8))])
+        g.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(v, dtype=dt), f"{p}_{n}")
+                for n, v, dt in (
+                    ("eps", 1e-12, np.float32),
+                    ("q", 127.0, np.float32),
+                    ("c128", 128.0, np.float32),
+                    ("zp", 128, np.uint8),
+                )
+            ]
+        )
         nodes = [
             helper.make_node("Transpose", [q], [f"{p}_qT"], name=f"{p}_qT", perm=[1, 0]),
             helper.make_node("Transpose", [s], [f"{p}_sT"], name=f"{p}_sT", perm=[1, 0]),
@@ -128,10 +137,15 @@ def gate_variants(model_dir: Path, tok_data: dict, vocab_size: int, variants: di
     truth = type(truth)(truth.name, lambda t: vectors[1], lambda t: vectors[0], truth.vocab)
     out = {}
     for label, path in variants.items():
-        figures = Gate().check(evaluate(truth, artifact_encoder(label, OnnxArtifact(path), tok_data, vocab_size), corpus))
+        figures = Gate().check(
+            evaluate(truth, artifact_encoder(label, OnnxArtifact(path), tok_data, vocab_size), corpus)
+        )
         out[label] = figures
-        print(f"  gate {label:38s} nDCG@10 {figures['ndcg_at_10']:.4f}  recall@100 {figures['recall_at_100']:.4f}  "
-              f"{'PASS' if figures['passed'] else 'fail'}", flush=True)
+        print(
+            f"  gate {label:38s} nDCG@10 {figures['ndcg_at_10']:.4f}  recall@100 {figures['recall_at_100']:.4f}  "
+            f"{'PASS' if figures['passed'] else 'fail'}",
+            flush=True,
+        )
     return out
 
 
@@ -162,8 +176,11 @@ def main() -> None:
         quantize_decoder(variants[f"int8 {label}"], variants[f"int8 {label} + int8 decoder"])
         variants[f"int8 {label} + decoder per-token"] = root / f"int8-{label}-dec-pt.onnx"
         quantize_decoder(variants[f"int8 {label}"], variants[f"int8 {label} + decoder per-token"], per_token=True)
-    print(f"trained SPLADE-tiny (2x128, vocab {manifest['vocab_size']}), onnxruntime profiler, batch 1, 1 thread, "
-          f"{runs} runs per variant; {_load()}", flush=True)
+    print(
+        f"trained SPLADE-tiny (2x128, vocab {manifest['vocab_size']}), onnxruntime profiler, batch 1, 1 thread, "
+        f"{runs} runs per variant; {_load()}",
+        flush=True,
+    )
     for label, path in variants.items():
         print(f"  file {label:38s} {path.stat().st_size / 1e6:6.2f} MB")
 
@@ -178,8 +195,10 @@ def main() -> None:
                 runner = OnnxArtifact(path, threads=1)
                 speeds[label] = docs_per_second(lambda t, r=runner: r(tok.batch([t])), text)
         for label, value in speeds.items():
-            print(f"  {label:38s} {value:8.1f} docs/s  {value / speeds['torchscript fp32']:5.2f}x TorchScript fp32  "
-                  f"{value / speeds.get('onnx fp32', value):5.2f}x ONNX fp32")
+            print(
+                f"  {label:38s} {value:8.1f} docs/s  {value / speeds['torchscript fp32']:5.2f}x TorchScript fp32  "
+                f"{value / speeds.get('onnx fp32', value):5.2f}x ONNX fp32"
+            )
         if doc_label != "short":
             continue
         for label, path in variants.items():
@@ -193,7 +212,9 @@ def main() -> None:
     if "--no-gate" not in sys.argv:
         print(f"\nranking gate vs the fp32 model (500 documents, 100 queries), {_load()}", flush=True)
         t0 = time.perf_counter()
-        gate_variants(model_dir, tok_data, manifest["vocab_size"], {k: v for k, v in variants.items() if k != "onnx fp32"})
+        gate_variants(
+            model_dir, tok_data, manifest["vocab_size"], {k: v for k, v in variants.items() if k != "onnx fp32"}
+        )
         print(f"  ({time.perf_counter() - t0:.0f}s)")
 
 

@@ -3,6 +3,7 @@
 copy (all of them carried under the block: no carry-over round before it, the worst case), verification and swap time.
 Usage: python bench/migrate.py --url URL [--docs N] [--changes N]
 (two tiny demo models are packaged and released into groups bench-mig-v1/-v2, removed at the end)"""
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,7 @@ def bulk(client, index: str, docs: dict[str, str]) -> None:
     for doc_id, text in docs.items():
         lines += [{"index": {"_index": index, "_id": doc_id}}, {"text": text}]
     for start in range(0, len(lines), 400):
-        res = client.bulk(body=lines[start:start + 400], params={"timeout": "5m"}, request_timeout=600)
+        res = client.bulk(body=lines[start : start + 400], params={"timeout": "5m"}, request_timeout=600)
         assert not res["errors"], res["items"][0]
 
 
@@ -53,21 +54,37 @@ def main() -> None:
     cl = connect(conn)
     work = Path(tempfile.mkdtemp(prefix="bench-migrate-"))
     ids, manifests = {}, {}
-    for tag, spec in (("v1", DemoSpec(arch="bert", mode="bi-encoder", activation="relu", seed=2)),
-                      ("v2", DemoSpec(arch="distilbert", mode="bi-encoder", activation="log1p_relu", seed=4))):
+    for tag, spec in (
+        ("v1", DemoSpec(arch="bert", mode="bi-encoder", activation="relu", seed=2)),
+        ("v2", DemoSpec(arch="distilbert", mode="bi-encoder", activation="log1p_relu", seed=4)),
+    ):
         model = build_demo_model(work / f"model-{tag}", spec)
         manifests[tag] = package(str(model), work / f"pkg-{tag}", log=lambda m: None)
-        rep = release(str(work / f"pkg-{tag}"), conn, ReleaseOptions(group=f"bench-mig-{tag}", smoke=False, progress=False))
+        rep = release(
+            str(work / f"pkg-{tag}"), conn, ReleaseOptions(group=f"bench-mig-{tag}", smoke=False, progress=False)
+        )
         assert rep["passed"], rep.get("error")
         ids[tag] = rep["model_ids"]["document"]
     version = cl.info()["version"]["number"]
     for tag in ("v1", "v2"):
-        cl.request("PUT", f"/_ingest/pipeline/{ALIAS}-{tag}", body=render("ingest-pipeline", manifests[tag], version,
-                                                                           model_id=ids[tag]))
-    cl.request("PUT", f"/{ALIAS}-v1", body={**render("index-mapping", manifests["v1"], version, shards=2,
-                                                      ingest_pipeline=f"{ALIAS}-v1"), "aliases": {ALIAS: {}}})
-    cl.request("PUT", f"/{ALIAS}-plain", body=render("index-mapping", manifests["v2"], version, shards=2,
-                                                     ingest_pipeline=f"{ALIAS}-v2"))
+        cl.request(
+            "PUT",
+            f"/_ingest/pipeline/{ALIAS}-{tag}",
+            body=render("ingest-pipeline", manifests[tag], version, model_id=ids[tag]),
+        )
+    cl.request(
+        "PUT",
+        f"/{ALIAS}-v1",
+        body={
+            **render("index-mapping", manifests["v1"], version, shards=2, ingest_pipeline=f"{ALIAS}-v1"),
+            "aliases": {ALIAS: {}},
+        },
+    )
+    cl.request(
+        "PUT",
+        f"/{ALIAS}-plain",
+        body=render("index-mapping", manifests["v2"], version, shards=2, ingest_pipeline=f"{ALIAS}-v2"),
+    )
     corpus = dict(zip((f"d{i}" for i in range(args.docs)), texts(args.docs, 1)))
     bulk(cl.client, ALIAS, corpus)
     t0 = time.perf_counter()
@@ -98,12 +115,16 @@ def main() -> None:
     under = report.carried_over.get("under_block", [])
     print(f"OpenSearch {version}, {args.docs} documents, {args.changes} writes during the copy")
     print(f"plain bulk ingest through the v2 pipeline: {plain:.1f} docs/s")
-    print(f"migration reindex:                         {report.reindex.get('docs_per_second')} docs/s "
-          f"({report.reindex.get('seconds')} s)")
+    print(
+        f"migration reindex:                         {report.reindex.get('docs_per_second')} docs/s "
+        f"({report.reindex.get('seconds')} s)"
+    )
     print(f"carried over under the block: {under}")
     print(f"seconds writes were blocked: {report.seconds_blocked}")
-    print(f"verification {report.steps.get('verify')} s, blocked phase incl. swap {report.steps.get('blocked')} s; "
-          f"steps {report.steps}")
+    print(
+        f"verification {report.steps.get('verify')} s, blocked phase incl. swap {report.steps.get('blocked')} s; "
+        f"steps {report.steps}"
+    )
     for index in (f"{ALIAS}-v1", f"{ALIAS}-plain", report.new_index):
         cl.request("DELETE", f"/{index}", ok_404=True)
     for tag in ("v1", "v2"):

@@ -1,5 +1,6 @@
 """Local node start time: cold (assemble from the download cache into a new home) vs warm (already assembled),
 for each supported version. Deploy time and _predict latency: see bench/cluster.py. Printed, never asserted."""
+
 from __future__ import annotations
 
 import atexit

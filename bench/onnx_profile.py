@@ -4,6 +4,7 @@ the ~300-word (374 tokens) and the short document. Printed, never asserted.
 
     python bench/onnx_profile.py
 """
+
 from __future__ import annotations
 
 import atexit
@@ -56,8 +57,10 @@ def main() -> None:
         feed = {INPUT_NAMES[0]: batch["input_ids"].numpy(), INPUT_NAMES[1]: batch["attention_mask"].numpy()}
         wall_ms, by_op, by_node = profile(model_path, feed, runs, root / f"prof-{label}")
         total, calls = sum(by_op.values()), runs + 1
-        print(f"{label}: {batch['input_ids'].shape[1]} tokens, wall {wall_ms:.1f} ms/call, "
-              f"kernel {total / calls / 1000:.1f} ms/call")
+        print(
+            f"{label}: {batch['input_ids'].shape[1]} tokens, wall {wall_ms:.1f} ms/call, "
+            f"kernel {total / calls / 1000:.1f} ms/call"
+        )
         for op, dur in sorted(by_op.items(), key=lambda kv: -kv[1])[:12]:
             print(f"   {op:28s} {dur / total * 100:5.1f}%  {dur / calls / 1000:7.1f} ms")
         print("  top nodes:")

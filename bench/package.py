@@ -12,6 +12,7 @@ random weights do not quantise like trained ones). Prints ratios vs TorchScript 
 --gate also packages the trained model with ``--quantize int8`` (minutes: the gate ranks 500 documents with the
 model and with each variant) and times the variant that passed; without it every variant is timed, ungated.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -84,12 +85,14 @@ def packaging_profile(kind: str, model_dir: Path, root: Path) -> None:
     count in their callers too)."""
     import onnx
 
-    from sparsepack.packaging import archive, exporter, introspect, onnx_export, package as package_mod, parity
-    from sparsepack.packaging import torchscript_document
+    from sparsepack.packaging import archive, exporter, onnx_export, parity, torchscript_document
+    from sparsepack.packaging import package as package_mod
 
     timer = CallTimer()
     timer.wrap(package_mod, "load_model")
-    timer.wrap(exporter.TorchScriptExporter, "export", "TorchScript trace (fresh interpreter, incl. torch.save of the job)")
+    timer.wrap(
+        exporter.TorchScriptExporter, "export", "TorchScript trace (fresh interpreter, incl. torch.save of the job)"
+    )
     timer.wrap(exporter.torch, "save", "torch.save (the trace job)")
     timer.wrap(torchscript_document, "require_device_portable")
     timer.wrap(exporter.TorchScriptExporter, "operators", "TorchScript operators (torch.jit.load + graph walk)")
@@ -99,8 +102,9 @@ def packaging_profile(kind: str, model_dir: Path, root: Path) -> None:
     timer.wrap(parity, "run_artifact", "proof: artifact runs (all batch sizes)")
     if hasattr(parity, "reference_vectors"):
         timer.wrap(parity, "reference_vectors", "proof: reference encode_document")
-    timer.wrap(package_mod, "graph_operators", "TorchScript operators (graph walk of the reloaded artifact)") \
-        if hasattr(package_mod, "graph_operators") else None
+    timer.wrap(
+        package_mod, "graph_operators", "TorchScript operators (graph walk of the reloaded artifact)"
+    ) if hasattr(package_mod, "graph_operators") else None
     timer.wrap(parity, "validate_query_tokenize", "query proof")
     timer.wrap(onnx_export.torch.onnx, "export", "torch.onnx.export")
     timer.wrap(onnx_export, "dedupe_initializers")
@@ -115,7 +119,9 @@ def packaging_profile(kind: str, model_dir: Path, root: Path) -> None:
         timer.reset()
         clock = StageClock()
         t0 = time.perf_counter()
-        manifest = package(str(model_dir), root / f"pkg-{kind}-{fmt}-profile", artifact_format=fmt, log=clock, force=True)
+        manifest = package(
+            str(model_dir), root / f"pkg-{kind}-{fmt}-profile", artifact_format=fmt, log=clock, force=True
+        )
         total = time.perf_counter() - t0
         art = manifest["artifacts"][0]
         print(f"\n{kind} --format {fmt}: {total:.1f}s, zip {art['size_bytes'] / 1e6:.1f} MB, load {_load()}")
@@ -141,8 +147,9 @@ def bench_model(kind: str, model_dir: Path, root: Path, gate: bool, seconds: flo
     gated = None
     if kind == "trained" and gate:
         t0 = time.perf_counter()
-        gated = package(str(model_dir), root / f"pkg-{kind}-int8", artifact_format="onnx", quantize="int8",
-                        log=lambda m: None)
+        gated = package(
+            str(model_dir), root / f"pkg-{kind}-int8", artifact_format="onnx", quantize="int8", log=lambda m: None
+        )
         timings["onnx + int8 gate"] = time.perf_counter() - t0
     ts = manifests["torchscript"]["artifacts"][0]
     ox = manifests["onnx"]["artifacts"][0]
@@ -156,9 +163,11 @@ def bench_model(kind: str, model_dir: Path, root: Path, gate: bool, seconds: flo
         label = f"onnx int8 ({art['quality_gate']['variant']}, gated)"
         runners[label], sizes[label] = OnnxArtifact(int8_path, threads=1), art["size_bytes"]
         for attempt in art["quality_gate"]["attempts"]:
-            print(f"  int8 gate {attempt['variant']:15s} nDCG@10 {attempt['ndcg_at_10']:.4f}  recall@100 "
-                  f"{attempt['recall_at_100']:.4f}  {'PASS' if attempt['passed'] else 'fail'}")
-    for label, exclude in candidate_exclusions(onnx_path)[:1 if kind != "trained" else 3]:
+            print(
+                f"  int8 gate {attempt['variant']:15s} nDCG@10 {attempt['ndcg_at_10']:.4f}  recall@100 "
+                f"{attempt['recall_at_100']:.4f}  {'PASS' if attempt['passed'] else 'fail'}"
+            )
+    for label, exclude in candidate_exclusions(onnx_path)[: 1 if kind != "trained" else 3]:
         if gated is not None and label == art["quality_gate"]["variant"]:
             continue
         path = root / f"{kind}-int8-{label}.onnx"
@@ -167,8 +176,10 @@ def bench_model(kind: str, model_dir: Path, root: Path, gate: bool, seconds: flo
         runners[key], sizes[key] = OnnxArtifact(path, threads=1), None
     encoder = sparse_encoder_class()(str(model_dir), device="cpu")  # as users load it (default attention)
     m = manifests["torchscript"]
-    print(f"\n{kind}: vocab {m['vocab_size']}, max_length {m['max_length']}; packaging "
-          + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    print(
+        f"\n{kind}: vocab {m['vocab_size']}, max_length {m['max_length']}; packaging "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+    )
     for fmt, clock in clocks.items():
         print(f"  packaging breakdown, --format {fmt}:")
         for message, seconds in clock.breakdown():
@@ -178,14 +189,18 @@ def bench_model(kind: str, model_dir: Path, root: Path, gate: bool, seconds: flo
             print(f"  zip {label:40s} {size / 1e6:8.2f} MB  {size / sizes['torchscript fp32']:5.2f}x TorchScript fp32")
     for doc_label, text in (("short", SHORT_DOC), ("300-word", LONG_DOC)):
         with torch.inference_mode():
-            eager = docs_per_second(lambda t: encoder.encode_document([t], batch_size=1, convert_to_tensor=True), text,
-                                    seconds)
-            speeds = {label: docs_per_second(lambda t, r=r: r(tok.batch([t])), text, seconds)
-                      for label, r in runners.items()}
+            eager = docs_per_second(
+                lambda t: encoder.encode_document([t], batch_size=1, convert_to_tensor=True), text, seconds
+            )
+            speeds = {
+                label: docs_per_second(lambda t, r=r: r(tok.batch([t])), text, seconds) for label, r in runners.items()
+            }
         base = speeds["torchscript fp32"]
         print(f"  {doc_label}: encode_document {eager:8.1f} docs/s")
         for label, value in speeds.items():
-            print(f"    {label:40s} {value:8.1f} docs/s  {value / base:5.2f}x TorchScript fp32  {value / eager:5.2f}x eager")
+            print(
+                f"    {label:40s} {value:8.1f} docs/s  {value / base:5.2f}x TorchScript fp32  {value / eager:5.2f}x eager"
+            )
 
 
 def main() -> None:

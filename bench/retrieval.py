@@ -11,6 +11,7 @@ in the loop), and the same raw-token queries. Printed, never asserted:
 
     python bench/retrieval.py [--docs 200000] [--queries 200] [--two-node-docs 50000] [--port 10845] [--skip-two-node] [--skip-one-node]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,10 @@ from sparsepack.templates import render  # noqa: E402
 
 VOCAB = 30522
 FIELD = "v"
-WORDS = ("weather city rain river cloud search engine index token vector model language news year people water "
-         "time day long cold find make word text document query sparse neural dense score rank feature").split()
+WORDS = (
+    "weather city rain river cloud search engine index token vector model language news year people water "
+    "time day long cold find make word text document query sparse neural dense score rank feature"
+).split()
 
 
 def model_statistics(root: Path) -> dict:
@@ -64,7 +67,7 @@ def synthetic(stats: dict, n: int, rng, nnz_scale: float = 1.0) -> list[dict[str
 def bulk(cl, index: str, vectors: list[dict], batch: int = 5000) -> None:
     for start in range(0, len(vectors), batch):
         lines = []
-        for i, vec in enumerate(vectors[start:start + batch], start):
+        for i, vec in enumerate(vectors[start : start + batch], start):
             lines.append(json.dumps({"index": {"_index": index, "_id": str(i)}}))
             lines.append(json.dumps({FIELD: vec}))
         res = cl.request("POST", "/_bulk", body="\n".join(lines) + "\n")
@@ -88,8 +91,12 @@ def build_index(cl, name: str, version: str, vectors: list[dict], shards: int, *
     size = cl.request("GET", f"/{name}/_stats/store")["indices"][name]["primaries"]["store"]["size_in_bytes"]
     if field.get("field_type") == "sparse_vector":
         cl.request("POST", f"/_plugins/_neural/warmup/{name}", ok_404=True)
-    return {"index_seconds": round(seconds, 1), "bulk_seconds": round(t_bulk, 1),
-            "docs_per_s": round(len(vectors) / seconds), "size_mb": round(size / 1e6, 1)}
+    return {
+        "index_seconds": round(seconds, 1),
+        "bulk_seconds": round(t_bulk, 1),
+        "docs_per_s": round(len(vectors) / seconds),
+        "size_mb": round(size / 1e6, 1),
+    }
 
 
 def search(cl, name: str, version: str, queries: list[dict], **query) -> tuple[list[list[str]], dict]:
@@ -102,10 +109,14 @@ def search(cl, name: str, version: str, queries: list[dict], **query) -> tuple[l
         wall.append((time.perf_counter() - t0) * 1000)
         took.append(res["took"])
         tops.append([h["_id"] for h in res["hits"]["hits"]])
-    tops, took, wall = tops[:len(queries)], took[10:], wall[10:]
+    tops, took, wall = tops[: len(queries)], took[10:], wall[10:]
     pct = lambda xs, p: round(float(np.percentile(xs, p)), 1)  # noqa: E731
-    return tops, {"took_p50_ms": pct(took, 50), "took_p99_ms": pct(took, 99), "client_p50_ms": pct(wall, 50),
-                  "client_p99_ms": pct(wall, 99)}
+    return tops, {
+        "took_p50_ms": pct(took, 50),
+        "took_p99_ms": pct(took, 99),
+        "client_p50_ms": pct(wall, 50),
+        "client_p99_ms": pct(wall, 99),
+    }
 
 
 def recall_at_10(exact: list[list[str]], approx: list[list[str]]) -> float:
@@ -118,9 +129,13 @@ def seismic_configs(docs: list[dict], queries: list[dict]) -> dict[str, dict]:
     second configuration fits them to this corpus's largest weights."""
     top_doc = max(w for d in docs for w in d.values())
     top_query = max(w for q in queries for w in q.values())
-    return {"seismic-default": {},
-            "seismic-ceilings-fit": {"quantization_ceiling_ingest": round(top_doc * 1.01, 5),
-                                     "quantization_ceiling_search": round(top_query * 1.01, 5)}}
+    return {
+        "seismic-default": {},
+        "seismic-ceilings-fit": {
+            "quantization_ceiling_ingest": round(top_doc * 1.01, 5),
+            "quantization_ceiling_search": round(top_query * 1.01, 5),
+        },
+    }
 
 
 HEAP_FACTORS = (1.0, 2.0)
@@ -137,13 +152,34 @@ def run(url: str, version: str, docs: list[dict], queries: list[dict], shards: i
     cl.request("DELETE", "/bench-rank-features")
     threshold = len(docs) // shards // 2  # flushed segments stay exact, the merged one per shard is SEISMIC
     for name, params in seismic_configs(docs, queries).items():
-        stats = build_index(cl, f"bench-{name}", version, docs, shards, field_type="sparse_vector",
-                            approximate_threshold=threshold, **params)
+        stats = build_index(
+            cl,
+            f"bench-{name}",
+            version,
+            docs,
+            shards,
+            field_type="sparse_vector",
+            approximate_threshold=threshold,
+            **params,
+        )
         for hf in HEAP_FACTORS:
-            approx, lat = search(cl, f"bench-{name}", version, queries, field_type="sparse_vector",
-                                 method_parameters={"k": 10, "top_n": 10, "heap_factor": hf})
-            rows.append({"setup": label, "index": f"{name}, heap_factor {hf}", **stats, **lat,
-                         "recall@10": recall_at_10(exact, approx)})
+            approx, lat = search(
+                cl,
+                f"bench-{name}",
+                version,
+                queries,
+                field_type="sparse_vector",
+                method_parameters={"k": 10, "top_n": 10, "heap_factor": hf},
+            )
+            rows.append(
+                {
+                    "setup": label,
+                    "index": f"{name}, heap_factor {hf}",
+                    **stats,
+                    **lat,
+                    "recall@10": recall_at_10(exact, approx),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
         cl.request("DELETE", f"/bench-{name}")
     return rows
@@ -163,8 +199,9 @@ def with_cluster(port: int, nodes: int, heap: str, fn):
 
         lifecycle.node_layout = data_nodes
     try:
-        state = lifecycle.start("3.6.0", port=port, nodes=nodes, heap=heap, fresh=True, timeout=900,
-                                log=lambda m: print(m, flush=True))
+        state = lifecycle.start(
+            "3.6.0", port=port, nodes=nodes, heap=heap, fresh=True, timeout=900, log=lambda m: print(m, flush=True)
+        )
         try:
             return fn(state.url, state.version)
         finally:
@@ -186,25 +223,39 @@ def main() -> None:
     rng = np.random.default_rng(42)
     with tempfile.TemporaryDirectory() as tmp:
         stats = model_statistics(Path(tmp))
-    print(f"demo model statistics: {np.mean(stats['nnz']):.1f} tokens/doc (min {stats['nnz'].min()}, max "
-          f"{stats['nnz'].max()}), weights median {np.median(stats['weights']):.3f} max {stats['weights'].max():.3f}",
-          flush=True)
+    print(
+        f"demo model statistics: {np.mean(stats['nnz']):.1f} tokens/doc (min {stats['nnz'].min()}, max "
+        f"{stats['nnz'].max()}), weights median {np.median(stats['weights']):.3f} max {stats['weights'].max():.3f}",
+        flush=True,
+    )
     t0 = time.perf_counter()
     docs = synthetic(stats, args.docs, rng, nnz_scale=3.0)  # a 512-token passage carries ~3x a short text's tokens
     queries = synthetic(stats, args.queries, rng, nnz_scale=0.5)
-    print(f"generated {len(docs)} documents ({np.mean([len(d) for d in docs]):.0f} tokens each) and {len(queries)} "
-          f"queries in {time.perf_counter() - t0:.0f}s", flush=True)
-    rows = [] if args.skip_one_node else with_cluster(args.port, 1, args.heap,
-                                                      lambda url, v: run(url, v, docs, queries, 1, "1 node"))
+    print(
+        f"generated {len(docs)} documents ({np.mean([len(d) for d in docs]):.0f} tokens each) and {len(queries)} "
+        f"queries in {time.perf_counter() - t0:.0f}s",
+        flush=True,
+    )
+    rows = (
+        []
+        if args.skip_one_node
+        else with_cluster(args.port, 1, args.heap, lambda url, v: run(url, v, docs, queries, 1, "1 node"))
+    )
     if not args.skip_two_node:
-        small = docs[:args.two_node_docs]
-        rows += with_cluster(args.port, 2, args.heap, lambda url, v: run(url, v, small, queries, 2,
-                                                                          f"2 nodes, 2 shards, {len(small)} docs"))
+        small = docs[: args.two_node_docs]
+        rows += with_cluster(
+            args.port,
+            2,
+            args.heap,
+            lambda url, v: run(url, v, small, queries, 2, f"2 nodes, 2 shards, {len(small)} docs"),
+        )
     print("\n| setup | index | index time s | docs/s | size MB | took p50 / p99 ms | client p50 / p99 ms | recall@10 |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['setup']} | {r['index']} | {r['index_seconds']} | {r['docs_per_s']} | {r['size_mb']} | "
-              f"{r['took_p50_ms']} / {r['took_p99_ms']} | {r['client_p50_ms']} / {r['client_p99_ms']} | {r['recall@10']} |")
+        print(
+            f"| {r['setup']} | {r['index']} | {r['index_seconds']} | {r['docs_per_s']} | {r['size_mb']} | "
+            f"{r['took_p50_ms']} / {r['took_p99_ms']} | {r['client_p50_ms']} / {r['client_p99_ms']} | {r['recall@10']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ case users have, a package made by a CPU CI job and loaded onto a GPU ML node by
     python scripts/gpu_prebuild.py --verify DIR DEVICES OUT.jsonl   # there: each model rebuilt, then `sparsepack
                                                     # verify` in a fresh process; prints a line per artifact and device
 """
+
 from __future__ import annotations
 
 import shutil
@@ -55,8 +56,23 @@ def verify_all(prebuilt: Path, devices: str, out: Path) -> int:
     with tempfile.TemporaryDirectory(prefix="sparsepack-verify-models-") as tmp, out.open("w") as sink:
         for pkg in sorted(p for p in prebuilt.iterdir() if (p / "manifest.json").exists()):
             model = build_model(pkg.name, Path(tmp) / pkg.name)
-            proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "verify", str(pkg), "--model", str(model),
-                                   "--devices", devices, "--json"], capture_output=True, text=True, timeout=600)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "sparsepack.cli",
+                    "verify",
+                    str(pkg),
+                    "--model",
+                    str(model),
+                    "--devices",
+                    devices,
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             worst = max(worst, proc.returncode)
             try:
                 report = json.loads(proc.stdout)
@@ -66,9 +82,11 @@ def verify_all(prebuilt: Path, devices: str, out: Path) -> int:
             sink.write(json.dumps(report) + "\n")
             for art in report["artifacts"]:
                 for device, figures in art.get("by_device", {}).items():
-                    print(f"{pkg.name}: {art['file']} ({art['format']}) on {device} {figures.get('name', '')}: max |d| "
-                          f"{figures['max_abs_diff']:.1e}, identical token sets {figures['identical_token_sets']}, "
-                          f"passed {figures['passed']}")
+                    print(
+                        f"{pkg.name}: {art['file']} ({art['format']}) on {device} {figures.get('name', '')}: max |d| "
+                        f"{figures['max_abs_diff']:.1e}, identical token sets {figures['identical_token_sets']}, "
+                        f"passed {figures['passed']}"
+                    )
             if proc.returncode:
                 print(f"{pkg.name}: verify exit {proc.returncode}: {report['error']}")
     return worst

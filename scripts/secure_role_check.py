@@ -10,6 +10,7 @@ sparsepack-release. Prints which permissions a passing release needs (it fails w
 (no smoke test), an ingest and a search pipeline put on it by the admin, then V2 released with --clear-previous
 --switch-pipelines all. --only PERM (repeatable) limits the cases to those permissions.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,10 +45,16 @@ def main() -> int:
     admin = secure.node_access(cdir)
     url = creds["url"]
     role_path = f"{url}/_plugins/_security/api/roles/{secure.RELEASE_ROLE}"
-    conn = ConnectionOptions(url=url, username=secure.RELEASE_USER, password=creds["users"][secure.RELEASE_USER],
-                             ca_certs=creds["ca_certs"], retries=0)
-    admin_conn = ConnectionOptions(url=url, username=secure.ADMIN_USER, password=creds["users"][secure.ADMIN_USER],
-                                   ca_certs=creds["ca_certs"])
+    conn = ConnectionOptions(
+        url=url,
+        username=secure.RELEASE_USER,
+        password=creds["users"][secure.RELEASE_USER],
+        ca_certs=creds["ca_certs"],
+        retries=0,
+    )
+    admin_conn = ConnectionOptions(
+        url=url, username=secure.ADMIN_USER, password=creds["users"][secure.ADMIN_USER], ca_certs=creds["ca_certs"]
+    )
     full = secure.release_role()
     cases = [("cluster", p) for p in full["cluster_permissions"]]
     cases += [("index", a) for a in full["index_permissions"][0]["allowed_actions"]]
@@ -68,14 +75,19 @@ def main() -> int:
                 if args.upgrade:
                     report = _upgrade(args.package, args.upgrade, conn, connect(admin_conn), f"role-check-{n}")
                 else:
-                    report = release(args.package, conn, ReleaseOptions(group=f"role-check-{n}", progress=False, timeout=120))
+                    report = release(
+                        args.package, conn, ReleaseOptions(group=f"role-check-{n}", progress=False, timeout=120)
+                    )
                 ok, why = report["passed"], report.get("error", "")
                 if report.get("rollback", {}).get("left"):
                     why += f" [rollback left: {report['rollback']['left']}]"
             except SparsepackError as exc:
                 ok, why = False, str(exc)
             (not_needed if ok else needed).append((perm, why))
-            print(f"{'not needed' if ok else 'NEEDED    '}  {perm:55s} {time.monotonic() - t0:5.1f}s  {why[:150]}", flush=True)
+            print(
+                f"{'not needed' if ok else 'NEEDED    '}  {perm:55s} {time.monotonic() - t0:5.1f}s  {why[:150]}",
+                flush=True,
+            )
             _remove_groups(connect(admin_conn), f"role-check-{n}")
     finally:
         http_json(role_path, "PUT", full, access=admin)
@@ -92,11 +104,17 @@ def _upgrade(v1_package: str, v2_package: str, conn, admin, group: str) -> dict:
     manifest, version = json.loads((Path(v1_package) / "manifest.json").read_text()), admin.info()["version"]["number"]
     model_id = v1["model_ids"]["document"]
     for kind in ("ingest", "search"):
-        admin.request("PUT", f"/_{kind}/pipeline/{group}-{kind}",
-                      body=render(f"{kind}-pipeline", manifest, version, model_id=model_id))
+        admin.request(
+            "PUT",
+            f"/_{kind}/pipeline/{group}-{kind}",
+            body=render(f"{kind}-pipeline", manifest, version, model_id=model_id),
+        )
     try:
-        return release(v2_package, conn, ReleaseOptions(group=group, clear_previous=True, switch_pipelines=["all"],
-                                                        progress=False, timeout=120))
+        return release(
+            v2_package,
+            conn,
+            ReleaseOptions(group=group, clear_previous=True, switch_pipelines=["all"], progress=False, timeout=120),
+        )
     finally:
         for kind in ("ingest", "search"):
             admin.request("DELETE", f"/_{kind}/pipeline/{group}-{kind}", ok_404=True)

@@ -1,4 +1,5 @@
 """``python -m sparsepack``: the same as the ``sparsepack`` command."""
+
 import sys
 
 from .cli import main

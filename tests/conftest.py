@@ -1,4 +1,5 @@
 """Fixtures: tiny offline models, their packages, and real OpenSearch nodes (3.x and 2.19)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,8 +12,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from pathlib import Path
 
 import pytest
-
 from node_guard import pytest_sessionfinish, pytest_sessionstart  # noqa: F401 - hooks: no node outlives the run
+
 from sparsepack.demo import DemoSpec, build_demo_model
 
 FIXTURE_SPECS = {
@@ -22,8 +23,13 @@ FIXTURE_SPECS = {
     "distil-bi-log1p": DemoSpec(arch="distilbert", mode="bi-encoder", activation="log1p_relu", seed=4),
     "bert-bi-sum": DemoSpec(arch="bert", mode="bi-encoder", activation="relu", pooling="sum", seed=5),
     # IDF 0 for stopwords, as a table computed over a corpus gives them (issue 10)
-    "bert-if-zero-idf": DemoSpec(arch="bert", mode="inference-free", activation="log1p_relu", seed=6,
-                                 zero_idf=("the", "a", "of", "in", "is", "and")),
+    "bert-if-zero-idf": DemoSpec(
+        arch="bert",
+        mode="inference-free",
+        activation="log1p_relu",
+        seed=6,
+        zero_idf=("the", "a", "of", "in", "is", "and"),
+    ),
 }
 
 NODE_3X = os.environ.get("SPARSEPACK_TEST_VERSION_3X", "3.6.0")

@@ -1,4 +1,5 @@
 """Modules that fix a device inside forward, for the portability tests (importable by the trace worker)."""
+
 from __future__ import annotations
 
 import torch

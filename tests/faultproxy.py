@@ -1,21 +1,24 @@
 """A loopback HTTP proxy between client and node that injects faults a healthy node never produces:
 429/503 answers, dropped connections (before or after the node saw the request), 401s, filtered responses."""
+
 from __future__ import annotations
 
 import http.client
 import re
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 
 @dataclass
 class Fault:
     method: str
     path: str  # regex searched in the request path
-    action: str  # "status:429" | "drop-before" | "drop-after" | "outage" (drop-after, then the node is gone) | "rewrite"
+    action: (
+        str  # "status:429" | "drop-before" | "drop-after" | "outage" (drop-after, then the node is gone) | "rewrite"
+    )
     times: int = 1
     rewrite: Callable[[bytes], bytes] | None = None
     before: Callable[[], None] | None = None  # action "call": run this (e.g. stop the node), then forward
@@ -34,7 +37,7 @@ class FaultProxy:
     tls_context: ssl.SSLContext | None = None
     down: bool = False  # set by an "outage" fault: every later request is dropped, as if the node had stopped
 
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -72,7 +75,9 @@ class FaultProxy:
                     self.connection.shutdown(2)
                     return
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=120)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")
+                }
                 try:
                     conn.request(self.command, self.path, body=body, headers=headers)
                     resp = conn.getresponse()

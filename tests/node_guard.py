@@ -7,6 +7,7 @@ launchers) are found from their command lines, under any SPARSEPACK_HOME; those 
 run fails. A node whose cluster.json names a live starter outside this session belongs to another test run on the
 same ports: it is reported, never stopped, since stopping it takes down that run's nodes mid-run.
 """
+
 from __future__ import annotations
 
 import os
@@ -68,9 +69,13 @@ def pytest_sessionfinish(session):
     new = [p for p in suite_node_processes() if p.pid not in _before]
     foreign = {cdir: _starter_elsewhere(cdir) for cdir in {p.node_dir.parent for p in new}}
     leaked = [p for p in new if foreign[p.node_dir.parent] is None]
-    lines = [f"node_guard: {cdir} was started meanwhile by pid {who['pid']} ({' '.join(who.get('argv', []))[:200]}), "
-             f"another run on ports {PORT_BASE}..{PORT_BASE + 99}: left running; give each run its own "
-             f"SPARSEPACK_TEST_PORT_BASE" for cdir, who in sorted(foreign.items()) if who is not None]
+    lines = [
+        f"node_guard: {cdir} was started meanwhile by pid {who['pid']} ({' '.join(who.get('argv', []))[:200]}), "
+        f"another run on ports {PORT_BASE}..{PORT_BASE + 99}: left running; give each run its own "
+        f"SPARSEPACK_TEST_PORT_BASE"
+        for cdir, who in sorted(foreign.items())
+        if who is not None
+    ]
     if leaked:
         names = ", ".join(f"pid {p.pid} ({'JVM' if p.jvm else 'launcher'} of {p.node_dir})" for p in leaked)
         for cdir in sorted({p.node_dir.parent for p in leaked}):

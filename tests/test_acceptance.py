@@ -2,6 +2,7 @@
 the real 3.6.0 and 2.19.6 nodes: a body counts as working only when the node does with it what it is for (a mapping
 finds the document ingested through the pipeline first, a query finds the locally best document, a pipeline encodes a
 document), not merely when it is accepted. A feature added to the table is tried here by construction."""
+
 from __future__ import annotations
 
 import functools
@@ -17,8 +18,15 @@ from sparsepack.errors import ClusterError, SparsepackError
 from sparsepack.node.config import NODE_ML_SETTINGS
 from sparsepack.registry import models, smoke
 from sparsepack.templates import TEMPLATES, render
-from sparsepack.templates.versions import (DOCUMENT_MODEL, FEATURES, QUERY_MODEL, QUERY_TOKENS, features_for, fmt,
-                                           parse_version)
+from sparsepack.templates.versions import (
+    DOCUMENT_MODEL,
+    FEATURES,
+    QUERY_MODEL,
+    QUERY_TOKENS,
+    features_for,
+    fmt,
+    parse_version,
+)
 
 NODES = {"3x": NODE_3X, "2x": NODE_2X}
 PACKAGE = "bert-if-log1p"  # inference-free: a SPARSE_ENCODING document model and a SPARSE_TOKENIZE query model
@@ -57,8 +65,11 @@ class NodeEnv:
         self.url, self.manifest, self.root = url, manifest, root
         self.cluster = cluster_for(url)
         self.version = self.cluster.info()["version"]["number"]
-        report = release(str(root), ConnectionOptions.from_env(url=url),
-                         ReleaseOptions(group=f"t-accept-{uuid.uuid4().hex[:6]}", smoke=False, progress=False))
+        report = release(
+            str(root),
+            ConnectionOptions.from_env(url=url),
+            ReleaseOptions(group=f"t-accept-{uuid.uuid4().hex[:6]}", smoke=False, progress=False),
+        )
         assert report["passed"], report.get("error")
         self.ids = report["model_ids"]
         self.local = smoke.LocalPackage(manifest, root)
@@ -76,11 +87,25 @@ class NodeEnv:
         if key not in self.indices:
             name = f"t-accept-{field_type.replace('_', '-')}-{int(chunking)}-{uuid.uuid4().hex[:6]}"
             pipeline = f"{name}-ingest"
-            self.cluster.request("PUT", f"/_ingest/pipeline/{pipeline}", body=render(
-                "ingest-pipeline", self.manifest, self.version, model_id=self.ids["document"], chunking=chunking))
-            self.cluster.request("PUT", f"/{name}", body=render("index-mapping", self.manifest, self.version,
-                                                                  ingest_pipeline=pipeline, field_type=field_type,
-                                                                  chunking=chunking))
+            self.cluster.request(
+                "PUT",
+                f"/_ingest/pipeline/{pipeline}",
+                body=render(
+                    "ingest-pipeline", self.manifest, self.version, model_id=self.ids["document"], chunking=chunking
+                ),
+            )
+            self.cluster.request(
+                "PUT",
+                f"/{name}",
+                body=render(
+                    "index-mapping",
+                    self.manifest,
+                    self.version,
+                    ingest_pipeline=pipeline,
+                    field_type=field_type,
+                    chunking=chunking,
+                ),
+            )
             for i, text in enumerate(smoke.CORPUS):
                 self.cluster.request("PUT", f"/{name}/_doc/{i}", body={"text": text})
             self.cluster.request("POST", f"/{name}/_refresh")
@@ -130,9 +155,17 @@ def apply_index_mapping(env: NodeEnv, values: dict) -> None:
     """The retrieval check of the smoke test on an index with exactly this mapping."""
     values = dict(values)
     field_type, chunking = values.pop("field_type", "rank_features"), values.pop("chunking", False)
-    result = smoke.check_retrieval(env.cluster, env.local, env.version, env.ids["document"], env.ids.get("query"),
-                                   keep=field_type == "sparse_vector", field_type=field_type, chunking=chunking,
-                                   mapping_values=values)
+    result = smoke.check_retrieval(
+        env.cluster,
+        env.local,
+        env.version,
+        env.ids["document"],
+        env.ids.get("query"),
+        keep=field_type == "sparse_vector",
+        field_type=field_type,
+        chunking=chunking,
+        mapping_values=values,
+    )
     try:
         failed = [q for q in result["queries"] if q["checkable"] and not q["passed"]]
         assert result["ingest_matches_local"], "the stored keys differ from the local vector's (format of the field?)"
@@ -168,7 +201,9 @@ def apply_query(env: NodeEnv, values: dict) -> None:
         values["query_tokens"] = smoke.as_field_vector(env.local, vec, field_type)
     if values.get("model_id") or values.get("query_tokens"):
         body = render("query", env.manifest, env.version, query_text=text, size=3, **values)
-        hits = env.cluster.request("POST", f"/{index}/_search", body=body, params={"search_pipeline": "_none"})["hits"]["hits"]
+        hits = env.cluster.request("POST", f"/{index}/_search", body=body, params={"search_pipeline": "_none"})["hits"][
+            "hits"
+        ]
         assert _top(hits) == best, (text, hits)
         return
     apply_analyzer_query(env, index, text, values)
@@ -179,14 +214,23 @@ def apply_analyzer_query(env: NodeEnv, index: str, text: str, values: dict) -> N
     be exactly the documents whose stored vector holds one of the tokens the node's analyzer makes of the query."""
     analyzer = values.get("analyzer") or "bert-uncased"  # 3.1+: no model_id and no analyzer means bert-uncased
     if values.get("analyzer"):  # sparsepack refuses the analyzer for a model of another vocabulary...
-        with pytest.raises(SparsepackError, match=f"{BERT_VOCAB}-token vocabulary, the model has {env.manifest['vocab_size']}"):
+        with pytest.raises(
+            SparsepackError, match=f"{BERT_VOCAB}-token vocabulary, the model has {env.manifest['vocab_size']}"
+        ):
             render("query", env.manifest, env.version, query_text=text, size=3, **values)
     same_vocab = {**env.manifest, "vocab_size": BERT_VOCAB}  # ...and renders it for one of bert-base-uncased's
     body = render("query", same_vocab, env.version, query_text=text, size=len(smoke.CORPUS), **values)
-    tokens = {t["token"] for t in env.cluster.request("POST", "/_analyze", body={"analyzer": analyzer, "text": text})["tokens"]}
+    tokens = {
+        t["token"]
+        for t in env.cluster.request("POST", "/_analyze", body={"analyzer": analyzer, "text": text})["tokens"]
+    }
     field_type = values.get("field_type", "rank_features")
-    expected = {i for i, d in enumerate(env.doc_vectors) if set(smoke.as_field_vector(env.local, d, field_type)) & tokens}
-    hits = env.cluster.request("POST", f"/{index}/_search", body=body, params={"search_pipeline": "_none"})["hits"]["hits"]
+    expected = {
+        i for i, d in enumerate(env.doc_vectors) if set(smoke.as_field_vector(env.local, d, field_type)) & tokens
+    }
+    hits = env.cluster.request("POST", f"/{index}/_search", body=body, params={"search_pipeline": "_none"})["hits"][
+        "hits"
+    ]
     assert expected, f"no corpus document holds a token of {sorted(tokens)}: the query checks nothing"
     assert {int(h["_id"]) for h in hits} == expected, (text, sorted(tokens), hits)
 
@@ -199,7 +243,7 @@ def local_prune(vector: dict, prune_type: str, ratio: float) -> set[str]:
     if prune_type == "abs_value":
         return {t for t, w in ranked if w >= ratio}
     if prune_type == "top_k":
-        return {t for t, _ in ranked[:int(ratio)]}
+        return {t for t, _ in ranked[: int(ratio)]}
     assert prune_type == "alpha_mass"
     total, running, kept = sum(vector.values()), 0.0, set()
     for t, w in ranked:  # cumulative mass <= ratio x total: a query whose top token outweighs that keeps nothing
@@ -214,10 +258,16 @@ def apply_ingest_pipeline(env: NodeEnv, values: dict) -> None:
     full = env.doc_vectors[0]
     weights = sorted(full.values())
     if values.get("prune_type"):  # a ratio that prunes this model's output about in half, whatever the table's example
-        values["prune_ratio"] = {"max_ratio": weights[len(weights) // 2] / weights[-1], "abs_value": weights[len(weights) // 2],
-                                 "top_k": len(weights) // 2, "alpha_mass": 0.5}[values["prune_type"]]
+        values["prune_ratio"] = {
+            "max_ratio": weights[len(weights) // 2] / weights[-1],
+            "abs_value": weights[len(weights) // 2],
+            "top_k": len(weights) // 2,
+            "alpha_mass": 0.5,
+        }[values["prune_type"]]
     name = f"t-accept-ingest-{uuid.uuid4().hex[:6]}"
-    env.cluster.request("PUT", f"/_ingest/pipeline/{name}", body=render("ingest-pipeline", env.manifest, env.version, **values))
+    env.cluster.request(
+        "PUT", f"/_ingest/pipeline/{name}", body=render("ingest-pipeline", env.manifest, env.version, **values)
+    )
     try:
         doc = {"_index": env.index("rank_features", False), "_id": "simulated", "_source": {"text": smoke.CORPUS[0]}}
         out = env.cluster.request("POST", f"/_ingest/pipeline/{name}/_simulate", body={"docs": [doc]})["docs"][0]
@@ -235,16 +285,22 @@ def apply_ingest_pipeline(env: NodeEnv, values: dict) -> None:
 def apply_search_pipeline(env: NodeEnv, values: dict) -> None:
     values = env.fill(values)
     name = f"t-accept-search-{uuid.uuid4().hex[:6]}"
-    env.cluster.request("PUT", f"/_search/pipeline/{name}", body=render("search-pipeline", env.manifest, env.version, **values))
+    env.cluster.request(
+        "PUT", f"/_search/pipeline/{name}", body=render("search-pipeline", env.manifest, env.version, **values)
+    )
     try:
         text, vec, best = env.checkable_query()
         if values.get("two_phase", True):  # phase one: the pruned query; phase two rescores its hits with the whole one
             high = local_prune(vec, values.get("prune_type") or "max_ratio", values.get("two_phase_prune_ratio", 0.4))
             found = [i for i, d in enumerate(env.doc_vectors) if smoke._dot({t: vec[t] for t in high}, d) > 0]
             best = max(found, key=lambda i: smoke._dot(vec, env.doc_vectors[i]), default=None)
-        body = {"size": 3, "query": {"neural_sparse": {"text_sparse": {"query_text": text}}}}  # model id from the pipeline
-        hits = env.cluster.request("POST", f"/{env.index('rank_features', False)}/_search", body=body,
-                                   params={"search_pipeline": name})["hits"]["hits"]
+        body = {
+            "size": 3,
+            "query": {"neural_sparse": {"text_sparse": {"query_text": text}}},
+        }  # model id from the pipeline
+        hits = env.cluster.request(
+            "POST", f"/{env.index('rank_features', False)}/_search", body=body, params={"search_pipeline": name}
+        )["hits"]["hits"]
         assert _top(hits) == best, (values, text, hits)
     finally:
         env.cluster.request("DELETE", f"/_search/pipeline/{name}", ok_404=True)
@@ -263,10 +319,14 @@ def apply_model_group(env: NodeEnv, values: dict) -> None:
 
 
 def _register_meta(env: NodeEnv, body: dict) -> None:
-    group = env.cluster.request("POST", "/_plugins/_ml/model_groups/_register",
-                                body=render("model-group", None, env.version, group_name=f"t-accept-meta-{uuid.uuid4().hex[:6]}"))
-    model_id = env.cluster.request("POST", "/_plugins/_ml/models/_register_meta",
-                                   body={**body, "model_group_id": group["model_group_id"]})["model_id"]
+    group = env.cluster.request(
+        "POST",
+        "/_plugins/_ml/model_groups/_register",
+        body=render("model-group", None, env.version, group_name=f"t-accept-meta-{uuid.uuid4().hex[:6]}"),
+    )
+    model_id = env.cluster.request(
+        "POST", "/_plugins/_ml/models/_register_meta", body={**body, "model_group_id": group["model_group_id"]}
+    )["model_id"]
     try:
         model = models.get_model(env.cluster, model_id)
         assert model["model_content_hash_value"] == body["model_content_hash_value"]
@@ -277,14 +337,18 @@ def _register_meta(env: NodeEnv, body: dict) -> None:
 
 
 def apply_register_meta(env: NodeEnv, values: dict) -> None:
-    _register_meta(env, render("register-meta", env.manifest, env.version, model_name=f"t-accept-{uuid.uuid4().hex[:6]}", **values))
+    _register_meta(
+        env, render("register-meta", env.manifest, env.version, model_name=f"t-accept-{uuid.uuid4().hex[:6]}", **values)
+    )
 
 
 def apply_model_config(env: NodeEnv, values: dict) -> None:
     """opensearch-py-ml's register_model posts this file to _register_meta with total_chunks added."""
     body = render("model-config", env.manifest, env.version, model_name=f"t-accept-{uuid.uuid4().hex[:6]}", **values)
     art = next(a for a in env.manifest["artifacts"] if a["role"] == values["role"])
-    _register_meta(env, {**body, "total_chunks": render("register-meta", env.manifest, env.version, **values)["total_chunks"]})
+    _register_meta(
+        env, {**body, "total_chunks": render("register-meta", env.manifest, env.version, **values)["total_chunks"]}
+    )
     assert body["model_content_hash_value"] == art["sha256"]
 
 
@@ -295,12 +359,23 @@ def apply_register_url(env: NodeEnv, values: dict) -> None:
     handler.log_message = lambda *a: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    env.cluster.request("PUT", "/_cluster/settings", body=render("cluster-settings", None, env.version,
-                                                                 **{**NODE_ML_SETTINGS, "allow_registering_model_via_url": True}))
+    env.cluster.request(
+        "PUT",
+        "/_cluster/settings",
+        body=render(
+            "cluster-settings", None, env.version, **{**NODE_ML_SETTINGS, "allow_registering_model_via_url": True}
+        ),
+    )
     model_id = None
     try:
-        body = render("register-url", env.manifest, env.version, model_name=f"t-accept-{uuid.uuid4().hex[:6]}",
-                      url=f"http://127.0.0.1:{server.server_port}/{art['file']}", **values)
+        body = render(
+            "register-url",
+            env.manifest,
+            env.version,
+            model_name=f"t-accept-{uuid.uuid4().hex[:6]}",
+            url=f"http://127.0.0.1:{server.server_port}/{art['file']}",
+            **values,
+        )
         task = env.cluster.request("POST", "/_plugins/_ml/models/_register", body=body)
         model_id = models.wait_task(env.cluster, task["task_id"], 120, "URL registration")["model_id"]
         assert models.get_model(env.cluster, model_id)["model_content_hash_value"] == art["sha256"]
@@ -308,7 +383,9 @@ def apply_register_url(env: NodeEnv, values: dict) -> None:
         server.shutdown()
         if model_id:
             models.delete(env.cluster, model_id)
-        env.cluster.request("PUT", "/_cluster/settings", body=render("cluster-settings", None, env.version, **NODE_ML_SETTINGS))
+        env.cluster.request(
+            "PUT", "/_cluster/settings", body=render("cluster-settings", None, env.version, **NODE_ML_SETTINGS)
+        )
 
 
 def apply_cluster_settings(env: NodeEnv, values: dict) -> None:
@@ -319,12 +396,22 @@ def apply_cluster_settings(env: NodeEnv, values: dict) -> None:
         for key, value in body["persistent"].items():
             assert str(now[key]).lower() == str(value).lower(), key
     finally:
-        env.cluster.request("PUT", "/_cluster/settings", body=render("cluster-settings", None, env.version, **NODE_ML_SETTINGS))
+        env.cluster.request(
+            "PUT", "/_cluster/settings", body=render("cluster-settings", None, env.version, **NODE_ML_SETTINGS)
+        )
 
 
-APPLY = {"index-mapping": apply_index_mapping, "query": apply_query, "ingest-pipeline": apply_ingest_pipeline,
-         "search-pipeline": apply_search_pipeline, "model-group": apply_model_group, "register-meta": apply_register_meta,
-         "model-config": apply_model_config, "register-url": apply_register_url, "cluster-settings": apply_cluster_settings}
+APPLY = {
+    "index-mapping": apply_index_mapping,
+    "query": apply_query,
+    "ingest-pipeline": apply_ingest_pipeline,
+    "search-pipeline": apply_search_pipeline,
+    "model-group": apply_model_group,
+    "register-meta": apply_register_meta,
+    "model-config": apply_model_config,
+    "register-url": apply_register_url,
+    "cluster-settings": apply_cluster_settings,
+}
 
 
 def test_every_template_has_an_applier():
@@ -333,7 +420,10 @@ def test_every_template_has_an_applier():
 
 @pytest.mark.parametrize("node, feature, template, values", cases())
 def test_variant_works_on_the_node(envs, node, feature, template, values):
-    if os.environ.get(f"OPENSEARCH_URL{'_2X' if node == '2x' else ''}") and template in ("register-url", "cluster-settings"):
+    if os.environ.get(f"OPENSEARCH_URL{'_2X' if node == '2x' else ''}") and template in (
+        "register-url",
+        "cluster-settings",
+    ):
         pytest.skip("external cluster: its ML settings are not this test's to change")
     env = envs(node)
     assert features_for(parse_version(env.version))[feature], f"{feature} is not in {fmt(parse_version(env.version))}"
@@ -348,9 +438,11 @@ def test_release_smoke_on_a_sparse_vector_index(node_3x, package_factory):
     from sparsepack.rollout.run import release
 
     _, root = package_factory(PACKAGE)
-    report = release(str(root), ConnectionOptions.from_env(url=node_3x),
-                     ReleaseOptions(group=f"t-sv-{uuid.uuid4().hex[:6]}", progress=False, field_type="sparse_vector",
-                                    keep=True))
+    report = release(
+        str(root),
+        ConnectionOptions.from_env(url=node_3x),
+        ReleaseOptions(group=f"t-sv-{uuid.uuid4().hex[:6]}", progress=False, field_type="sparse_vector", keep=True),
+    )
     cl = cluster_for(node_3x)
     try:
         assert report["passed"], report.get("error")
@@ -385,15 +477,33 @@ def test_sparse_vector_smoke_refused_on_2x_with_the_version(node_2x, package_fac
     import sys
 
     _, root = package_factory(PACKAGE)
-    proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "smoke", str(root), "--document-model", "none",
-                           "--field-type", "sparse_vector", "--url", node_2x], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sparsepack.cli",
+            "smoke",
+            str(root),
+            "--document-model",
+            "none",
+            "--field-type",
+            "sparse_vector",
+            "--url",
+            node_2x,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "sparse_vector fields with the SEISMIC method needs OpenSearch 3.3+, the target is 2.19" in proc.stderr
     from sparsepack.registry.connection import ConnectionOptions
     from sparsepack.rollout.options import ReleaseOptions
     from sparsepack.rollout.run import release
 
-    report = release(str(root), ConnectionOptions.from_env(url=node_2x),
-                     ReleaseOptions(group=f"t-sv2-{uuid.uuid4().hex[:6]}", progress=False, field_type="sparse_vector"))
+    report = release(
+        str(root),
+        ConnectionOptions.from_env(url=node_2x),
+        ReleaseOptions(group=f"t-sv2-{uuid.uuid4().hex[:6]}", progress=False, field_type="sparse_vector"),
+    )
     assert not report["passed"] and report["failed_step"] == "preflight" and "3.3+" in report["error"]
     assert "register" not in report["steps"]  # refused before anything was uploaded

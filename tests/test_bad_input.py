@@ -1,23 +1,25 @@
 """Bad input: each case is one line naming the problem and the fix, exit 2, and nothing written, extracted or
 registered. No cluster: release commands point at a closed port, so getting past the checks would be exit 4."""
+
 import json
 import shutil
 import stat
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
-
 from conftest import PORT_BASE
+
 from sparsepack.packaging.archive import sha256_file
 
 CLOSED_URL = f"http://127.0.0.1:{PORT_BASE + 149}"  # nothing listens there: reaching the cluster step would be exit 4
 
 
 def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "sparsepack.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "sparsepack.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
 
 
 def refused(proc, *words):
@@ -123,27 +125,47 @@ def test_model_whose_tokenizer_json_is_not_json(model_factory, tmp_path):
         found.write_text("{not json")
     refused(cli("package", model, "-o", tmp_path / "out"), "tokenizer.json is not valid JSON", "restore")
     assert not (tmp_path / "out").exists()
-    refused(cli("release", model, "--url", CLOSED_URL, "--package-dir", tmp_path / "out"), "tokenizer.json is not valid JSON")
+    refused(
+        cli("release", model, "--url", CLOSED_URL, "--package-dir", tmp_path / "out"),
+        "tokenizer.json is not valid JSON",
+    )
     assert not (tmp_path / "out").exists()
 
 
 def test_set_of_an_unknown_variable(pkg, tmp_path):
-    proc = cli("render", "ingest-pipeline", "--manifest", pkg / "manifest.json", "--set", "model_id=abc",
-               "--set", "modle_id=abc", "-o", tmp_path / "body.json")
+    proc = cli(
+        "render",
+        "ingest-pipeline",
+        "--manifest",
+        pkg / "manifest.json",
+        "--set",
+        "model_id=abc",
+        "--set",
+        "modle_id=abc",
+        "-o",
+        tmp_path / "body.json",
+    )
     refused(proc, "--set modle_id", "no such variable", "model_id")
     assert not (tmp_path / "body.json").exists()
 
 
-@pytest.mark.parametrize("url, words", [("127.0.0.1:9200", "needs a scheme and a host"),
-                                         ("http://127.0.0.1:99999", "port is out of range"),
-                                         ("ftp://127.0.0.1:9200", "needs a scheme")])
+@pytest.mark.parametrize(
+    "url, words",
+    [
+        ("127.0.0.1:9200", "needs a scheme and a host"),
+        ("http://127.0.0.1:99999", "port is out of range"),
+        ("ftp://127.0.0.1:9200", "needs a scheme"),
+    ],
+)
 def test_bad_url(pkg, url, words):
     refused(cli("release", pkg, "--url", url), words)
 
 
 def test_release_of_a_missing_path_fails_before_loading_libraries(tmp_path):
-    code = ("import sys; from sparsepack.cli import main; rc = main(['release', '/no/such/path', '--url', "
-            f"'{CLOSED_URL}']); print(rc, 'torch' in sys.modules, 'sentence_transformers' in sys.modules)")
+    code = (
+        "import sys; from sparsepack.cli import main; rc = main(['release', '/no/such/path', '--url', "
+        f"'{CLOSED_URL}']); print(rc, 'torch' in sys.modules, 'sentence_transformers' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.split() == ["2", "False", "False"], proc.stdout + proc.stderr
     refused(cli("release", "/no/such/path", "--url", CLOSED_URL), "no package or model at /no/such/path")

@@ -1,5 +1,6 @@
 """The command line itself: exit codes, flag names and their deprecated spellings, help texts, the lazy Python API,
 and which commands keep torch out. No cluster here except the release example of the API."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,11 +14,10 @@ import textwrap
 import time
 
 import pytest
+from conftest import PORT_BASE, cluster_for, drop_group
 
 import sparsepack
-from conftest import PORT_BASE, cluster_for, drop_group
 from sparsepack import cli
-from sparsepack.cli import exits
 from sparsepack.errors import ClusterError, LocalEnvironmentError, ParityError, QualityGateError, SparsepackError
 from sparsepack.registry.references import InUseError
 
@@ -27,6 +27,7 @@ CLOSED_URL = f"http://127.0.0.1:{PORT_BASE + 148}"  # nothing listens there
 def _raise(exc):
     def run(args):
         raise exc
+
     return run
 
 
@@ -58,8 +59,9 @@ def test_exit_codes(monkeypatch, capsys, name, fault, code):
     assert cli.main(["render", "cluster-settings"]) == code
     lines = capsys.readouterr().err.splitlines()
     if code == 1:
-        assert lines == ["sparsepack: unexpected error: RuntimeError: boom (rerun with SPARSEPACK_DEBUG=1 for the "
-                         "traceback)"]
+        assert lines == [
+            "sparsepack: unexpected error: RuntimeError: boom (rerun with SPARSEPACK_DEBUG=1 for the traceback)"
+        ]
     elif code in (2, 3, 4, 5):
         assert len(lines) == 1 and lines[0].startswith("sparsepack: error: "), lines
     elif code == 130:
@@ -71,7 +73,7 @@ def test_debug_shows_the_traceback(monkeypatch, capsys):
     monkeypatch.setattr(cli.render, "run", _raise(RuntimeError("boom")))
     assert cli.main(["render", "cluster-settings"]) == 1
     err = capsys.readouterr().err
-    assert "Traceback (most recent call last)" in err and 'raise exc' in err
+    assert "Traceback (most recent call last)" in err and "raise exc" in err
 
 
 def test_real_commands_exit_0_and_2(capsys):
@@ -109,11 +111,14 @@ def test_node_count_is_checked_before_anything_starts(monkeypatch, capsys):
 
 
 def test_flag_hint_from_the_errors_parameter(monkeypatch, capsys):
-    monkeypatch.setattr(cli.render, "run", _raise(SparsepackError("target version 'x' is not MAJOR.MINOR",
-                                                                  parameter="target_version")))
+    monkeypatch.setattr(
+        cli.render, "run", _raise(SparsepackError("target version 'x' is not MAJOR.MINOR", parameter="target_version"))
+    )
     assert cli.main(["render", "cluster-settings"]) == 2
     assert capsys.readouterr().err.strip().endswith("(flag --opensearch-version)")
-    monkeypatch.setattr(cli.render, "run", _raise(SparsepackError("use --opensearch-version 3.6", parameter="target_version")))
+    monkeypatch.setattr(
+        cli.render, "run", _raise(SparsepackError("use --opensearch-version 3.6", parameter="target_version"))
+    )
     cli.main(["render", "cluster-settings"])
     assert "(flag" not in capsys.readouterr().err  # already named: not twice
 
@@ -137,7 +142,8 @@ def test_deprecated_spellings_work_and_warn(capsys, argv, dest, value, new):
     assert getattr(args, dest) == value
     old = argv[-2]
     assert capsys.readouterr().err.splitlines() == [
-        f"sparsepack: warning: {old} is deprecated; use {new} (the old spelling goes in the next release)"]
+        f"sparsepack: warning: {old} is deprecated; use {new} (the old spelling goes in the next release)"
+    ]
     renamed = cli.build_parser().parse_args([new if a == old else a for a in argv])
     assert getattr(renamed, dest) == value and capsys.readouterr().err == ""
 
@@ -221,8 +227,10 @@ def test_python_dash_m_sparsepack():
 
 
 def test_api_names_are_lazy():
-    code = ("import sys, sparsepack; before = 'torch' in sys.modules; sparsepack.render; sparsepack.Manifest; "
-            "print(before, 'torch' in sys.modules, sorted(sparsepack.__all__))")
+    code = (
+        "import sys, sparsepack; before = 'torch' in sys.modules; sparsepack.render; sparsepack.Manifest; "
+        "print(before, 'torch' in sys.modules, sorted(sparsepack.__all__))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.split(" ", 2)[:2] == ["False", "False"], proc.stdout + proc.stderr
     assert "'Manifest', '__version__', 'package', 'release', 'render', 'verify'" in proc.stdout
@@ -240,7 +248,11 @@ def _run_examples(names, globs):
 
 
 def test_api_examples(model_factory, tmp_path):
-    globs = {"sparsepack": sparsepack, "model_dir": str(model_factory("bert-if-log1p")), "out_dir": str(tmp_path / "pkg")}
+    globs = {
+        "sparsepack": sparsepack,
+        "model_dir": str(model_factory("bert-if-log1p")),
+        "out_dir": str(tmp_path / "pkg"),
+    }
     _run_examples(["package", "verify", "Manifest", "render"], globs)
     assert set(sparsepack.EXAMPLES) == set(sparsepack.__all__) - {"__version__"}
 
@@ -249,8 +261,9 @@ def test_api_examples(model_factory, tmp_path):
 def test_api_release_example(node_3x, package_factory):
     manifest, root = package_factory("bert-if-log1p")
     try:
-        _run_examples(["release"], {"sparsepack": sparsepack, "out_dir": str(root), "manifest": manifest,
-                                    "cluster_url": node_3x})
+        _run_examples(
+            ["release"], {"sparsepack": sparsepack, "out_dir": str(root), "manifest": manifest, "cluster_url": node_3x}
+        )
     finally:
         drop_group(cluster_for(node_3x), "api-example")
 
@@ -267,12 +280,15 @@ TORCH_PROBE = textwrap.dedent("""
 @pytest.mark.parametrize("command", ["serve", "render", "preflight", "list"])
 def test_command_does_not_import_torch(command, package_factory):
     _, root = package_factory("bert-if-log1p")
-    argv = {"serve": ["serve", str(root), "--port", str(PORT_BASE + 146)],
-            "render": ["render", "ingest-pipeline", "--manifest", str(root), "--set", "model_id=m"],
-            "preflight": ["preflight", "--url", CLOSED_URL, "--manifest", str(root)],
-            "list": ["list", "--url", CLOSED_URL, "--group", "g"]}[command]
-    proc = subprocess.Popen([sys.executable, "-c", TORCH_PROBE, json.dumps(argv)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    argv = {
+        "serve": ["serve", str(root), "--port", str(PORT_BASE + 146)],
+        "render": ["render", "ingest-pipeline", "--manifest", str(root), "--set", "model_id=m"],
+        "preflight": ["preflight", "--url", CLOSED_URL, "--manifest", str(root)],
+        "list": ["list", "--url", CLOSED_URL, "--group", "g"],
+    }[command]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TORCH_PROBE, json.dumps(argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         if command == "serve":  # serves until interrupted: Ctrl-C once it is up, its imports all done
             assert proc.stdout.readline().startswith("serving "), proc.stderr.read()

@@ -1,5 +1,6 @@
 """Concurrent release runs against one real 3.6.0 node: leases converge them, a killed run's lease expires, live runs'
 models survive --clear-previous, and preflight refuses a node without free model slots."""
+
 import json
 import os
 import subprocess
@@ -9,9 +10,9 @@ import time
 import uuid
 
 import pytest
-
 from conftest import cluster_for, conn
 from faultproxy import Fault, FaultProxy
+
 from sparsepack.errors import SparsepackError
 from sparsepack.registry import lease, models
 from sparsepack.rollout.options import ReleaseOptions
@@ -41,9 +42,26 @@ def cleanup(cl, name):
 
 def start_release(url, pkg, group, report, ttl=None):
     env = {**os.environ, **({lease.TTL_ENV: str(ttl)} if ttl else {})}
-    return subprocess.Popen([sys.executable, "-m", "sparsepack.cli", "release", str(pkg), "--url", url, "--group", group,
-                             "--json", "--report", str(report)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sparsepack.cli",
+            "release",
+            str(pkg),
+            "--url",
+            url,
+            "--group",
+            group,
+            "--json",
+            "--report",
+            str(report),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def finish(procs, timeout=600):
@@ -93,9 +111,14 @@ def test_four_concurrent_releases_converge(node_3x, package_factory, tmp_path):
         codes, errs = finish([start_release(node_3x, pkg, group, tmp_path / "single.json")])
         single = time.perf_counter() - t0
         assert codes == [0], errs
-        waits = [max((m.get("waited_for_other_run_seconds", 0) for m in reg["models"].values()), default=0) for reg in registers]
-        print(f"\n4 concurrent releases: {concurrent:.1f} s wall; 1 release: {single:.1f} s; ratio {concurrent / single:.2f}; "
-              f"register step per run {[reg['seconds'] for reg in registers]} s, of which waiting on a lease {waits} s")
+        waits = [
+            max((m.get("waited_for_other_run_seconds", 0) for m in reg["models"].values()), default=0)
+            for reg in registers
+        ]
+        print(
+            f"\n4 concurrent releases: {concurrent:.1f} s wall; 1 release: {single:.1f} s; ratio {concurrent / single:.2f}; "
+            f"register step per run {[reg['seconds'] for reg in registers]} s, of which waiting on a lease {waits} s"
+        )
     finally:
         cleanup(cl, group)
 
@@ -105,8 +128,12 @@ def test_two_packages_into_one_group_concurrently(node_3x, package_factory, tmp_
     group = f"t-race-two-{uuid.uuid4().hex[:6]}"
     a, b = package_factory("bert-if-log1p"), package_factory("bert-bi-relu")
     try:
-        codes, errs = finish([start_release(node_3x, a[1], group, tmp_path / "a.json"),
-                              start_release(node_3x, b[1], group, tmp_path / "b.json")])
+        codes, errs = finish(
+            [
+                start_release(node_3x, a[1], group, tmp_path / "a.json"),
+                start_release(node_3x, b[1], group, tmp_path / "b.json"),
+            ]
+        )
         assert codes == [0, 0], errs
         ra, rb = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
         assert ra["steps"]["register"]["model_group_id"] == rb["steps"]["register"]["model_group_id"]
@@ -139,12 +166,27 @@ def test_killed_run_lease_expires_and_next_run_cleans_its_upload(node_3x, packag
         proc.kill()  # SIGKILL: no rollback, no lease release
         proc.wait()
         cl.request("POST", f"/{lease.INDEX}/_refresh")
-        held = cl.request("POST", f"/{lease.INDEX}/_search", body={"query": {"bool": {"filter": [
-            {"term": {"kind": "model"}}, {"term": {"state": "held"}}, {"term": {"group_id": groups_named(cl, group)[0]}}]}}})
+        held = cl.request(
+            "POST",
+            f"/{lease.INDEX}/_search",
+            body={
+                "query": {
+                    "bool": {
+                        "filter": [
+                            {"term": {"kind": "model"}},
+                            {"term": {"state": "held"}},
+                            {"term": {"group_id": groups_named(cl, group)[0]}},
+                        ]
+                    }
+                }
+            },
+        )
         dead = held["hits"]["hits"][0]["_source"]
         stale = [m["model_id"] for m in group_models(cl, group) if m["model_state"] == "REGISTERING"]
         assert len(stale) == 1
-        assert lease.models_in_flight(cl, groups_named(cl, group)[0]) == set(stale)  # the upload is protected until expiry
+        assert lease.models_in_flight(cl, groups_named(cl, group)[0]) == set(
+            stale
+        )  # the upload is protected until expiry
 
         t0 = time.perf_counter()
         report = release(str(pkg), conn(node_3x), ReleaseOptions(group=group, smoke=False, lease_ttl=ttl, **OPTS))
@@ -173,7 +215,9 @@ def test_slow_holder_renews_its_lease(node_3x, package_factory, tmp_path):
     proxy = FaultProxy(port, [Fault("POST", r"upload_chunk", "call", before=lambda: time.sleep(4 * ttl))]).start()
     try:
         proc = start_release(proxy.url, pkg, group, tmp_path / "slow.json", ttl=ttl)
-        cl.wait_for(lambda: proxy.faults[0].hits or proc.poll() is not None, 180, "the slow run to start uploading", 0.2)
+        cl.wait_for(
+            lambda: proxy.faults[0].hits or proc.poll() is not None, 180, "the slow run to start uploading", 0.2
+        )
         report = release(str(pkg), conn(node_3x), ReleaseOptions(group=group, smoke=False, lease_ttl=ttl, **OPTS))
         codes, errs = finish([proc])
         assert codes == [0], errs
@@ -194,8 +238,11 @@ def test_takeover_of_an_expired_lease_is_atomic(node_3x):
     key = f"test:takeover:{uuid.uuid4().hex}"
     lease.Coordinator(cl, 30)._ensure_index()
     # what a SIGKILLed run leaves: a held lease nobody renews
-    cl.request("PUT", f"/{lease.INDEX}/_create/{lease.doc_id(key)}",
-               body={"key": key, "kind": "test", "owner": "dead-run", "state": "held", "ttl_s": 1, "expires_at": 0})
+    cl.request(
+        "PUT",
+        f"/{lease.INDEX}/_create/{lease.doc_id(key)}",
+        body={"key": key, "kind": "test", "owner": "dead-run", "state": "held", "ttl_s": 1, "expires_at": 0},
+    )
     results = {}
     start = threading.Barrier(3)
 
@@ -234,7 +281,9 @@ def test_clear_previous_keeps_models_of_live_runs(node_3x, package_factory):
         live.claim(gid, [old])
         assert lease.models_in_flight(cl, gid) == {old}
         assert live.models_in_flight(gid) == set()  # a run's own models are not "another run's"
-        cleared = release(str(new_pkg), conn(node_3x), ReleaseOptions(group=group, smoke=False, clear_previous=True, **OPTS))
+        cleared = release(
+            str(new_pkg), conn(node_3x), ReleaseOptions(group=group, smoke=False, clear_previous=True, **OPTS)
+        )
         assert cleared["passed"], cleared.get("error")
         assert models.get_model(cl, old) is not None  # kept: a live run uses it
         live.close()
@@ -242,13 +291,17 @@ def test_clear_previous_keeps_models_of_live_runs(node_3x, package_factory):
         # a live run still uploading (no model id recorded yet) protects the models with its artifact's sha256
         uploading = lease.Coordinator(cl, 60)
         sha = old_manifest["artifacts"][0]["sha256"]
-        assert uploading.acquire(f"model:{gid}:{sha}", "model", lambda r: False, "a test upload", group_id=gid,
-                                 sha256=sha) is None
+        assert (
+            uploading.acquire(f"model:{gid}:{sha}", "model", lambda r: False, "a test upload", group_id=gid, sha256=sha)
+            is None
+        )
         assert lease.models_in_flight(cl, gid) == {old}
         uploading.close()
         assert lease.models_in_flight(cl, gid) == set()
 
-        again = release(str(new_pkg), conn(node_3x), ReleaseOptions(group=group, smoke=False, clear_previous=True, **OPTS))
+        again = release(
+            str(new_pkg), conn(node_3x), ReleaseOptions(group=group, smoke=False, clear_previous=True, **OPTS)
+        )
         assert again["passed"], again.get("error")
         assert models.get_model(cl, old) is None  # nobody uses it any more: cleared
     finally:
@@ -259,7 +312,9 @@ def test_preflight_refuses_a_full_node_before_uploading(node_3x, package_factory
     cl = cluster_for(node_3x)
     group, full = f"t-cap-{uuid.uuid4().hex[:6]}", f"t-cap-full-{uuid.uuid4().hex[:6]}"
     try:
-        first = release(str(package_factory("bert-bi-relu")[1]), conn(node_3x), ReleaseOptions(group=group, smoke=False, **OPTS))
+        first = release(
+            str(package_factory("bert-bi-relu")[1]), conn(node_3x), ReleaseOptions(group=group, smoke=False, **OPTS)
+        )
         assert first["passed"], first.get("error")
         held = models.worker_nodes(cl, first["model_ids"]["document"])
         profile = cl.request("GET", f"{models.BASE}/profile/models")["nodes"][held[0]]["models"]
@@ -270,7 +325,9 @@ def test_preflight_refuses_a_full_node_before_uploading(node_3x, package_factory
         assert ML_MAX in report["error"] and first["model_ids"]["document"] in report["error"]
         assert f"holds {len(deployed)} deployed model(s)" in report["error"] and "deploys 2 more" in report["error"]
         assert groups_named(cl, full) == []  # refused before anything was created
-        again = release(str(package_factory("bert-bi-relu")[1]), conn(node_3x), ReleaseOptions(group=group, smoke=False, **OPTS))
+        again = release(
+            str(package_factory("bert-bi-relu")[1]), conn(node_3x), ReleaseOptions(group=group, smoke=False, **OPTS)
+        )
         assert again["passed"], again.get("error")  # its model already holds a slot: a re-run needs none
     finally:
         cl.request("PUT", "/_cluster/settings", body={"persistent": {ML_MAX: None}})
@@ -302,8 +359,11 @@ def test_a_lease_lost_to_a_taker_is_recorded_and_left_alone(node_3x):
     coord = lease.Coordinator(cl, 30, ttl=60)
     try:
         assert coord.acquire(key, "test", lambda result: False, "a test lease") is None
-        cl.request("PUT", f"/{lease.INDEX}/_doc/{did}", body={"key": key, "kind": "test", "owner": "the-taker",
-                                                              "state": "held", "ttl_s": 60, "expires_at": 0})
+        cl.request(
+            "PUT",
+            f"/{lease.INDEX}/_doc/{did}",
+            body={"key": key, "kind": "test", "owner": "the-taker", "state": "held", "ttl_s": 60, "expires_at": 0},
+        )
         coord.note(key, result="mine")
         assert coord.lost == [did]
         coord.close()
@@ -319,11 +379,17 @@ def test_lease_write_whose_response_was_lost_is_recognised(node_3x, package_fact
     cl = cluster_for(node_3x)
     group = f"t-lease-drop-{uuid.uuid4().hex[:6]}"
     port = int(node_3x.rsplit(":", 1)[1])
-    proxy = FaultProxy(port, [Fault("PUT", rf"{lease.INDEX}/_create/", "drop-after"),
-                              Fault("PUT", rf"{lease.INDEX}/_doc/.*if_seq_no", "drop-after")]).start()
+    proxy = FaultProxy(
+        port,
+        [
+            Fault("PUT", rf"{lease.INDEX}/_create/", "drop-after"),
+            Fault("PUT", rf"{lease.INDEX}/_doc/.*if_seq_no", "drop-after"),
+        ],
+    ).start()
     try:
-        report = release(str(package_factory("bert-bi-relu")[1]), conn(proxy.url), ReleaseOptions(group=group, smoke=False,
-                                                                                                  **OPTS))
+        report = release(
+            str(package_factory("bert-bi-relu")[1]), conn(proxy.url), ReleaseOptions(group=group, smoke=False, **OPTS)
+        )
         assert report["passed"], report.get("error")
         assert all(f.hits == 1 for f in proxy.faults)
         reg = report["steps"]["register"]
@@ -345,13 +411,21 @@ def test_failed_creator_leaves_the_group_to_a_waiting_run(node_3x, package_facto
     def runs_in_group():
         gid = groups_named(cl, group)[0]
         cl.request("POST", f"/{lease.INDEX}/_refresh")
-        res = cl.request("POST", f"/{lease.INDEX}/_search", body={"query": {"bool": {"filter": [
-            {"term": {"kind": "run"}}, {"term": {"group_id": gid}}]}}})
+        res = cl.request(
+            "POST",
+            f"/{lease.INDEX}/_search",
+            body={"query": {"bool": {"filter": [{"term": {"kind": "run"}}, {"term": {"group_id": gid}}]}}},
+        )
         return len(res["hits"]["hits"]) >= 2
 
     port = int(node_3x.rsplit(":", 1)[1])
-    proxy = FaultProxy(port, [Fault("POST", r"upload_chunk", "call", before=lambda: cl.wait_for(runs_in_group, 120, "run 2")),
-                              Fault("POST", r"_deploy", "status:500")]).start()
+    proxy = FaultProxy(
+        port,
+        [
+            Fault("POST", r"upload_chunk", "call", before=lambda: cl.wait_for(runs_in_group, 120, "run 2")),
+            Fault("POST", r"_deploy", "status:500"),
+        ],
+    ).start()
     try:
         creator = start_release(proxy.url, pkg, group, tmp_path / "creator.json")
         cl.wait_for(lambda: proxy.faults[0].hits or creator.poll() is not None, 180, "the creator to upload", 0.2)
@@ -363,7 +437,9 @@ def test_failed_creator_leaves_the_group_to_a_waiting_run(node_3x, package_facto
         assert failed["kept_group_in_use_by_other_runs"] == gid and failed["rollback"]["removed_group"] is None
         assert waiter["passed"], waiter.get("error")
         assert waiter["steps"]["register"]["model_group_id"] == gid and groups_named(cl, group) == [gid]
-        assert waiter["steps"]["register"]["models"]["document"]["reused"] is False  # the creator's model was rolled back
+        assert (
+            waiter["steps"]["register"]["models"]["document"]["reused"] is False
+        )  # the creator's model was rolled back
         assert [m["model_id"] for m in group_models(cl, group)] == [waiter["model_ids"]["document"]]
     finally:
         proxy.stop()

@@ -1,5 +1,6 @@
 """The documentation cannot drift silently: the site builds strictly (no broken link, anchor or nav entry), and the
 README stays short and names every exit code and every SPARSEPACK_ variable the code reads."""
+
 from __future__ import annotations
 
 import os
@@ -25,28 +26,50 @@ def _exit_code_rows(markdown: str) -> set[int]:
 
 
 def test_mkdocs_build_strict(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
-                           "--site-dir", str(tmp_path / "site")], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(tmp_path / "site"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     pages = sorted(p.stem for p in (ROOT / "docs").glob("*.md"))
-    built = sorted(p.parent.name if p.parent != tmp_path / "site" else "index"
-                   for p in (tmp_path / "site").glob("**/index.html") if "assets" not in p.parts
-                   and p.parent.name != "404")
+    built = sorted(
+        p.parent.name if p.parent != tmp_path / "site" else "index"
+        for p in (tmp_path / "site").glob("**/index.html")
+        if "assets" not in p.parts and p.parent.name != "404"
+    )
     assert set(pages) <= set(built), f"pages not built: {set(pages) - set(built)}"
 
 
 def test_readme_is_short():
     lines = README.read_text(encoding="utf-8").splitlines()
-    assert len(lines) <= MAX_README_LINES, f"README.md has {len(lines)} lines; move detail to docs/ (limit {MAX_README_LINES})"
+    assert len(lines) <= MAX_README_LINES, (
+        f"README.md has {len(lines)} lines; move detail to docs/ (limit {MAX_README_LINES})"
+    )
 
 
 def test_readme_names_every_exit_code():
     text = README.read_text(encoding="utf-8")
-    in_code = {int(n) for p in _python_sources("sparsepack")
-               for n in re.findall(r"\bexit_code\s*=\s*(\d+)", p.read_text(encoding="utf-8"))}
+    in_code = {
+        int(n)
+        for p in _python_sources("sparsepack")
+        for n in re.findall(r"\bexit_code\s*=\s*(\d+)", p.read_text(encoding="utf-8"))
+    }
     assert in_code, "no exit_code found in sparsepack/: has the error module moved?"
-    rows = _exit_code_rows(text[text.index("## Exit codes"):])
+    rows = _exit_code_rows(text[text.index("## Exit codes") :])
     missing = (DOCUMENTED_EXIT_CODES | in_code) - rows
     assert not missing, f"README's exit-code table lacks {sorted(missing)}"
     troubleshooting = (ROOT / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
@@ -61,7 +84,9 @@ def test_readme_names_every_environment_variable():
         found |= set(re.findall(r"\bSPARSEPACK_[A-Z0-9_]+\b", path.read_text(encoding="utf-8")))
     # OPENSEARCH_* variables the code reads (it also sets a few for the node's own launcher, which users never set)
     for path in _python_sources("sparsepack"):
-        found |= set(re.findall(r"environ(?:\.get\(|\[)\s*[\"'](OPENSEARCH_[A-Z0-9_]+)", path.read_text(encoding="utf-8")))
+        found |= set(
+            re.findall(r"environ(?:\.get\(|\[)\s*[\"'](OPENSEARCH_[A-Z0-9_]+)", path.read_text(encoding="utf-8"))
+        )
     assert len(found) >= 5, found
     readme = README.read_text(encoding="utf-8")
     missing = sorted(v for v in found if not re.search(rf"`{v}`|{v}\b", readme))
@@ -70,7 +95,7 @@ def test_readme_names_every_environment_variable():
 
 def test_compatibility_table_is_the_same_in_readme_and_site():
     def table(text: str) -> str:
-        section = text[text.index("## Compatibility"):].split("\n## ", 1)[0]
+        section = text[text.index("## Compatibility") :].split("\n## ", 1)[0]
         return "\n".join(line for line in section.splitlines() if line.startswith("|"))
 
     readme = table(README.read_text(encoding="utf-8"))

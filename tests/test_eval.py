@@ -1,4 +1,5 @@
 """`sparsepack eval`: ranking agreement of two encoders (nDCG@10, recall@100, qrels), its corpus inputs and the gate."""
+
 import json
 
 import pytest
@@ -46,8 +47,12 @@ def test_qrels_ndcg():
     corpus = Corpus("t", ["a", "b", "c"], ["", "", ""], ["q1", "q2"], ["", ""], {"q1": {"b": 1.0}, "q2": {"zzz": 1}})
     perfect = torch.tensor([[0.1, 0.9, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
     second = torch.tensor([[0.9, 0.5, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
-    assert qrels_ndcg(perfect, corpus.doc_ids, corpus.query_ids, corpus.qrels) == 1.0  # q2 judges no document of the corpus: left out
-    assert qrels_ndcg(second, corpus.doc_ids, corpus.query_ids, corpus.qrels) == pytest.approx(1 / torch.log2(torch.tensor(3.0)).item(), abs=1e-6)
+    assert (
+        qrels_ndcg(perfect, corpus.doc_ids, corpus.query_ids, corpus.qrels) == 1.0
+    )  # q2 judges no document of the corpus: left out
+    assert qrels_ndcg(second, corpus.doc_ids, corpus.query_ids, corpus.qrels) == pytest.approx(
+        1 / torch.log2(torch.tensor(3.0)).item(), abs=1e-6
+    )
 
 
 def test_jsonl_and_qrels_inputs(tmp_path):
@@ -56,7 +61,7 @@ def test_jsonl_and_qrels_inputs(tmp_path):
     assert read_jsonl(docs, "documents") == (["1", "2"], ["rain", "river"])
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1, "text": "rain"}\n{"text": "no id"}\n')
-    with pytest.raises(SparsepackError, match="line 2 .*\"id\" and \"text\""):
+    with pytest.raises(SparsepackError, match='line 2 .*"id" and "text"'):
         read_jsonl(bad, "documents")
     qrels = tmp_path / "qrels"
     qrels.write_text('q1 0 1 2\nq1 2 1\n{"query_id": "q2", "doc_id": "2", "relevance": 1}\n')
@@ -65,7 +70,9 @@ def test_jsonl_and_qrels_inputs(tmp_path):
         load_corpus(str(docs), None, None, [])
     synthetic = load_corpus(None, None, None, ["rain", "river", "city", "cloud"], n_docs=20, n_queries=7)
     assert synthetic.source == "synthetic" and len(synthetic.docs) == 20 and len(synthetic.queries) == 7
-    assert synthetic.docs == load_corpus(None, None, None, ["rain", "river", "city", "cloud"], n_docs=20, n_queries=7).docs
+    assert (
+        synthetic.docs == load_corpus(None, None, None, ["rain", "river", "city", "cloud"], n_docs=20, n_queries=7).docs
+    )
 
 
 def test_gate_parsing_and_minimum_sample():
@@ -108,11 +115,28 @@ def test_cli_eval_jsonl_qrels_and_failing_gate(model_factory, tmp_path, capsys):
     queries = tmp_path / "queries.jsonl"
     qrels = tmp_path / "qrels.jsonl"
     docs.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
-    queries.write_text("".join(json.dumps({"id": f"q{i}", "text": t}) + "\n" for i, t in enumerate(texts[:MIN_QUERIES])))
-    qrels.write_text("".join(json.dumps({"query_id": f"q{i}", "doc_id": f"d{i}", "relevance": 1}) + "\n" for i in range(5)))
+    queries.write_text(
+        "".join(json.dumps({"id": f"q{i}", "text": t}) + "\n" for i, t in enumerate(texts[:MIN_QUERIES]))
+    )
+    qrels.write_text(
+        "".join(json.dumps({"query_id": f"q{i}", "doc_id": f"d{i}", "relevance": 1}) + "\n" for i in range(5))
+    )
     a, b = str(model_factory("bert-bi-relu")), str(model_factory("bert-bi-sum"))  # max vs sum pooling: other rankings
-    code = main(["eval", a, b, "--corpus", str(docs), "--queries", str(queries), "--qrels", str(qrels),
-                 "--quality-gate", "ndcg=0.99,recall=0.99"])
+    code = main(
+        [
+            "eval",
+            a,
+            b,
+            "--corpus",
+            str(docs),
+            "--queries",
+            str(queries),
+            "--qrels",
+            str(qrels),
+            "--quality-gate",
+            "ndcg=0.99,recall=0.99",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["corpus"] == {"source": str(docs), "documents": MIN_DOCUMENTS, "queries": MIN_QUERIES}
     assert code == 3 and not out["gate"]["passed"]
@@ -129,10 +153,11 @@ def test_cli_eval_jsonl_qrels_and_failing_gate(model_factory, tmp_path, capsys):
 @pytest.mark.cluster
 def test_eval_against_deployed_model(node_3x, package_factory, capsys):
     from conftest import cluster_for, conn
+    from test_registry import cleanup_group
+
     from sparsepack.registry import models
     from sparsepack.rollout.options import ReleaseOptions
     from sparsepack.rollout.run import release
-    from test_registry import cleanup_group
 
     _, pkg = package_factory("bert-bi-relu")
     group, doc_id = "t-eval-deployed", None
@@ -140,7 +165,9 @@ def test_eval_against_deployed_model(node_3x, package_factory, capsys):
         report = release(str(pkg), conn(node_3x), ReleaseOptions(group=group, smoke=False, progress=False, timeout=120))
         assert report["passed"], report.get("error")
         doc_id = report["model_ids"]["document"]
-        code = main(["eval", str(pkg), f"deployed:{doc_id}", "--url", node_3x, "--documents", "60", "--num-queries", "20"])
+        code = main(
+            ["eval", str(pkg), f"deployed:{doc_id}", "--url", node_3x, "--documents", "60", "--num-queries", "20"]
+        )
         out = json.loads(capsys.readouterr().out)
         assert code == 0 and out["candidate"] == f"deployed:{doc_id}"
         assert out["ndcg_at_10"] >= 0.999 and out["recall_at_100"] >= 0.999 and out["queries_scored"] > 0

@@ -1,5 +1,6 @@
 """GPU ML nodes: device-portable traces (checked on the saved file everywhere), CUDA parity and the fp16 variant
 (``@pytest.mark.gpu``: they run where CUDA is visible and skip elsewhere)."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import FIXTURE_SPECS
 from device_modules import BuildsOnCpu, UsesDeviceWithoutInput
+
 from sparsepack.errors import QualityGateError, SparsepackError
 from sparsepack.packaging.exporter import TorchScriptExporter
 from sparsepack.packaging.portability import device_constants_in_archive
@@ -42,9 +43,13 @@ def test_every_packaged_trace_is_free_of_device_constants(fixture, package_facto
 def test_saved_trace_reloaded_in_a_fresh_process_has_no_device_constant_in_any_graph(package_factory, tmp_path):
     manifest, pkg = package_factory("distil-bi-log1p")
     pt = _saved_pt(pkg, manifest, tmp_path)
-    code = ("import sys, torch; from sparsepack.packaging.portability import remaining_device_constants as r; "
-            "m = torch.jit.load(sys.argv[1]); print(len(list(m.modules())), [str(p) for p in r(m)])")
-    out = subprocess.run([sys.executable, "-c", code, str(pt)], capture_output=True, text=True, check=True).stdout.split(" ", 1)
+    code = (
+        "import sys, torch; from sparsepack.packaging.portability import remaining_device_constants as r; "
+        "m = torch.jit.load(sys.argv[1]); print(len(list(m.modules())), [str(p) for p in r(m)])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(pt)], capture_output=True, text=True, check=True
+    ).stdout.split(" ", 1)
     assert int(out[0]) > 10  # every submodule was walked
     assert out[1].strip() == "[]"
 
@@ -53,8 +58,16 @@ def test_unrepaired_trace_would_fail_the_static_check(tmp_path):
     """The check is not vacuous: a plain trace of transformers' code carries the constants it looks for."""
     from transformers import BertConfig, BertModel
 
-    model = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                 intermediate_size=32, attn_implementation="eager")).eval()
+    model = BertModel(
+        BertConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            attn_implementation="eager",
+        )
+    ).eval()
     ids = torch.tensor([[2, 5, 6, 3], [2, 7, 3, 0]])
     traced = torch.jit.trace(model, (ids, (ids != 0).long()), strict=False, check_trace=False)
     torch.jit.save(traced, str(tmp_path / "plain.pt"))
@@ -72,7 +85,9 @@ def test_module_that_builds_a_cpu_tensor_is_repaired(tmp_path, importable_test_m
     path = tmp_path / "repaired.pt"
     TorchScriptExporter().export(BuildsOnCpu(), example, path)
     assert device_constants_in_archive(path) == []
-    code = zipfile.ZipFile(path).read(next(n for n in zipfile.ZipFile(path).namelist() if n.endswith("device_modules.py")))
+    code = zipfile.ZipFile(path).read(
+        next(n for n in zipfile.ZipFile(path).namelist() if n.endswith("device_modules.py"))
+    )
     assert b"prim.device(" in code  # the device now comes from the input
     loaded = TorchScriptExporter().load(path)
     assert torch.equal(loaded(example)["output"], BuildsOnCpu()(example)["output"])
@@ -88,13 +103,41 @@ def test_device_fixed_where_no_input_can_supply_it_is_refused_with_the_place(tmp
 @pytest.mark.skipif(CUDA, reason="checks the refusal where no CUDA device is present")
 def test_fp16_without_cuda_is_refused_at_once_and_nothing_written(model_factory, tmp_path):
     out = tmp_path / "fp16"
-    proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "package", str(model_factory("bert-bi-relu")), "-o", str(out),
-                           "--precision", "fp16"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sparsepack.cli",
+            "package",
+            str(model_factory("bert-bi-relu")),
+            "-o",
+            str(out),
+            "--precision",
+            "fp16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "needs a CUDA device" in proc.stderr
     assert not out.exists()
-    proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "package", str(model_factory("bert-bi-relu")), "-o", str(out),
-                           "--verify-devices", "cpu,cuda"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sparsepack.cli",
+            "package",
+            str(model_factory("bert-bi-relu")),
+            "-o",
+            str(out),
+            "--verify-devices",
+            "cpu,cuda",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr and not out.exists()
 
 
@@ -104,7 +147,9 @@ def fp16_on_cpu(model_factory, tmp_path_factory):
     from sparsepack.packaging.package import package
 
     out = tmp_path_factory.mktemp("fp16") / "pkg"
-    return package(str(model_factory("distil-bi-log1p")), out, precision="fp16", fp16_device="cpu", log=lambda m: None), out
+    return package(
+        str(model_factory("distil-bi-log1p")), out, precision="fp16", fp16_device="cpu", log=lambda m: None
+    ), out
 
 
 def test_fp16_package_records_gate_and_requires_gpu(fp16_on_cpu, tmp_path):
@@ -118,22 +163,30 @@ def test_fp16_package_records_gate_and_requires_gpu(fp16_on_cpu, tmp_path):
     assert device_constants_in_archive(pt) == []
     weights = [t for t in torch.jit.load(str(pt)).parameters() if t.is_floating_point()]
     assert weights and all(t.dtype == torch.float16 for t in weights)
-    output = torch.jit.load(str(pt))({"input_ids": torch.tensor([[2, 40, 3]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)})
+    output = torch.jit.load(str(pt))(
+        {"input_ids": torch.tensor([[2, 40, 3]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    )
     assert output["output"].dtype == torch.float32
 
 
 def test_fp16_below_the_gate_exits_3_and_writes_nothing(model_factory, tmp_path, monkeypatch):
-    from sparsepack.packaging import gpu, package as package_module, torchscript_document
     from dataclasses import replace
 
     from sparsepack.metrics.gate import HALF_PRECISION_GATE
+    from sparsepack.packaging import gpu, torchscript_document
+    from sparsepack.packaging import package as package_module
 
     real_gate = gpu.half_precision_gate
-    monkeypatch.setattr(torchscript_document, "half_precision_gate",
-                        lambda *a, **k: real_gate(*a, gate=replace(HALF_PRECISION_GATE, ndcg=1.01), **k))
+    monkeypatch.setattr(
+        torchscript_document,
+        "half_precision_gate",
+        lambda *a, **k: real_gate(*a, gate=replace(HALF_PRECISION_GATE, ndcg=1.01), **k),
+    )
     out = tmp_path / "pkg"
     with pytest.raises(QualityGateError, match=r"nDCG@10 .* fails|fails the quality gate") as err:
-        package_module.package(str(model_factory("bert-bi-relu")), out, precision="fp16", fp16_device="cpu", log=lambda m: None)
+        package_module.package(
+            str(model_factory("bert-bi-relu")), out, precision="fp16", fp16_device="cpu", log=lambda m: None
+        )
     assert err.value.exit_code == 3
     assert not out.exists() and not list(tmp_path.glob(".pkg.*"))
 
@@ -152,8 +205,12 @@ def test_release_refuses_fp16_package_without_gpu_node_choice(fp16_on_cpu):
 def test_fp16_package_cannot_be_verified_without_cuda(fp16_on_cpu):
     if torch.cuda.is_available():
         pytest.skip("CUDA is visible: test_verify_on_cuda covers verify there")
-    proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "verify", str(fp16_on_cpu[1])], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sparsepack.cli", "verify", str(fp16_on_cpu[1])],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "fp16" in proc.stderr and "no CUDA device is visible" in proc.stderr
 
 
@@ -165,8 +222,23 @@ def test_verify_on_cuda_a_package_proven_on_cpu_only(model_factory, tmp_path):
     model = model_factory("distil-if-relu")
     manifest = package(str(model), tmp_path / "pkg", verify_devices="cpu", log=lambda m: None)
     assert manifest["parity"]["document"]["devices"] == ["cpu"]
-    proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "verify", str(tmp_path / "pkg"), "--model", str(model),
-                           "--devices", "cpu,cuda", "--json"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sparsepack.cli",
+            "verify",
+            str(tmp_path / "pkg"),
+            "--model",
+            str(model),
+            "--devices",
+            "cpu,cuda",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     cuda = json.loads(proc.stdout)["artifacts"][0]["by_device"]["cuda"]
     assert cuda["identical_token_sets"] and cuda["max_abs_diff"] <= 1e-4 and cuda["tf32"] is False
@@ -194,9 +266,21 @@ def test_fp16_on_cuda_passes_the_gate(model_factory, tmp_path):
     gate = manifest["parity"]["document"]["quality_gate"]
     assert gate["device"] == "cuda" and gate["passed"] and manifest["requires_gpu"]
     print(json.dumps(gate))
-    proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "verify", str(tmp_path / "pkg"),
-                           "--model", str(model_factory("distil-bi-log1p")), "--json"], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sparsepack.cli",
+            "verify",
+            str(tmp_path / "pkg"),
+            "--model",
+            str(model_factory("distil-bi-log1p")),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr  # verify holds the saved fp16 zip to the same gate, vs the fp32 model
     reverified = json.loads(proc.stdout)["artifacts"][0]["quality_gate"]
     assert reverified["passed"] and reverified["ndcg_at_10"] >= 0.99
@@ -211,8 +295,13 @@ def test_fp16_gate_on_trained_splade_from_a_wheel(tmp_path_factory):
     from sparsepack.wheel_models import build_trained_splade
 
     model = build_trained_splade(tmp_path_factory.mktemp("trained") / "splade-tiny")
-    manifest = package(str(model), tmp_path_factory.mktemp("fp16-trained") / "pkg", precision="fp16",
-                       verify_devices="cpu,cuda", log=lambda m: None)
+    manifest = package(
+        str(model),
+        tmp_path_factory.mktemp("fp16-trained") / "pkg",
+        precision="fp16",
+        verify_devices="cpu,cuda",
+        log=lambda m: None,
+    )
     doc = manifest["parity"]["document"]
     assert doc["by_device"]["cuda"]["max_abs_diff"] <= 1e-4  # the fp32 trace on CUDA vs encode_document on CPU
     gate = doc["quality_gate"]

@@ -4,25 +4,26 @@ Zero IDF is floored, IDF above 64 is scaled by a power of two, bad IDF is refuse
 and the query proof runs encode_query under it; the query template and the bi-encoder battery are checked the same
 way; on real 3.6.0 and 2.19.6 nodes a zero-IDF model releases and a query made only of zero-IDF tokens is answered.
 """
+
 import json
 import math
 
 import pytest
 import torch
-
 from conftest import cluster_for, conn
+
+from sparsepack.contract.limits import MAX_QUERY_WEIGHT
 from sparsepack.demo import DemoSpec, build_demo_model
 from sparsepack.errors import ClusterError, SparsepackError
 from sparsepack.packaging import parity
 from sparsepack.packaging.archive import read_zip
 from sparsepack.packaging.introspect import load_model
 from sparsepack.packaging.package import package
-from sparsepack.contract.limits import MAX_QUERY_WEIGHT
 from sparsepack.packaging.query_weights import apply_idf_rule, undo_rule
 from sparsepack.registry import models
+from sparsepack.registry.smoke import lucene_feature
 from sparsepack.rollout.options import ReleaseOptions
 from sparsepack.rollout.run import release
-from sparsepack.registry.smoke import lucene_feature
 from sparsepack.templates import render
 
 ZERO_IDF = ("the", "a", "of", "in", "is", "and")
@@ -47,8 +48,8 @@ def test_zero_idf_is_floored_below_every_real_weight():
     names = {1: "the", 2: "rain", 3: "city", 4: "a", 5: "york"}  # id 0: a special token, never sent
     ruled, record = apply_idf_rule(weights, names)
     floor = record["floor"]
-    assert floor == 2.0 ** -11  # 0.37 -> largest power of two below it is 2^-2, times 2^-9
-    assert floor <= 0.37 * 2.0 ** -9 and math.frexp(floor)[0] == 0.5  # a power of two: exact as float32 and in JSON
+    assert floor == 2.0**-11  # 0.37 -> largest power of two below it is 2^-2, times 2^-9
+    assert floor <= 0.37 * 2.0**-9 and math.frexp(floor)[0] == 0.5  # a power of two: exact as float32 and in JSON
     assert ruled[1] == ruled[4] == floor and ruled[0] == 0.0
     assert torch.equal(ruled[[2, 3, 5]], weights[[2, 3, 5]])
     assert record["floored_tokens"] == 2 and record["floored_examples"] == ["a", "the"] and record["scale"] == 1.0
@@ -80,7 +81,7 @@ def test_zero_idf_package_records_rule_and_proves_it(package_factory, model_fact
     manifest, root = package_factory("bert-if-zero-idf")
     rule = manifest["query_weights"]
     assert rule["floored_tokens"] == len(ZERO_IDF) and sorted(rule["floored_examples"]) == sorted(ZERO_IDF)
-    assert rule["scale"] == 1.0 and rule["floor"] < rule["min_positive_idf"] * 2 ** -8
+    assert rule["scale"] == 1.0 and rule["floor"] < rule["min_positive_idf"] * 2**-8
     q_tok, idf = query_zip(manifest, root)
     assert all(0 < w <= MAX_QUERY_WEIGHT for w in idf.values())
     assert {t: idf[t] for t in ZERO_IDF} == {t: rule["floor"] for t in ZERO_IDF}
@@ -103,7 +104,9 @@ def test_zero_idf_package_records_rule_and_proves_it(package_factory, model_fact
 
 
 def test_large_idf_model_is_scaled_in_the_package(tmp_path):
-    model = build_demo_model(tmp_path / "model", DemoSpec(mode="inference-free", seed=7, idf_scale=30.0, zero_idf=("the",)))
+    model = build_demo_model(
+        tmp_path / "model", DemoSpec(mode="inference-free", seed=7, idf_scale=30.0, zero_idf=("the",))
+    )
     manifest = package(str(model), tmp_path / "pkg", log=lambda m: None)
     rule = manifest["query_weights"]
     _, idf = query_zip(manifest, tmp_path / "pkg")
@@ -126,15 +129,23 @@ def test_bi_encoder_query_weights_checked_against_64(package_factory, tmp_path):
     assert not (tmp_path / "pkg").exists()
 
 
-@pytest.mark.parametrize("tokens, problem", [({"rain": 1.0, "the": 0.0}, "'the' is 0.0"), ({"x": -2}, "'x' is -2"),
-                                             ({"x": float("nan")}, "'x' is NaN"), ({"x": 64.5}, "64.5, above 64"),
-                                             ({"x": "1.0"}, "not a number"), ({"x": 1e-50}, "is 0 as the float")])
+@pytest.mark.parametrize(
+    "tokens, problem",
+    [
+        ({"rain": 1.0, "the": 0.0}, "'the' is 0.0"),
+        ({"x": -2}, "'x' is -2"),
+        ({"x": float("nan")}, "'x' is NaN"),
+        ({"x": 64.5}, "64.5, above 64"),
+        ({"x": "1.0"}, "not a number"),
+        ({"x": 1e-50}, "is 0 as the float"),
+    ],
+)
 def test_query_template_refuses_weights_outside_0_64(tokens, problem):
     manifest = {"name": "m", "mode": "inference-free", "vocab_size": 225}
     with pytest.raises(SparsepackError, match=problem):
         render("query", manifest, "3.6", query_tokens=tokens)
-    body = render("query", manifest, "3.6", query_tokens={"rain": 64, "the": 2.0 ** -20})
-    assert body["query"]["neural_sparse"]["text_sparse"]["query_tokens"] == {"rain": 64, "the": 2.0 ** -20}
+    body = render("query", manifest, "3.6", query_tokens={"rain": 64, "the": 2.0**-20})
+    assert body["query"]["neural_sparse"]["text_sparse"]["query_tokens"] == {"rain": 64, "the": 2.0**-20}
 
 
 def test_cluster_limit_is_0_to_64(any_node):
@@ -143,7 +154,9 @@ def test_cluster_limit_is_0_to_64(any_node):
     index = "t-idf-limits"
     cl.request("PUT", f"/{index}", body={"mappings": {"properties": {"text_sparse": {"type": "rank_features"}}}})
     try:
-        cl.request("PUT", f"/{index}/_doc/1", body={"text_sparse": {"the": 1.5, "rain": 2.0}}, params={"refresh": "true"})
+        cl.request(
+            "PUT", f"/{index}/_doc/1", body={"text_sparse": {"the": 1.5, "rain": 2.0}}, params={"refresh": "true"}
+        )
 
         def query(tokens):  # raw, not through the template, which refuses the bad ones
             body = {"query": {"neural_sparse": {"text_sparse": {"query_tokens": tokens}}}}
@@ -152,7 +165,7 @@ def test_cluster_limit_is_0_to_64(any_node):
         for bad in (0.0, 64.5):
             with pytest.raises(ClusterError, match=r"weight must be in \(0, 64"):
                 query({"the": bad})
-        floor = 2.0 ** -11
+        floor = 2.0**-11
         hits = query({"the": floor})
         assert hits and hits[0]["_score"] == pytest.approx(floor * lucene_feature(1.5), rel=1e-6)
         assert query({"rain": 64.0})[0]["_score"] == pytest.approx(64.0 * lucene_feature(2.0), rel=1e-6)
@@ -164,8 +177,12 @@ def test_zero_idf_model_releases_and_zero_idf_query_answers(any_node, model_fact
     group = "t-zero-idf"
     cl = cluster_for(any_node)
     index = "t-zero-idf-direct"
-    report = release(str(model_factory("bert-if-zero-idf")), conn(any_node), ReleaseOptions(group=group, progress=False, timeout=120),
-                     package_dir=str(tmp_path / "pkg"))
+    report = release(
+        str(model_factory("bert-if-zero-idf")),
+        conn(any_node),
+        ReleaseOptions(group=group, progress=False, timeout=120),
+        package_dir=str(tmp_path / "pkg"),
+    )
     try:
         assert report["passed"], report.get("error")
         manifest = json.loads((tmp_path / "pkg" / "manifest.json").read_text())
@@ -211,16 +228,22 @@ def test_without_the_rule_the_smoke_test_names_token_and_weight(node_3x, model_f
     from sparsepack.contract import package_dir
 
     monkeypatch.setattr(package_dir, "check_idf_weights", lambda *args: None)
-    report = release(str(tmp_path / "pkg"), conn(node_3x), ReleaseOptions(group=group, progress=False, timeout=120,
-                                                                           keep_on_failure=True))
+    report = release(
+        str(tmp_path / "pkg"),
+        conn(node_3x),
+        ReleaseOptions(group=group, progress=False, timeout=120, keep_on_failure=True),
+    )
     try:
         assert not report["passed"] and report["failed_step"] == "smoke_predict"
         out_of_range = report["steps"]["smoke_predict"]["query_weights_in_range"]["out_of_range"]
         assert out_of_range and set(out_of_range) <= set(ZERO_IDF) and set(out_of_range.values()) == {0.0}
         local = smoke.LocalPackage(manifest, tmp_path / "pkg")
         ids = report["model_ids"]
-        with pytest.raises(ClusterError, match=r"rejected the query .*tokens weighted outside \(0, 64\]: '(the|a|of|in|is|and)' 0"
-                                               r".*weight must be in \(0, 64"):
+        with pytest.raises(
+            ClusterError,
+            match=r"rejected the query .*tokens weighted outside \(0, 64\]: '(the|a|of|in|is|and)' 0"
+            r".*weight must be in \(0, 64",
+        ):
             smoke.check_retrieval(cl, local, report["cluster"]["version"], ids["document"], ids["query"])
     finally:
         remove_release(cl, report)

@@ -1,6 +1,7 @@
 """Deployed means loaded: after a node restart ML Commons keeps model_state DEPLOYED while no node holds the model
 (auto-redeploy loads it again some seconds later, predict answering HTTP 400 meanwhile). A release re-run, list,
 smoke and ingest must go by where the model is really loaded. One local node, stopped and started (data kept)."""
+
 from __future__ import annotations
 
 import os
@@ -60,17 +61,24 @@ def released(node, package_factory):
 
 
 def set_auto_redeploy(url: str, enabled: bool) -> None:
-    cluster_for(url).request("PUT", "/_cluster/settings",
-                             body={"persistent": {deployment.AUTO_REDEPLOY: enabled}})
+    cluster_for(url).request("PUT", "/_cluster/settings", body={"persistent": {deployment.AUTO_REDEPLOY: enabled}})
 
 
 def test_summary_names_missing_nodes_and_when_auto_redeploy_gave_up():
-    lost = deployment.Deployment("m", "DEPLOYED", loaded_on=("a",), planned=("a",), expected=("a", "b"),
-                                 node_names={"a": "node-0"})
+    lost = deployment.Deployment(
+        "m", "DEPLOYED", loaded_on=("a",), planned=("a",), expected=("a", "b"), node_names={"a": "node-0"}
+    )
     assert lost.usable and not lost.redeploy_pending and lost.missing == ("b",)
     assert lost.summary() == "loaded on 1 of 2 nodes, missing b (not in the cluster now)"
-    restarted = deployment.Deployment("m", "DEPLOYED", expected=("a",), node_names={"a": "node-0"}, auto_redeploy=True,
-                                      redeploy_retries=3, redeploy_retry_limit=3)
+    restarted = deployment.Deployment(
+        "m",
+        "DEPLOYED",
+        expected=("a",),
+        node_names={"a": "node-0"},
+        auto_redeploy=True,
+        redeploy_retries=3,
+        redeploy_retry_limit=3,
+    )
     assert restarted.redeploy_pending and not restarted.usable and not restarted.auto_redeploy_active
     assert restarted.summary() == "loaded on 0 of 1 node, missing node-0 (a)"
     assert deployment.Deployment("m", "DEPLOYED", auto_redeploy=True, redeploy_retry_limit=3).auto_redeploy_active
@@ -103,8 +111,11 @@ def test_with_auto_redeploy_off_list_shows_unloaded_ingest_refuses_and_rerun_red
     version = cl.info()["version"]["number"]
     suffix = uuid.uuid4().hex[:6]
     index, pipeline = f"t-life-{suffix}", f"t-life-ingest-{suffix}"
-    cl.request("PUT", f"/_ingest/pipeline/{pipeline}",
-               body=render("ingest-pipeline", manifest, version, model_id=ids["document"]))
+    cl.request(
+        "PUT",
+        f"/_ingest/pipeline/{pipeline}",
+        body=render("ingest-pipeline", manifest, version, model_id=ids["document"]),
+    )
     cl.request("PUT", f"/{index}", body=render("index-mapping", manifest, version, ingest_pipeline=pipeline))
     set_auto_redeploy(node, False)
     try:
@@ -135,8 +146,14 @@ def test_with_auto_redeploy_off_list_shows_unloaded_ingest_refuses_and_rerun_red
         assert step["loaded"] == "loaded on 1 of 1 node"
         if "redeployed_because" in step:  # stored DEPLOYED still; ML Commons' sync may already have said DEPLOY_FAILED
             assert "auto-redeploy is off" in step["redeployed_because"]
-        cl.call(f"PUT /{index}/_doc/after", cl.client.index, index=index, id="after", body={"text": smoke.CORPUS[0]},
-                params={"refresh": "true"})
+        cl.call(
+            f"PUT /{index}/_doc/after",
+            cl.client.index,
+            index=index,
+            id="after",
+            body={"text": smoke.CORPUS[0]},
+            params={"refresh": "true"},
+        )
         assert cl.request("GET", f"/{index}/_doc/after")["_source"]["text_sparse"]
     finally:
         set_auto_redeploy(node, True)

@@ -1,6 +1,7 @@
 """Migrating an alias from model v1 to v2 on the real 3.6.0 node, with the application writing and searching through
 the alias meanwhile: nothing lost, nothing stale, the new vectors are v2's; interrupted and resumed; a failed
 verification and a rollback leave the old index serving; a semantic field counts as a use of its model."""
+
 import json
 import os
 import random
@@ -11,10 +12,9 @@ import threading
 import time
 
 import pytest
-
 from conftest import cluster_for, conn, drop_group
-from sparsepack.migrate import MigrationError, MigrationOptions, migrate, rollback
-from sparsepack.migrate import provenance
+
+from sparsepack.migrate import MigrationError, MigrationOptions, migrate, provenance, rollback
 from sparsepack.registry import references, smoke
 from sparsepack.rollout.options import ReleaseOptions
 from sparsepack.rollout.run import release
@@ -22,8 +22,10 @@ from sparsepack.templates import render
 
 pytestmark = pytest.mark.cluster
 V1, V2 = "bert-bi-relu", "distil-bi-log1p"
-WORDS = ("rain river city search vector token model weather cloud water news year people language word query "
-         "engine sparse document index").split()
+WORDS = (
+    "rain river city search vector token model weather cloud water news year people language word query "
+    "engine sparse document index"
+).split()
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +50,12 @@ def production(env, alias, docs=300):
     """An alias over an index whose ingest and search pipelines use v1, seeded with ``docs`` documents."""
     cl, manifest, version = env["cluster"], env["manifest"], "3.6.0"
     ingest, search, index = f"{alias}-ingest", f"{alias}-search", f"{alias}-v1"
-    cl.request("PUT", f"/_ingest/pipeline/{ingest}", body=render("ingest-pipeline", manifest, version, model_id=env["v1"]))
-    cl.request("PUT", f"/_search/pipeline/{search}", body=render("search-pipeline", manifest, version, model_id=env["v1"]))
+    cl.request(
+        "PUT", f"/_ingest/pipeline/{ingest}", body=render("ingest-pipeline", manifest, version, model_id=env["v1"])
+    )
+    cl.request(
+        "PUT", f"/_search/pipeline/{search}", body=render("search-pipeline", manifest, version, model_id=env["v1"])
+    )
     body = render("index-mapping", manifest, version, ingest_pipeline=ingest, search_pipeline=search, shards=2)
     cl.request("PUT", f"/{index}", body={**body, "aliases": {alias: {}}})
     rng = random.Random(alias)
@@ -133,8 +139,10 @@ class App:
     def search(self):
         while not self.stop.is_set():
             try:
-                self.search_cl.search(index=self.alias, body={"size": 5, "query": {"neural_sparse": {
-                    "text_sparse": {"query_text": "rain over the city"}}}})
+                self.search_cl.search(
+                    index=self.alias,
+                    body={"size": 5, "query": {"neural_sparse": {"text_sparse": {"query_text": "rain over the city"}}}},
+                )
                 self.searches += 1
             except Exception as exc:  # noqa: BLE001 - every failure is counted
                 self.search_errors.append(repr(exc)[:200])
@@ -205,8 +213,22 @@ def test_sigterm_mid_reindex_then_rerun_continues_one_task(models_v1_v2, tmp_pat
     cl = env["cluster"]
     drop(env, alias)
     expected = production(env, alias, docs=300)
-    cmd = [sys.executable, "-m", "sparsepack.cli", "migrate", alias, "--document-model", env["v2"], "--url", env["url"],
-           "--requests-per-second", "10", "--slices", "1", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sparsepack.cli",
+        "migrate",
+        alias,
+        "--document-model",
+        env["v2"],
+        "--url",
+        env["url"],
+        "--requests-per-second",
+        "10",
+        "--slices",
+        "1",
+        "--json",
+    ]
     envvars = {**os.environ, "PYTHONPATH": os.getcwd()}
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=envvars, text=True)
@@ -226,7 +248,9 @@ def test_sigterm_mid_reindex_then_rerun_continues_one_task(models_v1_v2, tmp_pat
         # the application wrote meanwhile
         cl.client.index(index=alias, id="during", body={"text": "written while no migrate ran", "n": 9999})
         expected["during"] = {"text": "written while no migrate ran", "n": 9999}
-        cl.client.transport.perform_request("POST", f"/_reindex/{task_id}/_rethrottle", params={"requests_per_second": "-1"})
+        cl.client.transport.perform_request(
+            "POST", f"/_reindex/{task_id}/_rethrottle", params={"requests_per_second": "-1"}
+        )
         rerun = subprocess.run(cmd, capture_output=True, text=True, env=envvars, timeout=300)
         assert rerun.returncode == 0, rerun.stderr
         report = json.loads(rerun.stdout)

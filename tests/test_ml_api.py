@@ -1,12 +1,13 @@
 """The registry speaks to ML Commons through opensearch-py's typed calls (client.plugins.ml.*, ingest, search_pipeline,
 indices...), all run by Cluster.call under one retry/404/error policy. These tests record every call a real release
 makes and check which client method carried it."""
+
 from collections import Counter
 
 import pytest
-
 from conftest import cluster_for, conn, drop_group
 from faultproxy import Fault, FaultProxy
+
 from sparsepack.errors import ClusterError
 from sparsepack.registry import models
 from sparsepack.registry.connection import Cluster, ConnectionOptions
@@ -43,8 +44,11 @@ def test_release_and_clear_previous_use_typed_ml_calls(any_node, package_factory
     try:
         first = release(str(package_factory("bert-if-log1p")[1]), conn(any_node), ReleaseOptions(group=group, **OPTS))
         assert first["passed"], first.get("error")
-        second = release(str(package_factory("bert-bi-relu")[1]), conn(any_node),
-                         ReleaseOptions(group=group, clear_previous=True, **OPTS))
+        second = release(
+            str(package_factory("bert-bi-relu")[1]),
+            conn(any_node),
+            ReleaseOptions(group=group, clear_previous=True, **OPTS),
+        )
         assert second["passed"], second.get("error")
         assert sorted(second["steps"]["clear_previous"]["removed"]) == sorted(first["model_ids"].values())
     finally:
@@ -54,14 +58,33 @@ def test_release_and_clear_previous_use_typed_ml_calls(any_node, package_factory
     # three models uploaded (if-log1p: document + query; bi-relu: one), each through register_meta + chunks
     assert used["MlClient.register_model_meta"] == 3
     assert used["MlClient.upload_chunk"] >= 3
-    for method in ("MlClient.search_model_group", "MlClient.register_model_group", "MlClient.get_model",
-                   "MlClient.search_models", "MlClient.deploy_model", "MlClient.get_task", "MlClient.get_profile_models",
-                   "MlClient.predict", "MlClient.undeploy_model", "MlClient.delete_model",
-                   "IngestClient.put_pipeline", "IngestClient.delete_pipeline", "IngestClient.get_pipeline",
-                   "SearchPipelineClient.put", "SearchPipelineClient.delete", "SearchPipelineClient.get",
-                   "IndicesClient.create", "IndicesClient.delete", "OpenSearch.index", "OpenSearch.search",
-                   "OpenSearch.info", "NodesClient.info", "NodesClient.stats", "CatClient.plugins",
-                   "ClusterClient.get_settings"):
+    for method in (
+        "MlClient.search_model_group",
+        "MlClient.register_model_group",
+        "MlClient.get_model",
+        "MlClient.search_models",
+        "MlClient.deploy_model",
+        "MlClient.get_task",
+        "MlClient.get_profile_models",
+        "MlClient.predict",
+        "MlClient.undeploy_model",
+        "MlClient.delete_model",
+        "IngestClient.put_pipeline",
+        "IngestClient.delete_pipeline",
+        "IngestClient.get_pipeline",
+        "SearchPipelineClient.put",
+        "SearchPipelineClient.delete",
+        "SearchPipelineClient.get",
+        "IndicesClient.create",
+        "IndicesClient.delete",
+        "OpenSearch.index",
+        "OpenSearch.search",
+        "OpenSearch.info",
+        "NodesClient.info",
+        "NodesClient.stats",
+        "CatClient.plugins",
+        "ClusterClient.get_settings",
+    ):
         assert used[method] > 0, f"{method} never ran: {sorted(used)}"
     assert used["MlClient.deploy_model"] == 3
     assert raw_ml(recorded) == []
@@ -73,34 +96,48 @@ def test_deploy_on_chosen_nodes_is_the_one_raw_ml_route(node_3x, package_factory
     node_id = sorted(cl.request("GET", "/_nodes")["nodes"])[0]
     group = "t-ml-api-nodes"
     try:
-        report = release(str(package_factory("bert-bi-relu")[1]), conn(node_3x),
-                         ReleaseOptions(group=group, node_ids=[node_id], smoke=False, **OPTS))
+        report = release(
+            str(package_factory("bert-bi-relu")[1]),
+            conn(node_3x),
+            ReleaseOptions(group=group, node_ids=[node_id], smoke=False, **OPTS),
+        )
         assert report["passed"], report.get("error")
     finally:
         drop_group(cl, group)
     raw = raw_ml(recorded)
-    assert raw and all(what.startswith("POST " + ML + "/models/") and what.endswith(RAW_ML_ALLOWED) for what in raw), raw
+    assert raw and all(what.startswith("POST " + ML + "/models/") and what.endswith(RAW_ML_ALLOWED) for what in raw), (
+        raw
+    )
 
 
 def test_typed_calls_are_retried_inside_call_under_faults(node_3x, package_factory, recorded):
     """A 503 or 429 on a typed call is retried by Cluster.call itself: the caller issues each call once."""
     group = "t-ml-api-faults"
-    proxy = FaultProxy(int(node_3x.rsplit(":", 1)[1]), [
-        Fault("POST", r"upload_chunk/0", "status:503"),
-        Fault("POST", r"_deploy", "status:503"),
-        Fault("GET", r"/_plugins/_ml/tasks/", "status:429"),
-    ]).start()
+    proxy = FaultProxy(
+        int(node_3x.rsplit(":", 1)[1]),
+        [
+            Fault("POST", r"upload_chunk/0", "status:503"),
+            Fault("POST", r"_deploy", "status:503"),
+            Fault("GET", r"/_plugins/_ml/tasks/", "status:429"),
+        ],
+    ).start()
     try:
-        report = release(str(package_factory("bert-bi-relu")[1]), ConnectionOptions(url=proxy.url, retries=3),
-                         ReleaseOptions(group=group, smoke=False, **OPTS))
+        report = release(
+            str(package_factory("bert-bi-relu")[1]),
+            ConnectionOptions(url=proxy.url, retries=3),
+            ReleaseOptions(group=group, smoke=False, **OPTS),
+        )
         assert report["passed"], report.get("error")
         assert all(f.hits == f.times for f in proxy.faults)
     finally:
         proxy.stop()
         cl = cluster_for(node_3x)
         drop_group(cl, group)
-    faulted = [(method, what) for method, what in recorded
-               if "upload_chunk/0" in what or what.endswith("/_deploy") or "/_plugins/_ml/tasks/" in what]
+    faulted = [
+        (method, what)
+        for method, what in recorded
+        if "upload_chunk/0" in what or what.endswith("/_deploy") or "/_plugins/_ml/tasks/" in what
+    ]
     assert {method for method, _ in faulted} == {"MlClient.upload_chunk", "MlClient.deploy_model", "MlClient.get_task"}
     assert sum(1 for m, _ in faulted if m == "MlClient.upload_chunk") == 1  # the 503'd chunk: one call, retried inside
     assert sum(1 for m, _ in faulted if m == "MlClient.deploy_model") == 1

@@ -1,19 +1,20 @@
 """The local node is real: both lines start, carry the four plugins, and serve what sparsepack packages."""
+
 import json
 import os
 import socket
 import urllib.request
 
 import pytest
-
 from conftest import PORT_BASE, cluster_for
+
 from sparsepack.errors import SparsepackError
 from sparsepack.node import lifecycle
+from sparsepack.node.maven import Coordinate, fetch
+from sparsepack.node.plan import plan_for
 from sparsepack.node.processes import node_processes
 from sparsepack.node.state import STATE_FILE, cluster_dir, default_home
 from sparsepack.node.wait import wait_for
-from sparsepack.node.maven import Coordinate, fetch
-from sparsepack.node.plan import plan_for
 
 PLUGINS = {"opensearch-job-scheduler", "opensearch-knn", "opensearch-ml", "opensearch-neural-search"}
 
@@ -42,8 +43,11 @@ def test_rank_features_from_mapper_extras(any_node):
     cl.request("PUT", "/t-rank-features", body={"mappings": {"properties": {"f": {"type": "rank_features"}}}})
     try:
         cl.request("PUT", "/t-rank-features/_doc/1", body={"f": {"rain": 2.0, "city": 0.5}}, params={"refresh": "true"})
-        res = cl.request("POST", "/t-rank-features/_search",
-                         body={"query": {"neural_sparse": {"f": {"query_tokens": {"rain": 1.5}}}}})
+        res = cl.request(
+            "POST",
+            "/t-rank-features/_search",
+            body={"query": {"neural_sparse": {"f": {"query_tokens": {"rain": 1.5}}}}},
+        )
         assert res["hits"]["hits"][0]["_id"] == "1"
     finally:
         cl.request("DELETE", "/t-rank-features", ok_404=True)
@@ -98,13 +102,17 @@ def test_rendered_bodies_are_accepted_by_the_node(any_node, package_factory):
     cl = cluster_for(any_node)
     version = cl.info()["version"]["number"]
     major3 = version.startswith("3.")
-    ingest_variants = [{"model_id": "m1", "batch_size": 4, "prune_type": "max_ratio", "prune_ratio": 0.1},
-                       {"model_id": "m1", "chunking": True}]
+    ingest_variants = [
+        {"model_id": "m1", "batch_size": 4, "prune_type": "max_ratio", "prune_ratio": 0.1},
+        {"model_id": "m1", "chunking": True},
+    ]
     if major3:
         ingest_variants.append({"model_id": "m1", "skip_existing": True})
     for i, values in enumerate(ingest_variants):
         name = f"t-accept-ingest-{i}"
-        assert cl.request("PUT", f"/_ingest/pipeline/{name}", body=render("ingest-pipeline", manifest, version, **values))["acknowledged"]
+        assert cl.request(
+            "PUT", f"/_ingest/pipeline/{name}", body=render("ingest-pipeline", manifest, version, **values)
+        )["acknowledged"]
         cl.request("DELETE", f"/_ingest/pipeline/{name}")
     body = render("search-pipeline", manifest, version, model_id="m1", prune_type="max_ratio")
     assert cl.request("PUT", "/_search/pipeline/t-accept-search", body=body)["acknowledged"]
@@ -112,11 +120,20 @@ def test_rendered_bodies_are_accepted_by_the_node(any_node, package_factory):
     mapping = render("index-mapping", manifest, version, chunking=True)
     assert cl.request("PUT", "/t-accept-index", body=mapping)["acknowledged"]
     cl.request("DELETE", "/t-accept-index")
-    group = cl.request("POST", "/_plugins/_ml/model_groups/_register",
-                       body=render("model-group", manifest, version, group_name="t-accept-group"))
+    group = cl.request(
+        "POST",
+        "/_plugins/_ml/model_groups/_register",
+        body=render("model-group", manifest, version, group_name="t-accept-group"),
+    )
     cl.request("DELETE", f"/_plugins/_ml/model_groups/{group['model_group_id']}")
-    settings = render("cluster-settings", manifest, version, native_memory_threshold=100, jvm_heap_memory_threshold=100,
-                      disk_free_space_threshold=-1)
+    settings = render(
+        "cluster-settings",
+        manifest,
+        version,
+        native_memory_threshold=100,
+        jvm_heap_memory_threshold=100,
+        disk_free_space_threshold=-1,
+    )
     assert cl.request("PUT", "/_cluster/settings", body=settings)["acknowledged"]
 
 
@@ -127,12 +144,19 @@ def test_node_cli_status_and_logs(node_3x):
     if os.environ.get("OPENSEARCH_URL"):
         pytest.skip("external cluster: no local node to inspect")
     port = node_3x.rsplit(":", 1)[1]
-    st = subprocess.run([sys.executable, "-m", "sparsepack.cli", "node", "status", "--port", port], capture_output=True, text=True)
+    st = subprocess.run(
+        [sys.executable, "-m", "sparsepack.cli", "node", "status", "--port", port], capture_output=True, text=True
+    )
     assert st.returncode == 0 and json.loads(st.stdout)["healthy"] is True
-    logs = subprocess.run([sys.executable, "-m", "sparsepack.cli", "node", "logs", "--port", port, "--lines", "5"],
-                          capture_output=True, text=True)
+    logs = subprocess.run(
+        [sys.executable, "-m", "sparsepack.cli", "node", "logs", "--port", port, "--lines", "5"],
+        capture_output=True,
+        text=True,
+    )
     assert logs.returncode == 0 and "[node-0]" in logs.stdout
-    missing = subprocess.run([sys.executable, "-m", "sparsepack.cli", "node", "status", "--port", "9"], capture_output=True, text=True)
+    missing = subprocess.run(
+        [sys.executable, "-m", "sparsepack.cli", "node", "status", "--port", "9"], capture_output=True, text=True
+    )
     assert missing.returncode == 4 and json.loads(missing.stdout)["running"] is False
 
 
@@ -149,10 +173,14 @@ def test_restart_keeps_models_and_release_after_a_real_stop_has_no_duplicates(pa
         pytest.skip("external cluster: no local node to stop")
     port = PORT_BASE + 30
     state = lifecycle.start("3.6.0", port=port, fresh=True, log=lambda m: None)
-    proxy = FaultProxy(port, [Fault("POST", r"_deploy", "call", before=lambda: lifecycle.stop(port, quiet=True))]).start()
+    proxy = FaultProxy(
+        port, [Fault("POST", r"_deploy", "call", before=lambda: lifecycle.stop(port, quiet=True))]
+    ).start()
     pkg = package_factory("bert-bi-relu")[1]
     try:
-        first = release(str(pkg), ConnectionOptions(url=proxy.url, retries=1), ReleaseOptions(group="t-restart", progress=False))
+        first = release(
+            str(pkg), ConnectionOptions(url=proxy.url, retries=1), ReleaseOptions(group="t-restart", progress=False)
+        )
         assert not first["passed"] and first["failed_step"] == "deploy"
         assert "cannot connect" in first["error"]
         lifecycle.start("3.6.0", port=port, log=lambda m: None)  # same version and shape: data kept
@@ -160,7 +188,9 @@ def test_restart_keeps_models_and_release_after_a_real_stop_has_no_duplicates(pa
         assert again["passed"], again.get("error")
         assert again["steps"]["register"]["models"]["document"]["reused"] is True
         cl = cluster_for(state.url)
-        group = cl.request("POST", "/_plugins/_ml/model_groups/_search", body={"query": {"term": {"name.keyword": "t-restart"}}})
+        group = cl.request(
+            "POST", "/_plugins/_ml/model_groups/_search", body={"query": {"term": {"name.keyword": "t-restart"}}}
+        )
         from sparsepack.registry import models
 
         assert len(models.models_in_group(cl, group["hits"]["hits"][0]["_id"])) == 1
@@ -170,7 +200,12 @@ def test_restart_keeps_models_and_release_after_a_real_stop_has_no_duplicates(pa
 
 
 # Ports of the start/recovery tests: free http slots below PORT_BASE+30 (transport ports are http + 100).
-PORT_LOADED, PORT_LOADED_MULTI, PORT_INJECTED, PORT_RECOVERED = PORT_BASE + 1, PORT_BASE + 2, PORT_BASE + 4, PORT_BASE + 6
+PORT_LOADED, PORT_LOADED_MULTI, PORT_INJECTED, PORT_RECOVERED = (
+    PORT_BASE + 1,
+    PORT_BASE + 2,
+    PORT_BASE + 4,
+    PORT_BASE + 6,
+)
 BUSY_SECONDS = 900  # upper bound on the load processes' life, should the finally below never run
 
 
@@ -191,8 +226,13 @@ def test_start_waits_for_the_jvm_while_both_cores_are_busy():
 
     local_only()
     # Other sessions, as other programs on the machine would be: the scheduler shares the CPU between sessions first.
-    busy = [subprocess.Popen([sys.executable, "-c", f"import time\nend = time.time() + {BUSY_SECONDS}\nwhile time.time() < end: pass"],
-                             start_new_session=True) for _ in range(os.cpu_count() or 2)]
+    busy = [
+        subprocess.Popen(
+            [sys.executable, "-c", f"import time\nend = time.time() + {BUSY_SECONDS}\nwhile time.time() < end: pass"],
+            start_new_session=True,
+        )
+        for _ in range(os.cpu_count() or 2)
+    ]
     try:
         for port, nodes in ((PORT_LOADED, 1), (PORT_LOADED_MULTI, 2)):
             t0 = time.monotonic()
@@ -212,8 +252,9 @@ def test_start_waits_for_the_jvm_while_both_cores_are_busy():
             busy_proc.wait()
 
 
-@pytest.mark.parametrize("failure", [SparsepackError("injected launch failure"), KeyboardInterrupt()],
-                         ids=["error", "ctrl-c"])
+@pytest.mark.parametrize(
+    "failure", [SparsepackError("injected launch failure"), KeyboardInterrupt()], ids=["error", "ctrl-c"]
+)
 def test_failure_after_the_first_launch_leaves_no_jvm(monkeypatch, failure):
     """The second node's launch fails (or is interrupted) while node-0's JVM is starting: that JVM is stopped too."""
     local_only()
@@ -256,12 +297,20 @@ def test_interrupted_start_stops_the_jvm(signame):
     local_only()
     port = PORT_INJECTED
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-m", "sparsepack.cli", "node", "start", "--port", str(port), "--heap",
-                                 "512m", "--fresh"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=_default_signals)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sparsepack.cli", "node", "start", "--port", str(port), "--heap", "512m", "--fresh"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_default_signals,
+        )
         try:
-            wait_for(lambda: proc.poll() is not None or any(p.jvm for p in jvms_of(port)), 120,
-                     "the node's JVM to be launched", interval=0.2)
+            wait_for(
+                lambda: proc.poll() is not None or any(p.jvm for p in jvms_of(port)),
+                120,
+                "the node's JVM to be launched",
+                interval=0.2,
+            )
             assert proc.poll() is None, proc.stderr.read()
             proc.send_signal(getattr(signal, signame))
             _, err = proc.communicate(timeout=120)
@@ -328,15 +377,20 @@ def test_status_stop_and_start_recover_a_node_without_cluster_json(tmp_path):
     try:
         first = lifecycle.start("3.6.0", port=port, heap="512m", fresh=True, log=lambda m: None)
         state_file.unlink()
-        st = subprocess.run([sys.executable, "-m", "sparsepack.cli", "node", "status", "--port", str(port)],
-                            capture_output=True, text=True)
+        st = subprocess.run(
+            [sys.executable, "-m", "sparsepack.cli", "node", "status", "--port", str(port)],
+            capture_output=True,
+            text=True,
+        )
         report = json.loads(st.stdout)
         assert st.returncode == 0 and report["running"] and report["healthy"] and report["recorded"] is False
         assert report["pids"] == {"node-0": first.nodes[0].pid} and report["version"] == "3.6.0"
 
         messages = []
         second = lifecycle.start("3.6.0", port=port, heap="512m", log=messages.append)
-        assert any(f"port {port} is held by OpenSearch left over" in m and str(first.nodes[0].pid) in m for m in messages)
+        assert any(
+            f"port {port} is held by OpenSearch left over" in m and str(first.nodes[0].pid) in m for m in messages
+        )
         assert second.nodes[0].pid != first.nodes[0].pid
         assert [p.pid for p in jvms_of(port)] == [second.nodes[0].pid]
         # the same port asked for under another home: refused, with the exact command that stops this one
@@ -345,8 +399,11 @@ def test_status_stop_and_start_recover_a_node_without_cluster_json(tmp_path):
             lifecycle.start("3.6.0", port=port, home=tmp_path, log=lambda m: None)
 
         state_file.unlink()
-        out = subprocess.run([sys.executable, "-m", "sparsepack.cli", "node", "stop", "--port", str(port)],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "sparsepack.cli", "node", "stop", "--port", str(port)],
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 0 and "no cluster.json" in out.stderr
         assert jvms_of(port) == []
         assert lifecycle.status(port)["running"] is False
@@ -362,15 +419,32 @@ def _run_with_node_guard(tmp_path, body: str):
     # the child imports the same sparsepack as this run (a worktree put first on PYTHONPATH included)
     pythonpath = os.pathsep.join(p for p in (os.path.dirname(__file__), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": pythonpath, "SPARSEPACK_TEST_PORT_BASE": str(PORT_BASE)}
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "node_guard",
-                           str(tmp_path / "test_leak.py")], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "node_guard",
+            str(tmp_path / "test_leak.py"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
 
 
 def _stand_in(pidfile) -> str:
     """Test code that starts a process node_processes() takes for a node of ``pidfile``'s folder."""
-    return (f"    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', '-p', {str(pidfile)!r}],\n"
-            "                     start_new_session=True)\n")
+    return (
+        f"    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', '-p', {str(pidfile)!r}],\n"
+        "                     start_new_session=True)\n"
+    )
 
 
 def test_node_guard_fails_a_run_that_leaves_a_node_process(tmp_path):
@@ -398,10 +472,19 @@ def test_node_guard_leaves_the_nodes_of_another_run_on_the_same_ports(tmp_path):
     cdir = tmp_path / "home" / "clusters" / str(PORT_BASE + 98)
     (cdir / "node-0").mkdir(parents=True)
     # this test's process stands for the other run: alive, and not a descendant of the child session
-    (cdir / "cluster.json").write_text(json.dumps({"version": "3.6.0", "home": str(tmp_path / "home"), "nodes": [],
-                                                   "started_by": {"pid": os.getpid(), "argv": ["other-run"]}}))
-    run = _run_with_node_guard(tmp_path, "import subprocess, sys\ndef test_meanwhile():\n"
-                                         + _stand_in(cdir / "node-0" / "opensearch.pid"))
+    (cdir / "cluster.json").write_text(
+        json.dumps(
+            {
+                "version": "3.6.0",
+                "home": str(tmp_path / "home"),
+                "nodes": [],
+                "started_by": {"pid": os.getpid(), "argv": ["other-run"]},
+            }
+        )
+    )
+    run = _run_with_node_guard(
+        tmp_path, "import subprocess, sys\ndef test_meanwhile():\n" + _stand_in(cdir / "node-0" / "opensearch.pid")
+    )
     try:
         assert run.returncode == pytest.ExitCode.OK, run.stdout[-2000:]
         assert f"started meanwhile by pid {os.getpid()} (other-run)" in run.stdout

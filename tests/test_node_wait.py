@@ -1,4 +1,5 @@
 """The node package's one bounded poll: what it returns, what it raises, and that it keeps to its timeout."""
+
 import time
 
 import pytest

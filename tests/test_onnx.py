@@ -1,4 +1,5 @@
 """The ONNX document artifact: signature ML Commons feeds, tied weights stored once, deterministic zip, the proof."""
+
 import hashlib
 import json
 import zipfile
@@ -10,9 +11,9 @@ import torch
 from onnx import numpy_helper
 
 from sparsepack.cli import main
-from sparsepack.errors import SparsepackError
 from sparsepack.contract.formats import for_format
 from sparsepack.contract.package_dir import verify_artifacts
+from sparsepack.errors import SparsepackError
 from sparsepack.packaging.onnx_export import INPUT_NAMES, OPSET, OnnxArtifact, OnnxExporter, dedupe_initializers
 from sparsepack.packaging.package import package
 
@@ -113,7 +114,10 @@ def test_dedupe_turns_a_transposed_copy_into_a_transpose_node(tmp_path):
     model = onnx.load(str(path))
     assert sum(int(np.prod(i.dims)) for i in model.graph.initializer) == 300 * 16 + 300  # weight once, plus bias
     assert dedupe_initializers(model) == {"aliased": [], "transposed": []}  # already done: idempotent
-    batch = {"input_ids": torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])}
+    batch = {
+        "input_ids": torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]),
+    }
     got = OnnxArtifact(path)(batch)["output"]
     with torch.no_grad():
         want = module(batch)["output"]
@@ -139,7 +143,10 @@ def test_onnx_zip_is_deterministic(model_factory, tmp_path):
 def test_for_format_picks_one_document_artifact(both_packages):
     manifest, _ = both_packages("distil-if-relu")
     view = for_format(manifest, "onnx")
-    assert [(a["role"], a["model_format"]) for a in view["artifacts"]] == [("document", "ONNX"), ("query", "TORCH_SCRIPT")]
+    assert [(a["role"], a["model_format"]) for a in view["artifacts"]] == [
+        ("document", "ONNX"),
+        ("query", "TORCH_SCRIPT"),
+    ]
     assert [a["model_format"] for a in for_format(manifest, None)["artifacts"]] == ["TORCH_SCRIPT", "TORCH_SCRIPT"]
     only_ts = {**manifest, "formats": ["torchscript"], "artifacts": for_format(manifest, "torchscript")["artifacts"]}
     with pytest.raises(SparsepackError, match="no onnx document artifact.*--format onnx"):
@@ -160,15 +167,17 @@ def test_cli_package_format_onnx(model_factory, tmp_path, capsys):
 @pytest.mark.cluster
 def test_release_onnx_on_real_node(any_node, both_packages, request):
     from conftest import cluster_for, conn
+    from test_registry import cleanup_group
+
     from sparsepack.rollout.options import ReleaseOptions
     from sparsepack.rollout.run import release
-    from test_registry import cleanup_group
 
     manifest, pkg = both_packages("distil-if-relu")
     group = f"t-onnx-{request.node.callspec.id}"
     try:
-        report = release(str(pkg), conn(any_node), ReleaseOptions(group=group, artifact_format="onnx", progress=False,
-                                                                  timeout=120))
+        report = release(
+            str(pkg), conn(any_node), ReleaseOptions(group=group, artifact_format="onnx", progress=False, timeout=120)
+        )
         assert report["passed"], report.get("error")
         assert report["package"]["format"] == "onnx"
         model = cluster_for(any_node).request("GET", f"/_plugins/_ml/models/{report['model_ids']['document']}")
@@ -189,8 +198,10 @@ def test_onnx_zip_sets_one_onnxruntime_thread_per_inference(both_packages):
     manifest, out = both_packages("distil-if-relu")
     onnx_art, ts_art = _doc(manifest, "onnx"), _doc(manifest, "torchscript")
     with zipfile.ZipFile(out / onnx_art["file"]) as zf:
-        assert zf.read("serving.properties").decode().splitlines() == ["option.interOpNumThreads=1",
-                                                                       "option.intraOpNumThreads=1"]
+        assert zf.read("serving.properties").decode().splitlines() == [
+            "option.interOpNumThreads=1",
+            "option.intraOpNumThreads=1",
+        ]
     with zipfile.ZipFile(out / ts_art["file"]) as zf:
         assert "serving.properties" not in zf.namelist()
     assert onnx_art["runtime_options"]["intra_op_threads"] == 1 and onnx_art["runtime_options"]["inter_op_threads"] == 1
@@ -198,17 +209,25 @@ def test_onnx_zip_sets_one_onnxruntime_thread_per_inference(both_packages):
 
 
 def test_onnx_threads_zero_keeps_onnxruntime_defaults(model_factory, tmp_path):
-    manifest = package(str(model_factory("distil-if-relu")), tmp_path / "p", artifact_format="onnx", onnx_threads=0, **QUIET)
+    manifest = package(
+        str(model_factory("distil-if-relu")), tmp_path / "p", artifact_format="onnx", onnx_threads=0, **QUIET
+    )
     art = _doc(manifest, "onnx")
     with zipfile.ZipFile(tmp_path / "p" / art["file"]) as zf:
         assert "serving.properties" not in zf.namelist()
     assert art["runtime_options"]["set_by"] is None
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--onnx-threads", "2"], "--onnx-threads sets the ML node's onnxruntime threads of an ONNX artifact; add --format"),
-    (["--format", "onnx", "--onnx-threads", "-1"], "--onnx-threads -1 is outside 0-256"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--onnx-threads", "2"],
+            "--onnx-threads sets the ML node's onnxruntime threads of an ONNX artifact; add --format",
+        ),
+        (["--format", "onnx", "--onnx-threads", "-1"], "--onnx-threads -1 is outside 0-256"),
+    ],
+)
 def test_onnx_threads_refused_where_meaningless(model_factory, tmp_path, capsys, argv, message):
     code = main(["package", str(model_factory("distil-if-relu")), "-o", str(tmp_path / "p"), *argv])
     err = capsys.readouterr().err
@@ -223,21 +242,30 @@ def test_the_node_reads_the_onnx_session_options(node_3x, both_packages, tmp_pat
     import shutil
 
     from conftest import conn, edit_artifact
+    from test_registry import cleanup_group
+
     from sparsepack.rollout.options import ReleaseOptions
     from sparsepack.rollout.run import release
-    from test_registry import cleanup_group
 
     manifest, pkg = both_packages("distil-if-relu")
     bad = tmp_path / "pkg"
     shutil.copytree(pkg, bad)
-    edit_artifact(bad, _doc(manifest, "onnx")["file"], lambda entries: entries.update(
-        {"serving.properties": b"option.interOpNumThreads=1\noption.intraOpNumThreads=one\n"}))
+    edit_artifact(
+        bad,
+        _doc(manifest, "onnx")["file"],
+        lambda entries: entries.update(
+            {"serving.properties": b"option.interOpNumThreads=1\noption.intraOpNumThreads=one\n"}
+        ),
+    )
     group = "t-onnx-options"
     try:
-        report = release(str(bad), conn(node_3x), ReleaseOptions(group=group, artifact_format="onnx", progress=False,
-                                                                  timeout=120))
+        report = release(
+            str(bad), conn(node_3x), ReleaseOptions(group=group, artifact_format="onnx", progress=False, timeout=120)
+        )
         assert not report["passed"] and report["failed_step"] == "deploy"
-        assert 'For input string: \"one\"' in report["error"] or 'For input string: "one"' in report["error"], report["error"]
+        assert 'For input string: "one"' in report["error"] or 'For input string: "one"' in report["error"], report[
+            "error"
+        ]
         assert report["rollback"]["left"] == []
     finally:
         cleanup_group(node_3x, group)
@@ -247,6 +275,7 @@ def test_the_node_reads_the_onnx_session_options(node_3x, both_packages, tmp_pat
 def test_preflight_warns_about_an_onnx_zip_without_session_threads(node_3x, both_packages):
     """A package from before serving.properties still releases, with a warning naming the zip and the fix."""
     from conftest import cluster_for
+
     from sparsepack.registry import preflight
 
     manifest, _ = both_packages("distil-if-relu")
@@ -276,7 +305,7 @@ def test_release_format_picks_the_artifact(node_3x, both_packages, capsys):
 
 
 def test_int8_embedding_table_is_stored_once_as_int8(tmp_path):
-    from sparsepack.packaging.quantize import candidate_exclusions, quantize_embedding_table, quantize_int8
+    from sparsepack.packaging.quantize import candidate_exclusions, quantize_embedding_table
 
     module = _Tied().eval()
     module.emb.weight.data[7] = 0.0  # a zero row must not divide by zero
@@ -309,18 +338,47 @@ def test_int8_embedding_table_is_stored_once_as_int8(tmp_path):
 
 def test_int8_options_refuse_what_cannot_be_built(model_factory, tmp_path):
     model = str(model_factory("bert-bi-relu"))
-    assert main(["package", model, "-o", str(tmp_path / "a"), "--format", "torchscript", "--quantize", "int8"]) == 2  # int8 is ONNX
+    assert (
+        main(["package", model, "-o", str(tmp_path / "a"), "--format", "torchscript", "--quantize", "int8"]) == 2
+    )  # int8 is ONNX
     assert main(["package", model, "-o", str(tmp_path / "b"), "--format", "onnx", "--quality-gate", "ndcg=0.9"]) == 2
-    assert main(["package", model, "-o", str(tmp_path / "c"), "--format", "onnx", "--quantize", "int8",
-                 "--quality-gate", "ndcg=high"]) == 2
+    assert (
+        main(
+            [
+                "package",
+                model,
+                "-o",
+                str(tmp_path / "c"),
+                "--format",
+                "onnx",
+                "--quantize",
+                "int8",
+                "--quality-gate",
+                "ndcg=high",
+            ]
+        )
+        == 2
+    )
     assert not any((tmp_path / d).exists() for d in "abc")
 
 
 def test_int8_below_the_gate_exits_3_and_writes_nothing(model_factory, tmp_path, capsys):
     # a gate of perfect agreement: no int8 variant reaches it
     out = tmp_path / "pkg"
-    code = main(["package", str(model_factory("bert-bi-relu")), "-o", str(out), "--format", "onnx", "--quantize", "int8",
-                 "--quality-gate", "ndcg=1,recall=1"])
+    code = main(
+        [
+            "package",
+            str(model_factory("bert-bi-relu")),
+            "-o",
+            str(out),
+            "--format",
+            "onnx",
+            "--quantize",
+            "int8",
+            "--quality-gate",
+            "ndcg=1,recall=1",
+        ]
+    )
     assert code == 3
     assert "no int8 variant passes the gate" in capsys.readouterr().err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".pkg")]

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import FIXTURE_SPECS
+
+from sparsepack.contract.package_dir import load_package, verify_package_files
 from sparsepack.errors import ParityError, SparsepackError
 from sparsepack.packaging import opcheck
-from sparsepack.contract.package_dir import load_package, verify_package_files
 from sparsepack.packaging.package import package
 from sparsepack.packaging.parity import DjlStyleTokenizer, emulate_sparse_tokenize
 from sparsepack.packaging.wrapper import SparseDocumentEncoder, splade_activation
@@ -143,7 +143,9 @@ def test_prune_ratio_is_recorded_and_prunes(model_factory, tmp_path):
 def test_a_pruned_package_is_proven_against_the_pruned_reference(model_factory, tmp_path, fmt):
     """Pruning happens inside the graph, so the proof prunes encode_document (and, for a bi-encoder's query side,
     encode_query) the same way and holds the artifact to the usual 1e-5."""
-    manifest = package(str(model_factory("bert-bi-relu")), tmp_path / "p", prune_ratio=0.3, artifact_format=fmt, **QUIET)
+    manifest = package(
+        str(model_factory("bert-bi-relu")), tmp_path / "p", prune_ratio=0.3, artifact_format=fmt, **QUIET
+    )
     doc, query = manifest["parity"]["document"], manifest["parity"]["query"]
     assert doc["reference"] == "SparseEncoder.encode_document pruned at max x 0.3"
     assert query["reference"] == "SparseEncoder.encode_query pruned at max x 0.3"
@@ -200,13 +202,17 @@ def test_sum_pooling_is_supported():
             return (torch.nn.functional.one_hot(input_ids, 10).float() * 2.0,)
 
     enc = SparseDocumentEncoder(FakeMLM(), "relu", "sum", special_ids=[0], vocab_size=10)
-    out = enc({"input_ids": torch.tensor([[0, 3, 3, 4]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)})["output"]
+    out = enc({"input_ids": torch.tensor([[0, 3, 3, 4]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)})[
+        "output"
+    ]
     expected = torch.log1p(torch.tensor(2.0))
     assert torch.allclose(out[0, 3], 2 * expected) and torch.allclose(out[0, 4], expected) and out[0, 0] == 0
 
 
 def test_op_check_names_sdpa_for_libtorch_1_13():
-    assert opcheck.missing_ops({"aten::scaled_dot_product_attention", "aten::linear"}, "1.13.1") == ["aten::scaled_dot_product_attention"]
+    assert opcheck.missing_ops({"aten::scaled_dot_product_attention", "aten::linear"}, "1.13.1") == [
+        "aten::scaled_dot_product_attention"
+    ]
     report = opcheck.compatibility({"aten::scaled_dot_product_attention"})
     assert report["2.x"]["compatible"] is False and report["3.x"]["compatible"] is True
 
@@ -215,8 +221,11 @@ def test_package_refuses_graph_with_op_missing_on_target(model_factory, tmp_path
     from sparsepack.packaging import exporter
 
     real = exporter.TorchScriptExporter.operators
-    monkeypatch.setattr(exporter.TorchScriptExporter, "operators",
-                        lambda self, path: real(self, path) | {"aten::scaled_dot_product_attention"})
+    monkeypatch.setattr(
+        exporter.TorchScriptExporter,
+        "operators",
+        lambda self, path: real(self, path) | {"aten::scaled_dot_product_attention"},
+    )
     with pytest.raises(SparsepackError, match=r"aten::scaled_dot_product_attention.*libtorch 1\.13\.1"):
         package(str(model_factory("bert-bi-relu")), tmp_path / "p", **QUIET)
     assert not (tmp_path / "p").exists() and list(tmp_path.iterdir()) == []
@@ -235,12 +244,15 @@ def test_parity_failure_leaves_nothing_behind(model_factory, tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"max_length": 1024}, "exceeds 512"),
-    ({"max_length": 100}, "exceeds the model's max_seq_length 64"),
-    ({"prune_ratio": 1.5}, "outside"),
-    ({"targets": ("4.x",)}, "unknown OpenSearch line"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_length": 1024}, "exceeds 512"),
+        ({"max_length": 100}, "exceeds the model's max_seq_length 64"),
+        ({"prune_ratio": 1.5}, "outside"),
+        ({"targets": ("4.x",)}, "unknown OpenSearch line"),
+    ],
+)
 def test_bad_options_refused(model_factory, tmp_path, kwargs, message):
     with pytest.raises(SparsepackError, match=message):
         package(str(model_factory("bert-bi-relu")), tmp_path / "p", **kwargs, **QUIET)
@@ -272,11 +284,17 @@ def test_sparse_autoencoder_refused(tmp_path, model_factory):
     from sparsepack._st_compat import sparse_encoder_class, sparse_module
 
     backbone = model_factory("bert-bi-relu") / "_backbone"
-    Transformer, Pooling = sparse_module("Transformer"), None
+    Transformer = sparse_module("Transformer")
     from sentence_transformers import models as st_models
 
-    enc = sparse_encoder_class()(modules=[Transformer(str(backbone)), st_models.Pooling(32),
-                                          sparse_module("SparseAutoEncoder")(input_dim=32, hidden_dim=64, k=8)], device="cpu")
+    enc = sparse_encoder_class()(
+        modules=[
+            Transformer(str(backbone)),
+            st_models.Pooling(32),
+            sparse_module("SparseAutoEncoder")(input_dim=32, hidden_dim=64, k=8),
+        ],
+        device="cpu",
+    )
     enc.save(str(tmp_path / "csr"))
     with pytest.raises(SparsepackError, match="SparseAutoEncoder"):
         package(str(tmp_path / "csr"), tmp_path / "p", **QUIET)
@@ -286,8 +304,9 @@ def test_model_without_mlm_head_refused(tmp_path, model_factory):
     from sparsepack._st_compat import sparse_encoder_class, sparse_module
 
     backbone = model_factory("bert-bi-relu") / "_backbone"
-    enc = sparse_encoder_class()(modules=[sparse_module("Transformer")(str(backbone)), sparse_module("SpladePooling")()],
-                                 device="cpu")
+    enc = sparse_encoder_class()(
+        modules=[sparse_module("Transformer")(str(backbone)), sparse_module("SpladePooling")()], device="cpu"
+    )
     enc.save(str(tmp_path / "nohead"))
     with pytest.raises(SparsepackError, match="masked-LM head"):
         package(str(tmp_path / "nohead"), tmp_path / "p", **QUIET)
@@ -315,8 +334,20 @@ def test_manifest_loading_and_tamper_detection(package_factory, tmp_path):
 
 
 def test_cli_package_json_to_stdout_progress_to_stderr(model_factory, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "package", str(model_factory("distil-if-relu")),
-                           "-o", str(tmp_path / "p"), "--json"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sparsepack.cli",
+            "package",
+            str(model_factory("distil-if-relu")),
+            "-o",
+            str(tmp_path / "p"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads(proc.stdout)
     assert manifest["mode"] == "inference-free"
@@ -324,8 +355,11 @@ def test_cli_package_json_to_stdout_progress_to_stderr(model_factory, tmp_path):
 
 
 def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "package", str(tmp_path / "missing"), "-o", str(tmp_path / "p")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sparsepack.cli", "package", str(tmp_path / "missing"), "-o", str(tmp_path / "p")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     lines = [l for l in proc.stderr.splitlines() if l.startswith("sparsepack: error")]
     assert len(lines) == 1 and "no model at" in lines[0]
@@ -344,13 +378,20 @@ def _custom_code_model(root: Path) -> Path:
         cfg = json.loads(cfg_path.read_text())
         if "model_type" not in cfg:
             continue
-        cfg.update(model_type="custom-bert", architectures=["CustomBertForMaskedLM"],
-                   auto_map={"AutoConfig": "custom_bert.CustomBertConfig", "AutoModelForMaskedLM": "custom_bert.CustomBertForMaskedLM"})
+        cfg.update(
+            model_type="custom-bert",
+            architectures=["CustomBertForMaskedLM"],
+            auto_map={
+                "AutoConfig": "custom_bert.CustomBertConfig",
+                "AutoModelForMaskedLM": "custom_bert.CustomBertForMaskedLM",
+            },
+        )
         cfg_path.write_text(json.dumps(cfg))
         (folder / "custom_bert.py").write_text(
             "from transformers import BertConfig, BertForMaskedLM\n"
             "class CustomBertConfig(BertConfig):\n    model_type = 'custom-bert'\n"
-            "class CustomBertForMaskedLM(BertForMaskedLM):\n    config_class = CustomBertConfig\n")
+            "class CustomBertForMaskedLM(BertForMaskedLM):\n    config_class = CustomBertConfig\n"
+        )
     return out
 
 

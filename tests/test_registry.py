@@ -1,13 +1,14 @@
 """register / deploy / smoke / release against the real node(s); faults injected by a loopback proxy."""
+
 import json
 import shutil
 import subprocess
 import sys
 
 import pytest
-
 from conftest import PORT_MULTI, cluster_for, conn, local_cluster
 from faultproxy import Fault, FaultProxy
+
 from sparsepack.errors import ClusterError
 from sparsepack.registry import models, preflight
 from sparsepack.registry.connection import ConnectionOptions
@@ -27,7 +28,9 @@ def restore_node_settings(url):
 def group_models(url, group_name):
     cl = cluster_for(url)
     cl.request("POST", "/.plugins-ml-model/_refresh", ok_404=True)
-    res = cl.request("POST", "/_plugins/_ml/model_groups/_search", body={"query": {"term": {"name.keyword": group_name}}})
+    res = cl.request(
+        "POST", "/_plugins/_ml/model_groups/_search", body={"query": {"term": {"name.keyword": group_name}}}
+    )
     hits = res["hits"]["hits"]
     return models.models_in_group(cl, hits[0]["_id"]) if hits else []
 
@@ -36,7 +39,9 @@ def cleanup_group(url, group_name):
     cl = cluster_for(url)
     for m in group_models(url, group_name):
         models.delete(cl, m["model_id"])
-    res = cl.request("POST", "/_plugins/_ml/model_groups/_search", body={"query": {"term": {"name.keyword": group_name}}})
+    res = cl.request(
+        "POST", "/_plugins/_ml/model_groups/_search", body={"query": {"term": {"name.keyword": group_name}}}
+    )
     for hit in res["hits"]["hits"]:
         models.delete_group(cl, hit["_id"])
 
@@ -74,9 +79,26 @@ def test_release_passes_and_is_idempotent(any_node, package_factory, fixture, re
 
 def test_release_cli_from_model_json_report(node_3x, model_factory, tmp_path):
     report_file = tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "release", str(model_factory("distil-if-relu")),
-                           "--url", node_3x, "--package-dir", str(tmp_path / "pkg"), "--group", "t-cli-release",
-                           "--json", "--report", str(report_file)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sparsepack.cli",
+            "release",
+            str(model_factory("distil-if-relu")),
+            "--url",
+            node_3x,
+            "--package-dir",
+            str(tmp_path / "pkg"),
+            "--group",
+            "t-cli-release",
+            "--json",
+            "--report",
+            str(report_file),
+        ],
+        capture_output=True,
+        text=True,
+    )
     try:
         assert proc.returncode == 0, proc.stderr[-2000:]
         report = json.loads(proc.stdout)
@@ -85,8 +107,9 @@ def test_release_cli_from_model_json_report(node_3x, model_factory, tmp_path):
         assert report["steps"]["smoke_predict"]["query_vs_encode_query"]["passed"]  # the source model was at hand
         assert report["cluster"]["version"].startswith("3.")
         assert (tmp_path / "pkg" / "manifest.json").exists()
-        listed = subprocess.run([sys.executable, "-m", "sparsepack.cli", "list", "--url", node_3x, "--json"],
-                                capture_output=True, text=True)
+        listed = subprocess.run(
+            [sys.executable, "-m", "sparsepack.cli", "list", "--url", node_3x, "--json"], capture_output=True, text=True
+        )
         ids = {m["model_id"] for m in json.loads(listed.stdout)}
         assert set(report["model_ids"].values()) <= ids
     finally:
@@ -96,9 +119,14 @@ def test_release_cli_from_model_json_report(node_3x, model_factory, tmp_path):
 def test_clear_previous_removes_older_versions(node_3x, package_factory):
     group = "t-clear-previous"
     try:
-        first = release(str(package_factory("bert-bi-relu")[1]), conn(node_3x), ReleaseOptions(group=group, smoke=False, **OPTS))
-        second = release(str(package_factory("distil-bi-log1p")[1]), conn(node_3x),
-                         ReleaseOptions(group=group, smoke=False, clear_previous=True, **OPTS))
+        first = release(
+            str(package_factory("bert-bi-relu")[1]), conn(node_3x), ReleaseOptions(group=group, smoke=False, **OPTS)
+        )
+        second = release(
+            str(package_factory("distil-bi-log1p")[1]),
+            conn(node_3x),
+            ReleaseOptions(group=group, smoke=False, clear_previous=True, **OPTS),
+        )
         assert first["passed"] and second["passed"]
         assert second["steps"]["clear_previous"]["removed"] == [first["model_ids"]["document"]]
         assert [m["model_id"] for m in group_models(node_3x, group)] == [second["model_ids"]["document"]]
@@ -109,17 +137,23 @@ def test_clear_previous_removes_older_versions(node_3x, package_factory):
 def test_upload_survives_429_503_and_dropped_connections(node_3x, package_factory):
     group = "t-faults"
     port = int(node_3x.rsplit(":", 1)[1])
-    proxy = FaultProxy(port, [
-        Fault("POST", r"_register_meta", "drop-after"),  # the node created the model, the client never heard
-        Fault("POST", r"upload_chunk/0", "status:429", times=2),
-        Fault("POST", r"upload_chunk/0", "status:503"),
-        Fault("POST", r"upload_chunk", "drop-before"),
-        Fault("POST", r"_deploy", "status:503"),
-        Fault("GET", r"/_plugins/_ml/tasks/", "drop-before"),
-    ]).start()
+    proxy = FaultProxy(
+        port,
+        [
+            Fault("POST", r"_register_meta", "drop-after"),  # the node created the model, the client never heard
+            Fault("POST", r"upload_chunk/0", "status:429", times=2),
+            Fault("POST", r"upload_chunk/0", "status:503"),
+            Fault("POST", r"upload_chunk", "drop-before"),
+            Fault("POST", r"_deploy", "status:503"),
+            Fault("GET", r"/_plugins/_ml/tasks/", "drop-before"),
+        ],
+    ).start()
     try:
-        report = release(str(package_factory("bert-if-log1p")[1]), ConnectionOptions(url=proxy.url, retries=5),
-                         ReleaseOptions(group=group, smoke=False, **OPTS))
+        report = release(
+            str(package_factory("bert-if-log1p")[1]),
+            ConnectionOptions(url=proxy.url, retries=5),
+            ReleaseOptions(group=group, smoke=False, **OPTS),
+        )
         assert report["passed"], report.get("error")
         assert report["steps"]["register"]["retries"] >= 5
         assert all(f.hits == f.times for f in proxy.faults)
@@ -168,8 +202,11 @@ def test_tampered_zip_refused_before_upload(node_3x, package_factory, tmp_path):
     copy = tmp_path / "pkg"
     shutil.copytree(pkg, copy)
     (copy / manifest["artifacts"][0]["file"]).write_bytes(b"PK tampered")
-    proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "release", str(copy), "--url", node_3x, "--group",
-                           "t-tampered"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sparsepack.cli", "release", str(copy), "--url", node_3x, "--group", "t-tampered"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2  # bad input, refused before anything reached the cluster
     assert "was modified" in proc.stderr and "verify" in proc.stderr
     assert group_models(node_3x, "t-tampered") == []
@@ -196,8 +233,21 @@ def test_cluster_without_ml_commons_refused(node_3x, package_factory):
     port = int(node_3x.rsplit(":", 1)[1])
     proxy = FaultProxy(port, [Fault("GET", r"_cat/plugins", "rewrite", times=100, rewrite=strip_ml)]).start()
     try:
-        proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "release", str(package_factory("bert-bi-relu")[1]),
-                               "--url", proxy.url, "--group", "t-no-ml"], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sparsepack.cli",
+                "release",
+                str(package_factory("bert-bi-relu")[1]),
+                "--url",
+                proxy.url,
+                "--group",
+                "t-no-ml",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 4
         assert "ML Commons (opensearch-ml) is not installed" in proc.stderr
         assert not any("_register" in path for _, path, _ in proxy.log)
@@ -226,7 +276,11 @@ def test_preflight_names_blocking_setting_and_apply_fixes_it(node_3x):
 
 
 def test_undeploy_and_delete_cli(node_3x, package_factory):
-    report = release(str(package_factory("bert-bi-relu")[1]), conn(node_3x), ReleaseOptions(group="t-cli-delete", smoke=False, **OPTS))
+    report = release(
+        str(package_factory("bert-bi-relu")[1]),
+        conn(node_3x),
+        ReleaseOptions(group="t-cli-delete", smoke=False, **OPTS),
+    )
     mid = report["model_ids"]["document"]
     base = [sys.executable, "-m", "sparsepack.cli"]
     assert subprocess.run(base + ["undeploy", mid, "--url", node_3x], capture_output=True).returncode == 0
@@ -244,11 +298,18 @@ def test_opensearch_py_ml_registers_our_zip(node_3x, package_factory):
     client = MLCommonClient(OpenSearch(hosts=[node_3x]))
     cl = cluster_for(node_3x)
     group_id, _ = models.ensure_group(cl, "t-py-ml", "3.6", models.Created())
-    model_id = client.register_model(str(pkg / art["file"]), str(pkg / art["bodies"]["model-config"]),
-                                     model_group_id=group_id, deploy_model=True, isVerbose=False)
+    model_id = client.register_model(
+        str(pkg / art["file"]),
+        str(pkg / art["bodies"]["model-config"]),
+        model_group_id=group_id,
+        deploy_model=True,
+        isVerbose=False,
+    )
     try:
         assert models.get_model(cl, model_id)["model_state"] == "DEPLOYED"
-        res = cl.request("POST", f"/_plugins/_ml/_predict/sparse_encoding/{model_id}", body={"text_docs": ["hello world"]})
+        res = cl.request(
+            "POST", f"/_plugins/_ml/_predict/sparse_encoding/{model_id}", body={"text_docs": ["hello world"]}
+        )
         assert res["inference_results"][0]["output"][0]["name"] == "output"
     finally:
         models.delete(cl, model_id)
@@ -271,21 +332,33 @@ def test_deploy_on_nodes_with_attribute(multinode, package_factory):
     nodes = cl.request("GET", "/_nodes")["nodes"]
     gpu = sorted(nid for nid, n in nodes.items() if n.get("attributes", {}).get("gpu") == "true")
     assert len(nodes) == 2 and len(gpu) == 1
-    report = release(str(package_factory("bert-if-log1p")[1]), conn(url),
-                     ReleaseOptions(group="t-gpu", node_attr="gpu=true", **OPTS))
+    report = release(
+        str(package_factory("bert-if-log1p")[1]), conn(url), ReleaseOptions(group="t-gpu", node_attr="gpu=true", **OPTS)
+    )
     assert report["passed"], report.get("error")
     for role in ("document", "query"):
         assert report["steps"]["deploy"][role]["worker_nodes"] == gpu
         assert report["steps"]["deploy"][role]["profile_worker_nodes"] == gpu
-    bad = release(str(package_factory("bert-if-log1p")[1]), conn(url), ReleaseOptions(group="t-gpu", node_attr="gpu=false", **OPTS))
+    bad = release(
+        str(package_factory("bert-if-log1p")[1]),
+        conn(url),
+        ReleaseOptions(group="t-gpu", node_attr="gpu=false", **OPTS),
+    )
     assert not bad["passed"] and "no node has the attribute gpu=false" in bad["error"]
 
 
-@pytest.mark.parametrize("flags, env, expect", [
-    (["--username", "admin", "--password", "pw-123"], {}, "Basic "),
-    (["--api-key", "key-123"], {}, "ApiKey key-123"),
-    (["--aws-region", "eu-west-1"], {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret-123"}, "AWS4-HMAC-SHA256"),
-])
+@pytest.mark.parametrize(
+    "flags, env, expect",
+    [
+        (["--username", "admin", "--password", "pw-123"], {}, "Basic "),
+        (["--api-key", "key-123"], {}, "ApiKey key-123"),
+        (
+            ["--aws-region", "eu-west-1"],
+            {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret-123"},
+            "AWS4-HMAC-SHA256",
+        ),
+    ],
+)
 def test_auth_modes_send_the_right_header_and_never_print_secrets(node_3x, flags, env, expect, monkeypatch):
     """The proxy sees what the client sends; the node (no security plugin) ignores the header."""
     import os
@@ -293,8 +366,12 @@ def test_auth_modes_send_the_right_header_and_never_print_secrets(node_3x, flags
     port = int(node_3x.rsplit(":", 1)[1])
     proxy = FaultProxy(port).start()
     try:
-        proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "preflight", "--url", proxy.url, "--json", *flags],
-                              capture_output=True, text=True, env={**os.environ, **env})
+        proc = subprocess.run(
+            [sys.executable, "-m", "sparsepack.cli", "preflight", "--url", proxy.url, "--json", *flags],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+        )
         assert proc.returncode == 0, proc.stderr
         sent = [next((v for k, v in h.items() if k.lower() == "authorization"), "") for h in proxy.headers]
         assert sent and all(a.startswith(expect) for a in sent)
@@ -305,19 +382,53 @@ def test_auth_modes_send_the_right_header_and_never_print_secrets(node_3x, flags
 
 
 def test_smoke_cli_against_released_models(node_3x, package_factory, model_factory, tmp_path):
-    report = release(str(package_factory("bert-if-log1p")[1]), conn(node_3x), ReleaseOptions(group="t-smoke-cli", smoke=False, **OPTS))
+    report = release(
+        str(package_factory("bert-if-log1p")[1]),
+        conn(node_3x),
+        ReleaseOptions(group="t-smoke-cli", smoke=False, **OPTS),
+    )
     try:
         ids = report["model_ids"]
-        proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "smoke", str(package_factory("bert-if-log1p")[1]),
-                               "--document-model", ids["document"], "--query-model", ids["query"],
-                               "--model", str(model_factory("bert-if-log1p")), "--url", node_3x, "--json"],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sparsepack.cli",
+                "smoke",
+                str(package_factory("bert-if-log1p")[1]),
+                "--document-model",
+                ids["document"],
+                "--query-model",
+                ids["query"],
+                "--model",
+                str(model_factory("bert-if-log1p")),
+                "--url",
+                node_3x,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, proc.stderr[-1500:]
         smoke = json.loads(proc.stdout)
         assert smoke["passed"]
         assert smoke["steps"]["smoke_predict"]["query_vs_encode_query"]["passed"]  # server vs the source model itself
-        wrong = subprocess.run([sys.executable, "-m", "sparsepack.cli", "smoke", str(package_factory("bert-if-log1p")[1]),
-                                "--document-model", ids["query"], "--url", node_3x, "--json"], capture_output=True, text=True)
+        wrong = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sparsepack.cli",
+                "smoke",
+                str(package_factory("bert-if-log1p")[1]),
+                "--document-model",
+                ids["query"],
+                "--url",
+                node_3x,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert wrong.returncode == 4 and json.loads(wrong.stdout)["failed_step"] == "smoke_predict"
     finally:
         cleanup_group(node_3x, "t-smoke-cli")

@@ -1,4 +1,5 @@
 """The release order as data, the runner's failure handling, and typed preflight blockers: no cluster needed."""
+
 from __future__ import annotations
 
 import re
@@ -23,9 +24,17 @@ def names() -> list[str]:
 def test_steps_order_is_the_safety_contract():
     order = names()
     assert len(order) == len(set(order))
-    for earlier, later in [("package", "verify"), ("verify", "preflight"), ("preflight", "lease"), ("lease", "register"),
-                           ("upgrade_plan", "register"), ("register", "deploy"), ("deploy", "smoke"),
-                           ("smoke", "switch_pipelines"), ("switch_pipelines", "clear_previous")]:
+    for earlier, later in [
+        ("package", "verify"),
+        ("verify", "preflight"),
+        ("preflight", "lease"),
+        ("lease", "register"),
+        ("upgrade_plan", "register"),
+        ("register", "deploy"),
+        ("deploy", "smoke"),
+        ("smoke", "switch_pipelines"),
+        ("switch_pipelines", "clear_previous"),
+    ]:
         assert order.index(earlier) < order.index(later), (earlier, later, order)
     assert order[-1] == "clear_previous"
     # Only what comes after the switch may keep the new version on failure: before it, a failure rolls back.
@@ -90,8 +99,11 @@ def rollbacks(monkeypatch):
 def test_failing_step_stops_the_run_records_it_and_rolls_back(rollbacks):
     ran_after = []
     ctx = context()
-    plan = (Step("register", register_fake), Step("smoke", failing_smoke),
-            Step("switch_pipelines", lambda c: ran_after.append("switch")))
+    plan = (
+        Step("register", register_fake),
+        Step("smoke", failing_smoke),
+        Step("switch_pipelines", lambda c: ran_after.append("switch")),
+    )
     release_run.run(ctx, plan)
     report = ctx.report.as_dict()
     assert ran_after == []
@@ -154,14 +166,22 @@ def test_fixable_blockers_carry_the_settings_that_fix_them():
     local = preflight.settings_fix("local_file_upload_disabled", "m1", allow_registering_model_via_local_file=True)
     urls = artifact_url.url_blockers({}, ["http://host:8000/pkg/doc.zip"], "http://host:8000/pkg")
     assert [b.code for b in urls] == ["url_registration_disabled"]
-    regex = artifact_url.url_blockers({preflight.ML + "allow_registering_model_via_url": "true",
-                                       preflight.ML + "trusted_url_regex": "^https://elsewhere/"},
-                                      ["http://host:8000/pkg/doc.zip"], "http://host:8000/pkg")
+    regex = artifact_url.url_blockers(
+        {
+            preflight.ML + "allow_registering_model_via_url": "true",
+            preflight.ML + "trusted_url_regex": "^https://elsewhere/",
+        },
+        ["http://host:8000/pkg/doc.zip"],
+        "http://host:8000/pkg",
+    )
     assert regex[0].settings == {"trusted_url_regex": artifact_url.narrow_regex("http://host:8000/pkg")}
     pf = blocked(local, *urls, *regex)
     assert pf.fixable and not pf.ok
-    assert pf.fixes() == {"allow_registering_model_via_local_file": True, "allow_registering_model_via_url": True,
-                          "trusted_url_regex": artifact_url.narrow_regex("http://host:8000/pkg")}
+    assert pf.fixes() == {
+        "allow_registering_model_via_local_file": True,
+        "allow_registering_model_via_url": True,
+        "trusted_url_regex": artifact_url.narrow_regex("http://host:8000/pkg"),
+    }
     assert pf.as_dict()["blockers"] == ["m1", urls[0].message, regex[0].message]
 
 

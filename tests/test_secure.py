@@ -2,6 +2,7 @@
 
 One secured node for the module, always stopped. Passwords go to the CLI through OPENSEARCH_PASSWORD, never argv, and
 every test checks they are not printed."""
+
 import json
 import os
 import secrets
@@ -13,11 +14,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import PORT_BASE, local_cluster
+
+from sparsepack.node import secure
 from sparsepack.node.rest import http_json
 from sparsepack.node.state import cluster_dir
-from sparsepack.node import secure
 from sparsepack.registry import models
 from sparsepack.registry.connection import ConnectionOptions, connect
 from sparsepack.templates import render
@@ -44,8 +45,11 @@ class Secured:
 
     def add_user(self, name, backend_roles, roles):
         password = secrets.token_urlsafe(18)
-        self.admin_call("PUT", f"/_plugins/_security/api/internalusers/{name}",
-                        {"password": password, "backend_roles": backend_roles, "opendistro_security_roles": roles})
+        self.admin_call(
+            "PUT",
+            f"/_plugins/_security/api/internalusers/{name}",
+            {"password": password, "backend_roles": backend_roles, "opendistro_security_roles": roles},
+        )
         return password
 
     def group_ids(self, name):
@@ -53,7 +57,9 @@ class Secured:
         return [h["_id"] for h in res["hits"]["hits"]]
 
     def models_named_in(self, group):
-        admin = connect(ConnectionOptions(url=self.url, username="admin", password=self.password("admin"), ca_certs=self.ca))
+        admin = connect(
+            ConnectionOptions(url=self.url, username="admin", password=self.password("admin"), ca_certs=self.ca)
+        )
         return [m for gid in self.group_ids(group) for m in models.models_in_group(admin, gid)]
 
 
@@ -105,8 +111,22 @@ def test_credentials_file_status_and_tls(secured):
 
 def test_release_as_least_privilege_user_passes_smoke(secured, package_factory, tmp_path):
     pkg = package_factory("bert-if-log1p")[1]
-    proc = cli("release", str(pkg), "--url", secured.url, "--username", secure.RELEASE_USER, "--ca-certs", secured.ca,
-               "--group", "secure-release", "--json", "--report", str(tmp_path / "r.json"), password=secured.password())
+    proc = cli(
+        "release",
+        str(pkg),
+        "--url",
+        secured.url,
+        "--username",
+        secure.RELEASE_USER,
+        "--ca-certs",
+        secured.ca,
+        "--group",
+        "secure-release",
+        "--json",
+        "--report",
+        str(tmp_path / "r.json"),
+        password=secured.password(),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert report["passed"] and report["connection"]["tls_verify"] is True
@@ -122,9 +142,21 @@ def test_clear_previous_as_least_privilege_user(secured, package_factory):
     """The permissions marked (rollback) in the role: undeploy and delete another version of the group."""
     before = {m["model_id"] for m in secured.models_named_in("secure-release")}
     assert before, "runs after test_release_as_least_privilege_user_passes_smoke"
-    proc = cli("release", str(package_factory("bert-bi-relu")[1]), "--url", secured.url, "--username",
-               secure.RELEASE_USER, "--ca-certs", secured.ca, "--group", "secure-release", "--clear-previous", "--json",
-               password=secured.password())
+    proc = cli(
+        "release",
+        str(package_factory("bert-bi-relu")[1]),
+        "--url",
+        secured.url,
+        "--username",
+        secure.RELEASE_USER,
+        "--ca-certs",
+        secured.ca,
+        "--group",
+        "secure-release",
+        "--clear-previous",
+        "--json",
+        password=secured.password(),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert sorted(report["steps"]["clear_previous"]["removed"]) == sorted(before)
@@ -140,12 +172,30 @@ def test_switch_pipelines_as_least_privilege_user(secured, package_factory):
     old = before.pop()
     manifest = package_factory("bert-bi-relu")[0]
     ingest, search = "secure-prod-ingest", "secure-prod-search"
-    secured.admin_call("PUT", f"/_ingest/pipeline/{ingest}", render("ingest-pipeline", manifest, "2.19.1", model_id=old))
-    secured.admin_call("PUT", f"/_search/pipeline/{search}", render("search-pipeline", manifest, "2.19.1", model_id=old))
+    secured.admin_call(
+        "PUT", f"/_ingest/pipeline/{ingest}", render("ingest-pipeline", manifest, "2.19.1", model_id=old)
+    )
+    secured.admin_call(
+        "PUT", f"/_search/pipeline/{search}", render("search-pipeline", manifest, "2.19.1", model_id=old)
+    )
     try:
-        proc = cli("release", str(package_factory("bert-if-log1p")[1]), "--url", secured.url, "--username",
-                   secure.RELEASE_USER, "--ca-certs", secured.ca, "--group", "secure-release", "--clear-previous",
-                   "--switch-pipelines", "all", "--json", password=secured.password())
+        proc = cli(
+            "release",
+            str(package_factory("bert-if-log1p")[1]),
+            "--url",
+            secured.url,
+            "--username",
+            secure.RELEASE_USER,
+            "--ca-certs",
+            secured.ca,
+            "--group",
+            "secure-release",
+            "--clear-previous",
+            "--switch-pipelines",
+            "all",
+            "--json",
+            password=secured.password(),
+        )
         assert proc.returncode == 0 and "(403)" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
         report = json.loads(proc.stdout)
         new = report["model_ids"]
@@ -168,8 +218,19 @@ def test_switch_pipelines_as_least_privilege_user(secured, package_factory):
 
 def test_wrong_password_gets_the_plugins_401(secured, package_factory):
     wrong = "Wr0ng-" + secrets.token_urlsafe(12)
-    proc = cli("release", str(package_factory("bert-if-log1p")[1]), "--url", secured.url, "--username",
-               secure.RELEASE_USER, "--ca-certs", secured.ca, "--group", "secure-wrong-password", password=wrong)
+    proc = cli(
+        "release",
+        str(package_factory("bert-if-log1p")[1]),
+        "--url",
+        secured.url,
+        "--username",
+        secure.RELEASE_USER,
+        "--ca-certs",
+        secured.ca,
+        "--group",
+        "secure-wrong-password",
+        password=wrong,
+    )
     line = one_line_error(proc)
     assert "refused the credentials (401)" in line
     assert_no_secret(proc, wrong, *secured.creds["users"].values())
@@ -177,24 +238,48 @@ def test_wrong_password_gets_the_plugins_401(secured, package_factory):
 
 
 def test_no_ca_is_a_tls_error_naming_ca_certs(secured, package_factory):
-    proc = cli("release", str(package_factory("bert-if-log1p")[1]), "--url", secured.url, "--username",
-               secure.RELEASE_USER, "--group", "secure-no-ca", password=secured.password())
+    proc = cli(
+        "release",
+        str(package_factory("bert-if-log1p")[1]),
+        "--url",
+        secured.url,
+        "--username",
+        secure.RELEASE_USER,
+        "--group",
+        "secure-no-ca",
+        password=secured.password(),
+    )
     line = one_line_error(proc)
     assert "TLS handshake" in line and "--ca-certs" in line and "CERTIFICATE_VERIFY_FAILED" in line
     assert_no_secret(proc, *secured.creds["users"].values())
     assert secured.group_ids("secure-no-ca") == []
     # the explicit opt-out still reaches the cluster
-    insecure = cli("preflight", "--url", secured.url, "--username", secure.RELEASE_USER, "--insecure",
-                   password=secured.password())
+    insecure = cli(
+        "preflight", "--url", secured.url, "--username", secure.RELEASE_USER, "--insecure", password=secured.password()
+    )
     assert insecure.returncode == 0, insecure.stderr
 
 
 def test_user_without_ml_permissions_stops_at_preflight_naming_it(secured, package_factory):
-    secured.admin_call("PUT", "/_plugins/_security/api/roles/monitor-only",
-                       {"cluster_permissions": ["cluster:monitor/*"], "index_permissions": []})
+    secured.admin_call(
+        "PUT",
+        "/_plugins/_security/api/roles/monitor-only",
+        {"cluster_permissions": ["cluster:monitor/*"], "index_permissions": []},
+    )
     password = secured.add_user("no-ml", [], ["monitor-only"])
-    proc = cli("release", str(package_factory("bert-if-log1p")[1]), "--url", secured.url, "--username", "no-ml",
-               "--ca-certs", secured.ca, "--group", "secure-no-ml", password=password)
+    proc = cli(
+        "release",
+        str(package_factory("bert-if-log1p")[1]),
+        "--url",
+        secured.url,
+        "--username",
+        "no-ml",
+        "--ca-certs",
+        secured.ca,
+        "--group",
+        "secure-no-ml",
+        password=password,
+    )
     line = one_line_error(proc)
     assert "preflight" in line and "(403)" in line and "no permissions for [cluster:admin/opensearch/ml/" in line
     assert_no_secret(proc, password)
@@ -207,8 +292,19 @@ def test_user_without_the_lease_index_stops_before_creating_anything(secured, pa
     role["index_permissions"] = [p for p in role["index_permissions"] if p["index_patterns"] != ["sparsepack-*"]]
     secured.admin_call("PUT", "/_plugins/_security/api/roles/no-leases", role)
     password = secured.add_user("no-leases", [], ["no-leases"])
-    proc = cli("release", str(package_factory("bert-if-log1p")[1]), "--url", secured.url, "--username", "no-leases",
-               "--ca-certs", secured.ca, "--group", "secure-no-leases", password=password)
+    proc = cli(
+        "release",
+        str(package_factory("bert-if-log1p")[1]),
+        "--url",
+        secured.url,
+        "--username",
+        "no-leases",
+        "--ca-certs",
+        secured.ca,
+        "--group",
+        "secure-no-leases",
+        password=password,
+    )
     line = one_line_error(proc)
     assert "register" in line and "sparsepack-leases (403)" in line and "indices:data/write/index" in line
     assert_no_secret(proc, password)
@@ -218,8 +314,18 @@ def test_user_without_the_lease_index_stops_before_creating_anything(secured, pa
 def test_client_certificate_authenticates_as_its_cn(secured):
     tls = secured.cdir / "tls"
     cert, key = tls / f"{secure.RELEASE_USER}.pem", tls / f"{secure.RELEASE_USER}-key.pem"
-    proc = cli("preflight", "--url", secured.url, "--ca-certs", secured.ca, "--client-cert", str(cert),
-               "--client-key", str(key), "--json")
+    proc = cli(
+        "preflight",
+        "--url",
+        secured.url,
+        "--ca-certs",
+        secured.ca,
+        "--client-cert",
+        str(cert),
+        "--client-key",
+        str(key),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     cl = connect(ConnectionOptions(url=secured.url, ca_certs=secured.ca, client_cert=str(cert), client_key=str(key)))
     info = cl.request("GET", "/_plugins/_security/authinfo")
@@ -230,8 +336,21 @@ def test_release_with_a_client_certificate_and_no_password(secured, package_fact
     """The whole release, smoke test included, authenticated by the sparsepack-release certificate alone."""
     tls = secured.cdir / "tls"
     cert, key = tls / f"{secure.RELEASE_USER}.pem", tls / f"{secure.RELEASE_USER}-key.pem"
-    proc = cli("release", str(package_factory("bert-if-log1p")[1]), "--url", secured.url, "--ca-certs", secured.ca,
-               "--client-cert", str(cert), "--client-key", str(key), "--group", "secure-client-cert", "--json")
+    proc = cli(
+        "release",
+        str(package_factory("bert-if-log1p")[1]),
+        "--url",
+        secured.url,
+        "--ca-certs",
+        secured.ca,
+        "--client-cert",
+        str(cert),
+        "--client-key",
+        str(key),
+        "--group",
+        "secure-client-cert",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert report["passed"] and report["connection"] == {"url": secured.url, "auth": "client-cert", "tls_verify": True}
@@ -245,9 +364,24 @@ def test_release_with_a_client_certificate_and_no_password(secured, package_fact
 
 
 def test_restricted_model_hidden_from_users_without_the_backend_role(secured, package_factory):
-    proc = cli("release", str(package_factory("bert-if-log1p")[1]), "--url", secured.url, "--username",
-               secure.RELEASE_USER, "--ca-certs", secured.ca, "--group", "secure-restricted", "--json",
-               "--access-mode", "restricted", "--backend-roles", secure.RELEASE_BACKEND_ROLE, password=secured.password())
+    proc = cli(
+        "release",
+        str(package_factory("bert-if-log1p")[1]),
+        "--url",
+        secured.url,
+        "--username",
+        secure.RELEASE_USER,
+        "--ca-certs",
+        secured.ca,
+        "--group",
+        "secure-restricted",
+        "--json",
+        "--access-mode",
+        "restricted",
+        "--backend-roles",
+        secure.RELEASE_BACKEND_ROLE,
+        password=secured.password(),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc_id = json.loads(proc.stdout)["model_ids"]["document"]
     group = secured.admin_call("GET", f"/_plugins/_ml/model_groups/{secured.group_ids('secure-restricted')[0]}")
@@ -309,11 +443,17 @@ def test_access_mode_variants_of_the_feature_table_do_their_job(secured):
         try:
             assert secured.admin_call("GET", f"/_plugins/_ml/model_groups/{gid}")["access"] == mode
             assert owner.request("GET", f"/_plugins/_ml/model_groups/{gid}")["name"] == f"t-access-{mode}"
-            sees = {"public": {"member": True, "outsider": True}, "private": {"member": False, "outsider": False},
-                    "restricted": {"member": True, "outsider": False}}[mode]
+            sees = {
+                "public": {"member": True, "outsider": True},
+                "private": {"member": False, "outsider": False},
+                "restricted": {"member": True, "outsider": False},
+            }[mode]
             for who, user in (("member", member), ("outsider", outsider)):
                 if sees[who]:
-                    assert user.request("GET", f"/_plugins/_ml/model_groups/{gid}")["name"] == f"t-access-{mode}", (mode, who)
+                    assert user.request("GET", f"/_plugins/_ml/model_groups/{gid}")["name"] == f"t-access-{mode}", (
+                        mode,
+                        who,
+                    )
                 else:
                     with pytest.raises(Exception) as err:
                         user.request("GET", f"/_plugins/_ml/model_groups/{gid}")

@@ -15,19 +15,38 @@ GOLDEN = Path(__file__).parent / "golden"
 
 # A fixed manifest: golden files must not change when the fixture models do.
 MANIFEST = {
-    "name": "demo", "mode": "inference-free", "vocab_size": 225, "compatible_opensearch": ["2.x", "3.x"],
+    "name": "demo",
+    "mode": "inference-free",
+    "vocab_size": 225,
+    "compatible_opensearch": ["2.x", "3.x"],
     "artifacts": [
-        {"role": "document", "file": "demo-sparse-encoding.zip", "function_name": "SPARSE_ENCODING", "model_format": "TORCH_SCRIPT",
-         "sha256": "a" * 64, "size_bytes": 25_000_001},
-        {"role": "query", "file": "demo-sparse-tokenize.zip", "function_name": "SPARSE_TOKENIZE", "model_format": "TORCH_SCRIPT",
-         "sha256": "b" * 64, "size_bytes": 5024},
+        {
+            "role": "document",
+            "file": "demo-sparse-encoding.zip",
+            "function_name": "SPARSE_ENCODING",
+            "model_format": "TORCH_SCRIPT",
+            "sha256": "a" * 64,
+            "size_bytes": 25_000_001,
+        },
+        {
+            "role": "query",
+            "file": "demo-sparse-tokenize.zip",
+            "function_name": "SPARSE_TOKENIZE",
+            "model_format": "TORCH_SCRIPT",
+            "sha256": "b" * 64,
+            "size_bytes": 5024,
+        },
     ],
 }
 
 
 def minimal_values(name: str, version: str) -> dict:
-    return {"ingest-pipeline": {"model_id": "M"}, "search-pipeline": {"model_id": "M", "two_phase": parse_version(version) >= (2, 15)},
-            "query": {"model_id": "M", "query_text": "q"}, "register-url": {"url": "https://x/model.zip"}}.get(name, {})
+    return {
+        "ingest-pipeline": {"model_id": "M"},
+        "search-pipeline": {"model_id": "M", "two_phase": parse_version(version) >= (2, 15)},
+        "query": {"model_id": "M", "query_text": "q"},
+        "register-url": {"url": "https://x/model.zip"},
+    }.get(name, {})
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -78,12 +97,15 @@ def test_ingest_pipeline_gated_fields(version):
     assert ("skip_existing" in proc) == (v >= (3, 0))
 
 
-@pytest.mark.parametrize("option, value, version, since", [
-    ("batch_size", 4, "2.15", "2.16"),
-    ("prune_type", "max_ratio", "2.18", "2.19"),
-    ("skip_existing", True, "2.19", "3.0"),
-    ("chunking", True, "2.11", "2.13"),
-])
+@pytest.mark.parametrize(
+    "option, value, version, since",
+    [
+        ("batch_size", 4, "2.15", "2.16"),
+        ("prune_type", "max_ratio", "2.18", "2.19"),
+        ("skip_existing", True, "2.19", "3.0"),
+        ("chunking", True, "2.11", "2.13"),
+    ],
+)
 def test_ingest_options_refused_before_their_version(option, value, version, since):
     with pytest.raises(SparsepackError, match=f"needs OpenSearch {since}\\+"):
         render("ingest-pipeline", MANIFEST, version, model_id="M", **{option: value})
@@ -109,7 +131,10 @@ def test_search_pipeline(version):
     assert params == {"prune_ratio": 0.4, "expansion_rate": 4.0, "max_window_size": 10000}
     if v >= (2, 19):
         typed = render("search-pipeline", MANIFEST, version, model_id="M", prune_type="max_ratio")
-        assert typed["request_processors"][1]["neural_sparse_two_phase_processor"]["two_phase_parameter"]["prune_type"] == "max_ratio"
+        assert (
+            typed["request_processors"][1]["neural_sparse_two_phase_processor"]["two_phase_parameter"]["prune_type"]
+            == "max_ratio"
+        )
     else:
         with pytest.raises(SparsepackError, match="2.19"):
             render("search-pipeline", MANIFEST, version, model_id="M", prune_type="max_ratio")
@@ -220,13 +245,16 @@ def test_template_rendering_invalid_json_is_caught(tmp_path):
         render("model-group", MANIFEST, "3.0", template_dir=tmp_path)
 
 
-@pytest.mark.parametrize("name, version, values", [
-    ("register-meta", "3.8", {"model_group_id": "G"}),
-    ("ingest-pipeline", "3.8", {"model_id": "M", "batch_size": 8}),
-    ("search-pipeline", "2.19", {"model_id": "M"}),
-    ("index-mapping", "3.3", {"field_type": "sparse_vector"}),
-    ("query", "2.11", {"model_id": "M", "query_text": "weather in ny"}),
-])
+@pytest.mark.parametrize(
+    "name, version, values",
+    [
+        ("register-meta", "3.8", {"model_group_id": "G"}),
+        ("ingest-pipeline", "3.8", {"model_id": "M", "batch_size": 8}),
+        ("search-pipeline", "2.19", {"model_id": "M"}),
+        ("index-mapping", "3.3", {"field_type": "sparse_vector"}),
+        ("query", "2.11", {"model_id": "M", "query_text": "weather in ny"}),
+    ],
+)
 def test_golden(name, version, values):
     body = render(name, MANIFEST, version, **values)
     golden = GOLDEN / f"{name}-{version}.json"
@@ -246,12 +274,25 @@ def test_cli_render_list_and_set(tmp_path):
 
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({**OLDEST, **MANIFEST}))  # a whole manifest: the CLI refuses one lacking a key
-    run = lambda *a: subprocess.run([sys.executable, "-m", "sparsepack.cli", "render", *a], capture_output=True, text=True)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "sparsepack.cli", "render", *a], capture_output=True, text=True
+    )
     listed = run("--list")
     assert listed.returncode == 0 and "register-meta" in listed.stdout
     out = tmp_path / "ingest.json"
-    proc = run("ingest-pipeline", "--manifest", str(manifest), "--opensearch-version", "3.0", "--set", "model_id=abc",
-               "--set", "batch_size=4", "-o", str(out))
+    proc = run(
+        "ingest-pipeline",
+        "--manifest",
+        str(manifest),
+        "--opensearch-version",
+        "3.0",
+        "--set",
+        "model_id=abc",
+        "--set",
+        "batch_size=4",
+        "-o",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["processors"][0]["sparse_encoding"]["batch_size"] == 4
     refused = run("ingest-pipeline", "--opensearch-version", "2.15", "--set", "model_id=a", "--set", "batch_size=4")
@@ -260,27 +301,53 @@ def test_cli_render_list_and_set(tmp_path):
 
 def test_sparse_vector_default_leaves_seismic_parameters_to_the_server():
     """n_postings=-1 used to be rendered and the node refused the index; unset parameters are now omitted."""
-    field = render("index-mapping", MANIFEST, "3.6", field_type="sparse_vector")["mappings"]["properties"]["text_sparse"]
+    field = render("index-mapping", MANIFEST, "3.6", field_type="sparse_vector")["mappings"]["properties"][
+        "text_sparse"
+    ]
     assert field == {"type": "sparse_vector", "method": {"name": "seismic", "parameters": {}}}
-    given = render("index-mapping", MANIFEST, "3.6", field_type="sparse_vector", n_postings=160, approximate_threshold=0,
-                   quantization_ceiling_ingest=3.0)["mappings"]["properties"]["text_sparse"]["method"]["parameters"]
+    given = render(
+        "index-mapping",
+        MANIFEST,
+        "3.6",
+        field_type="sparse_vector",
+        n_postings=160,
+        approximate_threshold=0,
+        quantization_ceiling_ingest=3.0,
+    )["mappings"]["properties"]["text_sparse"]["method"]["parameters"]
     assert given == {"n_postings": 160, "approximate_threshold": 0, "quantization_ceiling_ingest": 3.0}
 
 
-@pytest.mark.parametrize("name, value, rule", [
-    ("n_postings", -1, "a positive integer"), ("n_postings", 0, "a positive integer"), ("n_postings", 1.5, "a positive integer"),
-    ("cluster_ratio", 1, r"in \(0, 1\)"), ("cluster_ratio", 0, r"in \(0, 1\)"),
-    ("summary_prune_ratio", 0, r"in \(0, 1\]"), ("summary_prune_ratio", 1.01, r"in \(0, 1\]"),
-    ("approximate_threshold", -1, "a non-negative integer"), ("approximate_threshold", "many", "a non-negative integer"),
-    ("quantization_ceiling_ingest", 0, "a positive number"), ("quantization_ceiling_search", -2.0, "a positive number"),
-])
+@pytest.mark.parametrize(
+    "name, value, rule",
+    [
+        ("n_postings", -1, "a positive integer"),
+        ("n_postings", 0, "a positive integer"),
+        ("n_postings", 1.5, "a positive integer"),
+        ("cluster_ratio", 1, r"in \(0, 1\)"),
+        ("cluster_ratio", 0, r"in \(0, 1\)"),
+        ("summary_prune_ratio", 0, r"in \(0, 1\]"),
+        ("summary_prune_ratio", 1.01, r"in \(0, 1\]"),
+        ("approximate_threshold", -1, "a non-negative integer"),
+        ("approximate_threshold", "many", "a non-negative integer"),
+        ("quantization_ceiling_ingest", 0, "a positive number"),
+        ("quantization_ceiling_search", -2.0, "a positive number"),
+    ],
+)
 def test_invalid_seismic_values_are_refused_with_the_servers_rule(name, value, rule):
     with pytest.raises(SparsepackError, match=f"{name}={value!r} is refused by the server: it must be {rule}; omit it"):
         render("index-mapping", MANIFEST, "3.6", field_type="sparse_vector", **{name: value})
 
 
-@pytest.mark.parametrize("name, value", [("n_postings", 1), ("cluster_ratio", 0.999), ("summary_prune_ratio", 1),
-                                         ("approximate_threshold", 0), ("quantization_ceiling_search", 0.5)])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("n_postings", 1),
+        ("cluster_ratio", 0.999),
+        ("summary_prune_ratio", 1),
+        ("approximate_threshold", 0),
+        ("quantization_ceiling_search", 0.5),
+    ],
+)
 def test_boundary_seismic_values_the_server_accepts(name, value):
     params = render("index-mapping", MANIFEST, "3.6", field_type="sparse_vector", **{name: value})
     assert params["mappings"]["properties"]["text_sparse"]["method"]["parameters"] == {name: value}
@@ -294,27 +361,49 @@ def test_seismic_parameters_need_a_sparse_vector_field():
 def test_chunked_sparse_vector_needs_3_4():
     with pytest.raises(SparsepackError, match="nested .chunked. sparse_vector fields needs OpenSearch 3.4"):
         render("index-mapping", MANIFEST, "3.3", field_type="sparse_vector", chunking=True)
-    nested = render("index-mapping", MANIFEST, "3.4", field_type="sparse_vector", chunking=True)["mappings"]["properties"]
+    nested = render("index-mapping", MANIFEST, "3.4", field_type="sparse_vector", chunking=True)["mappings"][
+        "properties"
+    ]
     assert nested["text_sparse"]["type"] == "nested"
     assert nested["text_sparse"]["properties"]["sparse_encoding"]["type"] == "sparse_vector"
 
 
 def test_query_follows_a_chunked_mapping():
     body = render("query", MANIFEST, "2.19", model_id="M", query_text="rain", chunking=True)
-    assert body["query"] == {"nested": {"path": "text_sparse", "score_mode": "max", "query": {
-        "neural_sparse": {"text_sparse.sparse_encoding": {"query_text": "rain", "model_id": "M"}}}}}
+    assert body["query"] == {
+        "nested": {
+            "path": "text_sparse",
+            "score_mode": "max",
+            "query": {"neural_sparse": {"text_sparse.sparse_encoding": {"query_text": "rain", "model_id": "M"}}},
+        }
+    }
     summed = render("query", MANIFEST, "2.19", model_id="M", query_text="rain", chunking=True, score_mode="sum")
     assert summed["query"]["nested"]["score_mode"] == "sum"
     with pytest.raises(SparsepackError, match="score_mode 'best' is unknown"):
         render("query", MANIFEST, "2.19", model_id="M", query_text="rain", chunking=True, score_mode="best")
     with pytest.raises(SparsepackError, match="only score_mode=max"):
-        render("query", MANIFEST, "3.6", model_id="M", query_text="rain", chunking=True, field_type="sparse_vector",
-               score_mode="sum")
+        render(
+            "query",
+            MANIFEST,
+            "3.6",
+            model_id="M",
+            query_text="rain",
+            chunking=True,
+            field_type="sparse_vector",
+            score_mode="sum",
+        )
 
 
 def test_method_parameters_only_for_sparse_vector():
-    body = render("query", MANIFEST, "3.6", model_id="M", query_text="rain", field_type="sparse_vector",
-                  method_parameters={"k": 10, "top_n": 5})
+    body = render(
+        "query",
+        MANIFEST,
+        "3.6",
+        model_id="M",
+        query_text="rain",
+        field_type="sparse_vector",
+        method_parameters={"k": 10, "top_n": 5},
+    )
     assert body["query"]["neural_sparse"]["text_sparse"]["method_parameters"] == {"k": 10, "top_n": 5}
     with pytest.raises(SparsepackError, match="method_parameters apply only to field_type=sparse_vector"):
         render("query", MANIFEST, "3.6", model_id="M", query_text="rain", method_parameters={"k": 10})
@@ -322,12 +411,15 @@ def test_method_parameters_only_for_sparse_vector():
         render("query", MANIFEST, "3.2", model_id="M", query_text="rain", method_parameters={"k": 10})
 
 
-@pytest.mark.parametrize("values, error", [
-    ({"access_mode": "team"}, "access_mode 'team' is unknown"),
-    ({"access_mode": "restricted"}, "restricted needs backend_roles"),
-    ({"access_mode": "public", "backend_roles": ["a"]}, "restricted needs backend_roles"),
-    ({"backend_roles": ["a"]}, "backend_roles need access_mode=restricted"),
-])
+@pytest.mark.parametrize(
+    "values, error",
+    [
+        ({"access_mode": "team"}, "access_mode 'team' is unknown"),
+        ({"access_mode": "restricted"}, "restricted needs backend_roles"),
+        ({"access_mode": "public", "backend_roles": ["a"]}, "restricted needs backend_roles"),
+        ({"backend_roles": ["a"]}, "backend_roles need access_mode=restricted"),
+    ],
+)
 def test_model_group_access_modes_checked(values, error):
     with pytest.raises(SparsepackError, match=error):
         render("model-group", MANIFEST, "3.6", group_name="g", **values)

@@ -1,5 +1,6 @@
 """Safe upgrades on the real nodes: v2 of a model replaces v1 that a production pipeline uses, without ever leaving
 production without a deployed model."""
+
 import json
 import shutil
 import subprocess
@@ -7,9 +8,9 @@ import sys
 from contextlib import contextmanager
 
 import pytest
-
 from conftest import cluster_for, conn, edit_artifact
 from faultproxy import Fault, FaultProxy
+
 from sparsepack.registry import models
 from sparsepack.registry.connection import ConnectionOptions
 from sparsepack.rollout.options import ReleaseOptions
@@ -46,10 +47,17 @@ def production_on(url, package_factory, request):
     v1 = release(str(pkg), conn(url), ReleaseOptions(group=group, smoke=False, **OPTS))
     assert v1["passed"], v1.get("error")
     v1_id = v1["model_ids"]["document"]
-    cl.request("PUT", f"/_ingest/pipeline/{PROD_INGEST}", body=render("ingest-pipeline", manifest, version, model_id=v1_id))
-    cl.request("PUT", f"/_search/pipeline/{PROD_SEARCH}", body=render("search-pipeline", manifest, version, model_id=v1_id))
-    cl.request("PUT", f"/{PROD_INDEX}", body=render("index-mapping", manifest, version, ingest_pipeline=PROD_INGEST,
-                                                    search_pipeline=PROD_SEARCH))
+    cl.request(
+        "PUT", f"/_ingest/pipeline/{PROD_INGEST}", body=render("ingest-pipeline", manifest, version, model_id=v1_id)
+    )
+    cl.request(
+        "PUT", f"/_search/pipeline/{PROD_SEARCH}", body=render("search-pipeline", manifest, version, model_id=v1_id)
+    )
+    cl.request(
+        "PUT",
+        f"/{PROD_INDEX}",
+        body=render("index-mapping", manifest, version, ingest_pipeline=PROD_INGEST, search_pipeline=PROD_SEARCH),
+    )
     try:
         yield {"url": url, "cluster": cl, "group": group, "v1": v1_id, "manifest": manifest}
     finally:
@@ -81,8 +89,11 @@ def pipeline_model(cl, kind, name):
 
 
 def simulate(cl):
-    res = cl.request("POST", f"/_ingest/pipeline/{PROD_INGEST}/_simulate",
-                     body={"docs": [{"_source": {"text": "rainy weather in new york"}}]})
+    res = cl.request(
+        "POST",
+        f"/_ingest/pipeline/{PROD_INGEST}/_simulate",
+        body={"docs": [{"_source": {"text": "rainy weather in new york"}}]},
+    )
     doc = res["docs"][0]
     assert "error" not in doc, doc
     return doc["doc"]["_source"]["text_sparse"]
@@ -101,8 +112,11 @@ def broken_copy(manifest, pkg, dest):
 def test_failed_deploy_of_v2_leaves_v1_serving(production, v2_package, tmp_path):
     cl, group, v1 = production["cluster"], production["group"], production["v1"]
     broken = broken_copy(*v2_package, tmp_path / "broken-v2")
-    report = release(str(broken), conn(production["url"]),
-                     ReleaseOptions(group=group, clear_previous=True, switch_pipelines=["all"], **OPTS))
+    report = release(
+        str(broken),
+        conn(production["url"]),
+        ReleaseOptions(group=group, clear_previous=True, switch_pipelines=["all"], **OPTS),
+    )
     assert not report["passed"] and report["failed_step"] == "deploy", report.get("error")
     assert "clear_previous" not in report["steps"] and "switch_pipelines" not in report["steps"]
     assert report["rollback"]["left"] == []
@@ -116,32 +130,45 @@ def test_clear_previous_refused_while_v1_is_used(production, v2_package):
     cl, group, v1, url = production["cluster"], production["group"], production["v1"], production["url"]
     report = release(str(v2_package[1]), conn(url), ReleaseOptions(group=group, clear_previous=True, **OPTS))
     assert not report["passed"] and report["failed_step"] == "upgrade_plan"
-    for user in (f"ingest pipeline {PROD_INGEST}", f"search pipeline {PROD_SEARCH}",
-                 f"index {PROD_INDEX} (index.default_pipeline={PROD_INGEST})",
-                 f"index {PROD_INDEX} (index.search.default_pipeline={PROD_SEARCH})"):
+    for user in (
+        f"ingest pipeline {PROD_INGEST}",
+        f"search pipeline {PROD_SEARCH}",
+        f"index {PROD_INDEX} (index.default_pipeline={PROD_INGEST})",
+        f"index {PROD_INDEX} (index.search.default_pipeline={PROD_SEARCH})",
+    ):
         assert user in report["error"]
     assert "register" not in report["steps"]  # refused before anything was uploaded
     assert group_model_ids(cl, group) == [v1] and models.get_model(cl, v1)["model_state"] == "DEPLOYED"
     # the CLI's delete and undeploy refuse too, with exit 4, and leave the model deployed
     for command in ("delete", "undeploy"):
-        proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", command, v1, "--url", url], capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "sparsepack.cli", command, v1, "--url", url], capture_output=True, text=True
+        )
         assert proc.returncode == 4, proc.stderr
         assert f"ingest pipeline {PROD_INGEST}" in proc.stderr and "nothing was" in proc.stderr
     assert models.get_model(cl, v1)["model_state"] == "DEPLOYED"
     assert simulate(cl)
     # a named pipeline that uses no version of the group is bad input, also refused before anything is created
-    bad = release(str(v2_package[1]), conn(url), ReleaseOptions(group=group, switch_pipelines=["no-such-pipeline"], **OPTS))
-    assert bad["failed_step"] == "upgrade_plan" and "no ingest or search pipeline is named 'no-such-pipeline'" in bad["error"]
+    bad = release(
+        str(v2_package[1]), conn(url), ReleaseOptions(group=group, switch_pipelines=["no-such-pipeline"], **OPTS)
+    )
+    assert (
+        bad["failed_step"] == "upgrade_plan"
+        and "no ingest or search pipeline is named 'no-such-pipeline'" in bad["error"]
+    )
 
 
 def test_switch_pipelines_moves_production_to_v2_then_clears_v1(production, v2_package):
     cl, group, v1, url = production["cluster"], production["group"], production["v1"], production["url"]
     before = cl.request("GET", f"/_ingest/pipeline/{PROD_INGEST}")[PROD_INGEST]
-    report = release(str(v2_package[1]), conn(url),
-                     ReleaseOptions(group=group, clear_previous=True, switch_pipelines=["all"], **OPTS))
+    report = release(
+        str(v2_package[1]),
+        conn(url),
+        ReleaseOptions(group=group, clear_previous=True, switch_pipelines=["all"], **OPTS),
+    )
     assert report["passed"], report.get("error")
     v2 = report["model_ids"]["document"]
-    assert list(report["steps"]) [-3:] == ["smoke_retrieval", "switch_pipelines", "clear_previous"]
+    assert list(report["steps"])[-3:] == ["smoke_retrieval", "switch_pipelines", "clear_previous"]
     changes = {(c["kind"], c["name"]): c for c in report["steps"]["switch_pipelines"]["pipelines"]}
     assert set(changes) == {("ingest", PROD_INGEST), ("search", PROD_SEARCH)}
     for change in changes.values():
@@ -182,12 +209,17 @@ def test_model_state_written_after_the_deploy_task_is_waited_for(any_node, packa
             model_read.times = 1  # the next model read, and only that one, says DEPLOYING
         return data
 
-    proxy = FaultProxy(port, [model_read, Fault("GET", r"/_plugins/_ml/tasks/", "rewrite", times=1000,
-                                                rewrite=arm_after_completed_task)]).start()
+    proxy = FaultProxy(
+        port,
+        [model_read, Fault("GET", r"/_plugins/_ml/tasks/", "rewrite", times=1000, rewrite=arm_after_completed_task)],
+    ).start()
     cl = cluster_for(any_node)
     try:
-        report = release(str(package_factory(FIXTURE)[1]), ConnectionOptions(url=proxy.url),
-                         ReleaseOptions(group=group, smoke=False, **OPTS))
+        report = release(
+            str(package_factory(FIXTURE)[1]),
+            ConnectionOptions(url=proxy.url),
+            ReleaseOptions(group=group, smoke=False, **OPTS),
+        )
         assert report["passed"], report.get("error")
         assert model_read.hits == 1  # the release did read DEPLOYING once, then waited
         assert report["steps"]["deploy"]["document"]["state"] == "DEPLOYED"
@@ -205,13 +237,21 @@ def test_failed_switch_puts_pipelines_back_and_keeps_v1(node_3x, package_factory
 
 def check_failed_switch(node_3x, production, v2_package):
     cl, group, v1 = production["cluster"], production["group"], production["v1"]
-    failing = Fault("POST", rf"/_ingest/pipeline/{PROD_INGEST}/_simulate", "rewrite",
-                    rewrite=lambda data: b'{"docs": [{"error": {"type": "injected", "reason": "injected failure"}}]}')
+    failing = Fault(
+        "POST",
+        rf"/_ingest/pipeline/{PROD_INGEST}/_simulate",
+        "rewrite",
+        rewrite=lambda data: b'{"docs": [{"error": {"type": "injected", "reason": "injected failure"}}]}',
+    )
     proxy = FaultProxy(int(node_3x.rsplit(":", 1)[1]), [failing]).start()
     try:
-        report = release(str(v2_package[1]), ConnectionOptions(url=proxy.url),
-                         ReleaseOptions(group=group, clear_previous=True, switch_pipelines=[PROD_SEARCH, PROD_INGEST],
-                                        smoke=False, **OPTS))
+        report = release(
+            str(v2_package[1]),
+            ConnectionOptions(url=proxy.url),
+            ReleaseOptions(
+                group=group, clear_previous=True, switch_pipelines=[PROD_SEARCH, PROD_INGEST], smoke=False, **OPTS
+            ),
+        )
     finally:
         proxy.stop()
     assert not report["passed"] and report["failed_step"] == "switch_pipelines"
@@ -227,19 +267,33 @@ def test_references_found_at_any_depth_and_rewrite_keeps_every_other_field():
     from sparsepack.registry import references
 
     ingest = {
-        "prod": {"description": "d", "version": 3, "processors": [
-            {"text_chunking": {"field_map": {"body": "chunks"}}},
-            {"foreach": {"field": "x", "processor": {"sparse_encoding": {"model_id": "v1", "field_map": {"a": "b"},
-                                                                         "batch_size": 4}}}}],
-            "on_failure": [{"set": {"field": "error", "value": "model_id"}}]},
+        "prod": {
+            "description": "d",
+            "version": 3,
+            "processors": [
+                {"text_chunking": {"field_map": {"body": "chunks"}}},
+                {
+                    "foreach": {
+                        "field": "x",
+                        "processor": {"sparse_encoding": {"model_id": "v1", "field_map": {"a": "b"}, "batch_size": 4}},
+                    }
+                },
+            ],
+            "on_failure": [{"set": {"field": "error", "value": "model_id"}}],
+        },
         "outer": {"processors": [{"pipeline": {"name": "prod"}}]},
         "other": {"processors": [{"sparse_encoding": {"model_id": "unrelated", "field_map": {"a": "b"}}}]},
     }
     search = {"s": {"request_processors": [{"neural_query_enricher": {"neural_field_default_id": {"f": "v1"}}}]}}
     settings = {"idx": {"index.final_pipeline": "outer"}, "idx2": {"index.search.default_pipeline": "s"}}
     refs = {r.describe() for r in references.find_in({"v1"}, ingest, search, settings)}
-    assert refs == {"ingest pipeline prod", "ingest pipeline outer", "search pipeline s",
-                    "index idx (index.final_pipeline=outer)", "index idx2 (index.search.default_pipeline=s)"}
+    assert refs == {
+        "ingest pipeline prod",
+        "ingest pipeline outer",
+        "search pipeline s",
+        "index idx (index.final_pipeline=outer)",
+        "index idx2 (index.search.default_pipeline=s)",
+    }
     switched = references.rewrite_model_ids(ingest["prod"], lambda m: "v2" if m == "v1" else m)
     assert json.dumps(switched) == json.dumps(ingest["prod"]).replace('"v1"', '"v2"')  # only the id changed
     assert references.model_ids_in(search["s"]) == {"v1"}
@@ -254,15 +308,26 @@ def test_pipeline_created_during_the_release_stops_the_clear_and_keeps_both(node
     cl = cluster_for(node_3x)
     v1 = release(str(pkg), conn(node_3x), ReleaseOptions(group=group, smoke=False, **OPTS))["model_ids"]["document"]
     version = cl.info()["version"]["number"]
-    create = lambda: cl.request("PUT", f"/_ingest/pipeline/{late}",  # noqa: E731
-                                body=render("ingest-pipeline", manifest, version, model_id=v1))
-    proxy = FaultProxy(int(node_3x.rsplit(":", 1)[1]), [
-        Fault("GET", r"/_ingest/pipeline$", "rewrite", rewrite=lambda data: data),  # the upgrade plan's read: as is
-        Fault("GET", r"/_ingest/pipeline$", "call", before=create),  # the clear step's read: the pipeline appears first
-    ]).start()
+    create = lambda: cl.request(
+        "PUT",
+        f"/_ingest/pipeline/{late}",  # noqa: E731
+        body=render("ingest-pipeline", manifest, version, model_id=v1),
+    )
+    proxy = FaultProxy(
+        int(node_3x.rsplit(":", 1)[1]),
+        [
+            Fault("GET", r"/_ingest/pipeline$", "rewrite", rewrite=lambda data: data),  # the upgrade plan's read: as is
+            Fault(
+                "GET", r"/_ingest/pipeline$", "call", before=create
+            ),  # the clear step's read: the pipeline appears first
+        ],
+    ).start()
     try:
-        report = release(str(v2_package[1]), ConnectionOptions(url=proxy.url),
-                         ReleaseOptions(group=group, clear_previous=True, smoke=False, **OPTS))
+        report = release(
+            str(v2_package[1]),
+            ConnectionOptions(url=proxy.url),
+            ReleaseOptions(group=group, clear_previous=True, smoke=False, **OPTS),
+        )
         assert not report["passed"] and report["failed_step"] == "clear_previous"
         assert f"{v1} is used by ingest pipeline {late}" in report["error"] and report["exit_code"] == 4
         v2 = report["model_ids"]["document"]

@@ -1,4 +1,5 @@
 """Register from an artifact URL on the real nodes: the zips hosted by a real HTTP server on loopback."""
+
 from __future__ import annotations
 
 import functools
@@ -11,12 +12,12 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from conftest import cluster_for, conn
+from test_registry import cleanup_group, group_models, restore_node_settings
+
 from sparsepack.registry import artifact_url
 from sparsepack.rollout.options import ReleaseOptions
 from sparsepack.rollout.run import release
-from test_registry import cleanup_group, group_models, restore_node_settings
 
 OPTS = dict(progress=False, timeout=120)
 
@@ -104,8 +105,11 @@ def test_untrusted_url_is_refused_in_preflight_and_apply_sets_the_narrow_regex(n
         narrow = artifact_url.narrow_regex(url)
         assert setting in refused["error"] and repr(narrow) in refused["error"]
         assert group_models(node_3x, group) == []
-        applied = release(str(pkg), conn(node_3x), ReleaseOptions(group=group, artifact_base_url=url, apply_settings=True,
-                                                                 smoke=False, **OPTS))
+        applied = release(
+            str(pkg),
+            conn(node_3x),
+            ReleaseOptions(group=group, artifact_base_url=url, apply_settings=True, smoke=False, **OPTS),
+        )
         assert applied["passed"], applied.get("error")
         assert applied["steps"]["preflight"]["applied_settings"]["persistent"][setting] == narrow
         current = cl.request("GET", "/_cluster/settings", params={"flat_settings": "true"})["persistent"][setting]
@@ -117,9 +121,24 @@ def test_untrusted_url_is_refused_in_preflight_and_apply_sets_the_narrow_regex(n
 
 
 def test_artifact_base_url_with_a_model_is_refused_before_packaging(model_factory, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "sparsepack.cli", "release", str(model_factory("bert-bi-relu")),
-                           "--url", "http://127.0.0.1:1", "--artifact-base-url", "http://127.0.0.1:8000",
-                           "--package-dir", str(tmp_path / "pkg")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sparsepack.cli",
+            "release",
+            str(model_factory("bert-bi-relu")),
+            "--url",
+            "http://127.0.0.1:1",
+            "--artifact-base-url",
+            "http://127.0.0.1:8000",
+            "--package-dir",
+            str(tmp_path / "pkg"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "not a package" in proc.stderr and "sparsepack package" in proc.stderr
     assert not (tmp_path / "pkg").exists()
@@ -145,7 +164,9 @@ def test_serve_exposes_only_the_manifest_artifacts(package_factory):
                 urllib.request.urlopen(f"{server.url}/{path}", timeout=10)
             assert err.value.code == 404
         with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(urllib.request.Request(f"{server.url}/manifest.json", data=b"x", method="PUT"), timeout=10)
+            urllib.request.urlopen(
+                urllib.request.Request(f"{server.url}/manifest.json", data=b"x", method="PUT"), timeout=10
+            )
         assert err.value.code == 405
     finally:
         server.stop()

@@ -1,5 +1,6 @@
 """`sparsepack verify`: a package re-proven from its saved zips against its source model, on this machine's devices,
 as the admin of the node that will run it does (the CUDA case is in test_gpu.py)."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,12 @@ import pytest
 
 
 def _verify(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "sparsepack.cli", "verify", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sparsepack.cli", "verify", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_package_verifies_against_its_model_in_a_fresh_process(package_factory, model_factory):
@@ -30,6 +35,7 @@ def test_another_model_of_the_same_shape_fails_with_figures_and_exit_3(package_f
     from dataclasses import replace
 
     from conftest import FIXTURE_SPECS
+
     from sparsepack.demo import build_demo_model
 
     _, pkg = package_factory("bert-bi-relu")
@@ -72,11 +78,14 @@ def test_a_tampered_zip_is_refused_before_any_model_is_loaded(package_factory, m
     assert proc.returncode == 2 and doc.name in proc.stderr and ("sha256" in proc.stderr or "bytes" in proc.stderr)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["/no/such/pkg"], "not a sparsepack package (no such path)"),
-    (["{model}"], "not a sparsepack package (no manifest.json there)"),
-    (["{pkg}", "--devices", "tpu"], "--devices 'tpu': use auto, cpu or cpu,cuda"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["/no/such/pkg"], "not a sparsepack package (no such path)"),
+        (["{model}"], "not a sparsepack package (no manifest.json there)"),
+        (["{pkg}", "--devices", "tpu"], "--devices 'tpu': use auto, cpu or cpu,cuda"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args, message, package_factory, model_factory):
     _, pkg = package_factory("bert-bi-relu")
     args = [a.format(pkg=pkg, model=model_factory("bert-bi-relu")) for a in args]

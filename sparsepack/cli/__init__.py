@@ -2,6 +2,7 @@
 
 Each module has ``add_parser(subparsers)``, which sets ``run`` (and ``flag_of``, library argument -> flag) as the
 subcommand's defaults; :mod:`.exits` is the one place typed errors become exit codes."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,9 @@ COMMAND_GROUPS = (package, render, release, migrate, models, node, serve, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sparsepack", description="Get OpenSearch neural sparse models into production.")
+    parser = argparse.ArgumentParser(
+        prog="sparsepack", description="Get OpenSearch neural sparse models into production."
+    )
     parser.add_argument("--version", action="version", version=f"sparsepack {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, help="what to do")
     for group in COMMAND_GROUPS:

@@ -1,4 +1,5 @@
 """Exit codes, each with one meaning, mapped here (and only here) from the library's typed errors."""
+
 from __future__ import annotations
 
 import contextlib
@@ -12,12 +13,12 @@ from ..errors import ClusterError, LocalEnvironmentError, ParityError, QualityGa
 from .output import err
 
 OK = 0
-UNEXPECTED = 1      # a bug or an unforeseen failure: one line, the traceback with SPARSEPACK_DEBUG=1
-BAD_INPUT = 2       # the user can fix the command line, the files or the model
-GATE = 3            # parity or quality gate failed: the artifact does not do what the model does
-CLUSTER = 4         # the cluster refused or failed a step
+UNEXPECTED = 1  # a bug or an unforeseen failure: one line, the traceback with SPARSEPACK_DEBUG=1
+BAD_INPUT = 2  # the user can fix the command line, the files or the model
+GATE = 3  # parity or quality gate failed: the artifact does not do what the model does
+CLUSTER = 4  # the cluster refused or failed a step
 LOCAL_ENVIRONMENT = 5  # this machine lacks Java, a compiler, ...; or a local node did not start
-INTERRUPTED = 130   # Ctrl-C or SIGTERM
+INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 # First match wins: subclasses before their bases.
 _BY_TYPE: tuple[tuple[type[BaseException], int], ...] = (

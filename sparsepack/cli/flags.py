@@ -1,4 +1,5 @@
 """Flags with a new name whose old spelling still works for one release, with a one-line warning on stderr."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,15 @@ def add_renamed(parser, new: str, *old: str, **kwargs) -> argparse.Action:
     action = parser.add_argument(new, **kwargs)
     alias = {k: v for k, v in kwargs.items() if k in ("type", "choices", "metavar")}
     for spelling in old:
-        parser.add_argument(spelling, dest=action.dest, action=_DeprecatedSpelling, new_flag=new,
-                            default=argparse.SUPPRESS, help=f"deprecated spelling of {new}", **alias)
+        parser.add_argument(
+            spelling,
+            dest=action.dest,
+            action=_DeprecatedSpelling,
+            new_flag=new,
+            default=argparse.SUPPRESS,
+            help=f"deprecated spelling of {new}",
+            **alias,
+        )
     return action
 
 

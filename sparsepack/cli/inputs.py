@@ -1,4 +1,5 @@
 """Reading the files a command names, without loading the ML libraries."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """``migrate``: move an alias's documents to a new model (blue/green), then ``--rollback`` or ``--finish``."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,10 @@ SHOWN = ("old_index", "new_index", "alias_on", "seconds_blocked", "pipelines", "
 
 
 def add_parser(subparsers) -> None:
-    sp = subparsers.add_parser("migrate", help="move an alias's documents to a new model: new index, reindex, "
-                                               "carry-over, verify, one alias swap")
+    sp = subparsers.add_parser(
+        "migrate",
+        help="move an alias's documents to a new model: new index, reindex, carry-over, verify, one alias swap",
+    )
     sp.add_argument("alias", help="the alias the application reads and writes through")
     sp.add_argument("--document-model", help="model id of the new document model")
     sp.add_argument("--query-model", help="model id of the new query model (default: the document model)")
@@ -22,7 +25,9 @@ def add_parser(subparsers) -> None:
     sp.add_argument("--requests-per-second", type=float, help="throttle the reindex (default: none)")
     sp.add_argument("--new-index", help="name of the new index (default ALIAS-<short model id>)")
     sp.add_argument("--cleanup", action="store_true", help="on failure, remove the new index and its pipeline copies")
-    sp.add_argument("--rollback", action="store_true", help="swap the alias back to the old index, carrying writes back")
+    sp.add_argument(
+        "--rollback", action="store_true", help="swap the alias back to the old index, carrying writes back"
+    )
     sp.add_argument("--force", action="store_true", help="with --rollback: roll back even if writes would be lost")
     sp.add_argument("--finish", action="store_true", help="delete the old index and the pipelines only it used")
     sp.add_argument("--report", help="also write the JSON report to this file")
@@ -50,8 +55,13 @@ def run(args) -> int:
 
     check_args(args)
     cl = connect(args)
-    opts = MigrationOptions(new_index=args.new_index, slices=args.slices, requests_per_second=args.requests_per_second,
-                            cleanup=args.cleanup, progress=None if args.json else err)
+    opts = MigrationOptions(
+        new_index=args.new_index,
+        slices=args.slices,
+        requests_per_second=args.requests_per_second,
+        cleanup=args.cleanup,
+        progress=None if args.json else err,
+    )
     try:
         if args.rollback:
             report = rollback(cl, args.alias, force=args.force).as_dict()
@@ -63,8 +73,14 @@ def run(args) -> int:
         err("interrupted; the copy goes on on the cluster: re-run the same command to continue it")
         raise
     except MigrationError as exc:
-        report = {"alias": args.alias, "passed": False, "error": str(exc), "failed_step": exc.step,
-                  "alias_on": exc.alias_on, "details": exc.details}
+        report = {
+            "alias": args.alias,
+            "passed": False,
+            "error": str(exc),
+            "failed_step": exc.step,
+            "alias_on": exc.alias_on,
+            "details": exc.details,
+        }
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2, default=str) + "\n")
     if args.json:
@@ -74,7 +90,9 @@ def run(args) -> int:
             if report.get(key) not in (None, {}, []):
                 print(f"  {key}: {json.dumps(report[key], default=str)}")
     if not report["passed"]:
-        err(f"migrate failed at {report['failed_step']}: {report['error']} (alias {args.alias} serves from "
-            f"{report.get('alias_on')})")
+        err(
+            f"migrate failed at {report['failed_step']}: {report['error']} (alias {args.alias} serves from "
+            f"{report.get('alias_on')})"
+        )
         return exits.CLUSTER
     return exits.OK

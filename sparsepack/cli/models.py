@@ -1,4 +1,5 @@
 """``list``, ``undeploy`` and ``delete``: the models already on a cluster."""
+
 from __future__ import annotations
 
 from ..errors import SparsepackError
@@ -10,7 +11,9 @@ def add_parser(subparsers) -> None:
     sp = subparsers.add_parser("list", help="list models")
     add_connection_args(sp)
     scope = sp.add_mutually_exclusive_group()
-    scope.add_argument("--group", metavar="NAME", help="only the models of this model group (by name, as release takes it)")
+    scope.add_argument(
+        "--group", metavar="NAME", help="only the models of this model group (by name, as release takes it)"
+    )
     scope.add_argument("--group-id", metavar="ID", help="only the models of this model group (by id)")
     sp.add_argument("--json", action="store_true", help="print the models as JSON")
     sp.set_defaults(run=run_list)
@@ -33,8 +36,9 @@ def _group_id(cl, args) -> str | None:
     if models.get_group(cl, args.group):  # an id, as --group took before it meant a name everywhere
         err("warning: --group with a model group id is deprecated; use --group-id (--group takes the name)")
         return args.group
-    raise SparsepackError(f"no model group named {args.group!r}; check the name (release --group), or pass its id "
-                          f"with --group-id")
+    raise SparsepackError(
+        f"no model group named {args.group!r}; check the name (release --group), or pass its id with --group-id"
+    )
 
 
 def run_list(args) -> int:
@@ -46,8 +50,10 @@ def run_list(args) -> int:
         print_json(rows)
     else:
         for r in rows:
-            print(f"{r['model_id']}  {r['state'] or '?':18s} {r['function_name'] or '?':16s} {r['name']} v{r['version']}  "
-                  f"{r['loaded']}")
+            print(
+                f"{r['model_id']}  {r['state'] or '?':18s} {r['function_name'] or '?':16s} {r['name']} v{r['version']}  "
+                f"{r['loaded']}"
+            )
     return 0
 
 

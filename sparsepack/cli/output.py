@@ -1,4 +1,5 @@
 """What every command prints: one-line messages on stderr, JSON on stdout, the release/smoke report."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,9 @@ def emit_report(report: dict, args) -> int:
             print(f"  model ids: {report['model_ids']}")
         for change in report["steps"].get("switch_pipelines", {}).get("pipelines", []):
             ids = change["model_ids"]
-            print(f"  {change['kind']} pipeline {change['name']}: {', '.join(ids['before'])} -> {', '.join(ids['after'])}")
+            print(
+                f"  {change['kind']} pipeline {change['name']}: {', '.join(ids['before'])} -> {', '.join(ids['after'])}"
+            )
         for warning in report.get("warnings", []):
             err(f"warning: {warning}")
         if report.get("kept"):

@@ -1,4 +1,5 @@
 """``release``, ``smoke`` and ``preflight``: get a package onto a cluster and prove it serves."""
+
 from __future__ import annotations
 
 from ..errors import SparsepackError
@@ -18,25 +19,45 @@ def add_parser(subparsers) -> None:
     add_connection_args(sp)
     add_model_args(sp)
     sp.add_argument("--package-dir", help="where to package a model (default ./NAME-sparsepack)")
-    sp.add_argument("--artifact-base-url", metavar="URL",
-                    help="the cluster downloads the zips from URL/<file> (sha256-checked) instead of uploads; needs a package")
-    sp.add_argument("--format", choices=REGISTERABLE_FORMATS,
-                    help="document artifact to register: torchscript (default; GPU nodes too) or onnx (CPU nodes)")
+    sp.add_argument(
+        "--artifact-base-url",
+        metavar="URL",
+        help="the cluster downloads the zips from URL/<file> (sha256-checked) instead of uploads; needs a package",
+    )
+    sp.add_argument(
+        "--format",
+        choices=REGISTERABLE_FORMATS,
+        help="document artifact to register: torchscript (default; GPU nodes too) or onnx (CPU nodes)",
+    )
     sp.add_argument("--group", metavar="NAME", help="model group name (default NAME-sparsepack)")
-    sp.add_argument("--access-mode", choices=("public", "private", "restricted"),
-                    help="a new model group's access, with model access control on; an existing group keeps its own")
-    sp.add_argument("--backend-roles", metavar="A,B",
-                    help="with --access-mode restricted: the backend roles that may see and deploy the group's models")
-    sp.add_argument("--clear-previous", action="store_true",
-                    help="once the new version passed: undeploy and delete the group's other models (unless in use)")
-    sp.add_argument("--switch-pipelines", metavar="all|NAME,...",
-                    help="after the smoke test: point these pipelines (all: every one on a previous version) at the new one")
+    sp.add_argument(
+        "--access-mode",
+        choices=("public", "private", "restricted"),
+        help="a new model group's access, with model access control on; an existing group keeps its own",
+    )
+    sp.add_argument(
+        "--backend-roles",
+        metavar="A,B",
+        help="with --access-mode restricted: the backend roles that may see and deploy the group's models",
+    )
+    sp.add_argument(
+        "--clear-previous",
+        action="store_true",
+        help="once the new version passed: undeploy and delete the group's other models (unless in use)",
+    )
+    sp.add_argument(
+        "--switch-pipelines",
+        metavar="all|NAME,...",
+        help="after the smoke test: point these pipelines (all: every one on a previous version) at the new one",
+    )
     sp.add_argument("--nodes", metavar="ID,...", help="deploy only on these node ids (comma-separated)")
     sp.add_argument("--node-attr", help="deploy only on nodes with this attribute, e.g. gpu=true")
     sp.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for register/deploy tasks")
     sp.add_argument("--keep-on-failure", action="store_true", help="do not roll back what this run created")
     sp.add_argument("--keep", action="store_true", help="keep the smoke test's index and pipelines")
-    sp.add_argument("--field-type", choices=("rank_features", "sparse_vector"), default="rank_features", help=FIELD_HELP)
+    sp.add_argument(
+        "--field-type", choices=("rank_features", "sparse_vector"), default="rank_features", help=FIELD_HELP
+    )
     sp.add_argument("--apply-settings", action="store_true", help="apply missing ML Commons settings")
     sp.add_argument("--report", help="also write the JSON report to this file")
     sp.add_argument("--json", action="store_true", help="print the JSON report")
@@ -47,10 +68,15 @@ def add_parser(subparsers) -> None:
     sp.add_argument("--document-model", required=True, help="model id of the deployed document encoder")
     sp.add_argument("--query-model", help="model id of the deployed query encoder (bi-encoders)")
     sp.add_argument("--model", help="source model: also compare queries with its encode_query")
-    sp.add_argument("--format", choices=REGISTERABLE_FORMATS,
-                    help="the package's document artifact the model was registered from (default: the package's first)")
+    sp.add_argument(
+        "--format",
+        choices=REGISTERABLE_FORMATS,
+        help="the package's document artifact the model was registered from (default: the package's first)",
+    )
     sp.add_argument("--keep", action="store_true", help="keep the smoke test's index and pipelines")
-    sp.add_argument("--field-type", choices=("rank_features", "sparse_vector"), default="rank_features", help=FIELD_HELP)
+    sp.add_argument(
+        "--field-type", choices=("rank_features", "sparse_vector"), default="rank_features", help=FIELD_HELP
+    )
     sp.add_argument("--report", help="also write the JSON report to this file")
     sp.add_argument("--json", action="store_true", help="print the JSON report")
     add_connection_args(sp)
@@ -59,7 +85,9 @@ def add_parser(subparsers) -> None:
     sp = subparsers.add_parser("preflight", help="check a cluster can register and deploy a package")
     add_connection_args(sp)
     sp.add_argument("--manifest", help="package manifest.json (or its directory) to check against")
-    sp.add_argument("--apply-settings", action="store_true", help="apply the cluster-settings template if anything blocks")
+    sp.add_argument(
+        "--apply-settings", action="store_true", help="apply the cluster-settings template if anything blocks"
+    )
     sp.add_argument("--json", action="store_true", help="print the preflight result as JSON")
     sp.set_defaults(run=run_preflight)
 
@@ -90,12 +118,23 @@ def _switch_list(value: str | None) -> list[str]:
 def _release_options(args):
     from ..rollout.options import ReleaseOptions
 
-    return ReleaseOptions(group=args.group, clear_previous=args.clear_previous, node_ids=_split(args.nodes),
-                          node_attr=args.node_attr, timeout=args.timeout, keep_on_failure=args.keep_on_failure,
-                          keep=args.keep, apply_settings=args.apply_settings, progress=not args.json,
-                          field_type=args.field_type, switch_pipelines=_switch_list(args.switch_pipelines),
-                          artifact_format=args.format, artifact_base_url=args.artifact_base_url,
-                          access_mode=args.access_mode, backend_roles=_backend_roles(args))
+    return ReleaseOptions(
+        group=args.group,
+        clear_previous=args.clear_previous,
+        node_ids=_split(args.nodes),
+        node_attr=args.node_attr,
+        timeout=args.timeout,
+        keep_on_failure=args.keep_on_failure,
+        keep=args.keep,
+        apply_settings=args.apply_settings,
+        progress=not args.json,
+        field_type=args.field_type,
+        switch_pipelines=_switch_list(args.switch_pipelines),
+        artifact_format=args.format,
+        artifact_base_url=args.artifact_base_url,
+        access_mode=args.access_mode,
+        backend_roles=_backend_roles(args),
+    )
 
 
 def run_release(args) -> int:
@@ -159,4 +198,3 @@ def run_preflight(args) -> int:
             print(f"  BLOCKER: {b.message}")
         print("preflight passed" if pf.ok else "preflight failed")
     return exits.OK if pf.ok else exits.CLUSTER
-

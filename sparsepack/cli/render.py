@@ -1,4 +1,5 @@
 """``render``: the JSON bodies a cluster needs, from the built-in (or your) templates."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,16 @@ def add_parser(subparsers) -> None:
     sp = subparsers.add_parser("render", help="render an ML Commons / neural-search body from a template")
     sp.add_argument("template", nargs="?", help="template name (see --list)")
     sp.add_argument("--manifest", help="package manifest.json (or its directory)")
-    add_opensearch_version(sp, "--target-version", default=RENDER_DEFAULT_VERSION, metavar="VERSION",
-                           help=f"OpenSearch version the body is for (default {RENDER_DEFAULT_VERSION})")
-    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="template variable (JSON or string)")
+    add_opensearch_version(
+        sp,
+        "--target-version",
+        default=RENDER_DEFAULT_VERSION,
+        metavar="VERSION",
+        help=f"OpenSearch version the body is for (default {RENDER_DEFAULT_VERSION})",
+    )
+    sp.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="template variable (JSON or string)"
+    )
     sp.add_argument("--template-dir", help="directory whose NAME.json.j2 files override the built-in templates")
     sp.add_argument("-o", "--output", help="write to this file instead of stdout")
     sp.add_argument("--list", action="store_true", help="list templates and their variables")
@@ -38,12 +46,16 @@ def run(args) -> int:
         raise SparsepackError("name a template (see `sparsepack render --list`)")
     manifest = load_manifest_data(args.manifest) if args.manifest else None
     values = parse_set_values(args.set)
-    known = sorted(set(template_variables(args.template, args.template_dir)) | set(TEMPLATES[args.template].defaults)
-                   ) if args.template in TEMPLATES else []
+    known = (
+        sorted(set(template_variables(args.template, args.template_dir)) | set(TEMPLATES[args.template].defaults))
+        if args.template in TEMPLATES
+        else []
+    )
     unknown = sorted(set(values) - set(known)) if known else []
     if unknown:
-        raise SparsepackError(f"--set {', '.join(unknown)}: template {args.template} has no such variable; it takes "
-                              f"{', '.join(known)}")
+        raise SparsepackError(
+            f"--set {', '.join(unknown)}: template {args.template} has no such variable; it takes {', '.join(known)}"
+        )
     body = render(args.template, manifest, args.opensearch_version, template_dir=args.template_dir, **values)
     text = json.dumps(body, indent=2) + "\n"
     if args.output:
@@ -53,4 +65,3 @@ def run(args) -> int:
     else:
         sys.stdout.write(text)
     return 0
-

@@ -1,4 +1,5 @@
 """``serve``: a package's artifacts over read-only HTTP, for registration by URL."""
+
 from __future__ import annotations
 
 from ..errors import SparsepackError
@@ -22,8 +23,11 @@ def run(args) -> int:
         server = ArtifactServer(args.package, args.port, args.bind, log=err)
     except OSError as exc:
         raise SparsepackError(f"cannot listen on {args.bind}:{args.port}: {exc.strerror}; pick another --port") from exc
-    print(f"serving {len(server.files) - 1} artifact(s) of {args.package} at {server.url}/ "
-          f"(release with --artifact-base-url {server.url}); Ctrl-C stops", flush=True)
+    print(
+        f"serving {len(server.files) - 1} artifact(s) of {args.package} at {server.url}/ "
+        f"(release with --artifact-base-url {server.url}); Ctrl-C stops",
+        flush=True,
+    )
     try:
         server.serve_forever()
     finally:

@@ -1,4 +1,5 @@
 """The document formats a package can hold, and the manifest as seen by one of them."""
+
 from __future__ import annotations
 
 from ..errors import SparsepackError
@@ -14,11 +15,15 @@ def for_format(manifest: dict, fmt: str | None) -> dict:
     formats = manifest.get("formats") or ["torchscript"]
     fmt = fmt or formats[0]
     if fmt not in formats:
-        raise SparsepackError(f"the package holds no {fmt} document artifact (it has {', '.join(formats)}); "
-                              f"re-package with --format {fmt} or both")
+        raise SparsepackError(
+            f"the package holds no {fmt} document artifact (it has {', '.join(formats)}); "
+            f"re-package with --format {fmt} or both"
+        )
     keep = [a for a in manifest["artifacts"] if a["role"] != "document" or a.get("format", "torchscript") == fmt]
     view = {**manifest, "artifacts": keep, "formats": [fmt]}
     doc = next(a for a in keep if a["role"] == "document")
     if doc.get("opensearch_compatibility"):
-        view["compatible_opensearch"] = sorted(line for line, c in doc["opensearch_compatibility"].items() if c["compatible"])
+        view["compatible_opensearch"] = sorted(
+            line for line, c in doc["opensearch_compatibility"].items() if c["compatible"]
+        )
     return view

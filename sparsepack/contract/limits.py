@@ -1,4 +1,5 @@
 """What the cluster accepts: query weights neural-search takes, the longest input ML Commons feeds a model."""
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,10 @@ def check_query_tokens(tokens) -> None:
     for token, weight in tokens.items():
         problem = weight_problem(weight)
         if problem:
-            raise SparsepackError(f"query_tokens: the weight of token {token!r} {problem}; neural-search accepts weights in "
-                                  f"(0, {MAX_QUERY_WEIGHT:g}] only (HTTP 400): drop the token or give it a weight in range")
+            raise SparsepackError(
+                f"query_tokens: the weight of token {token!r} {problem}; neural-search accepts weights in "
+                f"(0, {MAX_QUERY_WEIGHT:g}] only (HTTP 400): drop the token or give it a weight in range"
+            )
 
 
 def document_max_length(model_max: int, requested: int | None) -> int:
@@ -45,7 +48,11 @@ def document_max_length(model_max: int, requested: int | None) -> int:
     if requested < MIN_MAX_LENGTH:
         raise SparsepackError(f"--max-length {requested} is too small; use at least {MIN_MAX_LENGTH} tokens")
     if requested > ML_COMMONS_MAX_LENGTH:
-        raise SparsepackError(f"--max-length {requested} exceeds 512, where ML Commons clamps every document; use <= 512")
+        raise SparsepackError(
+            f"--max-length {requested} exceeds 512, where ML Commons clamps every document; use <= 512"
+        )
     if requested > model_max:
-        raise SparsepackError(f"--max-length {requested} exceeds the model's max_seq_length {model_max}; use <= {model_max}")
+        raise SparsepackError(
+            f"--max-length {requested} exceeds the model's max_seq_length {model_max}; use <= {model_max}"
+        )
     return requested

@@ -4,6 +4,7 @@ manifest get their defaults here and nowhere else.
 ``from_dict`` refuses a manifest lacking a key some command reads (one line: the key and the fix); ``to_dict`` gives
 back the mapping it was read from (keys and order kept, unknown keys too), so reading never changes what was written.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
@@ -32,6 +33,7 @@ def _check(value, kind, where: str, key: str):
 class Record:
     """A manifest record: ``REQUIRED`` keys (type-checked, the manifest is refused without them), ``OPTIONAL`` keys
     (newer than some manifests: their default when absent), ``KEYS`` the persisted order a new record is written in."""
+
     REQUIRED: ClassVar[dict[str, Any]] = {}
     OPTIONAL: ClassVar[dict[str, tuple[Any, Any]]] = {}  # key -> (type, default)
     NESTED: ClassVar[dict[str, type]] = {}  # key -> Record class (a list of them for list-typed keys)
@@ -64,8 +66,13 @@ class Record:
         out = {}
         for key in order:
             value = getattr(self, key) if key in known else self.raw[key]
-            out[key] = [v.to_dict() if isinstance(v, Record) else v for v in value] if isinstance(value, list) \
-                else value.to_dict() if isinstance(value, Record) else value
+            out[key] = (
+                [v.to_dict() if isinstance(v, Record) else v for v in value]
+                if isinstance(value, list)
+                else value.to_dict()
+                if isinstance(value, Record)
+                else value
+            )
         return out
 
 
@@ -93,6 +100,7 @@ class Pruning(Record):
 @dataclass
 class RuntimeOptions(Record):
     """onnxruntime threads an ONNX zip sets on the ML node (a number, or the text saying onnxruntime's default)."""
+
     REQUIRED = {"intra_op_threads": (int, str)}
     OPTIONAL = {"inter_op_threads": ((int, type(None)), None), "set_by": ((str, type(None)), None)}
     KEYS = ("intra_op_threads", "inter_op_threads", "set_by")
@@ -105,10 +113,21 @@ class RuntimeOptions(Record):
 @dataclass
 class DocumentProof(Record):
     """Parity of a document artifact with encode_document (what the model card and release report read)."""
-    REQUIRED = {"texts": int, "max_abs_diff": float, "tolerance": float, "identical_token_sets": bool,
-                "by_batch_size": dict}
-    OPTIONAL = {"passed": (bool, True), "devices": (list, ["cpu"]), "special_tokens": (str, ""),
-                "by_device": ((dict, type(None)), None), "precision": ((str, type(None)), None)}
+
+    REQUIRED = {
+        "texts": int,
+        "max_abs_diff": float,
+        "tolerance": float,
+        "identical_token_sets": bool,
+        "by_batch_size": dict,
+    }
+    OPTIONAL = {
+        "passed": (bool, True),
+        "devices": (list, ["cpu"]),
+        "special_tokens": (str, ""),
+        "by_device": ((dict, type(None)), None),
+        "precision": ((str, type(None)), None),
+    }
     texts: int
     max_abs_diff: float
     tolerance: float
@@ -134,6 +153,7 @@ class QueryProof(Record):
 @dataclass
 class Parity(Record):
     """One proof per artifact: ``document`` and ``query`` for the first format, ``document_onnx`` (...) after."""
+
     REQUIRED = {"document": dict, "query": dict}
     NESTED = {"document": DocumentProof, "query": QueryProof}
     document: DocumentProof
@@ -144,12 +164,27 @@ class Parity(Record):
 @dataclass
 class Artifact(Record):
     REQUIRED = {"role": str, "file": str, "function_name": str, "model_format": str, "sha256": str, "size_bytes": int}
-    OPTIONAL = {"format": ((str, type(None)), None), "parity": ((str, type(None)), None),
-                "runtime_options": ((dict, type(None)), None), "opensearch_compatibility": ((dict, type(None)), None),
-                "quality_gate": ((dict, type(None)), None)}
+    OPTIONAL = {
+        "format": ((str, type(None)), None),
+        "parity": ((str, type(None)), None),
+        "runtime_options": ((dict, type(None)), None),
+        "opensearch_compatibility": ((dict, type(None)), None),
+        "quality_gate": ((dict, type(None)), None),
+    }
     NESTED = {"runtime_options": RuntimeOptions}
-    KEYS = ("role", "file", "function_name", "model_format", "sha256", "size_bytes", "format", "parity",
-            "runtime_options", "opensearch_compatibility", "quality_gate")
+    KEYS = (
+        "role",
+        "file",
+        "function_name",
+        "model_format",
+        "sha256",
+        "size_bytes",
+        "format",
+        "parity",
+        "runtime_options",
+        "opensearch_compatibility",
+        "quality_gate",
+    )
     role: str
     file: str
     function_name: str
@@ -175,22 +210,58 @@ class Artifact(Record):
 
 @dataclass
 class Manifest(Record):
-    REQUIRED = {"sparsepack_version": str, "name": str, "source": dict, "mode": str, "activation": str, "pooling": str,
-                "max_length": int, "vocab_size": int, "pruning": dict, "libraries": dict,
-                "compatible_opensearch": list, "parity": dict, "artifacts": list}
+    REQUIRED = {
+        "sparsepack_version": str,
+        "name": str,
+        "source": dict,
+        "mode": str,
+        "activation": str,
+        "pooling": str,
+        "max_length": int,
+        "vocab_size": int,
+        "pruning": dict,
+        "libraries": dict,
+        "compatible_opensearch": list,
+        "parity": dict,
+        "artifacts": list,
+    }
     # keys newer than the first manifests, and what a manifest without them means
-    OPTIONAL = {"formats": ((list, type(None)), None),  # None: every document artifact's format (see document_formats)
-                "query_weights": ((dict, type(None)), None),
-                "device_portable": ((bool, type(None)), None),
-                "precision": (str, "fp32"),
-                "requires_gpu": (bool, False),
-                "verified_devices": (list, ["cpu"])}
+    OPTIONAL = {
+        "formats": ((list, type(None)), None),  # None: every document artifact's format (see document_formats)
+        "query_weights": ((dict, type(None)), None),
+        "device_portable": ((bool, type(None)), None),
+        "precision": (str, "fp32"),
+        "requires_gpu": (bool, False),
+        "verified_devices": (list, ["cpu"]),
+    }
     NESTED = {"source": Source, "pruning": Pruning, "parity": Parity, "artifacts": Artifact}
     # the persisted keys, in the order `sparsepack package` writes them (its writer builds the dict; this is the list)
-    KEYS = ("sparsepack_version", "name", "source", "mode", "activation", "pooling", "max_length", "model_max_length",
-            "vocab_size", "special_token_ids", "pruning", "libraries", "attention", "operators", "compatible_opensearch",
-            "opensearch_compatibility", "parity", "formats", "artifacts", "query_weights", "device_portable",
-            "precision", "requires_gpu", "verified_devices")
+    KEYS = (
+        "sparsepack_version",
+        "name",
+        "source",
+        "mode",
+        "activation",
+        "pooling",
+        "max_length",
+        "model_max_length",
+        "vocab_size",
+        "special_token_ids",
+        "pruning",
+        "libraries",
+        "attention",
+        "operators",
+        "compatible_opensearch",
+        "opensearch_compatibility",
+        "parity",
+        "formats",
+        "artifacts",
+        "query_weights",
+        "device_portable",
+        "precision",
+        "requires_gpu",
+        "verified_devices",
+    )
     sparsepack_version: str
     name: str
     source: Source
@@ -214,7 +285,7 @@ class Manifest(Record):
     root: Path | None = field(default=None, repr=False, compare=False)  # the package folder, when read from one
 
     @classmethod
-    def from_dict(cls, data, where: str = "manifest.json", root: Path | None = None) -> "Manifest":
+    def from_dict(cls, data, where: str = "manifest.json", root: Path | None = None) -> Manifest:
         manifest = super().from_dict(data, where)
         if not manifest.artifacts:
             raise SparsepackError(f"{where} lists no artifacts; {RERUN}")
@@ -225,7 +296,9 @@ class Manifest(Record):
 
     @property
     def document_formats(self) -> list[str]:
-        return self.formats or [a.document_format for a in self.artifacts if a.role == "document"][:1] or ["torchscript"]
+        return (
+            self.formats or [a.document_format for a in self.artifacts if a.role == "document"][:1] or ["torchscript"]
+        )
 
     def artifact(self, role: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.role == role), None)
@@ -233,7 +306,7 @@ class Manifest(Record):
     def path_of(self, artifact: Artifact) -> Path:
         return self.root / artifact.file
 
-    def for_format(self, fmt: str | None) -> "Manifest":
+    def for_format(self, fmt: str | None) -> Manifest:
         """The manifest as if the package held only the ``fmt`` document artifact (plus the query artifact)."""
         from .formats import for_format
 
@@ -242,5 +315,7 @@ class Manifest(Record):
 
 def persisted_keys() -> dict[str, tuple[str, ...]]:
     """What a manifest holds, record by record (the written order)."""
-    return {cls.__name__: cls.KEYS or tuple(f.name for f in fields(cls) if f.name not in ("raw", "root"))
-            for cls in (Manifest, Source, Pruning, Parity, DocumentProof, QueryProof, Artifact, RuntimeOptions)}
+    return {
+        cls.__name__: cls.KEYS or tuple(f.name for f in fields(cls) if f.name not in ("raw", "root"))
+        for cls in (Manifest, Source, Pruning, Parity, DocumentProof, QueryProof, Artifact, RuntimeOptions)
+    }

@@ -1,4 +1,5 @@
 """Names sparsepack gives things: a package from its model source, a model group from its package."""
+
 from __future__ import annotations
 
 import re

@@ -2,6 +2,7 @@
 verify (sizes, hashes, zip entries) -> use. A package is untrusted input: it may come from a CI artifact store or
 another machine. Every refusal is a SparsepackError raised before anything is written, extracted, uploaded or
 registered."""
+
 from __future__ import annotations
 
 import hashlib
@@ -60,12 +61,15 @@ def checked_paths(manifest: Manifest) -> Manifest:
         name = art.file
         # A package is flat: a file name, never a path that could leave the folder (../x.zip, /etc/x, sub/../../x).
         if name in ("", ".", "..") or "/" in name or "\\" in name or Path(name).is_absolute():
-            raise SparsepackError(f"{mpath}: artifact file {name!r} is not a plain file name inside the package folder; "
-                                  f"refusing a path outside {root}")
+            raise SparsepackError(
+                f"{mpath}: artifact file {name!r} is not a plain file name inside the package folder; "
+                f"refusing a path outside {root}"
+            )
         path = root / name
         if path.is_symlink() or (path.exists() and path.resolve().parent != root.resolve()):
-            raise SparsepackError(f"{mpath}: artifact {name} is a link (to {path.resolve()}); copy the real file into the "
-                                  f"package folder")
+            raise SparsepackError(
+                f"{mpath}: artifact {name} is a link (to {path.resolve()}); copy the real file into the package folder"
+            )
         if art.size_bytes < 0:
             raise SparsepackError(f"{mpath}: artifacts[{n}] size_bytes is negative; {_RERUN}")
     return manifest
@@ -81,12 +85,16 @@ def verify_package_files(manifest: Manifest) -> None:
         size = path.stat().st_size
         if size != art.size_bytes:
             more = "larger" if size > art.size_bytes else "smaller"
-            raise SparsepackError(f"{art.file} is {size:,} bytes, {more} than the {art.size_bytes:,} the manifest says; "
-                                  f"the zip was modified or replaced: {_RERUN}")
+            raise SparsepackError(
+                f"{art.file} is {size:,} bytes, {more} than the {art.size_bytes:,} the manifest says; "
+                f"the zip was modified or replaced: {_RERUN}"
+            )
         digest = sha256_file(path)
         if digest != art.sha256.lower():
-            raise SparsepackError(f"{art.file}: sha256 {digest[:12]}... differs from the manifest's {art.sha256[:12]}...; "
-                                  f"the zip was modified: {_RERUN}")
+            raise SparsepackError(
+                f"{art.file}: sha256 {digest[:12]}... differs from the manifest's {art.sha256[:12]}...; "
+                f"the zip was modified: {_RERUN}"
+            )
         check_zip(path)
 
 
@@ -99,18 +107,23 @@ def check_zip(path: Path) -> None:
         for info in zf.infolist():
             parts = PurePosixPath(info.filename.replace("\\", "/")).parts
             if info.filename.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-                raise SparsepackError(f"{path.name} holds the entry {info.filename!r}, a path outside the folder it is "
-                                      f"extracted to; refusing the package: {_RERUN}")
+                raise SparsepackError(
+                    f"{path.name} holds the entry {info.filename!r}, a path outside the folder it is "
+                    f"extracted to; refusing the package: {_RERUN}"
+                )
             if stat.S_ISLNK(info.external_attr >> 16):
-                raise SparsepackError(f"{path.name} holds the symbolic link {info.filename!r}; ML Commons artifacts hold "
-                                      f"plain files only: {_RERUN}")
+                raise SparsepackError(
+                    f"{path.name} holds the symbolic link {info.filename!r}; ML Commons artifacts hold "
+                    f"plain files only: {_RERUN}"
+                )
         for name in JSON_ENTRIES:
             if name in zf.namelist():
                 try:
                     parsed = json.loads(zf.read(name))
                 except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    raise SparsepackError(f"{path.name}: {name} is not valid JSON "
-                                          f"({getattr(exc, 'msg', type(exc).__name__)}); {_RERUN}") from None
+                    raise SparsepackError(
+                        f"{path.name}: {name} is not valid JSON ({getattr(exc, 'msg', type(exc).__name__)}); {_RERUN}"
+                    ) from None
                 if name == "idf.json":
                     check_idf_weights(path.name, parsed)
 
@@ -118,11 +131,13 @@ def check_zip(path: Path) -> None:
 def check_idf_weights(zip_name: str, idf) -> None:
     """Every weight the cluster's SPARSE_TOKENIZE model can produce must be one neural-search accepts, or each query
     holding that token is an HTTP 400 (a package from before the rule, or an edited idf.json)."""
-    for token, weight in (idf.items() if isinstance(idf, dict) else []):
+    for token, weight in idf.items() if isinstance(idf, dict) else []:
         problem = weight_problem(weight)
         if problem:
-            raise SparsepackError(f"{zip_name}: idf.json weight of {token!r} {problem}; neural-search accepts (0, 64] only "
-                                  f"and would refuse every query with it: {_RERUN}")
+            raise SparsepackError(
+                f"{zip_name}: idf.json weight of {token!r} {problem}; neural-search accepts (0, 64] only "
+                f"and would refuse every query with it: {_RERUN}"
+            )
 
 
 def verify_artifacts(manifest: Manifest | dict, root: str | Path | None = None) -> None:

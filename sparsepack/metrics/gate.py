@@ -1,4 +1,5 @@
 """The one quality gate: the figures a variant that cannot match bit for bit (int8, fp16) must reach."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ MIN_DOCUMENTS, MIN_QUERIES = 500, 100  # the int8 and eval gate's minimum sample
 @dataclass(frozen=True)
 class Gate:
     """``None`` for a measure the gate does not hold (the fp16 gate has no recall floor, the int8 gate no Jaccard)."""
+
     ndcg: float = 0.98
     recall: float | None = 0.98
     jaccard: float | None = None
@@ -19,7 +21,7 @@ class Gate:
     min_queries: int = MIN_QUERIES
 
     @classmethod
-    def parse(cls, text: str | None) -> "Gate":
+    def parse(cls, text: str | None) -> Gate:
         """``ndcg=0.98,recall=0.98`` (either may be left out: its default stays)."""
         if not text:
             return cls()
@@ -46,18 +48,33 @@ class Gate:
             out.update(min_documents=self.min_documents, min_queries=self.min_queries)
         return out
 
-    def passes(self, ndcg: float | None, recall: float | None = None, jaccard: float | None = None,
-               documents: int = 0, queries: int = 0) -> bool:
+    def passes(
+        self,
+        ndcg: float | None,
+        recall: float | None = None,
+        jaccard: float | None = None,
+        documents: int = 0,
+        queries: int = 0,
+    ) -> bool:
         checks = [(ndcg, self.ndcg), (recall, self.recall), (jaccard, self.jaccard)]
-        return (all(floor is None or (value is not None and value >= floor) for value, floor in checks)
-                and documents >= self.min_documents and queries >= self.min_queries)
+        return (
+            all(floor is None or (value is not None and value >= floor) for value, floor in checks)
+            and documents >= self.min_documents
+            and queries >= self.min_queries
+        )
 
     def check(self, result: dict) -> dict:
         """A ranking-agreement result with its ``corpus`` sizes -> the gate's record of it."""
         ndcg, recall = result["ndcg_at_10"], result["recall_at_100"]
         documents, queries = result["corpus"]["documents"], result["corpus"]["queries"]
-        return {"thresholds": self.thresholds(), "ndcg_at_10": ndcg, "recall_at_100": recall, "documents": documents,
-                "queries": queries, "passed": self.passes(ndcg, recall, documents=documents, queries=queries)}
+        return {
+            "thresholds": self.thresholds(),
+            "ndcg_at_10": ndcg,
+            "recall_at_100": recall,
+            "documents": documents,
+            "queries": queries,
+            "passed": self.passes(ndcg, recall, documents=documents, queries=queries),
+        }
 
 
 # fp16 against its own fp32 trace: nearly the same ranking, and nearly the same token sets, on a smaller sample

@@ -2,6 +2,7 @@
 
 Score matrices are ``[queries][documents]``: nested sequences, or anything with ``tolist()`` (a tensor, an array).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,20 +31,24 @@ def ranking_agreement(truth, candidate, k: int = 10, recall_k: int = 100) -> dic
     n_docs = len(truth[0]) if truth else 0
     k, recall_k = min(k, n_docs), min(recall_k, n_docs)
     ndcgs, recalls = [], []
-    for t, c in zip(truth, candidate):
+    for t, c in zip(truth, candidate, strict=True):
         if not t or max(t) <= 0:
             continue
         ranking = _descending(c)
         ndcgs.append(_ndcg(t, ranking, k))
         relevant = {i for i in _descending(t)[:recall_k] if t[i] > 0}
         recalls.append(len(relevant & set(ranking[:recall_k])) / len(relevant))
-    return {"ndcg_at_10": round(sum(ndcgs) / len(ndcgs), 6) if ndcgs else None,
-            "recall_at_100": round(sum(recalls) / len(recalls), 6) if recalls else None,
-            "queries_scored": len(ndcgs), "queries_without_matches": len(truth) - len(ndcgs)}
+    return {
+        "ndcg_at_10": round(sum(ndcgs) / len(ndcgs), 6) if ndcgs else None,
+        "recall_at_100": round(sum(recalls) / len(recalls), 6) if recalls else None,
+        "queries_scored": len(ndcgs),
+        "queries_without_matches": len(truth) - len(ndcgs),
+    }
 
 
-def qrels_ndcg(scores, doc_ids: list[str], query_ids: list[str], qrels: dict[str, dict[str, float]] | None,
-               k: int = 10) -> float | None:
+def qrels_ndcg(
+    scores, doc_ids: list[str], query_ids: list[str], qrels: dict[str, dict[str, float]] | None, k: int = 10
+) -> float | None:
     """Mean nDCG@k of ``scores`` graded by relevance judgements; queries judging no document of the corpus left out."""
     rows = _rows(scores)
     doc_pos = {d: i for i, d in enumerate(doc_ids)}

@@ -2,6 +2,7 @@
 ``_seq_no`` is above the shard's local checkpoint taken at that point are the new and updated ones, and the ids the
 destination holds beyond the source's are the deleted ones. Carried over by ``_reindex`` of those ids (through the
 destination's pipeline) and a bulk delete."""
+
 from __future__ import annotations
 
 from ..registry.connection import Cluster
@@ -14,15 +15,19 @@ CARRY_BATCH = 2000
 def checkpoints(cluster: Cluster, index: str) -> dict[str, int]:
     """shard -> the primary's local checkpoint: every write at or below it is in Lucene, so a refresh taken after this
     call makes them all visible to a copy; any later write has a higher ``_seq_no`` on its shard."""
-    res = cluster.call(f"GET /{index}/_stats", cluster.client.indices.stats, index=index, metric="docs",
-                       params={"level": "shards"})
+    res = cluster.call(
+        f"GET /{index}/_stats", cluster.client.indices.stats, index=index, metric="docs", params={"level": "shards"}
+    )
     shards = res["indices"][index]["shards"]
     out = {}
     for shard, copies in shards.items():
         primary = next((c for c in copies if (c.get("routing") or {}).get("primary")), None)
         if primary is None or "seq_no" not in primary:
-            raise MigrationError(f"{index} shard {shard} has no started primary to read a checkpoint from; wait for the "
-                                 f"cluster to be green or yellow and re-run", "checkpoint")
+            raise MigrationError(
+                f"{index} shard {shard} has no started primary to read a checkpoint from; wait for the "
+                f"cluster to be green or yellow and re-run",
+                "checkpoint",
+            )
         out[shard] = int(primary["seq_no"]["local_checkpoint"])
     return out
 
@@ -43,11 +48,15 @@ def scan(cluster: Cluster, index: str, query: dict, preference: str | None = Non
     try:
         while res["hits"]["hits"]:
             yield from res["hits"]["hits"]
-            res = cluster.call("POST /_search/scroll", cluster.client.scroll, body={"scroll": "2m", "scroll_id": scroll_id})
+            res = cluster.call(
+                "POST /_search/scroll", cluster.client.scroll, body={"scroll": "2m", "scroll_id": scroll_id}
+            )
             scroll_id = res.get("_scroll_id", scroll_id)
     finally:
         if scroll_id:
-            cluster.call("DELETE /_search/scroll", cluster.client.clear_scroll, body={"scroll_id": scroll_id}, ok_404=True)
+            cluster.call(
+                "DELETE /_search/scroll", cluster.client.clear_scroll, body={"scroll_id": scroll_id}, ok_404=True
+            )
 
 
 def changed_since(cluster: Cluster, index: str, cutoff: dict[str, int]) -> list[str]:
@@ -72,18 +81,28 @@ def copy_ids(cluster: Cluster, source: str, dest: str, ids: list[str], pipeline:
     """Overwrite ``ids`` in ``dest`` with their current version from ``source`` (through ``pipeline``)."""
     done = 0
     for start in range(0, len(ids), CARRY_BATCH):
-        batch = ids[start:start + CARRY_BATCH]
-        body = {"source": {"index": source, "query": {"ids": {"values": batch}}, "size": 1000},
-                "dest": {"index": dest, "op_type": "index"}}
+        batch = ids[start : start + CARRY_BATCH]
+        body = {
+            "source": {"index": source, "query": {"ids": {"values": batch}}, "size": 1000},
+            "dest": {"index": dest, "op_type": "index"},
+        }
         if pipeline:
             body["dest"]["pipeline"] = pipeline
-        res = cluster.call("POST /_reindex", cluster.client.reindex, body=body,
-                           params={"wait_for_completion": "true", "refresh": "false"}, retry=False)
+        res = cluster.call(
+            "POST /_reindex",
+            cluster.client.reindex,
+            body=body,
+            params={"wait_for_completion": "true", "refresh": "false"},
+            retry=False,
+        )
         failures = res.get("failures") or []
         if failures:
             detail = "; ".join(f"{f.get('id')}: {(f.get('cause') or {}).get('reason')}" for f in failures[:10])
-            raise MigrationError(f"carrying {len(failures)} changed document(s) to {dest} failed: {detail}", "carry_over",
-                                 details={"failures": failures})
+            raise MigrationError(
+                f"carrying {len(failures)} changed document(s) to {dest} failed: {detail}",
+                "carry_over",
+                details={"failures": failures},
+            )
         done += res.get("created", 0) + res.get("updated", 0)
     return done
 
@@ -99,14 +118,21 @@ def delete_ids(cluster: Cluster, index: str, ids: dict[str, str | None]) -> int:
             action["routing"] = routing
         lines.append({"delete": action})
     res = cluster.call("POST /_bulk", cluster.client.bulk, body=lines, params={"refresh": "false"}, retry=False)
-    bad = [i["delete"] for i in res.get("items", []) if i["delete"].get("status", 200) >= 300 and i["delete"].get("status") != 404]
+    bad = [
+        i["delete"]
+        for i in res.get("items", [])
+        if i["delete"].get("status", 200) >= 300 and i["delete"].get("status") != 404
+    ]
     if bad:
-        raise MigrationError(f"deleting {len(bad)} document(s) from {index} failed: {bad[0].get('error')}", "carry_over")
+        raise MigrationError(
+            f"deleting {len(bad)} document(s) from {index} failed: {bad[0].get('error')}", "carry_over"
+        )
     return len(ids)
 
 
-def carry_over(cluster: Cluster, source: str, dest: str, cutoff: dict[str, int], pipeline: str | None,
-               full_diff: bool) -> dict:
+def carry_over(
+    cluster: Cluster, source: str, dest: str, cutoff: dict[str, int], pipeline: str | None, full_diff: bool
+) -> dict:
     """Make ``dest`` hold what ``source`` holds now, given that it held ``source``'s state as of ``cutoff``.
     ``full_diff`` compares every id (finds deletions whatever their time); else ids are compared only when the counts
     say a document was deleted since ``cutoff``. The caller refreshed ``source`` after taking ``cutoff``."""

@@ -1,10 +1,11 @@
 """Fill the new index on the cluster: one ``_reindex`` task through the new pipeline, its id recorded in the new
 index's ``_meta`` before it is polled, so an interrupted run (Ctrl-C, SIGTERM) is continued by the next, never doubled."""
+
 from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..registry.connection import Cluster
 from . import provenance
@@ -13,8 +14,9 @@ from .errors import MigrationError
 POLL_SECONDS = 1.0
 
 
-def start_or_resume(cluster: Cluster, source: str, dest: str, pipeline: str | None, slices: str | int,
-                    requests_per_second: float | None) -> tuple[str, bool]:
+def start_or_resume(
+    cluster: Cluster, source: str, dest: str, pipeline: str | None, slices: str | int, requests_per_second: float | None
+) -> tuple[str, bool]:
     """(task id, resumed). A task already recorded for ``dest`` (running or finished) is resumed; one started by a run
     that died before recording it is found by its description; only then is a new one started."""
     state = (provenance.read_meta(cluster, dest) or {}).get("migration", {})
@@ -55,8 +57,11 @@ def wait(cluster: Cluster, task_id: str, timeout: float, log: Callable[[str], No
     while True:
         res = cluster.call(f"GET /_tasks/{task_id}", cluster.client.tasks.get, task_id=task_id, ok_404=True)
         if res is None:
-            raise MigrationError(f"reindex task {task_id} is unknown to the cluster (a node restarted before it was "
-                                 f"stored); re-run to start the copy again", "fill")
+            raise MigrationError(
+                f"reindex task {task_id} is unknown to the cluster (a node restarted before it was "
+                f"stored); re-run to start the copy again",
+                "fill",
+            )
         status = (res.get("task") or {}).get("status") or {}
         bar.update(status, (res.get("task") or {}).get("running_time_in_nanos", 0) / 1e9)
         if res.get("completed"):
@@ -64,30 +69,49 @@ def wait(cluster: Cluster, task_id: str, timeout: float, log: Callable[[str], No
             return _finished(task_id, res)
         if time.monotonic() > deadline:
             bar.close()
-            raise MigrationError(f"reindex task {task_id} still runs after {timeout:.0f}s; it goes on on the cluster, "
-                                 f"re-run to keep waiting", "fill", details={"task_id": task_id, "status": status})
+            raise MigrationError(
+                f"reindex task {task_id} still runs after {timeout:.0f}s; it goes on on the cluster, "
+                f"re-run to keep waiting",
+                "fill",
+                details={"task_id": task_id, "status": status},
+            )
         time.sleep(POLL_SECONDS)
 
 
 def _finished(task_id: str, res: dict) -> dict:
     if res.get("error"):
         err = res["error"]
-        raise MigrationError(f"reindex task {task_id} failed: {err.get('type')}: {err.get('reason')}", "fill",
-                             details={"task_id": task_id, "error": err})
+        raise MigrationError(
+            f"reindex task {task_id} failed: {err.get('type')}: {err.get('reason')}",
+            "fill",
+            details={"task_id": task_id, "error": err},
+        )
     response = res.get("response") or {}
     failures = response.get("failures") or []
     if failures:
-        lines = [f"{f.get('id')}: {(f.get('cause') or {}).get('type')}: {(f.get('cause') or {}).get('reason')}"
-                 for f in failures]
-        raise MigrationError(f"reindex task {task_id} failed on {len(failures)} document(s): " + "; ".join(lines[:10])
-                             + ("; ..." if len(lines) > 10 else ""), "fill",
-                             details={"task_id": task_id, "failures": failures})
+        lines = [
+            f"{f.get('id')}: {(f.get('cause') or {}).get('type')}: {(f.get('cause') or {}).get('reason')}"
+            for f in failures
+        ]
+        raise MigrationError(
+            f"reindex task {task_id} failed on {len(failures)} document(s): "
+            + "; ".join(lines[:10])
+            + ("; ..." if len(lines) > 10 else ""),
+            "fill",
+            details={"task_id": task_id, "failures": failures},
+        )
     status = (res.get("task") or {}).get("status") or {}
     seconds = (res.get("task") or {}).get("running_time_in_nanos", 0) / 1e9
     done = status.get("created", 0) + status.get("updated", 0)
-    return {"task_id": task_id, "total": status.get("total", 0), "created": status.get("created", 0),
-            "updated": status.get("updated", 0), "version_conflicts": status.get("version_conflicts", 0),
-            "seconds": round(seconds, 3), "docs_per_second": round(done / seconds, 1) if seconds else None}
+    return {
+        "task_id": task_id,
+        "total": status.get("total", 0),
+        "created": status.get("created", 0),
+        "updated": status.get("updated", 0),
+        "version_conflicts": status.get("version_conflicts", 0),
+        "seconds": round(seconds, 3),
+        "docs_per_second": round(done / seconds, 1) if seconds else None,
+    }
 
 
 class _Progress:

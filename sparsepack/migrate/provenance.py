@@ -1,5 +1,6 @@
 """``_meta.sparsepack`` on the indices sparsepack creates or migrates: which models fill them, from which package, and
 where a migration stands (its reindex task and change cutoffs), so a re-run continues instead of copying again."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -19,15 +20,26 @@ def model_facts(cluster: Cluster, model_id: str | None) -> dict:
     if not model_id:
         return {}
     model = models.get_model(cluster, model_id) or {}
-    return {k: v for k, v in {"model_id": model_id, "name": model.get("name"), "version": model.get("model_version"),
-                              "artifact_sha256": model.get("model_content_hash_value")}.items() if v}
+    return {
+        k: v
+        for k, v in {
+            "model_id": model_id,
+            "name": model.get("name"),
+            "version": model.get("model_version"),
+            "artifact_sha256": model.get("model_content_hash_value"),
+        }.items()
+        if v
+    }
 
 
 def provenance(cluster: Cluster, document_model: str, query_model: str | None, migrated_from: str | None) -> dict:
     doc = model_facts(cluster, document_model)
-    meta = {"package": doc.get("name"), "document_model": doc,
-            "query_model": model_facts(cluster, query_model) if query_model and query_model != document_model else doc,
-            "created_at": now()}
+    meta = {
+        "package": doc.get("name"),
+        "document_model": doc,
+        "query_model": model_facts(cluster, query_model) if query_model and query_model != document_model else doc,
+        "created_at": now(),
+    }
     if migrated_from:
         meta["migrated_from"] = migrated_from
     return meta
@@ -70,22 +82,39 @@ def semantic_fields(properties: dict, prefix: str = ""):
 def index_provenance(cluster: Cluster) -> dict[str, dict]:
     """index -> {"document_model_id", "query_model_id", "migrated_from", "package"} for every index that records its
     models: sparsepack's ``_meta``, or a semantic field's model ids."""
-    res = cluster.call("GET /*,-.*/_mapping", cluster.client.indices.get_mapping, index="*,-.*",
-                       params={"expand_wildcards": "open,closed"}, ok_404=True) or {}
+    res = (
+        cluster.call(
+            "GET /*,-.*/_mapping",
+            cluster.client.indices.get_mapping,
+            index="*,-.*",
+            params={"expand_wildcards": "open,closed"},
+            ok_404=True,
+        )
+        or {}
+    )
     out = {}
     for index, entry in sorted(res.items()):
         mappings = entry.get("mappings") or {}
         meta = (mappings.get("_meta") or {}).get(META_KEY)
         if meta:
-            out[index] = {"document_model_id": (meta.get("document_model") or {}).get("model_id"),
-                          "query_model_id": (meta.get("query_model") or {}).get("model_id"),
-                          "package": meta.get("package"), "migrated_from": meta.get("migrated_from"),
-                          "created_at": meta.get("created_at"), "source": "_meta"}
+            out[index] = {
+                "document_model_id": (meta.get("document_model") or {}).get("model_id"),
+                "query_model_id": (meta.get("query_model") or {}).get("model_id"),
+                "package": meta.get("package"),
+                "migrated_from": meta.get("migrated_from"),
+                "created_at": meta.get("created_at"),
+                "source": "_meta",
+            }
             continue
         fields = list(semantic_fields(mappings.get("properties")))
         if fields:
             _, spec = fields[0]
-            out[index] = {"document_model_id": spec.get("model_id"),
-                          "query_model_id": spec.get("search_model_id") or spec.get("model_id"),
-                          "package": None, "migrated_from": None, "created_at": None, "source": "semantic field"}
+            out[index] = {
+                "document_model_id": spec.get("model_id"),
+                "query_model_id": spec.get("search_model_id") or spec.get("model_id"),
+                "package": None,
+                "migrated_from": None,
+                "created_at": None,
+                "source": "semantic field",
+            }
     return out

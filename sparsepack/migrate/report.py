@@ -1,10 +1,11 @@
 """What a migration is asked to do, and what it reports."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 
 @dataclass

@@ -1,4 +1,5 @@
 """migrate / rollback / finish: the steps in order, each re-runnable from the state kept in the new index's _meta."""
+
 from __future__ import annotations
 
 import time
@@ -6,7 +7,9 @@ import time
 from ..errors import SparsepackError
 from ..registry import models, references
 from ..registry.connection import Cluster
-from . import changes, fill, provenance, source as source_mod, swap, target as target_mod, verify
+from . import changes, fill, provenance, swap, verify
+from . import source as source_mod
+from . import target as target_mod
 from .errors import MigrationError
 from .report import MigrationOptions, MigrationReport
 
@@ -18,12 +21,20 @@ def _require_deployed(cluster: Cluster, model_ids: set[str]) -> None:
     for model_id in sorted(model_ids):
         state = (models.get_model(cluster, model_id) or {}).get("model_state")
         if state not in models.DEPLOYED:
-            raise MigrationError(f"model {model_id} is {state or 'unknown to the cluster'}, not deployed; deploy it "
-                                 f"(release) and re-run", "preflight")
+            raise MigrationError(
+                f"model {model_id} is {state or 'unknown to the cluster'}, not deployed; deploy it "
+                f"(release) and re-run",
+                "preflight",
+            )
 
 
-def migrate(cluster: Cluster, alias: str, document_model_id: str, query_model_id: str | None = None,
-            options: MigrationOptions | None = None) -> MigrationReport:
+def migrate(
+    cluster: Cluster,
+    alias: str,
+    document_model_id: str,
+    query_model_id: str | None = None,
+    options: MigrationOptions | None = None,
+) -> MigrationReport:
     opts = options or MigrationOptions()
     query_model_id = query_model_id or document_model_id
     report = MigrationReport(alias, document_model_id=document_model_id, query_model_id=query_model_id)
@@ -31,13 +42,20 @@ def migrate(cluster: Cluster, alias: str, document_model_id: str, query_model_id
         src = source_mod.resolve(cluster, alias)
         report.old_index = report.alias_on = src.name
         existing = provenance.read_meta(cluster, src.name) or {}
-        if existing.get("migration", {}).get("source") and (existing.get("document_model") or {}).get("model_id") == document_model_id:
+        if (
+            existing.get("migration", {}).get("source")
+            and (existing.get("document_model") or {}).get("model_id") == document_model_id
+        ):
             report.new_index, report.passed = src.name, True  # a re-run after the swap: nothing left to do
             return report
         source_mod.refuse_lossy_patterns(src)
         if src.write_blocked:
-            raise MigrationError(f"{src.name} has a write block (index.blocks.write); lift it (or finish the migration "
-                                 f"that set it) first", "plan", alias_on=src.name)
+            raise MigrationError(
+                f"{src.name} has a write block (index.blocks.write); lift it (or finish the migration "
+                f"that set it) first",
+                "plan",
+                alias_on=src.name,
+            )
         _require_deployed(cluster, {document_model_id, query_model_id})
         plan = target_mod.plan(cluster, src, document_model_id, query_model_id, opts.new_index)
         report.new_index, report.pipelines = plan.index, plan.pipelines
@@ -65,17 +83,29 @@ def _fill_and_swap(cluster: Cluster, src, plan, opts: MigrationOptions, report: 
         meta = provenance.read_meta(cluster, plan.index)
         if meta is None:
             new_meta = provenance.provenance(cluster, plan.document_model, plan.query_model, src.name)
-            new_meta["migration"] = {"alias": src.alias, "source": src.name, "replaced_models": sorted(plan.replaced_models),
-                                     "source_pipelines": {**src.ingest_pipelines, **({"index.search.default_pipeline":
-                                                          src.search_pipeline} if src.search_pipeline else {})},
-                                     "pipelines": plan.pipelines}
+            new_meta["migration"] = {
+                "alias": src.alias,
+                "source": src.name,
+                "replaced_models": sorted(plan.replaced_models),
+                "source_pipelines": {
+                    **src.ingest_pipelines,
+                    **({"index.search.default_pipeline": src.search_pipeline} if src.search_pipeline else {}),
+                },
+                "pipelines": plan.pipelines,
+            }
             target_mod.create(cluster, plan, new_meta)
         elif (meta.get("migration") or {}).get("stage") in ("rolled_back", "swapped", "finished"):
-            raise MigrationError(f"index {plan.index} holds an earlier migration ({meta['migration']['stage']}); delete "
-                                 f"it or name another with --new-index", "create")
+            raise MigrationError(
+                f"index {plan.index} holds an earlier migration ({meta['migration']['stage']}); delete "
+                f"it or name another with --new-index",
+                "create",
+            )
         elif (meta.get("migration") or {}).get("source") != src.name:
-            raise MigrationError(f"index {plan.index} exists and is not a migration of {src.name}; name another with "
-                                 f"--new-index (or delete it)", "create")
+            raise MigrationError(
+                f"index {plan.index} exists and is not a migration of {src.name}; name another with "
+                f"--new-index (or delete it)",
+                "create",
+            )
         elif log:
             log(f"continuing the migration into {plan.index}")
     report.failed_step = "fill"
@@ -86,7 +116,9 @@ def _fill_and_swap(cluster: Cluster, src, plan, opts: MigrationOptions, report: 
             cutoff = changes.checkpoints(cluster, src.name)
             changes.refresh(cluster, src.name)  # every write at or below the cutoff is visible to the copy
             provenance.update_state(cluster, plan.index, cutoff=cutoff)
-        task_id, resumed = fill.start_or_resume(cluster, src.name, plan.index, None, opts.slices, opts.requests_per_second)
+        task_id, resumed = fill.start_or_resume(
+            cluster, src.name, plan.index, None, opts.slices, opts.requests_per_second
+        )
         if log:
             log(f"{'continuing' if resumed else 'started'} reindex task {task_id}: {src.name} -> {plan.index}")
         report.reindex = {**fill.wait(cluster, task_id, opts.timeout, log), "resumed": resumed}
@@ -107,15 +139,20 @@ def _fill_and_swap(cluster: Cluster, src, plan, opts: MigrationOptions, report: 
         fields = verify.vector_fields(next(iter(b for _, b in plan.ingest_copies.values()), None), plan.mappings)
         if not fields:
             raise MigrationError(f"{plan.index} has no field a model writes to verify", "verify")
-        report.verification["vectors"] = verify.check_vectors(cluster, plan.index, plan.document_model, fields,
-                                                              opts.sample_size)
-        report.verification["queries"] = verify.check_queries(cluster, plan.index, plan.query_model, fields[0],
-                                                              changes.count(cluster, plan.index), opts.query_samples)
+        report.verification["vectors"] = verify.check_vectors(
+            cluster, plan.index, plan.document_model, fields, opts.sample_size
+        )
+        report.verification["queries"] = verify.check_queries(
+            cluster, plan.index, plan.query_model, fields[0], changes.count(cluster, plan.index), opts.query_samples
+        )
         failed = [k for k, v in report.verification.items() if not v.get("passed")]
         if failed:
-            raise MigrationError(f"verification of {plan.index} failed ({', '.join(failed)}: "
-                                 f"{_why(report.verification, failed[0])}); the alias stays on {src.name}", "verify",
-                                 details=report.verification)
+            raise MigrationError(
+                f"verification of {plan.index} failed ({', '.join(failed)}: "
+                f"{_why(report.verification, failed[0])}); the alias stays on {src.name}",
+                "verify",
+                details=report.verification,
+            )
     report.failed_step = "swap"
     with report.step("blocked"):
         _blocked_swap(cluster, src, plan, cutoff, report)
@@ -125,8 +162,12 @@ def _fill_and_swap(cluster: Cluster, src, plan, opts: MigrationOptions, report: 
 def _why(verification: dict, key: str) -> str:
     v = verification[key]
     if key == "vectors":
-        return (f"{v.get('identical_token_sets')}/{v.get('texts')} identical token sets, max |d| "
-                f"{v.get('max_abs_diff', 0):.3g} > {v.get('tolerance')}" if v.get("texts") else v.get("reason", ""))
+        return (
+            f"{v.get('identical_token_sets')}/{v.get('texts')} identical token sets, max |d| "
+            f"{v.get('max_abs_diff', 0):.3g} > {v.get('tolerance')}"
+            if v.get("texts")
+            else v.get("reason", "")
+        )
     bad = [c for c in v.get("queries", []) if not c["passed"]]
     return f"{len(bad)} of {len(v.get('queries', []))} queries ranked otherwise than the local top 10"
 
@@ -136,8 +177,9 @@ def _settle(cluster: Cluster, index: str) -> dict[str, int]:
     them all; returns the per-shard max seq_no."""
     deadline = time.monotonic() + BLOCK_SETTLE_SECONDS
     while True:
-        res = cluster.call(f"GET /{index}/_stats", cluster.client.indices.stats, index=index, metric="docs",
-                           params={"level": "shards"})["indices"][index]["shards"]
+        res = cluster.call(
+            f"GET /{index}/_stats", cluster.client.indices.stats, index=index, metric="docs", params={"level": "shards"}
+        )["indices"][index]["shards"]
         seq = {s: next(c["seq_no"] for c in copies if c["routing"]["primary"]) for s, copies in res.items()}
         if all(v["max_seq_no"] == v["local_checkpoint"] for v in seq.values()) or time.monotonic() > deadline:
             return {s: v["max_seq_no"] for s, v in seq.items()}
@@ -162,10 +204,18 @@ def _blocked_swap(cluster: Cluster, src, plan, cutoff: dict, report: MigrationRe
         old_count, new_count = changes.count(cluster, src.name), changes.count(cluster, plan.index)
         report.verification["counts"] = {"old": old_count, "new": new_count, "passed": old_count == new_count}
         if old_count != new_count:
-            raise MigrationError(f"{plan.index} holds {new_count} documents, {src.name} {old_count}; the alias stays on "
-                                 f"{src.name}", "verify", details=report.verification["counts"])
-        provenance.update_state(cluster, plan.index, swap_cutoff=changes.checkpoints(cluster, plan.index),
-                                swapped_at=provenance.now(), stage="swapped")
+            raise MigrationError(
+                f"{plan.index} holds {new_count} documents, {src.name} {old_count}; the alias stays on {src.name}",
+                "verify",
+                details=report.verification["counts"],
+            )
+        provenance.update_state(
+            cluster,
+            plan.index,
+            swap_cutoff=changes.checkpoints(cluster, plan.index),
+            swapped_at=provenance.now(),
+            stage="swapped",
+        )
         swap.move_alias(cluster, src.alias, src.name, plan.index, src.alias_definition)
     except BaseException:
         swap.set_write_block(cluster, src.name, False)
@@ -178,10 +228,14 @@ def _migrated(cluster: Cluster, alias: str, step: str) -> tuple[str, dict]:
     current = swap.alias_target(cluster, alias)
     if len(current) != 1:
         raise MigrationError(f"alias {alias} points at {len(current) or 'no'} indices; {step} needs one", step)
-    state = ((provenance.read_meta(cluster, current[0]) or {}).get("migration") or {})
+    state = (provenance.read_meta(cluster, current[0]) or {}).get("migration") or {}
     if state.get("stage") != "swapped" or not state.get("source"):
-        raise MigrationError(f"{current[0]} behind {alias} is not a swapped migration (no sparsepack migration state); "
-                             f"nothing to {step}", step, alias_on=current[0])
+        raise MigrationError(
+            f"{current[0]} behind {alias} is not a swapped migration (no sparsepack migration state); "
+            f"nothing to {step}",
+            step,
+            alias_on=current[0],
+        )
     return current[0], state
 
 
@@ -192,8 +246,11 @@ def rollback(cluster: Cluster, alias: str, force: bool = False) -> MigrationRepo
     old = state["source"]
     report = MigrationReport(alias, old_index=old, new_index=new, alias_on=new)
     if provenance.read_meta(cluster, old) is None:
-        raise MigrationError(f"{old} no longer exists (the migration was finished); there is nothing to roll back to",
-                             "rollback", alias_on=new)
+        raise MigrationError(
+            f"{old} no longer exists (the migration was finished); there is nothing to roll back to",
+            "rollback",
+            alias_on=new,
+        )
     t0 = time.perf_counter()
     swap.set_write_block(cluster, new, True)
     try:
@@ -203,12 +260,20 @@ def rollback(cluster: Cluster, alias: str, force: bool = False) -> MigrationRepo
         changed = changes.changed_since(cluster, new, cutoff)
         deleted = max(0, changes.count(cluster, old) - changes.count(cluster, new))
         pending = len(changed) + deleted
-        undeployed = [m for m in state.get("replaced_models", [])
-                      if (models.get_model(cluster, m) or {}).get("model_state") not in models.DEPLOYED]
+        undeployed = [
+            m
+            for m in state.get("replaced_models", [])
+            if (models.get_model(cluster, m) or {}).get("model_state") not in models.DEPLOYED
+        ]
         if pending and undeployed and not force:
-            raise MigrationError(f"{pending} document(s) written to {new} since the swap cannot be carried back: "
-                                 f"{', '.join(undeployed)} (the old index's model) is not deployed; deploy it, or roll "
-                                 f"back anyway and lose them", "rollback", alias_on=new, details={"would_lose": pending})
+            raise MigrationError(
+                f"{pending} document(s) written to {new} since the swap cannot be carried back: "
+                f"{', '.join(undeployed)} (the old index's model) is not deployed; deploy it, or roll "
+                f"back anyway and lose them",
+                "rollback",
+                alias_on=new,
+                details={"would_lose": pending},
+            )
         swap.set_write_block(cluster, old, False)
         if pending and not undeployed:
             report.carried_over = changes.carry_over(cluster, new, old, cutoff, None, full_diff=False)
@@ -239,9 +304,13 @@ def finish(cluster: Cluster, alias: str) -> MigrationReport:
         if name in in_use or name in called:
             continue
         if setting == "index.search.default_pipeline":
-            cluster.call(f"DELETE /_search/pipeline/{name}", cluster.client.search_pipeline.delete, id=name, ok_404=True)
+            cluster.call(
+                f"DELETE /_search/pipeline/{name}", cluster.client.search_pipeline.delete, id=name, ok_404=True
+            )
         else:
-            cluster.call(f"DELETE /_ingest/pipeline/{name}", cluster.client.ingest.delete_pipeline, id=name, ok_404=True)
+            cluster.call(
+                f"DELETE /_ingest/pipeline/{name}", cluster.client.ingest.delete_pipeline, id=name, ok_404=True
+            )
         deleted.append(name)
     provenance.update_state(cluster, new, stage="finished", finished_at=provenance.now())
     report.pipelines = {"deleted": deleted}

@@ -1,5 +1,6 @@
 """The new index beside the old: its name, copies of the pipelines the old one runs with every model id switched to
 the new model, semantic fields switched too, settings and mappings copied. Nothing the old index uses is modified."""
+
 from __future__ import annotations
 
 import copy
@@ -32,28 +33,36 @@ class TargetPlan:
 
     @property
     def pipelines(self) -> dict:
-        return {"ingest": {o: n for o, (n, _) in self.ingest_copies.items()},
-                "search": {o: n for o, (n, _) in self.search_copies.items()}}
+        return {
+            "ingest": {o: n for o, (n, _) in self.ingest_copies.items()},
+            "search": {o: n for o, (n, _) in self.search_copies.items()},
+        }
 
 
-def plan(cluster: Cluster, source: SourceIndex, document_model: str, query_model: str, new_index: str | None) -> TargetPlan:
+def plan(
+    cluster: Cluster, source: SourceIndex, document_model: str, query_model: str, new_index: str | None
+) -> TargetPlan:
     suffix = short_id(document_model)
     index = new_index or f"{source.alias}-{suffix}"
     if index == source.name:
-        raise SparsepackError(f"the new index name {index} is the index {source.alias} already serves from; "
-                              f"name another with --new-index")
+        raise SparsepackError(
+            f"the new index name {index} is the index {source.alias} already serves from; name another with --new-index"
+        )
     ingest_all, search_all = references.ingest_pipelines(cluster), references.search_pipelines(cluster)
     settings = source.copyable_settings()
     target = TargetPlan(index, document_model, query_model, settings, copy.deepcopy(source.mappings))
     for setting, name in source.ingest_pipelines.items():
         body = ingest_all.get(name)
         if body is None:
-            raise SparsepackError(f"{source.name} names ingest pipeline {name} ({setting}) and none exists; fix the index "
-                                  f"setting first")
+            raise SparsepackError(
+                f"{source.name} names ingest pipeline {name} ({setting}) and none exists; fix the index setting first"
+            )
         for called in references.called_pipelines(body):
             if model_ids_in(ingest_all.get(called, {})):
-                raise SparsepackError(f"ingest pipeline {name} calls pipeline {called}, which names a model; "
-                                      f"inline it so the copy can switch the model")
+                raise SparsepackError(
+                    f"ingest pipeline {name} calls pipeline {called}, which names a model; "
+                    f"inline it so the copy can switch the model"
+                )
         used = model_ids_in(body)
         if used:
             copy_name = f"{name}-{suffix}"
@@ -64,7 +73,9 @@ def plan(cluster: Cluster, source: SourceIndex, document_model: str, query_model
     if name:
         body = search_all.get(name)
         if body is None:
-            raise SparsepackError(f"{source.name} names search pipeline {name} and none exists; fix the index setting first")
+            raise SparsepackError(
+                f"{source.name} names search pipeline {name} and none exists; fix the index setting first"
+            )
         used = model_ids_in(body)
         if used:
             copy_name = f"{name}-{suffix}"
@@ -79,8 +90,9 @@ def plan(cluster: Cluster, source: SourceIndex, document_model: str, query_model
             spec["search_model_id"] = query_model
     target.replaced_models.discard(None)
     if not target.replaced_models:
-        raise SparsepackError(f"{source.name} uses no model (no pipeline or semantic field names one); nothing to "
-                              f"migrate")
+        raise SparsepackError(
+            f"{source.name} uses no model (no pipeline or semantic field names one); nothing to migrate"
+        )
     (target.mappings.get("_meta") or {}).pop(META_KEY, None)
     return target
 
@@ -104,4 +116,3 @@ def remove(cluster: Cluster, target_index: str, pipelines: dict) -> None:
         cluster.call(f"DELETE /_ingest/pipeline/{name}", cluster.client.ingest.delete_pipeline, id=name, ok_404=True)
     for name in pipelines.get("search", {}).values():
         cluster.call(f"DELETE /_search/pipeline/{name}", cluster.client.search_pipeline.delete, id=name, ok_404=True)
-

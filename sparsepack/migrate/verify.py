@@ -1,9 +1,11 @@
 """Before the swap: the new index holds the new model's vectors (a sample compared with its ``_predict``) and answers
 queries as the new model's predictions say it should (top 10 computed locally from the stored vectors)."""
+
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ..registry.connection import Cluster
 from ..registry.references import model_ids_in
@@ -59,10 +61,13 @@ def _get(doc: Any, path: str):
 
 
 def sample_docs(cluster: Cluster, index: str, size: int, seed: int = 7) -> list[dict]:
-    body = {"size": size, "query": {"function_score": {"query": {"match_all": {}},
-                                                       "random_score": {"seed": seed, "field": "_seq_no"}}}}
-    return cluster.call(f"POST /{index}/_search", cluster.client.search, index=index, body=body,
-                        params={"search_pipeline": "_none"})["hits"]["hits"]
+    body = {
+        "size": size,
+        "query": {"function_score": {"query": {"match_all": {}}, "random_score": {"seed": seed, "field": "_seq_no"}}},
+    }
+    return cluster.call(
+        f"POST /{index}/_search", cluster.client.search, index=index, body=body, params={"search_pipeline": "_none"}
+    )["hits"]["hits"]
 
 
 def check_vectors(cluster: Cluster, index: str, model_id: str, fields: list[tuple[str, str, dict]], size: int) -> dict:
@@ -79,9 +84,9 @@ def check_vectors(cluster: Cluster, index: str, model_id: str, fields: list[tupl
                 pruned = pruned or options.get("prune_type") not in (None, "none")
     predicted = []
     for start in range(0, len(texts), PREDICT_BATCH):
-        predicted += smoke.predict(cluster, model_id, texts[start:start + PREDICT_BATCH])
+        predicted += smoke.predict(cluster, model_id, texts[start : start + PREDICT_BATCH])
     if pruned:  # the processor dropped low weights: what it kept must match
-        predicted = [{k: p[k] for k in s if k in p} for s, p in zip(stored, predicted)]
+        predicted = [{k: p[k] for k in s if k in p} for s, p in zip(stored, predicted, strict=False)]
     result = smoke.compare_maps(stored, predicted, smoke.PREDICT_TOLERANCE)
     result["documents"] = len(hits)
     result["pruned_by_pipeline"] = pruned
@@ -94,21 +99,30 @@ def check_vectors(cluster: Cluster, index: str, model_id: str, fields: list[tupl
 def _all_vectors(cluster: Cluster, index: str, vector_path: str) -> dict[str, dict]:
     from .changes import scan
 
-    return {h["_id"]: _get(h.get("_source") or {}, vector_path) or {}
-            for h in scan(cluster, index, {"match_all": {}}, source=[vector_path])}
+    return {
+        h["_id"]: _get(h.get("_source") or {}, vector_path) or {}
+        for h in scan(cluster, index, {"match_all": {}}, source=[vector_path])
+    }
 
 
-def check_queries(cluster: Cluster, index: str, query_model: str, field: tuple[str, str, dict], doc_count: int,
-                  samples: int) -> dict:
+def check_queries(
+    cluster: Cluster, index: str, query_model: str, field: tuple[str, str, dict], doc_count: int, samples: int
+) -> dict:
     """Queries made of sampled documents' words, through the new index with the new query model: the server's top 10
     scores equal the local dot products (Lucene-quantised) of the query's predicted weights with every stored vector."""
     smoke = _smoke()
     src, dst, _ = field
     if doc_count > EXACT_QUERY_LIMIT:
-        return {"skipped": f"{doc_count} documents: the local top 10 is computed up to {EXACT_QUERY_LIMIT}", "passed": True}
+        return {
+            "skipped": f"{doc_count} documents: the local top 10 is computed up to {EXACT_QUERY_LIMIT}",
+            "passed": True,
+        }
     vectors = _all_vectors(cluster, index, dst)
-    texts = [t for h in sample_docs(cluster, index, samples * 3, seed=11)
-             if isinstance(t := _get(h["_source"], src), str) and t.split()]
+    texts = [
+        t
+        for h in sample_docs(cluster, index, samples * 3, seed=11)
+        if isinstance(t := _get(h["_source"], src), str) and t.split()
+    ]
     rng = random.Random(3)
     queries = [" ".join(rng.sample(t.split(), min(3, len(t.split())))) for t in texts[:samples]]
     checks = []
@@ -117,17 +131,29 @@ def check_queries(cluster: Cluster, index: str, query_model: str, field: tuple[s
         local = sorted(((smoke._dot(q_vec, vec), doc_id) for doc_id, vec in vectors.items()), reverse=True)
         local = [(s, d) for s, d in local if s > 0][:10]
         body = {"size": 10, "query": {"neural_sparse": {dst: {"query_text": q_text, "model_id": query_model}}}}
-        hits = cluster.call(f"POST /{index}/_search", cluster.client.search, index=index, body=body,
-                            params={"search_pipeline": "_none"})["hits"]["hits"]
+        hits = cluster.call(
+            f"POST /{index}/_search", cluster.client.search, index=index, body=body, params={"search_pipeline": "_none"}
+        )["hits"]["hits"]
         got = [(h["_score"], h["_id"]) for h in hits]
         rtol = smoke.SCORE_RTOL
-        same_scores = len(got) == len(local) and all(abs(g[0] - w[0]) <= rtol * max(w[0], 1e-9) for g, w in zip(got, local))
+        same_scores = len(got) == len(local) and all(
+            abs(g[0] - w[0]) <= rtol * max(w[0], 1e-9) for g, w in zip(got, local, strict=False)
+        )
         local_of = {d: smoke._dot(q_vec, vectors.get(d, {})) for _, d in got}
         hits_true = all(abs(s - local_of[d]) <= rtol * max(local_of[d], 1e-9) for s, d in got)
-        checks.append({"query": q_text, "top_ids": [d for _, d in got], "local_top_ids": [d for _, d in local],
-                       "passed": same_scores and hits_true})
-    return {"queries": checks, "documents_scored": len(vectors),
-            "passed": bool(checks) and all(c["passed"] for c in checks)}
+        checks.append(
+            {
+                "query": q_text,
+                "top_ids": [d for _, d in got],
+                "local_top_ids": [d for _, d in local],
+                "passed": same_scores and hits_true,
+            }
+        )
+    return {
+        "queries": checks,
+        "documents_scored": len(vectors),
+        "passed": bool(checks) and all(c["passed"] for c in checks),
+    }
 
 
 def pipeline_of(bodies: dict[str, dict], settings: dict) -> dict | None:

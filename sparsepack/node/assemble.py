@@ -8,6 +8,7 @@ Facts established here (2026-11-25), where they differ from the reference recipe
   ``pytorch-native-cpu`` libs with the cxx11 JNI from ``pytorch-jni`` 2.5.1-0.32.0 / 1.13.1-0.22.0 are seeded where
   ML Commons' DJL looks, so no deploy ever downloads.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,10 @@ DJL_VERSION = "0.31.1"  # what ML Commons 2.19 / 3.x bundle
 
 
 def download_all(plan: NodePlan, cache: Path) -> dict[str, Path]:
-    hint = (f"sparsepack node assembles {', '.join(SUPPORTED_VERSIONS)}; another version needs every plugin served "
-            f"at the same version")
+    hint = (
+        f"sparsepack node assembles {', '.join(SUPPORTED_VERSIONS)}; another version needs every plugin served "
+        f"at the same version"
+    )
     files = {"core": fetch(plan.core, cache, hint)}
     for coord in plan.plugins:
         files[coord.artifact] = fetch(coord, cache, hint)
@@ -58,7 +61,10 @@ def _module_jars(root_coord: Coordinate, lib: Path, cache: Path) -> list[Path]:
 # 3.x renamed the module classes (PainlessPlugin -> PainlessModulePlugin); the jar says which one it has.
 _MODULE_CLASSES = {
     "lang-painless": ("org.opensearch.painless.PainlessModulePlugin", "org.opensearch.painless.PainlessPlugin"),
-    "mapper-extras": ("org.opensearch.index.mapper.MapperExtrasModulePlugin", "org.opensearch.index.mapper.MapperExtrasPlugin"),
+    "mapper-extras": (
+        "org.opensearch.index.mapper.MapperExtrasModulePlugin",
+        "org.opensearch.index.mapper.MapperExtrasPlugin",
+    ),
     "reindex": ("org.opensearch.index.reindex.ReindexModulePlugin", "org.opensearch.index.reindex.ReindexPlugin"),
 }
 _PAINLESS_POLICY = """grant {
@@ -75,7 +81,9 @@ def _plugin_class(name: str, jars: list[Path]) -> str:
         for cls in _MODULE_CLASSES[name]:
             if cls.replace(".", "/") + ".class" in entries:
                 return cls
-    raise SparsepackError(f"none of {_MODULE_CLASSES[name]} found in the {name} jars; this OpenSearch version is not supported")
+    raise SparsepackError(
+        f"none of {_MODULE_CLASSES[name]} found in the {name} jars; this OpenSearch version is not supported"
+    )
 
 
 def _add_module(install: Path, name: str, jars: list[Path], plan: NodePlan) -> None:
@@ -87,7 +95,8 @@ def _add_module(install: Path, name: str, jars: list[Path], plan: NodePlan) -> N
     (target / "plugin-descriptor.properties").write_text(
         f"description={name} module assembled by sparsepack\nversion={plan.version}\nname={name}\n"
         f"classname={_plugin_class(name, jars)}\njava.version={plan.descriptor_java}\nopensearch.version={plan.version}\n"
-        f"extended.plugins=\nhas.native.controller=false\n")
+        f"extended.plugins=\nhas.native.controller=false\n"
+    )
     if name == "lang-painless":
         (target / "plugin-security.policy").write_text(_PAINLESS_POLICY)
 
@@ -118,8 +127,17 @@ def ensure_install(plan: NodePlan, home: Path, cache: Path, log=print) -> Path:
         env = {**os.environ, "OPENSEARCH_JAVA_HOME": str(java_home), "JAVA_HOME": str(java_home)}
         for coord in plan.plugins:
             log(f"installing {coord.artifact} {coord.version}")
-            proc = subprocess.run([str(root / "bin" / "opensearch-plugin"), "install", "--batch", files[coord.artifact].resolve().as_uri()],
-                                  env=env, capture_output=True, text=True)
+            proc = subprocess.run(
+                [
+                    str(root / "bin" / "opensearch-plugin"),
+                    "install",
+                    "--batch",
+                    files[coord.artifact].resolve().as_uri(),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
                 raise SparsepackError(f"installing {coord} failed: {tail}")
@@ -159,23 +177,44 @@ TORCH_HEADERS_WHEEL = "torch==1.13.1"
 def torch_headers(cache: Path) -> Path:
     """libtorch 1.13.1's C++ headers, from the PyPI wheel (the only registry that serves them)."""
     include = cache / "torch-1.13.1-include"
-    if (include / "torch" / "torch.h").exists() or (include / "torch" / "csrc" / "api" / "include" / "torch" / "torch.h").exists():
+    if (include / "torch" / "torch.h").exists() or (
+        include / "torch" / "csrc" / "api" / "include" / "torch" / "torch.h"
+    ).exists():
         return include
     wheels = cache / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     found = sorted(wheels.glob("torch-1.13.1-*.whl"))
     if not found:
-        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.10",
-                               "--platform", "manylinux1_x86_64", "-q", "-d", str(wheels), TORCH_HEADERS_WHEEL],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.10",
+                "--platform",
+                "manylinux1_x86_64",
+                "-q",
+                "-d",
+                str(wheels),
+                TORCH_HEADERS_WHEEL,
+            ],
+            capture_output=True,
+            text=True,
+        )
         found = sorted(wheels.glob("torch-1.13.1-*.whl"))
         if proc.returncode != 0 or not found:
-            raise SparsepackError(f"cannot download {TORCH_HEADERS_WHEEL} (for its C++ headers): {proc.stderr.strip()[-200:]}")
+            raise SparsepackError(
+                f"cannot download {TORCH_HEADERS_WHEEL} (for its C++ headers): {proc.stderr.strip()[-200:]}"
+            )
     staging = Path(tempfile.mkdtemp(dir=cache, prefix=".include-"))
     with zipfile.ZipFile(found[0]) as zf:
         for name in zf.namelist():
             if name.startswith("torch/include/") and not name.endswith("/"):
-                dest = staging / name[len("torch/include/"):]
+                dest = staging / name[len("torch/include/") :]
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(name) as src, open(dest, "wb") as dst:
                     shutil.copyfileobj(src, dst)
@@ -189,15 +228,35 @@ def build_jni_compat(libdir: Path, java_home: Path, cache: Path) -> None:
     (ML Commons 2.19) calls. Build a small library that provides them and links the real JNI as a dependency."""
     compiler = shutil.which("g++") or shutil.which("c++")
     if compiler is None:
-        raise LocalEnvironmentError("OpenSearch 2.x needs a C++ compiler to build the DJL JNI shim; apt-get install g++")
+        raise LocalEnvironmentError(
+            "OpenSearch 2.x needs a C++ compiler to build the DJL JNI shim; apt-get install g++"
+        )
     include = torch_headers(cache)
     real = libdir / f"{DJL_VERSION}-libdjl_torch.so"
     real.rename(libdir / "libdjl_torch.so")  # the real JNI's SONAME, found through the shim's $ORIGIN runpath
     out = libdir / f"{DJL_VERSION}-libdjl_torch.so"
-    cmd = [compiler, "-shared", "-fPIC", "-O2", "-std=c++17", "-D_GLIBCXX_USE_CXX11_ABI=1", "-w",
-           f"-I{include}", f"-I{include}/torch/csrc/api/include", f"-I{java_home}/include", f"-I{java_home}/include/linux",
-           str(JNI_COMPAT_SOURCE), f"-L{libdir}", "-Wl,--no-as-needed", "-ldjl_torch", "-ltorch_cpu", "-lc10",
-           "-Wl,-rpath,$ORIGIN", "-o", str(out)]
+    cmd = [
+        compiler,
+        "-shared",
+        "-fPIC",
+        "-O2",
+        "-std=c++17",
+        "-D_GLIBCXX_USE_CXX11_ABI=1",
+        "-w",
+        f"-I{include}",
+        f"-I{include}/torch/csrc/api/include",
+        f"-I{java_home}/include",
+        f"-I{java_home}/include/linux",
+        str(JNI_COMPAT_SOURCE),
+        f"-L{libdir}",
+        "-Wl,--no-as-needed",
+        "-ldjl_torch",
+        "-ltorch_cpu",
+        "-lc10",
+        "-Wl,-rpath,$ORIGIN",
+        "-o",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise LocalEnvironmentError(f"building the DJL JNI shim failed: {proc.stderr.strip()[-300:]}")
@@ -206,5 +265,3 @@ def build_jni_compat(libdir: Path, java_home: Path, cache: Path) -> None:
 def seed_dirs(plan: NodePlan) -> list[str]:
     """Folder names DJL may look in; ML Commons sets PYTORCH_PRECXX11, so the precxx11 name is the one used."""
     return [f"{plan.libtorch_version}-cpu-precxx11-linux-x86_64", f"{plan.libtorch_version}-cpu-linux-x86_64"]
-
-

@@ -1,5 +1,6 @@
 """What a node folder holds before its launch (opensearch.yml, JVM options, the seeded libtorch cache) and the
 cluster settings put once the cluster is up."""
+
 from __future__ import annotations
 
 import os
@@ -14,9 +15,14 @@ from .state import NodeInfo
 
 # The cluster-settings template with the values a local test node needs: no breakers, any node may serve,
 # URL registration allowed (its default trusted_url_regex admits file://).
-NODE_ML_SETTINGS = {"only_run_on_ml_node": False, "native_memory_threshold": 100, "jvm_heap_memory_threshold": 100,
-                    "disk_free_space_threshold": -1, "allow_custom_deployment_plan": True,
-                    "allow_registering_model_via_url": True}
+NODE_ML_SETTINGS = {
+    "only_run_on_ml_node": False,
+    "native_memory_threshold": 100,
+    "jvm_heap_memory_threshold": 100,
+    "disk_free_space_threshold": -1,
+    "allow_custom_deployment_plan": True,
+    "allow_registering_model_via_url": True,
+}
 
 
 def opensearch_yml(node: NodeInfo, all_nodes: list[NodeInfo], ndir: Path, cluster_name: str) -> str:
@@ -31,13 +37,13 @@ def opensearch_yml(node: NodeInfo, all_nodes: list[NodeInfo], ndir: Path, cluste
         "cluster.routing.allocation.disk.threshold_enabled: false",
         f"node.roles: [{', '.join(node.roles)}]",
     ]
-    lines += [f"node.attr.{k}: \"{v}\"" for k, v in node.attrs.items()]
+    lines += [f'node.attr.{k}: "{v}"' for k, v in node.attrs.items()]
     if len(all_nodes) == 1:
         lines.append("discovery.type: single-node")
     else:
         seeds = ", ".join(f'"127.0.0.1:{n.transport_port}"' for n in all_nodes)
         lines.append(f"discovery.seed_hosts: [{seeds}]")
-        lines.append(f"cluster.initial_cluster_manager_nodes: [\"{all_nodes[0].name}\"]")
+        lines.append(f'cluster.initial_cluster_manager_nodes: ["{all_nodes[0].name}"]')
     return "\n".join(lines) + "\n"
 
 
@@ -54,8 +60,9 @@ def _absolute_jvm_paths(jvm_options_file: Path, ndir: Path) -> None:
     jvm_options_file.write_text(text)
 
 
-def write_node_config(install: Path, plan: NodePlan, node: NodeInfo, all_nodes: list[NodeInfo], cdir: Path,
-                      heap: str, creds: dict | None) -> None:
+def write_node_config(
+    install: Path, plan: NodePlan, node: NodeInfo, all_nodes: list[NodeInfo], cdir: Path, heap: str, creds: dict | None
+) -> None:
     """The node's config folder, always rewritten from the install (its data and logs are kept). ``creds``: the
     secured cluster's credentials, None for a node without security."""
     ndir = cdir / node.name
@@ -68,7 +75,9 @@ def write_node_config(install: Path, plan: NodePlan, node: NodeInfo, all_nodes: 
     else:
         extra = ["plugins.security.disabled: true"] if plan.securable else []
     cluster_name = f"sparsepack-{cdir.name}"
-    (conf / "opensearch.yml").write_text(opensearch_yml(node, all_nodes, ndir, cluster_name) + "".join(f"{l}\n" for l in extra))
+    (conf / "opensearch.yml").write_text(
+        opensearch_yml(node, all_nodes, ndir, cluster_name) + "".join(f"{line}\n" for line in extra)
+    )
     (conf / "jvm.options.d").mkdir(exist_ok=True)
     (conf / "jvm.options.d" / "sparsepack.options").write_text(jvm_options(heap))
 

@@ -1,5 +1,6 @@
 """Signal handling around a start: SIGTERM raised like Ctrl-C so the JVMs just launched are stopped, and no second
 signal aborting that stop."""
+
 from __future__ import annotations
 
 import contextlib

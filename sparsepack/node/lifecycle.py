@@ -1,4 +1,5 @@
 """Start, stop and inspect a local OpenSearch cluster (1..N nodes on loopback), run as a non-root user."""
+
 from __future__ import annotations
 
 import os
@@ -7,15 +8,23 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import ClusterError, LocalEnvironmentError, SparsepackError
+from ..errors import LocalEnvironmentError, SparsepackError
 from . import secure as secure_mod
 from .assemble import ensure_install
 from .config import apply_node_settings, seed_data_dir, write_node_config
 from .interrupts import interrupts_deferred, termination_as_interrupt
 from .logs import log_tail
 from .plan import plan_for
-from .processes import (PIDFILE, launch_node, node_processes, port_free, port_owner_hint, read_pid, running_nodes,
-                        stop_processes)
+from .processes import (
+    PIDFILE,
+    launch_node,
+    node_processes,
+    port_free,
+    port_owner_hint,
+    read_pid,
+    running_nodes,
+    stop_processes,
+)
 from .rest import is_healthy
 from .service_user import chown_tree, ensure_service_user, make_readable
 from .state import ClusterState, NodeInfo, cluster_dir, default_cache, default_home, load_state, save_state
@@ -37,9 +46,19 @@ def node_layout(port: int, nodes: int, ml_attr: str = "gpu=true") -> list[NodeIn
     return infos
 
 
-def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int = 1, home: Path | None = None,
-          cache: Path | None = None, timeout: float = 240.0, ml_attr: str = "gpu=true", fresh: bool = False,
-          secure: bool = False, log=print) -> ClusterState:
+def start(
+    version: str = "3.6.0",
+    port: int = 9200,
+    heap: str = "1g",
+    nodes: int = 1,
+    home: Path | None = None,
+    cache: Path | None = None,
+    timeout: float = 240.0,
+    ml_attr: str = "gpu=true",
+    fresh: bool = False,
+    secure: bool = False,
+    log=print,
+) -> ClusterState:
     """Start (or restart) a local cluster. A restart with the same version and node count keeps its data, so
     registered models survive ``stop``/``start``; ``fresh`` (or another version) starts from empty data.
 
@@ -54,17 +73,24 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
     existing = load_state(home, port)
     running = running_nodes(cdir)
     if running:
-        recorded = (existing is not None and set(running) == {n.name for n in existing.nodes}
-                    and is_healthy(existing.url, access=secure_mod.node_access(cdir)))
+        recorded = (
+            existing is not None
+            and set(running) == {n.name for n in existing.nodes}
+            and is_healthy(existing.url, access=secure_mod.node_access(cdir))
+        )
         if recorded and existing.version == plan.version and len(existing.nodes) == nodes and existing.secure == secure:
             log(f"OpenSearch {existing.version} already running at {existing.url}")
             return existing
         if recorded:
-            raise SparsepackError(f"a sparsepack cluster (OpenSearch {existing.version}, {len(existing.nodes)} node(s)) "
-                                  f"already runs on port {port}; `sparsepack node stop --port {port}` first")
+            raise SparsepackError(
+                f"a sparsepack cluster (OpenSearch {existing.version}, {len(existing.nodes)} node(s)) "
+                f"already runs on port {port}; `sparsepack node stop --port {port}` first"
+            )
         pids = ", ".join(f"{name} pid {p.pid}" for name, p in sorted(running.items()))
         why = "no cluster.json records it" if existing is None else "not the healthy cluster cluster.json records"
-        log(f"port {port} is held by OpenSearch left over from an earlier sparsepack start ({pids}; {why}); stopping it")
+        log(
+            f"port {port} is held by OpenSearch left over from an earlier sparsepack start ({pids}; {why}); stopping it"
+        )
         stop_processes(cdir, f"start on port {port}: replacing leftover nodes ({pids}; {why})")
     infos = node_layout(port, nodes, ml_attr)
     for info in infos:
@@ -76,8 +102,13 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
     install = ensure_install(plan, home, cache, log=log)
     ids = ensure_service_user()
     make_readable(install)
-    keep = (not fresh and existing is not None and existing.version == plan.version and len(existing.nodes) == nodes
-            and existing.secure == secure)
+    keep = (
+        not fresh
+        and existing is not None
+        and existing.version == plan.version
+        and len(existing.nodes) == nodes
+        and existing.secure == secure
+    )
     if not keep:
         shutil.rmtree(cdir, ignore_errors=True)  # another version or shape: its data cannot be reused
     state = ClusterState(plan.version, str(home), infos, secure, started_by={"pid": os.getpid(), "argv": sys.argv})
@@ -100,7 +131,9 @@ def start(version: str = "3.6.0", port: int = 9200, heap: str = "1g", nodes: int
                 launch_node(install, java_home, cdir / info.name, ids, deadline)
             _wait_started(state, cdir, deadline, timeout)
             save_state(state, port)
-            log(f"OpenSearch {plan.version} ({nodes} node{'s' if nodes > 1 else ''}) up at {state.url} in {time.monotonic() - t0:.0f}s")
+            log(
+                f"OpenSearch {plan.version} ({nodes} node{'s' if nodes > 1 else ''}) up at {state.url} in {time.monotonic() - t0:.0f}s"
+            )
             apply_node_settings(state.url, secure_mod.node_access(cdir))
     except BaseException:  # KeyboardInterrupt included: no JVM of this start outlives it
         with interrupts_deferred():
@@ -117,8 +150,10 @@ def _wait_started(state: ClusterState, cdir: Path, deadline: float, timeout: flo
         for info in state.nodes:
             mine = [p for p in procs if p.node_dir.name == info.name]
             if not mine:
-                raise LocalEnvironmentError(f"OpenSearch node {info.name} exited during start-up; last log lines: "
-                                   f"{log_tail(cdir / info.name, 6)}")
+                raise LocalEnvironmentError(
+                    f"OpenSearch node {info.name} exited during start-up; last log lines: "
+                    f"{log_tail(cdir / info.name, 6)}"
+                )
             pid = read_pid(cdir / info.name)
             info.pid = pid if any(p.jvm and p.pid == pid for p in mine) else 0
         return all(n.pid for n in state.nodes) and is_healthy(state.url, len(state.nodes), secure_mod.node_access(cdir))
@@ -128,9 +163,12 @@ def _wait_started(state: ClusterState, cdir: Path, deadline: float, timeout: flo
     except NodeTimeout:
         waiting = [n.name for n in state.nodes if not n.pid]
         what = f"no pid file yet from {', '.join(waiting)}" if waiting else "not healthy"
-        raise NodeTimeout("OpenSearch to come up", timeout,
-                          f"OpenSearch not up after {timeout:.0f}s ({what}); raise --timeout on a busy machine, or see "
-                          f"the last log lines: {log_tail(cdir / (waiting or [state.nodes[0].name])[0], 6)}") from None
+        raise NodeTimeout(
+            "OpenSearch to come up",
+            timeout,
+            f"OpenSearch not up after {timeout:.0f}s ({what}); raise --timeout on a busy machine, or see "
+            f"the last log lines: {log_tail(cdir / (waiting or [state.nodes[0].name])[0], 6)}",
+        ) from None
 
 
 def stop(port: int = 9200, home: Path | None = None, quiet: bool = False, log=print) -> bool:
@@ -147,7 +185,9 @@ def stop(port: int = 9200, home: Path | None = None, quiet: bool = False, log=pr
         if state is not None:
             log(f"stopped OpenSearch {state.version} on port {port}")
         else:
-            log(f"stopped {count} OpenSearch process(es) on port {port} found from their command lines (no cluster.json)")
+            log(
+                f"stopped {count} OpenSearch process(es) on port {port} found from their command lines (no cluster.json)"
+            )
     return True
 
 
@@ -161,12 +201,20 @@ def status(port: int = 9200, home: Path | None = None) -> dict:
         return {"running": False, "port": port}
     url = state.url if state else f"http://127.0.0.1:{port}"
     version = state.version if state else next((p.version for p in running.values() if p.version), None)
-    out = {"running": bool(running), "version": version, "url": url, "nodes": sorted(running),
-           "pids": {name: p.pid for name, p in sorted(running.items())}, "healthy": False}
+    out = {
+        "running": bool(running),
+        "version": version,
+        "url": url,
+        "nodes": sorted(running),
+        "pids": {name: p.pid for name, p in sorted(running.items())},
+        "healthy": False,
+    }
     if state is None:
         out["recorded"] = False
-        out["note"] = (f"no cluster.json: found from the node processes' command lines; "
-                       f"`sparsepack node stop --port {port}` stops them")
+        out["note"] = (
+            f"no cluster.json: found from the node processes' command lines; "
+            f"`sparsepack node stop --port {port}` stops them"
+        )
     if running:
         out["healthy"] = is_healthy(url, len(running), secure_mod.node_access(cdir))
     if secure_mod.credentials_path(cdir).exists():

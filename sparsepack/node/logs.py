@@ -1,4 +1,5 @@
 """A node's own log file (not the GC or slow logs), and its last lines for error messages and `node logs`."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Download artifacts from Maven Central into a local cache, verified against Maven's checksum files."""
+
 from __future__ import annotations
 
 import hashlib
@@ -42,9 +43,13 @@ def _open(url: str):
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return None
-        raise SparsepackError(f"download of {url} failed with HTTP {exc.code}; retry later or set SPARSEPACK_MAVEN_REPO to a mirror")
+        raise SparsepackError(
+            f"download of {url} failed with HTTP {exc.code}; retry later or set SPARSEPACK_MAVEN_REPO to a mirror"
+        ) from None
     except urllib.error.URLError as exc:
-        raise SparsepackError(f"cannot reach {url} ({exc.reason}); check the network or set SPARSEPACK_MAVEN_REPO to a mirror")
+        raise SparsepackError(
+            f"cannot reach {url} ({exc.reason}); check the network or set SPARSEPACK_MAVEN_REPO to a mirror"
+        ) from None
 
 
 def exists(coord: Coordinate) -> bool:
@@ -55,9 +60,9 @@ def exists(coord: Coordinate) -> bool:
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return False
-        raise SparsepackError(f"probe of {coord} failed with HTTP {exc.code}")
+        raise SparsepackError(f"probe of {coord} failed with HTTP {exc.code}") from None
     except urllib.error.URLError as exc:
-        raise SparsepackError(f"cannot reach {MAVEN_REPO} ({exc.reason}); check the network")
+        raise SparsepackError(f"cannot reach {MAVEN_REPO} ({exc.reason}); check the network") from None
 
 
 _PINS_FILE = Path(__file__).with_name("checksums.json")
@@ -82,7 +87,9 @@ def expected_digest(coord: Coordinate) -> tuple[str, str]:
         return "sha256", pin
     if os.environ.get("SPARSEPACK_RECORD_PINS") == "1":
         return "record", ""
-    raise SparsepackError(f"{coord} has no checksum file on {MAVEN_REPO} and no pin in {_PINS_FILE.name}; refusing an unverified download")
+    raise SparsepackError(
+        f"{coord} has no checksum file on {MAVEN_REPO} and no pin in {_PINS_FILE.name}; refusing an unverified download"
+    )
 
 
 def record_pin(coord: Coordinate, digest: str) -> None:
@@ -116,7 +123,9 @@ def fetch(coord: Coordinate, cache_dir: Path, alternatives: str = "", progress: 
         if algo == "record":
             record_pin(coord, digest.hexdigest())
         elif digest.hexdigest() != expected:
-            raise SparsepackError(f"{coord}: {algo} {digest.hexdigest()} does not match the expected {expected}; delete {target.parent} and retry")
+            raise SparsepackError(
+                f"{coord}: {algo} {digest.hexdigest()} does not match the expected {expected}; delete {target.parent} and retry"
+            )
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; the node's service user reads copies of these
         os.replace(tmp, target)
     finally:
@@ -132,5 +141,12 @@ def _progress_bar(total: int, desc: str):
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency, but downloads must not need it
         return None
-    return tqdm(total=total or None, unit="B", unit_scale=True, desc=desc, file=sys.stderr, leave=False,
-                disable=not sys.stderr.isatty() and os.environ.get("SPARSEPACK_PROGRESS") != "1")
+    return tqdm(
+        total=total or None,
+        unit="B",
+        unit_scale=True,
+        desc=desc,
+        file=sys.stderr,
+        leave=False,
+        disable=not sys.stderr.isatty() and os.environ.get("SPARSEPACK_PROGRESS") != "1",
+    )

@@ -1,4 +1,5 @@
 """What a local node of a given OpenSearch version is assembled from (all Maven Central coordinates)."""
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,16 @@ _TORCH = {
 
 JAVA_CANDIDATES = {
     # 2.x needs the Security Manager, gone from JDK 24; 3.x needs 21+.
-    "2": ("/usr/lib/jvm/java-17-openjdk-amd64", "/usr/lib/jvm/temurin-17-jdk-amd64", "/usr/lib/jvm/java-21-openjdk-amd64"),
-    "3": ("/usr/lib/jvm/temurin-25-jdk-amd64", "/usr/lib/jvm/temurin-21-jdk-amd64", "/usr/lib/jvm/java-21-openjdk-amd64"),
+    "2": (
+        "/usr/lib/jvm/java-17-openjdk-amd64",
+        "/usr/lib/jvm/temurin-17-jdk-amd64",
+        "/usr/lib/jvm/java-21-openjdk-amd64",
+    ),
+    "3": (
+        "/usr/lib/jvm/temurin-25-jdk-amd64",
+        "/usr/lib/jvm/temurin-21-jdk-amd64",
+        "/usr/lib/jvm/java-21-openjdk-amd64",
+    ),
 }
 JAVA_RANGE = {"2": (11, 23), "3": (21, 99)}
 
@@ -103,9 +112,13 @@ class NodePlan:
                 if lo <= found <= hi:
                     return Path(cand)
                 if override:
-                    raise LocalEnvironmentError(f"SPARSEPACK_JAVA_HOME={cand} is Java {found}; OpenSearch {self.version} needs Java {lo}-{hi}")
-        raise LocalEnvironmentError(f"no Java {lo}-{hi} found for OpenSearch {self.version} (looked in {', '.join(c for c in candidates if c)}); "
-                              f"install one (e.g. apt-get install openjdk-17-jdk-headless for 2.x) or set SPARSEPACK_JAVA_HOME")
+                    raise LocalEnvironmentError(
+                        f"SPARSEPACK_JAVA_HOME={cand} is Java {found}; OpenSearch {self.version} needs Java {lo}-{hi}"
+                    )
+        raise LocalEnvironmentError(
+            f"no Java {lo}-{hi} found for OpenSearch {self.version} (looked in {', '.join(c for c in candidates if c)}); "
+            f"install one (e.g. apt-get install openjdk-17-jdk-headless for 2.x) or set SPARSEPACK_JAVA_HOME"
+        )
 
 
 def java_major(home: Path) -> int:
@@ -135,12 +148,16 @@ def plan_for(version: str | None, secure: bool = False) -> NodePlan:
     if version in ("2", "2.x", "2.19"):
         version = "2.19.6"
     if version not in SUPPORTED_VERSIONS:
-        raise SparsepackError(f"OpenSearch {version} is not assembled by sparsepack node; use one of {', '.join(SUPPORTED_VERSIONS)} "
-                              f"(the newest lines for which Maven Central serves every plugin)")
+        raise SparsepackError(
+            f"OpenSearch {version} is not assembled by sparsepack node; use one of {', '.join(SUPPORTED_VERSIONS)} "
+            f"(the newest lines for which Maven Central serves every plugin)"
+        )
     if secure and version not in SECURE_VERSIONS:
-        raise SparsepackError(f"--secure needs OpenSearch {', '.join(SECURE_VERSIONS)}: the security plugin must match the "
-                              f"OpenSearch version exactly, and Maven Central serves it with ML Commons and neural-search "
-                              f"only there (opensearch-security is not served for {version}); pass --version {DEFAULT_SECURE_VERSION}")
+        raise SparsepackError(
+            f"--secure needs OpenSearch {', '.join(SECURE_VERSIONS)}: the security plugin must match the "
+            f"OpenSearch version exactly, and Maven Central serves it with ML Commons and neural-search "
+            f"only there (opensearch-security is not served for {version}); pass --version {DEFAULT_SECURE_VERSION}"
+        )
     return NodePlan(version)
 
 
@@ -156,5 +173,7 @@ def pom_dependencies(pom: Path) -> list[Coordinate]:
         version = dep.findtext("m:version", namespaces=ns)
         if not version or "${" in version:
             continue
-        deps.append(Coordinate(dep.findtext("m:groupId", namespaces=ns), dep.findtext("m:artifactId", namespaces=ns), version))
+        deps.append(
+            Coordinate(dep.findtext("m:groupId", namespaces=ns), dep.findtext("m:artifactId", namespaces=ns), version)
+        )
     return deps

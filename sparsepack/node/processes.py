@@ -1,4 +1,5 @@
 """The processes of local nodes: found from /proc by their command lines, launched, signalled and stopped."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ClusterError, LocalEnvironmentError, SparsepackError
+from ..errors import ClusterError, LocalEnvironmentError
 from .service_user import SERVICE_USER
 from .wait import NodeTimeout, wait_for
 
@@ -24,6 +25,7 @@ JVM_MAIN = "org.opensearch.bootstrap.OpenSearch"
 @dataclass(frozen=True)
 class NodeProcess:
     """A live process sparsepack launched for one node folder: the node's JVM or, while it starts, its launcher."""
+
     pid: int
     node_dir: Path
     jvm: bool
@@ -44,7 +46,7 @@ def _process_of_node(pid: int) -> NodeProcess | None:
         argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
     except (OSError, IndexError):
         return None
-    for flag, value in zip(argv, argv[1:]):
+    for flag, value in zip(argv, argv[1:], strict=False):
         if flag == "-p" and value.endswith("/" + PIDFILE):
             node_dir = Path(value).parent
             if node_dir.parent.parent.name != "clusters":
@@ -94,18 +96,30 @@ def port_owner_hint(port: int) -> str:
     """The exact command when a sparsepack node of another home (SPARSEPACK_HOME) holds ``port``."""
     for proc in node_processes():
         index = proc.node_dir.name.removeprefix("node-")
-        if proc.jvm and proc.port is not None and index.isdigit() and port in (proc.port + int(index), proc.port + 100 + int(index)):
+        if (
+            proc.jvm
+            and proc.port is not None
+            and index.isdigit()
+            and port in (proc.port + int(index), proc.port + 100 + int(index))
+        ):
             home = proc.node_dir.parent.parent.parent
-            return (f"a sparsepack node under {home} holds it: `SPARSEPACK_HOME={home} sparsepack node stop "
-                    f"--port {proc.port}`, or pass another --port")
+            return (
+                f"a sparsepack node under {home} holds it: `SPARSEPACK_HOME={home} sparsepack node stop "
+                f"--port {proc.port}`, or pass another --port"
+            )
     return "stop what uses it or pass --port"
 
 
 def launch_node(install: Path, java_home: Path, ndir: Path, ids: tuple[int, int] | None, deadline: float) -> None:
     """Run the daemonizing launcher. It returns once the JVM process exists; the JVM writes its pid file later (seconds,
     or much longer on a busy machine), which the start waits for."""
-    env = {"PATH": "/usr/bin:/bin", "OPENSEARCH_JAVA_HOME": str(java_home), "OPENSEARCH_PATH_CONF": str(ndir / "config"),
-           "HOME": str(ndir), "LANG": "C.UTF-8"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "OPENSEARCH_JAVA_HOME": str(java_home),
+        "OPENSEARCH_PATH_CONF": str(ndir / "config"),
+        "HOME": str(ndir),
+        "LANG": "C.UTF-8",
+    }
     # `-p` names the node folder in the command line of the launcher and the JVM: node_processes() finds them by it.
     cmd = [str(install / "bin" / "opensearch"), "-d", "-p", str(ndir / PIDFILE)]
     if ids is not None:
@@ -117,34 +131,57 @@ def launch_node(install: Path, java_home: Path, ndir: Path, ids: tuple[int, int]
     # of a busy machine (autogroups) instead of a slice of the caller's.
     with open(launcher_log, "w") as out:
         try:
-            proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  cwd=str(ndir), timeout=max(1.0, deadline - time.monotonic()), start_new_session=True)
+            proc = subprocess.run(
+                cmd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=str(ndir),
+                timeout=max(1.0, deadline - time.monotonic()),
+                start_new_session=True,
+            )
         except subprocess.TimeoutExpired:
-            raise ClusterError(f"the OpenSearch launcher of {ndir.name} did not return within the start timeout; raise "
-                               f"--timeout or see {launcher_log}") from None
+            raise ClusterError(
+                f"the OpenSearch launcher of {ndir.name} did not return within the start timeout; raise "
+                f"--timeout or see {launcher_log}"
+            ) from None
     if proc.returncode != 0:
-        lines = [l for l in launcher_log.read_text(errors="replace").splitlines() if l.strip() and "no-jdk" not in l]
+        lines = [
+            line
+            for line in launcher_log.read_text(errors="replace").splitlines()
+            if line.strip() and "no-jdk" not in line
+        ]
         tail = " | ".join(lines[-4:])
         raise LocalEnvironmentError(f"OpenSearch failed to start: {tail or 'no output'}; see {ndir / 'logs'}")
 
 
 def _caller() -> dict:
     """The process asking for a stop, and its parent: enough to tell a test session, a CLI call or a guard apart."""
+
     def argv(pid: int) -> list[str]:
         try:
             return [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
         except OSError:
             return []
 
-    return {"pid": os.getpid(), "argv": sys.argv if sys.argv and sys.argv[0] else argv(os.getpid()),
-            "ppid": os.getppid(), "parent_argv": argv(os.getppid())}
+    return {
+        "pid": os.getpid(),
+        "argv": sys.argv if sys.argv and sys.argv[0] else argv(os.getpid()),
+        "ppid": os.getppid(),
+        "parent_argv": argv(os.getppid()),
+    }
 
 
 def _record_stop(cdir: Path, reason: str, procs: list[NodeProcess]) -> None:
     if not procs or not cdir.is_dir():
         return
-    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reason": reason, "caller": _caller(),
-             "signalled": [{"pid": p.pid, "node": p.node_dir.name, "jvm": p.jvm} for p in procs]}
+    entry = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "reason": reason,
+        "caller": _caller(),
+        "signalled": [{"pid": p.pid, "node": p.node_dir.name, "jvm": p.jvm} for p in procs],
+    }
     try:
         with open(cdir / STOP_RECORD, "a") as out:
             out.write(json.dumps(entry) + "\n")

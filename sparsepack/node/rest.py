@@ -1,5 +1,6 @@
 """The node package's own HTTP calls to a local cluster (urllib, admin over verified TLS on a secured node): health
 probes and settings. The registry's client is for releases; node/ sits beside it and does not borrow it."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,9 @@ import urllib.request
 from .secure import Access
 
 
-def http_json(url: str, method: str = "GET", body: dict | None = None, timeout: float = 10.0,
-              access: Access | None = None):
+def http_json(
+    url: str, method: str = "GET", body: dict | None = None, timeout: float = 10.0, access: Access | None = None
+):
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json", **(access.headers() if access else {})}
     req = urllib.request.Request(url, data=data, method=method, headers=headers)

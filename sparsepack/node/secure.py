@@ -5,6 +5,7 @@ generated here (openssl, nothing fetched), internal users with generated passwor
 The security index is initialised offline from the YAML files written here (``allow_default_init_securityindex``),
 so no securityadmin run is needed. The YAML files are written as JSON (a subset of YAML).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,10 +35,21 @@ CA_SUBJECT = "/O=sparsepack/CN=sparsepack local CA"
 
 # ML Commons' indices, protected the way the plugin's demo configuration does: only the admin certificate reads them
 # directly; users go through the ML APIs.
-ML_SYSTEM_INDICES = [".plugins-ml-config", ".plugins-ml-connector", ".plugins-ml-model-group", ".plugins-ml-model",
-                     ".plugins-ml-task", ".plugins-ml-controller", ".plugins-ml-agent", ".plugins-ml-memory-meta",
-                     ".plugins-ml-memory-message", ".plugins-ml-conversation-meta",
-                     ".plugins-ml-conversation-interactions", ".plugins-ml-stop-words", ".opendistro-job-scheduler-lock"]
+ML_SYSTEM_INDICES = [
+    ".plugins-ml-config",
+    ".plugins-ml-connector",
+    ".plugins-ml-model-group",
+    ".plugins-ml-model",
+    ".plugins-ml-task",
+    ".plugins-ml-controller",
+    ".plugins-ml-agent",
+    ".plugins-ml-memory-meta",
+    ".plugins-ml-memory-message",
+    ".plugins-ml-conversation-meta",
+    ".plugins-ml-conversation-interactions",
+    ".plugins-ml-stop-words",
+    ".opendistro-job-scheduler-lock",
+]
 
 # What `sparsepack release` needs, found by testing on the secured node: scripts/secure_role_check.py removes each
 # permission in turn and runs a full release. Every one below fails a release without it, except those marked
@@ -45,13 +57,13 @@ ML_SYSTEM_INDICES = [".plugins-ml-config", ".plugins-ml-connector", ".plugins-ml
 # reuse, and the release of a new version into a group that holds others (tests/test_secure.py runs those paths).
 # Printed in docs/secured-clusters.md ready for roles.yml.
 RELEASE_CLUSTER_PERMISSIONS = [
-    "cluster:monitor/main",                        # the version
-    "cluster:monitor/nodes/info",                  # preflight: plugins and ML nodes
-    "cluster:monitor/nodes/stats",                 # preflight: memory thresholds
-    "cluster:monitor/state",                       # preflight: cluster settings
+    "cluster:monitor/main",  # the version
+    "cluster:monitor/nodes/info",  # preflight: plugins and ML nodes
+    "cluster:monitor/nodes/stats",  # preflight: memory thresholds
+    "cluster:monitor/state",  # preflight: cluster settings
     "cluster:admin/opensearch/ml/model_groups/search",
     "cluster:admin/opensearch/ml/register_model_group",
-    "cluster:admin/opensearch/ml/model_groups/get",     # (rollback) a finished group lease is reused if the group exists
+    "cluster:admin/opensearch/ml/model_groups/get",  # (rollback) a finished group lease is reused if the group exists
     "cluster:admin/opensearch/ml/model_groups/delete",  # (rollback) a group this run created
     "cluster:admin/opensearch/ml/models/get",
     "cluster:admin/opensearch/ml/models/search",
@@ -59,28 +71,36 @@ RELEASE_CLUSTER_PERMISSIONS = [
     "cluster:admin/opensearch/ml/upload_model_chunk",
     "cluster:admin/opensearch/ml/deploy_model",
     "cluster:admin/opensearch/ml/deploy_model_on_nodes",  # the deploy task fans out in the caller's name
-    "cluster:admin/opensearch/ml/undeploy_model",         # (rollback) --clear-previous, undeploy
-    "cluster:admin/opensearch/ml/undeploy_models",        # (rollback) the REST _undeploy action
-    "cluster:admin/opensearch/ml/models/delete",          # (rollback) --clear-previous, delete
+    "cluster:admin/opensearch/ml/undeploy_model",  # (rollback) --clear-previous, undeploy
+    "cluster:admin/opensearch/ml/undeploy_models",  # (rollback) the REST _undeploy action
+    "cluster:admin/opensearch/ml/models/delete",  # (rollback) --clear-previous, delete
     "cluster:admin/opensearch/ml/tasks/get",
     "cluster:admin/opensearch/ml/predict",
-    "cluster:admin/opensearch/ml/profile/nodes",          # preflight: free model slots per node
-    "indices:data/write/bulk",                     # a single-document write runs as a bulk: checked cluster-wide
-    "cluster:admin/ingest/pipeline/get",           # (upgrades) which pipelines use a previous version
+    "cluster:admin/opensearch/ml/profile/nodes",  # preflight: free model slots per node
+    "indices:data/write/bulk",  # a single-document write runs as a bulk: checked cluster-wide
+    "cluster:admin/ingest/pipeline/get",  # (upgrades) which pipelines use a previous version
     "cluster:admin/search/pipeline/get",
-    "cluster:admin/ingest/pipeline/put",           # the smoke test's temporary pipelines
+    "cluster:admin/ingest/pipeline/put",  # the smoke test's temporary pipelines
     "cluster:admin/ingest/pipeline/delete",
     "cluster:admin/search/pipeline/put",
     "cluster:admin/search/pipeline/delete",
-    "cluster:admin/ingest/pipeline/simulate",      # --switch-pipelines: a switched ingest pipeline is simulated
+    "cluster:admin/ingest/pipeline/simulate",  # --switch-pipelines: a switched ingest pipeline is simulated
 ]
 # The smoke test's temporary indices (sparsepack-smoke-*) and the lease index (sparsepack-leases).
 RELEASE_INDEX_PERMISSIONS = [
-    {"index_patterns": ["sparsepack-*"],
-     "allowed_actions": ["indices:admin/create", "indices:admin/delete", "indices:admin/refresh*",
-                         "indices:data/read/get", "indices:data/read/search", "indices:data/write/index",
-                         "indices:data/write/bulk*",
-                         "indices:data/write/delete"]},  # (rollback) a failed run frees its leases at once
+    {
+        "index_patterns": ["sparsepack-*"],
+        "allowed_actions": [
+            "indices:admin/create",
+            "indices:admin/delete",
+            "indices:admin/refresh*",
+            "indices:data/read/get",
+            "indices:data/read/search",
+            "indices:data/write/index",
+            "indices:data/write/bulk*",
+            "indices:data/write/delete",
+        ],
+    },  # (rollback) a failed run frees its leases at once
     # (upgrades) read-only: every index's default/final pipeline settings, so no version an index uses is removed
     {"index_patterns": ["*"], "allowed_actions": ["indices:monitor/settings/get"]},
 ]
@@ -93,6 +113,7 @@ def release_role() -> dict:
 @dataclass(frozen=True)
 class Access:
     """How the node module itself talks to a secured node (health checks, settings): admin over verified TLS."""
+
     ca_certs: str
     username: str
     password: str
@@ -125,7 +146,9 @@ def node_access(cdir: Path) -> Access | None:
 
 def _openssl(*args: str, cwd: Path) -> None:
     if shutil.which("openssl") is None:
-        raise LocalEnvironmentError("node start --secure needs the openssl command to generate certificates; apt-get install openssl")
+        raise LocalEnvironmentError(
+            "node start --secure needs the openssl command to generate certificates; apt-get install openssl"
+        )
     proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise LocalEnvironmentError(f"openssl {args[0]} failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -144,8 +167,25 @@ def _leaf(tls: Path, name: str, subject: str, san: str | None) -> None:
     _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", f"{name}-key.pem", cwd=tls)
     _openssl("req", "-new", "-key", f"{name}-key.pem", "-subj", subject, "-out", f"{name}.csr", cwd=tls)
     (tls / f"{name}.ext").write_text(_LEAF_EXT + (f"subjectAltName={san}\n" if san else ""))
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
-             "-days", "825", "-sha256", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=tls)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "825",
+        "-sha256",
+        "-extfile",
+        f"{name}.ext",
+        "-out",
+        f"{name}.pem",
+        cwd=tls,
+    )
     (tls / f"{name}.csr").unlink()
     (tls / f"{name}.ext").unlink()
 
@@ -157,9 +197,25 @@ def generate_tls(tls: Path) -> None:
     work = Path(tempfile.mkdtemp(prefix=".tls-", dir=tls.parent))
     try:
         _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "ca-key.pem", cwd=work)
-        _openssl("req", "-x509", "-new", "-key", "ca-key.pem", "-sha256", "-days", "3650", "-subj", CA_SUBJECT,
-                 "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-                 "-out", "ca.pem", cwd=work)
+        _openssl(
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca-key.pem",
+            "-sha256",
+            "-days",
+            "3650",
+            "-subj",
+            CA_SUBJECT,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            "ca.pem",
+            cwd=work,
+        )
         _leaf(work, "node", "/O=sparsepack/OU=node/CN=sparsepack-node", "IP:127.0.0.1,DNS:localhost")
         _leaf(work, "admin", "/O=sparsepack/OU=admin/CN=sparsepack-admin", None)
         _leaf(work, RELEASE_USER, f"/O=sparsepack/OU=client/CN={RELEASE_USER}", None)
@@ -175,7 +231,9 @@ def _hash(password: str) -> str:
     try:
         import bcrypt
     except ImportError as exc:
-        raise SparsepackError("node start --secure needs the bcrypt package to hash passwords: pip install bcrypt") from exc
+        raise SparsepackError(
+            "node start --secure needs the bcrypt package to hash passwords: pip install bcrypt"
+        ) from exc
     # $2b$ and $2y$ are the same algorithm; the plugin's own hash tool writes $2y$.
     return "$2y$" + bcrypt.hashpw(password.encode(), bcrypt.gensalt(12)).decode()[4:]
 
@@ -187,8 +245,11 @@ def prepare(cdir: Path, url: str, reuse: bool) -> dict:
     creds = load_credentials(cdir) if reuse else None
     if creds is None or not (tls / "ca.pem").exists():
         generate_tls(tls)
-        creds = {"url": url, "ca_certs": str(tls / "ca.pem"),
-                 "users": {ADMIN_USER: secrets.token_urlsafe(24), RELEASE_USER: secrets.token_urlsafe(24)}}
+        creds = {
+            "url": url,
+            "ca_certs": str(tls / "ca.pem"),
+            "users": {ADMIN_USER: secrets.token_urlsafe(24), RELEASE_USER: secrets.token_urlsafe(24)},
+        }
     path = credentials_path(cdir)
     fd, tmp = tempfile.mkstemp(dir=cdir, prefix=".credentials-")
     with os.fdopen(fd, "w") as out:  # mkstemp creates it 0600
@@ -200,27 +261,55 @@ def prepare(cdir: Path, url: str, reuse: bool) -> dict:
 def _security_files(creds: dict) -> dict[str, dict]:
     meta = lambda kind: {"_meta": {"type": kind, "config_version": 2}}  # noqa: E731
     return {
-        "internal_users.yml": {**meta("internalusers"),
-                               ADMIN_USER: {"hash": _hash(creds["users"][ADMIN_USER]), "reserved": True,
-                                            "backend_roles": ["admin"], "description": "sparsepack admin"},
-                               RELEASE_USER: {"hash": _hash(creds["users"][RELEASE_USER]), "reserved": False,
-                                              "backend_roles": [RELEASE_BACKEND_ROLE],
-                                              "description": "sparsepack release (least privilege)"}},
+        "internal_users.yml": {
+            **meta("internalusers"),
+            ADMIN_USER: {
+                "hash": _hash(creds["users"][ADMIN_USER]),
+                "reserved": True,
+                "backend_roles": ["admin"],
+                "description": "sparsepack admin",
+            },
+            RELEASE_USER: {
+                "hash": _hash(creds["users"][RELEASE_USER]),
+                "reserved": False,
+                "backend_roles": [RELEASE_BACKEND_ROLE],
+                "description": "sparsepack release (least privilege)",
+            },
+        },
         "roles.yml": {**meta("roles"), RELEASE_ROLE: {"reserved": False, **release_role()}},
-        "roles_mapping.yml": {**meta("rolesmapping"),
-                              "all_access": {"reserved": False, "backend_roles": ["admin"], "users": [ADMIN_USER]},
-                              RELEASE_ROLE: {"reserved": False, "users": [RELEASE_USER]}},
-        "config.yml": {**meta("config"), "config": {"dynamic": {
-            "http": {"anonymous_auth_enabled": False},
-            "authc": {
-                "clientcert_auth_domain": {
-                    "http_enabled": True, "transport_enabled": False, "order": 0,
-                    "http_authenticator": {"type": "clientcert", "config": {"username_attribute": "cn"}, "challenge": False},
-                    "authentication_backend": {"type": "noop"}},
-                "basic_internal_auth_domain": {
-                    "http_enabled": True, "transport_enabled": True, "order": 1,
-                    "http_authenticator": {"type": "basic", "challenge": True},
-                    "authentication_backend": {"type": "intern"}}}}}},
+        "roles_mapping.yml": {
+            **meta("rolesmapping"),
+            "all_access": {"reserved": False, "backend_roles": ["admin"], "users": [ADMIN_USER]},
+            RELEASE_ROLE: {"reserved": False, "users": [RELEASE_USER]},
+        },
+        "config.yml": {
+            **meta("config"),
+            "config": {
+                "dynamic": {
+                    "http": {"anonymous_auth_enabled": False},
+                    "authc": {
+                        "clientcert_auth_domain": {
+                            "http_enabled": True,
+                            "transport_enabled": False,
+                            "order": 0,
+                            "http_authenticator": {
+                                "type": "clientcert",
+                                "config": {"username_attribute": "cn"},
+                                "challenge": False,
+                            },
+                            "authentication_backend": {"type": "noop"},
+                        },
+                        "basic_internal_auth_domain": {
+                            "http_enabled": True,
+                            "transport_enabled": True,
+                            "order": 1,
+                            "http_authenticator": {"type": "basic", "challenge": True},
+                            "authentication_backend": {"type": "intern"},
+                        },
+                    },
+                }
+            },
+        },
     }
 
 

@@ -1,4 +1,5 @@
 """As root, nodes run as a dedicated non-root service user (OpenSearch refuses root); otherwise as the caller."""
+
 from __future__ import annotations
 
 import os
@@ -18,11 +19,16 @@ def ensure_service_user() -> tuple[int, int] | None:
     try:
         pw = pwd.getpwnam(SERVICE_USER)
     except KeyError:
-        proc = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
-            raise SparsepackError(f"cannot create the service user {SERVICE_USER}: {proc.stderr.strip()}; "
-                                  f"create it or set SPARSEPACK_NODE_USER to an existing non-root user")
+            raise SparsepackError(
+                f"cannot create the service user {SERVICE_USER}: {proc.stderr.strip()}; "
+                f"create it or set SPARSEPACK_NODE_USER to an existing non-root user"
+            ) from None
         pw = pwd.getpwnam(SERVICE_USER)
     return pw.pw_uid, pw.pw_gid
 
@@ -30,7 +36,7 @@ def ensure_service_user() -> tuple[int, int] | None:
 def chown_tree(path: Path, ids: tuple[int, int] | None) -> None:
     if ids is None:
         return
-    for root, dirs, files in os.walk(path):
+    for root, _dirs, files in os.walk(path):
         os.chown(root, *ids)
         for name in files:
             os.chown(os.path.join(root, name), *ids, follow_symlinks=False)
@@ -48,6 +54,8 @@ def make_readable(path: Path) -> None:
         if mode & 0o001:
             continue
         if home != Path("/") and parent == home:
-            raise SparsepackError(f"{path} lies under {home}, which the service user cannot read; "
-                                  f"set SPARSEPACK_HOME to e.g. /var/lib/sparsepack")
+            raise SparsepackError(
+                f"{path} lies under {home}, which the service user cannot read; "
+                f"set SPARSEPACK_HOME to e.g. /var/lib/sparsepack"
+            )
         parent.chmod(mode | 0o055)

@@ -1,4 +1,5 @@
 """Where a local cluster's files live, and its state file (cluster.json): the version, nodes and ports it was started with."""
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,13 @@ def load_state(home: Path, port: int) -> ClusterState | None:
     if not path.exists():
         return None
     raw = json.loads(path.read_text())
-    return ClusterState(raw["version"], raw["home"], [NodeInfo(**n) for n in raw["nodes"]], raw.get("secure", False),
-                        raw.get("started_by"))
+    return ClusterState(
+        raw["version"],
+        raw["home"],
+        [NodeInfo(**n) for n in raw["nodes"]],
+        raw.get("secure", False),
+        raw.get("started_by"),
+    )
 
 
 def save_state(state: ClusterState, port: int) -> None:

@@ -1,8 +1,10 @@
 """The one bounded poll of the node package: every wait for a JVM, a pid file or a healthy cluster goes through it."""
+
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import LocalEnvironmentError
 

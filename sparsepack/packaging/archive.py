@@ -1,4 +1,5 @@
 """Deterministic zips: fixed timestamps and permissions, sorted entries, so the same input gives the same sha256."""
+
 from __future__ import annotations
 
 import zipfile
@@ -31,13 +32,21 @@ def read_zip(path: Path) -> dict[str, bytes]:
         return {name: zf.read(name) for name in zf.namelist()}
 
 
-def write_artifact_zip(path: Path, entries: dict[str, bytes], license_bytes: bytes | None = None,
-                       stored: tuple[str, ...] = ()) -> None:
+def write_artifact_zip(
+    path: Path, entries: dict[str, bytes], license_bytes: bytes | None = None, stored: tuple[str, ...] = ()
+) -> None:
     """An ML Commons artifact zip: ``entries`` plus the model's LICENSE when it has one."""
     write_zip(path, {**entries, **({"LICENSE": license_bytes} if license_bytes else {})}, stored)
 
 
 def artifact_entry(path: Path, role: str, function_name: str, model_format: str, **extra) -> dict:
     """The manifest's record of one artifact zip: what ML Commons registers it as, its hash and size, then ``extra``."""
-    return {"role": role, "file": path.name, "function_name": function_name, "model_format": model_format,
-            "sha256": sha256_file(path), "size_bytes": path.stat().st_size, **extra}
+    return {
+        "role": role,
+        "file": path.name,
+        "function_name": function_name,
+        "model_format": model_format,
+        "sha256": sha256_file(path),
+        "size_bytes": path.stat().st_size,
+        **extra,
+    }

@@ -1,4 +1,5 @@
 """An artifact zip read back as ML Commons reads it: the model entry loaded from disk, the tokenizer (and idf) parsed."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """One package's artifacts and manifest, built in a staging folder: each document format, the query side, int8."""
+
 from __future__ import annotations
 
 import shutil
@@ -18,26 +19,64 @@ from .torchscript_document import torchscript_document
 from .wrapper import SparseDocumentEncoder
 
 
-def build_package(spec: ModelSpec, staging: Path, length: int, prune_ratio: float, targets, exporters, log,
-           gpu: GpuOptions = GpuOptions(), int8_gate=None, onnx_threads: int = DEFAULT_ONNX_THREADS) -> dict:
+def build_package(
+    spec: ModelSpec,
+    staging: Path,
+    length: int,
+    prune_ratio: float,
+    targets,
+    exporters,
+    log,
+    gpu: GpuOptions | None = None,
+    int8_gate=None,
+    onnx_threads: int = DEFAULT_ONNX_THREADS,
+) -> dict:
+    gpu = gpu or GpuOptions()
     name = slug(spec.source)
     license_bytes = spec.license_file.read_bytes() if spec.license_file else None
     work = staging / ".work"
     work.mkdir()
 
     doc_tok = tokenizer_json(spec.tokenizer, length)
-    wrapper = SparseDocumentEncoder(spec.mlm, spec.activation, spec.pooling, spec.special_ids, spec.vocab_size, prune_ratio)
+    wrapper = SparseDocumentEncoder(
+        spec.mlm, spec.activation, spec.pooling, spec.special_ids, spec.vocab_size, prune_ratio
+    )
     artifacts, result, first = [], {}, None
     references: dict = {}  # encode_document's battery output, computed once for every format's proof
     if spec.mode == "bi-encoder":  # a model whose queries the cluster would refuse: said before any trace
         query_weights = bi_encoder_query_weights(spec, doc_tok, prune_ratio, references)
     for exporter in exporters:  # the first format fills the manifest's top-level proof, operators and compatibility
         if exporter.model_format == "ONNX":
-            doc = onnx_document_artifact(spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio,
-                                         example_batch(doc_tok), log, references, onnx_threads)
+            doc = onnx_document_artifact(
+                spec,
+                wrapper,
+                doc_tok,
+                staging,
+                work,
+                name,
+                license_bytes,
+                prune_ratio,
+                example_batch(doc_tok),
+                log,
+                references,
+                onnx_threads,
+            )
         else:
-            doc = torchscript_document(spec, wrapper, doc_tok, staging, work, name, license_bytes, prune_ratio, targets,
-                                       exporter, log, gpu, references)
+            doc = torchscript_document(
+                spec,
+                wrapper,
+                doc_tok,
+                staging,
+                work,
+                name,
+                license_bytes,
+                prune_ratio,
+                targets,
+                exporter,
+                log,
+                gpu,
+                references,
+            )
         art = doc.entry
         suffix = "" if first is None else f"_{art['format']}"
         art["parity"] = f"document{suffix}"
@@ -45,25 +84,45 @@ def build_package(spec: ModelSpec, staging: Path, length: int, prune_ratio: floa
         artifacts.append(art)
         if spec.mode == "bi-encoder":
             log(f"validating the {art['format']} artifact as query encoder against encode_query")
-            result[f"query{suffix}"] = parity.validate_query_bi_encoder(spec, doc.loaded, doc.tokenizer_data,
-                                                                              prune_ratio=prune_ratio)
+            result[f"query{suffix}"] = parity.validate_query_bi_encoder(
+                spec, doc.loaded, doc.tokenizer_data, prune_ratio=prune_ratio
+            )
             parity.require(result[f"query{suffix}"], "query")
         first = first or (doc.operators, doc.compatibility)
     if spec.mode == "inference-free":
         query_weights = query_tokenize_artifact(spec, staging, length, license_bytes, name, artifacts, result, log)
     if int8_gate is not None:
-        artifacts.append(int8_document_artifact(spec, work / f"{name}.onnx", doc_tok, staging, name, license_bytes,
-                                                int8_gate, artifacts, log, onnx_threads))
+        artifacts.append(
+            int8_document_artifact(
+                spec,
+                work / f"{name}.onnx",
+                doc_tok,
+                staging,
+                name,
+                license_bytes,
+                int8_gate,
+                artifacts,
+                log,
+                onnx_threads,
+            )
+        )
     shutil.rmtree(work)
-    return {**_manifest(spec, name, length, prune_ratio, *first, result, artifacts), "query_weights": query_weights,
-            **_device_fields(gpu, exporters)}
+    return {
+        **_manifest(spec, name, length, prune_ratio, *first, result, artifacts),
+        "query_weights": query_weights,
+        **_device_fields(gpu, exporters),
+    }
 
 
 def _device_fields(gpu: GpuOptions, exporters) -> dict:
     """TorchScript traces are checked free of device constants (``require_device_portable``) before anything else."""
     torchscript = any(e.model_format == "TORCH_SCRIPT" for e in exporters)
-    return {"device_portable": torchscript or None, "precision": gpu.precision, "requires_gpu": gpu.precision == "fp16",
-            "verified_devices": list(gpu.devices)}
+    return {
+        "device_portable": torchscript or None,
+        "precision": gpu.precision,
+        "requires_gpu": gpu.precision == "fp16",
+        "verified_devices": list(gpu.devices),
+    }
 
 
 def _manifest(spec, name, length, prune_ratio, ops, compat, result, artifacts) -> dict:
@@ -78,7 +137,9 @@ def _manifest(spec, name, length, prune_ratio, ops, compat, result, artifacts) -
         "model_max_length": spec.max_length,
         "vocab_size": spec.vocab_size,
         "special_token_ids": spec.special_ids,
-        "pruning": {"enabled": prune_ratio > 0, "type": "max_ratio", "ratio": prune_ratio} if prune_ratio else {"enabled": False},
+        "pruning": {"enabled": prune_ratio > 0, "type": "max_ratio", "ratio": prune_ratio}
+        if prune_ratio
+        else {"enabled": False},
         "libraries": _library_versions(),
         "attention": "eager",
         "operators": sorted(ops),

@@ -1,4 +1,5 @@
 """Which devices the proof runs on, and the numeric conditions it runs them under."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager

@@ -1,4 +1,5 @@
 """What building one document artifact yields, whatever its format (TorchScript, ONNX)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,12 +10,12 @@ from . import parity
 
 @dataclass
 class DocumentArtifact:
-    entry: dict            # the manifest's artifact record
-    loaded: Any            # the artifact reloaded from its zip, callable as ML Commons calls it
-    tokenizer_data: dict   # the tokenizer.json read back from the zip
+    entry: dict  # the manifest's artifact record
+    loaded: Any  # the artifact reloaded from its zip, callable as ML Commons calls it
+    tokenizer_data: dict  # the tokenizer.json read back from the zip
     operators: set[str]
-    compatibility: dict    # per OpenSearch line
-    proof: dict            # parity with encode_document
+    compatibility: dict  # per OpenSearch line
+    proof: dict  # parity with encode_document
 
 
 def example_batch(tokenizer_data: dict) -> dict:

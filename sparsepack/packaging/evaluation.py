@@ -5,13 +5,14 @@ deployed on a cluster (``_predict``). Every encoder yields ``{token string: weig
 so all three compare directly. The corpus is JSONL ``{"id", "text"}`` or a built-in synthetic one drawn from the
 model's own vocabulary (no download).
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..contract.package_dir import is_package
 from ..errors import SparsepackError
@@ -43,14 +44,15 @@ class Corpus:
 
 # --- encoders -------------------------------------------------------------------------------------------------------
 
+
 def _vocab(tokenizer_data: dict) -> list[str]:
     return sorted(tokenizer_data.get("model", {}).get("vocab", {}))
 
 
 def model_encoder(model: str, max_length: int | None = None, spec=None) -> Encoder:
     """The source model, truncating documents where a package of it does (min(model max, 512), or ``max_length``)."""
-    from .introspect import load_model
     from ..contract.limits import document_max_length
+    from .introspect import load_model
     from .parity import reference_token_map, reference_vectors
     from .tokenizer_export import server_token_strings, tokenizer_json
 
@@ -62,12 +64,22 @@ def model_encoder(model: str, max_length: int | None = None, spec=None) -> Encod
     def run(encode, texts):
         return [reference_token_map(v, names) for v in reference_vectors(spec, encode, texts, length, BATCH)]
 
-    return Encoder(f"model:{model}", lambda t: run(spec.encoder.encode_document, t),
-                   lambda t: run(spec.encoder.encode_query, t), _vocab(tok))
+    return Encoder(
+        f"model:{model}",
+        lambda t: run(spec.encoder.encode_document, t),
+        lambda t: run(spec.encoder.encode_query, t),
+        _vocab(tok),
+    )
 
 
-def artifact_encoder(name: str, artifact, tokenizer_data: dict, vocab_size: int,
-                     query_tokenizer_data: dict | None = None, idf: dict | None = None) -> Encoder:
+def artifact_encoder(
+    name: str,
+    artifact,
+    tokenizer_data: dict,
+    vocab_size: int,
+    query_tokenizer_data: dict | None = None,
+    idf: dict | None = None,
+) -> Encoder:
     """A document artifact called as ML Commons calls it; queries through the same artifact (bi-encoder) or the
     emulated SPARSE_TOKENIZE (inference-free)."""
     from .parity import DjlStyleTokenizer, emulate_sparse_tokenize, reference_token_map, run_artifact
@@ -82,7 +94,9 @@ def artifact_encoder(name: str, artifact, tokenizer_data: dict, vocab_size: int,
     def queries(texts):
         if query_tokenizer_data is None:
             return documents(texts)
-        return [{k: v for k, v in emulate_sparse_tokenize(query_tokenizer_data, idf, t).items() if v != 0.0} for t in texts]
+        return [
+            {k: v for k, v in emulate_sparse_tokenize(query_tokenizer_data, idf, t).items() if v != 0.0} for t in texts
+        ]
 
     return Encoder(name, documents, queries, _vocab(tokenizer_data))
 
@@ -95,12 +109,19 @@ def package_encoder(path: str, fmt: str | None = None) -> Encoder:
     artifact, tokenizer_data = load_from_zip(view.path_of(view.artifact("document")))
     query = view.artifact("query")
     query_tokenizer_data, idf = query_side(view.path_of(query)) if query else (None, None)
-    return artifact_encoder(f"package:{path} ({view.document_formats[0]})", artifact, tokenizer_data,
-                            view.vocab_size, query_tokenizer_data, idf)
+    return artifact_encoder(
+        f"package:{path} ({view.document_formats[0]})",
+        artifact,
+        tokenizer_data,
+        view.vocab_size,
+        query_tokenizer_data,
+        idf,
+    )
 
 
-def cluster_encoder(predict: Callable[[str, list[str]], Vectors], document_model: str,
-                    query_model: str | None = None) -> Encoder:
+def cluster_encoder(
+    predict: Callable[[str, list[str]], Vectors], document_model: str, query_model: str | None = None
+) -> Encoder:
     """A deployed model; ``predict(model_id, texts)`` asks the cluster (the registry layer supplies it)."""
 
     def run(model_id, texts):
@@ -109,8 +130,9 @@ def cluster_encoder(predict: Callable[[str, list[str]], Vectors], document_model
             out.extend(predict(model_id, texts[start : start + 32]))
         return out
 
-    return Encoder(f"deployed:{document_model}", lambda t: run(document_model, t),
-                   lambda t: run(query_model or document_model, t))
+    return Encoder(
+        f"deployed:{document_model}", lambda t: run(document_model, t), lambda t: run(query_model or document_model, t)
+    )
 
 
 def resolve_encoder(ref: str, fmt: str | None = None, predictor_factory: Callable | None = None) -> Encoder:
@@ -130,12 +152,15 @@ def resolve_encoder(ref: str, fmt: str | None = None, predictor_factory: Callabl
 
 # --- corpus ---------------------------------------------------------------------------------------------------------
 
+
 def read_jsonl(path: str | Path, what: str) -> tuple[list[str], list[str]]:
     ids, texts = [], []
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise SparsepackError(f"cannot read {what} file {path}: {exc.strerror}; give a JSONL file of {{\"id\", \"text\"}}") from exc
+        raise SparsepackError(
+            f'cannot read {what} file {path}: {exc.strerror}; give a JSONL file of {{"id", "text"}}'
+        ) from exc
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -144,9 +169,9 @@ def read_jsonl(path: str | Path, what: str) -> tuple[list[str], list[str]]:
             ids.append(str(row["id"]))
             texts.append(str(row["text"]))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise SparsepackError(f"{path} line {n} is not a JSON object with \"id\" and \"text\"; fix that line") from exc
+            raise SparsepackError(f'{path} line {n} is not a JSON object with "id" and "text"; fix that line') from exc
     if not texts:
-        raise SparsepackError(f"{path} holds no {what}; give one JSON object {{\"id\", \"text\"}} per line")
+        raise SparsepackError(f'{path} holds no {what}; give one JSON object {{"id", "text"}} per line')
     return ids, texts
 
 
@@ -164,16 +189,25 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, float]]:
                 parts = line.split()
                 qid, did, rel = parts[0], parts[-2], float(parts[-1])
         except (json.JSONDecodeError, KeyError, ValueError, IndexError) as exc:
-            raise SparsepackError(f"{path} line {n} is not a qrel; use {{\"query_id\", \"doc_id\", \"relevance\"}} "
-                                  f"or 'qid 0 docid rel'") from exc
+            raise SparsepackError(
+                f'{path} line {n} is not a qrel; use {{"query_id", "doc_id", "relevance"}} or \'qid 0 docid rel\''
+            ) from exc
         qrels.setdefault(qid, {})[did] = rel
     return qrels
 
 
-def load_corpus(corpus: str | None, queries: str | None, qrels: str | None, vocab: list[str],
-                n_docs: int = MIN_DOCUMENTS, n_queries: int = MIN_QUERIES) -> Corpus:
+def load_corpus(
+    corpus: str | None,
+    queries: str | None,
+    qrels: str | None,
+    vocab: list[str],
+    n_docs: int = MIN_DOCUMENTS,
+    n_queries: int = MIN_QUERIES,
+) -> Corpus:
     if bool(corpus) != bool(queries):
-        raise SparsepackError("give both --corpus and --queries (JSONL {\"id\", \"text\"}), or neither for the built-in corpus")
+        raise SparsepackError(
+            'give both --corpus and --queries (JSONL {"id", "text"}), or neither for the built-in corpus'
+        )
     if corpus:
         doc_ids, docs = read_jsonl(corpus, "documents")
         query_ids, query_texts = read_jsonl(queries, "queries")
@@ -181,14 +215,18 @@ def load_corpus(corpus: str | None, queries: str | None, qrels: str | None, voca
     if qrels:
         raise SparsepackError("--qrels refers to ids of --corpus/--queries; give those too")
     if not vocab:
-        raise SparsepackError("the built-in corpus is drawn from a local model's vocabulary; compare with a package or "
-                              "model first, or give --corpus and --queries")
+        raise SparsepackError(
+            "the built-in corpus is drawn from a local model's vocabulary; compare with a package or "
+            "model first, or give --corpus and --queries"
+        )
     docs, query_texts = synthetic_corpus(vocab, n_docs=n_docs, n_queries=n_queries)
-    return Corpus("synthetic", [str(i) for i in range(len(docs))], docs, [f"q{i}" for i in range(len(query_texts))],
-                  query_texts)
+    return Corpus(
+        "synthetic", [str(i) for i in range(len(docs))], docs, [f"q{i}" for i in range(len(query_texts))], query_texts
+    )
 
 
 # --- comparison -----------------------------------------------------------------------------------------------------
+
 
 def _scores(queries: Vectors, docs: Vectors):
     import torch
@@ -214,14 +252,19 @@ def evaluate(a: Encoder, b: Encoder, corpus: Corpus) -> dict:
     t1 = time.perf_counter()
     cand = _scores(b.queries(corpus.queries), b.documents(corpus.docs))
     t2 = time.perf_counter()
-    result = {"truth": a.name, "candidate": b.name,
-              "corpus": {"source": corpus.source, "documents": len(corpus.docs), "queries": len(corpus.queries)},
-              **ranking_agreement(truth, cand),
-              "seconds": {"truth": round(t1 - t0, 2), "candidate": round(t2 - t1, 2)}}
+    result = {
+        "truth": a.name,
+        "candidate": b.name,
+        "corpus": {"source": corpus.source, "documents": len(corpus.docs), "queries": len(corpus.queries)},
+        **ranking_agreement(truth, cand),
+        "seconds": {"truth": round(t1 - t0, 2), "candidate": round(t2 - t1, 2)},
+    }
     if corpus.qrels is not None:
-        result["qrels"] = {"judged_queries": sum(1 for q in corpus.query_ids if q in corpus.qrels),
-                           "truth_ndcg_at_10": qrels_ndcg(truth, *_judged(corpus)),
-                           "candidate_ndcg_at_10": qrels_ndcg(cand, *_judged(corpus))}
+        result["qrels"] = {
+            "judged_queries": sum(1 for q in corpus.query_ids if q in corpus.qrels),
+            "truth_ndcg_at_10": qrels_ndcg(truth, *_judged(corpus)),
+            "candidate_ndcg_at_10": qrels_ndcg(cand, *_judged(corpus)),
+        }
     return result
 
 

@@ -3,6 +3,7 @@
 TorchScript is what ML Commons' TORCH_SCRIPT runtime (DJL + libtorch) loads. torch 2.13+ marks
 ``torch.jit.trace/save/load`` deprecated; they still work, and nothing else loads there.
 """
+
 from __future__ import annotations
 
 import io
@@ -12,8 +13,9 @@ import sys
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -27,9 +29,9 @@ class Exporter(Protocol):
     model_format: str  # ML Commons' model_format
     suffix: str
 
-    def export(self, module: nn.Module, example: Dict[str, Tensor], path: Path) -> None: ...
+    def export(self, module: nn.Module, example: dict[str, Tensor], path: Path) -> None: ...
 
-    def load(self, path: Path) -> Callable[[Dict[str, Tensor]], Dict[str, Tensor]]: ...
+    def load(self, path: Path) -> Callable[[dict[str, Tensor]], dict[str, Tensor]]: ...
 
     def operators(self, path: Path) -> set[str]: ...
 
@@ -38,8 +40,16 @@ class TorchScriptExporter:
     model_format = "TORCH_SCRIPT"
     suffix = ".pt"
 
-    def export(self, module: nn.Module, example: Dict[str, Tensor], path: Path, *, device: str = "cpu",
-               half: bool = False, while_waiting: Callable[[], None] | None = None) -> None:
+    def export(
+        self,
+        module: nn.Module,
+        example: dict[str, Tensor],
+        path: Path,
+        *,
+        device: str = "cpu",
+        half: bool = False,
+        while_waiting: Callable[[], None] | None = None,
+    ) -> None:
         """Trace in a fresh interpreter: TorchScript suffixes class names with ``___torch_mangle_N``, N counting every
         trace made in the process, so only a fresh process gives the same bytes from one run to the next.
 
@@ -52,8 +62,12 @@ class TorchScriptExporter:
             with open(err_path, "w") as err:  # a file, not a pipe: a chatty worker cannot block on a full pipe
                 # started before the job is written, so its imports overlap the save; EOF on its stdin says "ready"
                 classes = sorted({type(sub).__module__ for sub in module.modules()})
-                proc = subprocess.Popen([sys.executable, "-m", "sparsepack.packaging.exporter", str(job), str(path), *classes],
-                                        stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.PIPE)
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "sparsepack.packaging.exporter", str(job), str(path), *classes],
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    stdin=subprocess.PIPE,
+                )
                 try:
                     _pin_dynamic_classes(module)
                     torch.save({"module": module, "example": example, "device": device, "half": half}, job)
@@ -70,7 +84,9 @@ class TorchScriptExporter:
             raise SparsepackError(stderr.strip().splitlines()[-1])
         if returncode != 0:
             last = (stderr.strip().splitlines() or ["no output"])[-1]
-            raise SparsepackError(f"TorchScript trace failed: {last}; the model's forward must be traceable with eager attention")
+            raise SparsepackError(
+                f"TorchScript trace failed: {last}; the model's forward must be traceable with eager attention"
+            )
 
     def load(self, path: Path, device: str = "cpu"):
         """As DJL loads it on an ML node: every tensor mapped onto that node's device."""
@@ -85,6 +101,8 @@ class TorchScriptExporter:
 
 
 _REFUSED = 2  # the trace worker's exit code for a refusal it explains on its last stderr line
+
+
 def normalize_torchscript_zip(data: bytes) -> bytes:
     """Rewrite the TorchScript zip with fixed timestamps and a fixed serialization id.
 
@@ -109,11 +127,15 @@ def _pin_dynamic_classes(module: nn.Module) -> None:
     for sub in module.modules():
         cls = type(sub)
         mod = sys.modules.get(cls.__module__)
-        if cls.__module__.startswith("transformers_modules") and mod is not None and getattr(mod, cls.__qualname__, None) is not cls:
+        if (
+            cls.__module__.startswith("transformers_modules")
+            and mod is not None
+            and getattr(mod, cls.__qualname__, None) is not cls
+        ):
             setattr(mod, cls.__qualname__, cls)
 
 
-def _trace_and_save(module: nn.Module, example: Dict[str, Tensor], path: Path) -> None:
+def _trace_and_save(module: nn.Module, example: dict[str, Tensor], path: Path) -> None:
     module.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -128,10 +150,12 @@ from .onnx_export import OnnxExporter  # noqa: E402 - needs nothing from this mo
 
 EXPORTERS = {"torchscript": TorchScriptExporter, "onnx": OnnxExporter}
 
+
 def sanitize_dynamic_module_names(module: nn.Module) -> None:
     """Custom-code models live in ``transformers_modules.<org>-<repo>...``; TorchScript writes that name into the
     archive and torch.jit.load cannot parse a '-' or a segment that starts with a digit (a revision hash;
     pytorch#137252). Give those classes names made of identifiers."""
+
     def ident(segment: str) -> str:
         segment = re.sub(r"[^0-9A-Za-z_]", "_", segment)
         return f"_{segment}" if segment[:1].isdigit() else segment

@@ -1,4 +1,5 @@
 """Load a SparseEncoder and read what it is from its own modules (never from flags)."""
+
 from __future__ import annotations
 
 import logging
@@ -8,8 +9,10 @@ from typing import Any
 
 from ..errors import SparsepackError
 
-SUPPORTED = ("inference-free: Router(query=SparseStaticEmbedding, document=masked-LM Transformer + SpladePooling), "
-             "or bi-encoder: masked-LM Transformer + SpladePooling")
+SUPPORTED = (
+    "inference-free: Router(query=SparseStaticEmbedding, document=masked-LM Transformer + SpladePooling), "
+    "or bi-encoder: masked-LM Transformer + SpladePooling"
+)
 
 
 @dataclass
@@ -49,10 +52,17 @@ def load_encoder(model: str, revision: str | None = None, trust_remote_code: boo
     local = Path(model).exists()
     looks_like_path = model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
     if looks_like_path and not local:
-        raise SparsepackError(f"no model at {model}; give an existing SparseEncoder directory or a Hugging Face id (org/name)")
+        raise SparsepackError(
+            f"no model at {model}; give an existing SparseEncoder directory or a Hugging Face id (org/name)"
+        )
     try:
-        return SparseEncoder(model, revision=revision, trust_remote_code=trust_remote_code, device="cpu",
-                             model_kwargs={"attn_implementation": "eager"})
+        return SparseEncoder(
+            model,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            device="cpu",
+            model_kwargs={"attn_implementation": "eager"},
+        )
     except ValueError as exc:
         if "trust_remote_code" in str(exc) and not trust_remote_code:
             raise SparsepackError(f"{model} ships custom code; review it, then pass --trust-remote-code") from exc
@@ -88,8 +98,9 @@ def inspect_encoder(encoder, source: str, revision: str | None = None) -> ModelS
         q_names = [type(m).__name__ for m in query_mods]
         if q_names != ["SparseStaticEmbedding"]:
             if _is_splade(doc_mods) and _is_splade(query_mods):
-                raise SparsepackError(f"{source}: a Router with separate query and document encoders found; "
-                                      f"supported: {SUPPORTED}")
+                raise SparsepackError(
+                    f"{source}: a Router with separate query and document encoders found; supported: {SUPPORTED}"
+                )
             raise SparsepackError(f"{source}: query route {q_names} found; supported: {SUPPORTED}")
         query_module = query_mods[0]
         mode = "inference-free"
@@ -98,31 +109,49 @@ def inspect_encoder(encoder, source: str, revision: str | None = None) -> ModelS
         mode = "bi-encoder"
     doc_names = [type(m).__name__ for m in doc_mods]
     if "SparseAutoEncoder" in doc_names:
-        raise SparsepackError(f"{source}: a SparseAutoEncoder (CSR) model found, which ML Commons cannot serve as "
-                              f"SPARSE_ENCODING; supported: {SUPPORTED}")
+        raise SparsepackError(
+            f"{source}: a SparseAutoEncoder (CSR) model found, which ML Commons cannot serve as "
+            f"SPARSE_ENCODING; supported: {SUPPORTED}"
+        )
     if not _is_splade(doc_mods):
-        raise SparsepackError(f"{source}: modules {doc_names} found (not a SPLADE sparse encoder); supported: {SUPPORTED}")
+        raise SparsepackError(
+            f"{source}: modules {doc_names} found (not a SPLADE sparse encoder); supported: {SUPPORTED}"
+        )
     transformer, pooling = doc_mods
     mlm = getattr(transformer, "auto_model", None)
     head = mlm.get_output_embeddings() if mlm is not None and hasattr(mlm, "get_output_embeddings") else None
     if head is None:
         arch = type(mlm).__name__ if mlm is not None else "none"
-        raise SparsepackError(f"{source}: the document transformer ({arch}) has no masked-LM head; "
-                              f"SPLADE needs a *ForMaskedLM model; supported: {SUPPORTED}")
+        raise SparsepackError(
+            f"{source}: the document transformer ({arch}) has no masked-LM head; "
+            f"SPLADE needs a *ForMaskedLM model; supported: {SUPPORTED}"
+        )
     _force_eager_attention(mlm)
     tokenizer = transformer.tokenizer
     vocab_size = int(head.weight.shape[0]) if hasattr(head, "weight") else len(tokenizer.get_vocab())
     if vocab_size != len(tokenizer.get_vocab()):
-        raise SparsepackError(f"{source}: masked-LM head has {vocab_size} outputs but the tokenizer {len(tokenizer.get_vocab())} "
-                              f"entries; re-save the model with a matching tokenizer")
+        raise SparsepackError(
+            f"{source}: masked-LM head has {vocab_size} outputs but the tokenizer {len(tokenizer.get_vocab())} "
+            f"entries; re-save the model with a matching tokenizer"
+        )
     specials = sorted(set(int(i) for i in tokenizer.all_special_ids))
     if query_module is not None and int(query_module.weight.shape[0]) != vocab_size:
-        raise SparsepackError(f"{source}: the IDF table has {query_module.weight.shape[0]} entries, the vocabulary {vocab_size}")
+        raise SparsepackError(
+            f"{source}: the IDF table has {query_module.weight.shape[0]} entries, the vocabulary {vocab_size}"
+        )
     return ModelSpec(
-        source=source, revision=revision, mode=mode, activation=pooling.activation_function,
-        pooling=pooling.pooling_strategy, max_length=int(transformer.max_seq_length or tokenizer.model_max_length),
-        vocab_size=vocab_size, special_ids=specials, doc_transformer=transformer, query_module=query_module,
-        encoder=encoder, license_file=_license(source, revision),
+        source=source,
+        revision=revision,
+        mode=mode,
+        activation=pooling.activation_function,
+        pooling=pooling.pooling_strategy,
+        max_length=int(transformer.max_seq_length or tokenizer.model_max_length),
+        vocab_size=vocab_size,
+        special_ids=specials,
+        doc_transformer=transformer,
+        query_module=query_module,
+        encoder=encoder,
+        license_file=_license(source, revision),
     )
 
 

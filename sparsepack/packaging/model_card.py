@@ -1,4 +1,5 @@
 """The package's README.md: what was built, from what, proven how, and how to register it."""
+
 from __future__ import annotations
 
 from ..contract.manifest import Manifest
@@ -9,8 +10,10 @@ def _query_weights_line(rule: dict | None) -> str:
         return ""
     if "max_weight" in rule:
         return f"- Query weights (bi-encoder, neural-search accepts (0, 64]): battery maximum {rule['max_weight']:.4g}."
-    return (f"- Query weights kept in (0, 64]: {rule['floored_tokens']} zero-IDF tokens raised to {rule['floor']:.3g}, "
-            f"scale {rule['scale']:g} (see the manifest's `query_weights`).")
+    return (
+        f"- Query weights kept in (0, 64]: {rule['floored_tokens']} zero-IDF tokens raised to {rule['floor']:.3g}, "
+        f"scale {rule['scale']:g} (see the manifest's `query_weights`)."
+    )
 
 
 def _device_line(manifest: Manifest) -> str:
@@ -30,30 +33,32 @@ def _onnx_threads_line(manifest: Manifest) -> str:
 
 
 def model_card(manifest: Manifest) -> str:
-    rows = "\n".join(f"| {a.role} | `{a.file}` | {a.function_name} | `{a.sha256[:16]}…` | {a.size_bytes:,} |"
-                     for a in manifest.artifacts)
+    rows = "\n".join(
+        f"| {a.role} | `{a.file}` | {a.function_name} | `{a.sha256[:16]}…` | {a.size_bytes:,} |"
+        for a in manifest.artifacts
+    )
     doc = manifest.parity.document
     query = manifest.parity.query
     src = manifest.source
     return f"""# {manifest.name}: OpenSearch neural sparse artifacts
 
-Built by sparsepack {manifest.sparsepack_version} from `{src.model}`{f" (revision `{src.revision}`)" if src.revision else ''}.
+Built by sparsepack {manifest.sparsepack_version} from `{src.model}`{f" (revision `{src.revision}`)" if src.revision else ""}.
 
 - Mode: **{manifest.mode}**; activation `{manifest.activation}`, `{manifest.pooling}` pooling
 - Documents truncated at {manifest.max_length} tokens (explicit truncation block in `tokenizer.json`)
 - Vocabulary: {manifest.vocab_size} tokens; special tokens zeroed inside the TorchScript graph
-- Traced with eager attention; loads on OpenSearch {', '.join(manifest.compatible_opensearch) or 'none'}
+- Traced with eager attention; loads on OpenSearch {", ".join(manifest.compatible_opensearch) or "none"}
 - {_device_line(manifest)}{_onnx_threads_line(manifest)}
-- Libraries: {', '.join(f'{k} {v}' for k, v in manifest.libraries.items())}
+- Libraries: {", ".join(f"{k} {v}" for k, v in manifest.libraries.items())}
 
 | role | file | function | sha256 | bytes |
 |---|---|---|---|---|
 {rows}
 
 ## Parity with the source model
-- Documents: {doc.texts} texts, batch sizes {', '.join(k.split('_')[1] for k in doc.by_batch_size)}: identical token sets
+- Documents: {doc.texts} texts, batch sizes {", ".join(k.split("_")[1] for k in doc.by_batch_size)}: identical token sets
   {doc.identical_token_sets}, max |Δ| {doc.max_abs_diff:.2e} (tolerance {doc.tolerance:.0e}). {doc.special_tokens}.
-- Queries: {query.texts} texts against `{query.reference}`: {'passed' if query.passed else 'FAILED'}.
+- Queries: {query.texts} texts against `{query.reference}`: {"passed" if query.passed else "FAILED"}.
 {_query_weights_line(manifest.query_weights)}
 
 ## Register it

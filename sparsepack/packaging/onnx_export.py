@@ -4,6 +4,7 @@ ML Commons' sparse translator names its arrays ``input1.input_ids`` and ``input1
 them by those names; the graph returns one float32 ``output`` [batch, vocab]. Exported with the TorchScript-based
 ``torch.onnx.export`` (``dynamo=False``): it takes the same dict-in wrapper the TorchScript artifact uses.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,6 @@ import importlib.metadata as md
 import io
 import warnings
 from pathlib import Path
-from typing import Dict
 
 import numpy as np
 import torch
@@ -45,11 +45,15 @@ def check_onnx_threads(threads: int | None, artifact_format: str) -> int:
     if threads is None:
         return DEFAULT_ONNX_THREADS
     if artifact_format == "torchscript":
-        raise SparsepackError("--onnx-threads sets the ML node's onnxruntime threads of an ONNX artifact; add --format "
-                              "onnx or both, or drop it")
+        raise SparsepackError(
+            "--onnx-threads sets the ML node's onnxruntime threads of an ONNX artifact; add --format "
+            "onnx or both, or drop it"
+        )
     if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_ONNX_THREADS:
-        raise SparsepackError(f"--onnx-threads {threads!r} is outside 0-{MAX_ONNX_THREADS}; use 1 (one thread per "
-                              "inference, as ML Commons runs libtorch) or 0 (onnxruntime's default: one per core)")
+        raise SparsepackError(
+            f"--onnx-threads {threads!r} is outside 0-{MAX_ONNX_THREADS}; use 1 (one thread per "
+            "inference, as ML Commons runs libtorch) or 0 (onnxruntime's default: one per core)"
+        )
     return threads
 
 
@@ -72,8 +76,9 @@ def _require_onnx():
         import onnx
         import onnxruntime  # noqa: F401
     except ImportError as exc:
-        raise SparsepackError(f"ONNX export needs the onnx and onnxruntime packages ({exc.name} is missing); "
-                              f"pip install onnx onnxruntime") from exc
+        raise SparsepackError(
+            f"ONNX export needs the onnx and onnxruntime packages ({exc.name} is missing); pip install onnx onnxruntime"
+        ) from exc
     return onnx
 
 
@@ -99,9 +104,11 @@ class OnnxArtifact:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, inputs: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        feed = {INPUT_NAMES[0]: inputs["input_ids"].numpy().astype(np.int64),
-                INPUT_NAMES[1]: inputs["attention_mask"].numpy().astype(np.int64)}
+    def __call__(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        feed = {
+            INPUT_NAMES[0]: inputs["input_ids"].numpy().astype(np.int64),
+            INPUT_NAMES[1]: inputs["attention_mask"].numpy().astype(np.int64),
+        }
         (out,) = self.session.run([OUTPUT_NAME], feed)
         return {"output": torch.from_numpy(out)}
 
@@ -111,7 +118,7 @@ class OnnxExporter:
     suffix = ".onnx"
     opset = OPSET
 
-    def export(self, module: nn.Module, example: Dict[str, Tensor], path: Path) -> None:
+    def export(self, module: nn.Module, example: dict[str, Tensor], path: Path) -> None:
         onnx = _require_onnx()
         module.eval()
         axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
@@ -121,9 +128,17 @@ class OnnxExporter:
             warnings.simplefilter("ignore")
             try:
                 # The trailing {} keeps torch from reading the dict argument as keyword arguments.
-                torch.onnx.export(module, (dict(example), {}), buffer, input_names=list(INPUT_NAMES),
-                                  output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=OPSET, dynamo=False,
-                                  do_constant_folding=True)
+                torch.onnx.export(
+                    module,
+                    (dict(example), {}),
+                    buffer,
+                    input_names=list(INPUT_NAMES),
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes=axes,
+                    opset_version=OPSET,
+                    dynamo=False,
+                    do_constant_folding=True,
+                )
             except Exception as exc:  # noqa: BLE001 - any exporter failure becomes one line
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise SparsepackError(f"ONNX export failed: {first}; use --format torchscript for this model") from exc
@@ -148,11 +163,21 @@ def graph_facts(path: Path, model=None) -> dict:
     opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
     def sig(values):
-        return [{"name": v.name, "elem_type": onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type),
-                 "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]} for v in values]
+        return [
+            {
+                "name": v.name,
+                "elem_type": onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type),
+                "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+            }
+            for v in values
+        ]
 
-    return {"opset": opset, "ir_version": model.ir_version, "inputs": sig(model.graph.input),
-            "outputs": sig(model.graph.output)}
+    return {
+        "opset": opset,
+        "ir_version": model.ir_version,
+        "inputs": sig(model.graph.input),
+        "outputs": sig(model.graph.output),
+    }
 
 
 def compatibility(facts: dict) -> dict[str, dict]:
@@ -197,8 +222,14 @@ def dedupe_initializers(model) -> dict[str, list[str]]:
             continue
         source = None
         if arr.ndim == 2:
-            source = next((c.name for c in maybe_transposed.get(_key(arr[0]) + (arr.shape,), ())
-                           if np.array_equal(arr, numpy_helper.to_array(c).T)), None)
+            source = next(
+                (
+                    c.name
+                    for c in maybe_transposed.get(_key(arr[0]) + (arr.shape,), ())
+                    if np.array_equal(arr, numpy_helper.to_array(c).T)
+                ),
+                None,
+            )
         if source is not None:
             transposes[init.name] = source
         else:
@@ -223,9 +254,20 @@ def dedupe_initializers(model) -> dict[str, list[str]]:
     return {"aliased": sorted(aliases), "transposed": sorted(transposes)}
 
 
-def onnx_document_artifact(spec, wrapper, doc_tok: dict, staging: Path, work: Path, name: str, license_bytes: bytes | None,
-                           prune_ratio: float, example: Dict[str, Tensor], log, references: dict | None = None,
-                           threads: int = DEFAULT_ONNX_THREADS) -> DocumentArtifact:
+def onnx_document_artifact(
+    spec,
+    wrapper,
+    doc_tok: dict,
+    staging: Path,
+    work: Path,
+    name: str,
+    license_bytes: bytes | None,
+    prune_ratio: float,
+    example: dict[str, Tensor],
+    log,
+    references: dict | None = None,
+    threads: int = DEFAULT_ONNX_THREADS,
+) -> DocumentArtifact:
     """Export, zip, reload from the zip and prove against ``encode_document`` at the same batteries and batch sizes
     as the TorchScript proof."""
     from . import parity
@@ -238,21 +280,36 @@ def onnx_document_artifact(spec, wrapper, doc_tok: dict, staging: Path, work: Pa
     onnx_path = work / f"{name}.onnx"
     exporter.export(wrapper, example, onnx_path)
     doc_zip = staging / f"{name}-sparse-encoding-onnx.zip"
-    write_artifact_zip(doc_zip, {onnx_path.name: onnx_path.read_bytes(), "tokenizer.json": dumps(doc_tok),
-                                 **runtime_entries(threads)}, license_bytes, stored=(onnx_path.name,))
+    write_artifact_zip(
+        doc_zip,
+        {onnx_path.name: onnx_path.read_bytes(), "tokenizer.json": dumps(doc_tok), **runtime_entries(threads)},
+        license_bytes,
+        stored=(onnx_path.name,),
+    )
 
     log(f"validating the ONNX artifact (onnxruntime {runtime_version()}) against encode_document")
     artifact, tokenizer_data = load_from_zip(doc_zip, work / "reloaded-onnx")
     reloaded = work / "reloaded-onnx" / onnx_path.name
-    proof = parity.validate_document(spec, artifact, tokenizer_data, reference_cache=references, prune_ratio=prune_ratio)
+    proof = parity.validate_document(
+        spec, artifact, tokenizer_data, reference_cache=references, prune_ratio=prune_ratio
+    )
     proof["runtime"] = {"onnxruntime": runtime_version()}
     parity.require(proof, "document (ONNX)")
     parsed = _require_onnx().load(str(reloaded), load_external_data=False)  # parsed once for facts and operators
     facts = graph_facts(reloaded, parsed)
     compat = compatibility(facts)
-    entry = artifact_entry(doc_zip, "document", "SPARSE_ENCODING", "ONNX", format="onnx", opset=facts["opset"],
-                           ir_version=facts["ir_version"], inputs=facts["inputs"], outputs=facts["outputs"],
-                           runtime={"onnxruntime": runtime_version(),
-                                    "ml_commons_onnxruntime": sorted(set(ORT_BY_LINE.values()))},
-                           runtime_options=runtime_options(threads), opensearch_compatibility=compat)
+    entry = artifact_entry(
+        doc_zip,
+        "document",
+        "SPARSE_ENCODING",
+        "ONNX",
+        format="onnx",
+        opset=facts["opset"],
+        ir_version=facts["ir_version"],
+        inputs=facts["inputs"],
+        outputs=facts["outputs"],
+        runtime={"onnxruntime": runtime_version(), "ml_commons_onnxruntime": sorted(set(ORT_BY_LINE.values()))},
+        runtime_options=runtime_options(threads),
+        opensearch_compatibility=compat,
+    )
     return DocumentArtifact(entry, artifact, tokenizer_data, graph_operators(parsed), compat, proof)

@@ -1,16 +1,17 @@
 """Which OpenSearch lines can load a traced graph: its operators against each line's libtorch."""
+
 from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 # OpenSearch line -> libtorch that ML Commons forces there (DJL 0.21-0.31.1).
 LIBTORCH_BY_LINE = {"2.x": "1.13.1", "3.x": "2.5.1"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def known_ops(libtorch: str) -> frozenset[str]:
     data = json.loads(resources.files("sparsepack").joinpath(f"data/ops-{libtorch}.json").read_text())
     return frozenset(data["op_names"])

@@ -1,11 +1,12 @@
 """``sparsepack package``: model -> ML Commons artifacts + manifest + proof of parity, written atomically."""
+
 from __future__ import annotations
 
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..contract.formats import FORMATS, for_format
 from ..contract.limits import document_max_length
@@ -28,12 +29,25 @@ def _log(msg: str) -> None:
     print(f"sparsepack: {msg}", file=sys.stderr, flush=True)
 
 
-def package(model: str, out: str | Path, revision: str | None = None, trust_remote_code: bool = False,
-            max_length: int | None = None, prune_ratio: float = 0.0, targets: tuple[str, ...] = tuple(LIBTORCH_BY_LINE),
-            force: bool = False, artifact_format: str = "torchscript", log: Callable[[str], None] = _log,
-            spec: ModelSpec | None = None, precision: str = "fp32", verify_devices: str = "auto",
-            fp16_device: str = "cuda", quantize: str | None = None, quality_gate: str | None = None,
-            onnx_threads: int | None = None) -> dict:
+def package(
+    model: str,
+    out: str | Path,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    max_length: int | None = None,
+    prune_ratio: float = 0.0,
+    targets: tuple[str, ...] = tuple(LIBTORCH_BY_LINE),
+    force: bool = False,
+    artifact_format: str = "torchscript",
+    log: Callable[[str], None] = _log,
+    spec: ModelSpec | None = None,
+    precision: str = "fp32",
+    verify_devices: str = "auto",
+    fp16_device: str = "cuda",
+    quantize: str | None = None,
+    quality_gate: str | None = None,
+    onnx_threads: int | None = None,
+) -> dict:
     """``spec``: an already loaded model (``load_model``), so a caller that needs the model afterwards loads it once.
     ``verify_devices``: where the TorchScript proof runs (auto = CPU plus CUDA when visible). ``precision`` fp16: a
     GPU-only document artifact, traced on ``fp16_device`` and gated by ranking agreement with the fp32 trace (tests
@@ -46,7 +60,9 @@ def package(model: str, out: str | Path, revision: str | None = None, trust_remo
     if out.exists() and any(out.iterdir()) and not force:
         raise SparsepackError(f"{out} already exists and is not empty; choose another -o or pass --force")
     if not 0.0 <= prune_ratio < 1.0:
-        raise SparsepackError(f"--prune-ratio {prune_ratio} is outside [0, 1); use e.g. 0.1 to keep weights above 10% of the max")
+        raise SparsepackError(
+            f"--prune-ratio {prune_ratio} is outside [0, 1); use e.g. 0.1 to keep weights above 10% of the max"
+        )
     unknown = [t for t in targets if t not in LIBTORCH_BY_LINE]
     if unknown:
         raise SparsepackError(f"unknown OpenSearch line {unknown[0]!r}; use one of {', '.join(LIBTORCH_BY_LINE)}")
@@ -60,13 +76,25 @@ def package(model: str, out: str | Path, revision: str | None = None, trust_remo
         log(f"loading {model}")
         spec = load_model(model, revision, trust_remote_code)
     length = document_max_length(spec.max_length, max_length)
-    log(f"{spec.mode} model, activation {spec.activation}, {spec.pooling} pooling, vocab {spec.vocab_size}, max_length {length}")
+    log(
+        f"{spec.mode} model, activation {spec.activation}, {spec.pooling} pooling, vocab {spec.vocab_size}, max_length {length}"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     staging.chmod(0o755)  # readable by a service user (URL registration, local node)
     try:
-        manifest = build_package(spec, staging, length, prune_ratio, targets, [EXPORTERS[f]() for f in FORMATS[artifact_format]], log,
-                          gpu, int8_gate, onnx_threads)
+        manifest = build_package(
+            spec,
+            staging,
+            length,
+            prune_ratio,
+            targets,
+            [EXPORTERS[f]() for f in FORMATS[artifact_format]],
+            log,
+            gpu,
+            int8_gate,
+            onnx_threads,
+        )
         for fmt in Manifest.from_dict(manifest, "the manifest being written").document_formats:
             write_package_bodies(staging, for_format(manifest, fmt))  # register-meta + model-config next to each zip
         (staging / MANIFEST).write_bytes(dumps(manifest))

@@ -3,10 +3,11 @@
 Validation is its own step (as in optimum's ``validate_model_outputs``): it reads only the written files and the
 source model, never the in-memory objects the exporter used.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -23,6 +24,7 @@ CUDA_TOLERANCE = 1e-4
 
 def tolerance_on(device: str, tolerance: float) -> float:
     return max(tolerance, CUDA_TOLERANCE) if device.startswith("cuda") else tolerance
+
 
 # Fixed battery: short, long past any max length, unicode, punctuation only, repeated words, mixed case.
 DOCUMENT_BATTERY = [
@@ -94,8 +96,13 @@ def prune_reference(want: torch.Tensor, ratio: float, tolerance: float) -> tuple
     return want * (want > threshold), (want - threshold).abs() <= 2 * tolerance
 
 
-def cached_reference(spec, tokenizer_data: dict, texts: list[str] = DOCUMENT_BATTERY, encode: Callable | None = None,
-                     cache: dict | None = None) -> torch.Tensor:
+def cached_reference(
+    spec,
+    tokenizer_data: dict,
+    texts: list[str] = DOCUMENT_BATTERY,
+    encode: Callable | None = None,
+    cache: dict | None = None,
+) -> torch.Tensor:
     """:func:`reference_vectors` at the tokenizer's truncation, taken from / stored in ``cache`` when given."""
     encode = encode or spec.encoder.encode_document
     max_length = tokenizer_data["truncation"]["max_length"]
@@ -108,8 +115,9 @@ def cached_reference(spec, tokenizer_data: dict, texts: list[str] = DOCUMENT_BAT
     return want
 
 
-def run_artifact(artifact: Callable, tokenizer: DjlStyleTokenizer, texts: list[str], batch_size: int = 1,
-                 device: str = "cpu") -> torch.Tensor:
+def run_artifact(
+    artifact: Callable, tokenizer: DjlStyleTokenizer, texts: list[str], batch_size: int = 1, device: str = "cpu"
+) -> torch.Tensor:
     """The artifact's output for ``texts``, called as ML Commons calls it, with the inputs placed on ``device``."""
     rows = []
     with torch.no_grad():
@@ -124,20 +132,34 @@ def _dense(t) -> torch.Tensor:
     return (t.to_dense() if t.is_sparse else t).float()
 
 
-def compare_vectors(got: torch.Tensor, want: torch.Tensor, tolerance: float, boundary: torch.Tensor | None = None) -> dict:
+def compare_vectors(
+    got: torch.Tensor, want: torch.Tensor, tolerance: float, boundary: torch.Tensor | None = None
+) -> dict:
     """``boundary``: entries left out of the comparison (a pruned reference's weights at its threshold)."""
     if boundary is not None:
         got, want = got.masked_fill(boundary, 0.0), want.masked_fill(boundary, 0.0)
-    same_sets = [bool(torch.equal(g.ne(0), w.ne(0))) for g, w in zip(got, want)]
+    same_sets = [bool(torch.equal(g.ne(0), w.ne(0))) for g, w in zip(got, want, strict=True)]
     max_diff = float((got - want).abs().max()) if got.numel() else 0.0
-    return {"texts": len(same_sets), "identical_token_sets": sum(same_sets), "max_abs_diff": max_diff,
-            "tolerance": tolerance, "passed": all(same_sets) and max_diff <= tolerance}
+    return {
+        "texts": len(same_sets),
+        "identical_token_sets": sum(same_sets),
+        "max_abs_diff": max_diff,
+        "tolerance": tolerance,
+        "passed": all(same_sets) and max_diff <= tolerance,
+    }
 
 
-def validate_document(spec, artifact: Callable | Mapping[str, Callable], tokenizer_data: dict,
-                      texts: list[str] = DOCUMENT_BATTERY, batch_sizes: tuple[int, ...] = (1, 3, len(DOCUMENT_BATTERY)),
-                      tolerance: float = DOCUMENT_TOLERANCE, encode: Callable | None = None,
-                      reference_cache: dict | None = None, prune_ratio: float = 0.0) -> dict:
+def validate_document(
+    spec,
+    artifact: Callable | Mapping[str, Callable],
+    tokenizer_data: dict,
+    texts: list[str] = DOCUMENT_BATTERY,
+    batch_sizes: tuple[int, ...] = (1, 3, len(DOCUMENT_BATTERY)),
+    tolerance: float = DOCUMENT_TOLERANCE,
+    encode: Callable | None = None,
+    reference_cache: dict | None = None,
+    prune_ratio: float = 0.0,
+) -> dict:
     """Artifact vs ``encode_document`` (or ``encode``) run on CPU in fp32, with the special-token dimensions removed
     from the reference, and pruned as the graph prunes when ``prune_ratio`` is set. ``artifact`` is one callable (CPU)
     or ``{device: the artifact loaded onto that device}``: each device gets the same battery and batch sizes against
@@ -146,23 +168,31 @@ def validate_document(spec, artifact: Callable | Mapping[str, Callable], tokeniz
     artifacts = dict(artifact) if isinstance(artifact, Mapping) else {"cpu": artifact}
     tokenizer = DjlStyleTokenizer(tokenizer_data)
     encode = encode or spec.encoder.encode_document
-    want, boundary = prune_reference(cached_reference(spec, tokenizer_data, texts, encode, reference_cache), prune_ratio,
-                                     tolerance)
+    want, boundary = prune_reference(
+        cached_reference(spec, tokenizer_data, texts, encode, reference_cache), prune_ratio, tolerance
+    )
     by_device = {}
     for device, loaded in artifacts.items():
         with strict_fp32():
-            results = {f"batch_{bs}": compare_vectors(run_artifact(loaded, tokenizer, texts, bs, device), want,
-                                                      tolerance_on(device, tolerance), boundary)
-                       for bs in sorted(set(batch_sizes))}
-        by_device[device] = {**device_facts(device), "by_batch_size": results, "tolerance": tolerance_on(device, tolerance),
-                             "max_abs_diff": max(r["max_abs_diff"] for r in results.values()),
-                             "identical_token_sets": all(r["identical_token_sets"] == r["texts"] for r in results.values()),
-                             "passed": all(r["passed"] for r in results.values())}
+            results = {
+                f"batch_{bs}": compare_vectors(
+                    run_artifact(loaded, tokenizer, texts, bs, device), want, tolerance_on(device, tolerance), boundary
+                )
+                for bs in sorted(set(batch_sizes))
+            }
+        by_device[device] = {
+            **device_facts(device),
+            "by_batch_size": results,
+            "tolerance": tolerance_on(device, tolerance),
+            "max_abs_diff": max(r["max_abs_diff"] for r in results.values()),
+            "identical_token_sets": all(r["identical_token_sets"] == r["texts"] for r in results.values()),
+            "passed": all(r["passed"] for r in results.values()),
+        }
     first = next(iter(by_device.values()))
     return {
         "reference": f"SparseEncoder.{encode.__name__}" + (f" pruned at max x {prune_ratio:g}" if prune_ratio else ""),
         "special_tokens": "SpladePooling keeps special-token dimensions; the artifact zeroes them (ML Commons drops "
-                          "them anyway), so they were removed from the reference before comparing",
+        "them anyway), so they were removed from the reference before comparing",
         "texts": len(texts),
         "devices": list(by_device),
         "max_abs_diff": max(d["max_abs_diff"] for d in by_device.values()),
@@ -197,8 +227,14 @@ def reference_token_map(vector: torch.Tensor, names: dict[int, str]) -> dict[str
     return out
 
 
-def validate_query_tokenize(spec, tokenizer_data: dict, idf: dict[str, float], texts: list[str] = QUERY_BATTERY,
-                            rule_weights: torch.Tensor | None = None, rule: dict | None = None) -> dict:
+def validate_query_tokenize(
+    spec,
+    tokenizer_data: dict,
+    idf: dict[str, float],
+    texts: list[str] = QUERY_BATTERY,
+    rule_weights: torch.Tensor | None = None,
+    rule: dict | None = None,
+) -> dict:
     """Emulated SPARSE_TOKENIZE vs ``encode_query`` run with the weights idf.json was written from (``rule_weights``:
     the model's IDF after the query-weight rule, see query_weights.py), so the proof covers the rule; and, with the
     rule undone (floored tokens dropped, scale divided out), vs the plain ``encode_query``, so nothing else changed.
@@ -207,16 +243,26 @@ def validate_query_tokenize(spec, tokenizer_data: dict, idf: dict[str, float], t
     ruled = plain if rule_weights is None else _encode_query_with(spec, rule_weights, texts)
     names = server_token_strings(tokenizer_data, spec.vocab_size)
     mismatches = []
-    for text, plain_vec, ruled_vec in zip(texts, plain, ruled):
+    for text, plain_vec, ruled_vec in zip(texts, plain, ruled, strict=True):
         expected = reference_token_map(ruled_vec, names)
         got = {k: v for k, v in emulate_sparse_tokenize(tokenizer_data, idf, text).items() if v != 0.0}
         plain_ok = undo_rule(got, rule) == reference_token_map(plain_vec, names)
         if got != expected or not plain_ok:
-            mismatches.append({"text": text, "only_server": sorted(set(got) - set(expected)),
-                               "only_reference": sorted(set(expected) - set(got)),
-                               "equal_to_plain_encode_query_with_rule_undone": plain_ok})
-    return {"reference": "SparseEncoder.encode_query" + (" with the query-weight rule applied" if rule else ""),
-            "texts": len(texts), "identical": not mismatches, "mismatches": mismatches, "passed": not mismatches}
+            mismatches.append(
+                {
+                    "text": text,
+                    "only_server": sorted(set(got) - set(expected)),
+                    "only_reference": sorted(set(expected) - set(got)),
+                    "equal_to_plain_encode_query_with_rule_undone": plain_ok,
+                }
+            )
+    return {
+        "reference": "SparseEncoder.encode_query" + (" with the query-weight rule applied" if rule else ""),
+        "texts": len(texts),
+        "identical": not mismatches,
+        "mismatches": mismatches,
+        "passed": not mismatches,
+    }
 
 
 def _encode_query_with(spec, weights: torch.Tensor, texts: list[str]) -> torch.Tensor:
@@ -232,11 +278,19 @@ def _encode_query_with(spec, weights: torch.Tensor, texts: list[str]) -> torch.T
             param.copy_(saved)
 
 
-def validate_query_bi_encoder(spec, artifact: Callable, tokenizer_data: dict, texts: list[str] = QUERY_BATTERY,
-                              prune_ratio: float = 0.0) -> dict:
+def validate_query_bi_encoder(
+    spec, artifact: Callable, tokenizer_data: dict, texts: list[str] = QUERY_BATTERY, prune_ratio: float = 0.0
+) -> dict:
     """A bi-encoder's document artifact is also its query encoder on the cluster: held to ``encode_query``."""
-    return validate_document(spec, artifact, tokenizer_data, texts=texts, batch_sizes=(1, len(texts)),
-                             encode=spec.encoder.encode_query, prune_ratio=prune_ratio)
+    return validate_document(
+        spec,
+        artifact,
+        tokenizer_data,
+        texts=texts,
+        batch_sizes=(1, len(texts)),
+        encode=spec.encoder.encode_query,
+        prune_ratio=prune_ratio,
+    )
 
 
 def require(result: dict, what: str) -> None:
@@ -244,6 +298,13 @@ def require(result: dict, what: str) -> None:
         detail = {k: v for k, v in result.items() if k in ("max_abs_diff", "identical_token_sets", "mismatches")}
         failed = [d for d, r in result.get("by_device", {}).items() if not r["passed"]]
         if failed:
-            detail["failed_on"] = {d: {"max_abs_diff": result["by_device"][d]["max_abs_diff"],
-                                       "tolerance": result["by_device"][d]["tolerance"]} for d in failed}
-        raise ParityError(f"{what} parity failed: {json.dumps(detail)[:300]}; the artifact does not reproduce the model")
+            detail["failed_on"] = {
+                d: {
+                    "max_abs_diff": result["by_device"][d]["max_abs_diff"],
+                    "tolerance": result["by_device"][d]["tolerance"],
+                }
+                for d in failed
+            }
+        raise ParityError(
+            f"{what} parity failed: {json.dumps(detail)[:300]}; the artifact does not reproduce the model"
+        )

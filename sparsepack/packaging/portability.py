@@ -8,6 +8,7 @@ that graph's first tensor input (``prim::device``), which is wherever the caller
 
 The check reads the code files of the saved archive, the bytes users receive, not the in-memory module.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,6 +22,7 @@ from ..errors import SparsepackError
 @dataclass(frozen=True)
 class DevicePlace:
     """Where a Device constant sits: submodule path, method, and the constant's value."""
+
     module: str
     method: str
     value: str
@@ -67,8 +69,10 @@ def make_device_portable(scripted) -> int:
             source, defined_by = _device_source(graph, constants)
             if source is None:
                 place = DevicePlace(path, method, str(constants[0].output().toIValue()))
-                raise SparsepackError(f"the trace fixes a device in {place}, which has no tensor input to take the device "
-                                      f"from; such a model cannot run on GPU nodes: make that code follow its inputs' device")
+                raise SparsepackError(
+                    f"the trace fixes a device in {place}, which has no tensor input to take the device "
+                    f"from; such a model cannot run on GPU nodes: make that code follow its inputs' device"
+                )
             device = graph.create("prim::device", [source])
             device.output().setType(constants[0].output().type())
             if defined_by is None:
@@ -112,5 +116,7 @@ def device_constants_in_archive(pt_path: str | Path) -> list[str]:
 def require_device_portable(pt_path: str | Path) -> None:
     places = device_constants_in_archive(pt_path)
     if places:
-        raise SparsepackError(f"{Path(pt_path).name} still fixes a device at {places[0]} ({len(places)} place(s)); "
-                              f"it would fail on GPU nodes: report this model to sparsepack")
+        raise SparsepackError(
+            f"{Path(pt_path).name} still fixes a device at {places[0]} ({len(places)} place(s)); "
+            f"it would fail on GPU nodes: report this model to sparsepack"
+        )

@@ -7,6 +7,7 @@ Two parts, each where int8 pays:
   is stored int8 with one scale per token and rebuilt as float32 by ``Cast`` x ``Mul`` - constant inputs only, so
   onnxruntime folds them once when the session starts and the decoder still multiplies in float32 - the size.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,9 +32,16 @@ def quantize_int8(src: Path, dst: Path, scheme: str = "dynamic-per-channel", exc
         staged = Path(tmp) / "int8.onnx"
         logging.disable(logging.WARNING)  # the quantizer advises "pre-processing" on the root logger, for CNNs
         try:
-            quantize_dynamic(str(src), str(staged), weight_type=QuantType.QInt8, per_channel=scheme.endswith("per-channel"),
-                             reduce_range=False, op_types_to_quantize=["MatMul"], nodes_to_exclude=list(exclude),
-                             extra_options={"MatMulConstBOnly": True})
+            quantize_dynamic(
+                str(src),
+                str(staged),
+                weight_type=QuantType.QInt8,
+                per_channel=scheme.endswith("per-channel"),
+                reduce_range=False,
+                op_types_to_quantize=["MatMul"],
+                nodes_to_exclude=list(exclude),
+                extra_options={"MatMulConstBOnly": True},
+            )
         finally:
             logging.disable(logging.NOTSET)
         model = onnx.load(str(staged))
@@ -52,16 +60,21 @@ def quantize_embedding_table(model) -> dict:
     graph = model.graph
     table = next((i for i in graph.initializer if i.name.endswith("word_embeddings.weight")), None)
     if table is None:
-        raise SparsepackError("no word_embeddings.weight initializer in the ONNX graph; int8 needs a BERT-style encoder")
+        raise SparsepackError(
+            "no word_embeddings.weight initializer in the ONNX graph; int8 needs a BERT-style encoder"
+        )
     weights = numpy_helper.to_array(table).astype(np.float32)
     scale = np.abs(weights).max(axis=1, keepdims=True) / 127.0
     scale[scale == 0] = 1.0
     q = np.clip(np.rint(weights / scale), -127, 127).astype(np.int8)
     name = table.name
     graph.initializer.remove(table)
-    graph.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"),
-                              numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale")])
-    cast = helper.make_node("Cast", [f"{name}_int8"], [f"{name}_float"], name="sparsepack_embedding_cast", to=TensorProto.FLOAT)
+    graph.initializer.extend(
+        [numpy_helper.from_array(q, f"{name}_int8"), numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale")]
+    )
+    cast = helper.make_node(
+        "Cast", [f"{name}_int8"], [f"{name}_float"], name="sparsepack_embedding_cast", to=TensorProto.FLOAT
+    )
     mul = helper.make_node("Mul", [f"{name}_float", f"{name}_scale"], [name], name="sparsepack_embedding_scale")
     graph.node.insert(0, mul)
     graph.node.insert(0, cast)
@@ -105,14 +118,24 @@ def int8_options(quantize: str | None, quality_gate: str | None, artifact_format
     return Gate.parse(quality_gate)
 
 
-def int8_document_artifact(spec, fp32_onnx: Path, doc_tok: dict, staging: Path, name: str, license_bytes: bytes | None,
-                           gate, artifacts: list[dict], log, threads: int = 1) -> dict:
+def int8_document_artifact(
+    spec,
+    fp32_onnx: Path,
+    doc_tok: dict,
+    staging: Path,
+    name: str,
+    license_bytes: bytes | None,
+    gate,
+    artifacts: list[dict],
+    log,
+    threads: int = 1,
+) -> dict:
     """Quantize, gate each candidate against the fp32 source model on the built-in corpus, zip the first that passes.
     None passing: QualityGateError (exit 3), and the caller's staging directory, with everything, is discarded."""
     from ..errors import QualityGateError
     from ..metrics.gate import MIN_DOCUMENTS, MIN_QUERIES
-    from .evaluation import artifact_encoder, evaluate, load_corpus, model_encoder
     from .archive import artifact_entry, write_artifact_zip
+    from .evaluation import artifact_encoder, evaluate, load_corpus, model_encoder
     from .onnx_export import OnnxArtifact, compatibility, graph_facts, runtime_entries, runtime_options, runtime_version
     from .tokenizer_export import dumps
 
@@ -124,29 +147,56 @@ def int8_document_artifact(spec, fp32_onnx: Path, doc_tok: dict, staging: Path, 
     for label, exclude in candidate_exclusions(fp32_onnx):
         path = fp32_onnx.with_name(f"{name}-int8.onnx")
         info = quantize_int8(fp32_onnx, path, exclude=exclude)
-        log(f"int8 ({label}, {info['matmuls_int8']} MatMuls int8): ranking vs the fp32 model on "
-            f"{len(corpus.docs)} documents, {len(corpus.queries)} queries")
+        log(
+            f"int8 ({label}, {info['matmuls_int8']} MatMuls int8): ranking vs the fp32 model on "
+            f"{len(corpus.docs)} documents, {len(corpus.queries)} queries"
+        )
         candidate = artifact_encoder(f"onnx-int8 ({label})", OnnxArtifact(path), doc_tok, spec.vocab_size)
         figures = gate.check(evaluate(truth, candidate, corpus))
-        attempts.append({"variant": label, **info, "ndcg_at_10": figures["ndcg_at_10"],
-                         "recall_at_100": figures["recall_at_100"], "passed": figures["passed"]})
+        attempts.append(
+            {
+                "variant": label,
+                **info,
+                "ndcg_at_10": figures["ndcg_at_10"],
+                "recall_at_100": figures["recall_at_100"],
+                "passed": figures["passed"],
+            }
+        )
         if figures["passed"]:
             break
     else:
         best = max(attempts, key=lambda a: (a["ndcg_at_10"] or 0) + (a["recall_at_100"] or 0))
-        raise QualityGateError(f"no int8 variant passes the gate (nDCG@10 >= {gate.ndcg}, recall@100 >= {gate.recall}); "
-                               f"best: {best['variant']} nDCG@10 {best['ndcg_at_10']}, recall@100 {best['recall_at_100']}; "
-                               f"ship fp32 ONNX or lower --quality-gate knowingly")
+        raise QualityGateError(
+            f"no int8 variant passes the gate (nDCG@10 >= {gate.ndcg}, recall@100 >= {gate.recall}); "
+            f"best: {best['variant']} nDCG@10 {best['ndcg_at_10']}, recall@100 {best['recall_at_100']}; "
+            f"ship fp32 ONNX or lower --quality-gate knowingly"
+        )
     doc_zip = staging / f"{name}-sparse-encoding-onnx-int8.zip"
-    write_artifact_zip(doc_zip, {f"{name}.onnx": path.read_bytes(), "tokenizer.json": dumps(doc_tok),
-                                 **runtime_entries(threads)}, license_bytes)
+    write_artifact_zip(
+        doc_zip,
+        {f"{name}.onnx": path.read_bytes(), "tokenizer.json": dumps(doc_tok), **runtime_entries(threads)},
+        license_bytes,
+    )
     facts = graph_facts(path)
-    entry = artifact_entry(doc_zip, "document", "SPARSE_ENCODING", "ONNX", format="onnx-int8", opset=facts["opset"],
-                           ir_version=facts["ir_version"], runtime={"onnxruntime": runtime_version()},
-                           runtime_options=runtime_options(threads), opensearch_compatibility=compatibility(facts),
-                           quality_gate={**figures, "reference": "the fp32 source model (SparseEncoder)",
-                                         "corpus": corpus.source, "variant": attempts[-1]["variant"],
-                                         "attempts": attempts})
+    entry = artifact_entry(
+        doc_zip,
+        "document",
+        "SPARSE_ENCODING",
+        "ONNX",
+        format="onnx-int8",
+        opset=facts["opset"],
+        ir_version=facts["ir_version"],
+        runtime={"onnxruntime": runtime_version()},
+        runtime_options=runtime_options(threads),
+        opensearch_compatibility=compatibility(facts),
+        quality_gate={
+            **figures,
+            "reference": "the fp32 source model (SparseEncoder)",
+            "corpus": corpus.source,
+            "variant": attempts[-1]["variant"],
+            "attempts": attempts,
+        },
+    )
     torchscript = next((a for a in artifacts if a.get("format") == "torchscript"), None)
     if torchscript:
         entry["size_vs_torchscript_fp32"] = round(entry["size_bytes"] / torchscript["size_bytes"], 4)

@@ -14,6 +14,7 @@ is its query weights, and an IDF of 0 (a token found in every training document)
   token, and it is strictly below every real weight, so floored tokens stay recognisable.
 - Negative, NaN or infinite IDF: refused with the token named; no transformation preserves the ranking.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,9 +42,11 @@ def apply_idf_rule(weights, names: dict[int, str]):
     bad = (~torch.isfinite(values)) | (values < 0)
     if bool(bad.any()):
         tid = int(named[bad.nonzero()[0, 0]])
-        raise SparsepackError(f"the IDF of token {names[tid]!r} (id {tid}) is {float(w[tid])}; neural-search accepts query "
-                              f"weights in (0, {MAX_QUERY_WEIGHT:g}] only and no rank-preserving fix exists for it: "
-                              f"correct the model's IDF (SparseStaticEmbedding weight)")
+        raise SparsepackError(
+            f"the IDF of token {names[tid]!r} (id {tid}) is {float(w[tid])}; neural-search accepts query "
+            f"weights in (0, {MAX_QUERY_WEIGHT:g}] only and no rank-preserving fix exists for it: "
+            f"correct the model's IDF (SparseStaticEmbedding weight)"
+        )
     top = float(values.max())
     scale = 1.0
     if top > MAX_QUERY_WEIGHT:
@@ -52,8 +55,10 @@ def apply_idf_rule(weights, names: dict[int, str]):
         values = w[named]
     positive = values[values > 0]
     if positive.numel() == 0:
-        raise SparsepackError("every IDF of the query model is 0: every query would match nothing; "
-                              "this is not an inference-free model that can be served")
+        raise SparsepackError(
+            "every IDF of the query model is 0: every query would match nothing; "
+            "this is not an inference-free model that can be served"
+        )
     min_positive = float(positive.min())
     floor = max(math.ldexp(_power_of_two_at_most(min_positive), -FLOOR_SHIFT), math.ldexp(1.0, -149))
     zero_ids = named[values == 0]
@@ -89,17 +94,25 @@ def bi_encoder_record(vectors: list[dict[str, float]], texts: list[str]) -> dict
     against the limit. The server drops zeros, so only > 64 can be refused; a battery weight above it is refused
     here, naming the token."""
     top_w, top_token, top_text = 0.0, None, None
-    for text, vec in zip(texts, vectors):
+    for text, vec in zip(texts, vectors, strict=True):
         for token, weight in vec.items():
             if weight > top_w:
                 top_w, top_token, top_text = weight, token, text
     if top_w > MAX_QUERY_WEIGHT:
-        raise SparsepackError(f"the model gives token {top_token!r} the weight {top_w:.4g} for the text {top_text[:40]!r}; "
-                              f"neural-search refuses query weights above {MAX_QUERY_WEIGHT:g} (HTTP 400), so such queries "
-                              f"would fail: use a max-pooling model (each weight is log(1 + one logit)) or an inference-free query side")
-    return {"rule": "bi-encoder: weights come from the model per query; battery checked against the limit",
-            "accepted_range": f"(0, {MAX_QUERY_WEIGHT:g}]", "battery_texts": len(texts), "max_weight": top_w,
-            "max_weight_token": top_token, "floored_tokens": 0, "scale": 1.0}
+        raise SparsepackError(
+            f"the model gives token {top_token!r} the weight {top_w:.4g} for the text {top_text[:40]!r}; "
+            f"neural-search refuses query weights above {MAX_QUERY_WEIGHT:g} (HTTP 400), so such queries "
+            f"would fail: use a max-pooling model (each weight is log(1 + one logit)) or an inference-free query side"
+        )
+    return {
+        "rule": "bi-encoder: weights come from the model per query; battery checked against the limit",
+        "accepted_range": f"(0, {MAX_QUERY_WEIGHT:g}]",
+        "battery_texts": len(texts),
+        "max_weight": top_w,
+        "max_weight_token": top_token,
+        "floored_tokens": 0,
+        "scale": 1.0,
+    }
 
 
 def culprits(token_map: dict[str, float], count: int = 3) -> str:

@@ -1,4 +1,5 @@
 """The ``tokenizer.json`` and ``idf.json`` ML Commons reads."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,10 @@ def tokenizer_json(tokenizer, max_length: int) -> dict:
     """
     backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
     if backend is None:
-        raise SparsepackError(f"{type(tokenizer).__name__} is a slow tokenizer with no tokenizer.json; ML Commons needs a fast "
-                              f"(Rust) tokenizer: re-save the model with use_fast=True")
+        raise SparsepackError(
+            f"{type(tokenizer).__name__} is a slow tokenizer with no tokenizer.json; ML Commons needs a fast "
+            f"(Rust) tokenizer: re-save the model with use_fast=True"
+        )
     data = json.loads(backend.to_str())
     data["truncation"] = {"direction": "Right", "max_length": int(max_length), "strategy": "LongestFirst", "stride": 0}
     data["padding"] = None

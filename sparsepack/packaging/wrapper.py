@@ -1,7 +1,6 @@
 """The module ML Commons runs for SPARSE_ENCODING: dict in, ``{"output": float32[batch, vocab]}`` out."""
-from __future__ import annotations
 
-from typing import Dict
+from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
@@ -26,8 +25,15 @@ class SparseDocumentEncoder(nn.Module):
     Sum pooling has no such shortcut and activates every position.
     """
 
-    def __init__(self, mlm: nn.Module, activation: str, pooling: str, special_ids: list[int], vocab_size: int,
-                 prune_ratio: float = 0.0):
+    def __init__(
+        self,
+        mlm: nn.Module,
+        activation: str,
+        pooling: str,
+        special_ids: list[int],
+        vocab_size: int,
+        prune_ratio: float = 0.0,
+    ):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r} is not one of {ACTIVATIONS}")
@@ -41,7 +47,7 @@ class SparseDocumentEncoder(nn.Module):
         keep[torch.tensor(sorted(set(special_ids)), dtype=torch.long)] = 0.0
         self.register_buffer("keep", keep, persistent=True)
 
-    def forward(self, inputs: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def forward(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         input_ids = inputs["input_ids"]
         attention_mask = inputs["attention_mask"]
         logits = self.mlm(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)[0].float()

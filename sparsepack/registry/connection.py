@@ -1,11 +1,13 @@
 """An opensearch-py client from flags with environment fallbacks, and the one place HTTP calls are retried."""
+
 from __future__ import annotations
 
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ClusterError, SparsepackError
 
@@ -31,14 +33,18 @@ class ConnectionOptions:
         check_url(self.url)
 
     @classmethod
-    def from_env(cls, **flags: Any) -> "ConnectionOptions":
+    def from_env(cls, **flags: Any) -> ConnectionOptions:
         """Flags win; else OPENSEARCH_URL, OPENSEARCH_USERNAME, OPENSEARCH_PASSWORD, OPENSEARCH_API_KEY,
         OPENSEARCH_CA_CERTS, OPENSEARCH_CLIENT_CERT, OPENSEARCH_CLIENT_KEY, AWS_REGION."""
         env = {
-            "url": os.environ.get("OPENSEARCH_URL"), "username": os.environ.get("OPENSEARCH_USERNAME"),
-            "password": os.environ.get("OPENSEARCH_PASSWORD"), "api_key": os.environ.get("OPENSEARCH_API_KEY"),
-            "ca_certs": os.environ.get("OPENSEARCH_CA_CERTS"), "client_cert": os.environ.get("OPENSEARCH_CLIENT_CERT"),
-            "client_key": os.environ.get("OPENSEARCH_CLIENT_KEY"), "aws_region": os.environ.get("AWS_REGION"),
+            "url": os.environ.get("OPENSEARCH_URL"),
+            "username": os.environ.get("OPENSEARCH_USERNAME"),
+            "password": os.environ.get("OPENSEARCH_PASSWORD"),
+            "api_key": os.environ.get("OPENSEARCH_API_KEY"),
+            "ca_certs": os.environ.get("OPENSEARCH_CA_CERTS"),
+            "client_cert": os.environ.get("OPENSEARCH_CLIENT_CERT"),
+            "client_key": os.environ.get("OPENSEARCH_CLIENT_KEY"),
+            "aws_region": os.environ.get("AWS_REGION"),
         }
         values = {k: v for k, v in env.items() if v}
         values.update({k: v for k, v in flags.items() if v not in (None, "")})
@@ -46,8 +52,17 @@ class ConnectionOptions:
 
     def redacted(self) -> dict:
         """What may be printed or stored: never a secret."""
-        auth = ("api-key" if self.api_key else "basic" if self.username else f"aws-sigv4:{self.aws_service}" if self.aws_region
-                else "client-cert" if self.client_cert else "none")
+        auth = (
+            "api-key"
+            if self.api_key
+            else "basic"
+            if self.username
+            else f"aws-sigv4:{self.aws_service}"
+            if self.aws_region
+            else "client-cert"
+            if self.client_cert
+            else "none"
+        )
         return {"url": self.url, "auth": auth, "tls_verify": not self.insecure}
 
 
@@ -73,12 +88,20 @@ def build_client(opts: ConnectionOptions):
         raise SparsepackError("--username given without a password; pass --password or set OPENSEARCH_PASSWORD")
     if bool(opts.client_cert) != bool(opts.client_key):
         raise SparsepackError("--client-cert and --client-key go together; pass both")
-    for label, path in (("--ca-certs", opts.ca_certs), ("--client-cert", opts.client_cert), ("--client-key", opts.client_key)):
+    for label, path in (
+        ("--ca-certs", opts.ca_certs),
+        ("--client-cert", opts.client_cert),
+        ("--client-key", opts.client_key),
+    ):
         if path and not os.path.exists(path):
             raise SparsepackError(f"{label} {path} does not exist")
     kwargs: dict[str, Any] = {
-        "hosts": [opts.url], "timeout": opts.timeout, "max_retries": 0, "retry_on_timeout": False,
-        "verify_certs": not opts.insecure, "ssl_show_warn": False,
+        "hosts": [opts.url],
+        "timeout": opts.timeout,
+        "max_retries": 0,
+        "retry_on_timeout": False,
+        "verify_certs": not opts.insecure,
+        "ssl_show_warn": False,
     }
     # urllib3, not requests: requests lets REQUESTS_CA_BUNDLE silently override verify=False (and a chosen CA).
     if opts.url.startswith("https"):
@@ -121,8 +144,9 @@ class Cluster:
         self._sleep = sleep
         self.retried = 0
 
-    def call(self, what: str, fn: Callable[..., Any], *args: Any, ok_404: bool = False, retry: bool = True,
-             **kwargs: Any) -> Any:
+    def call(
+        self, what: str, fn: Callable[..., Any], *args: Any, ok_404: bool = False, retry: bool = True, **kwargs: Any
+    ) -> Any:
         """Run ``fn(*args, **kwargs)`` (a bound opensearch-py call) under sparsepack's one policy: transient failures
         (429/502/503/504, dropped connections) retried with backoff unless ``retry=False`` (a call that must not run
         twice), a 404 read as None when ``ok_404``, any other refusal a one-line ClusterError naming ``what``."""
@@ -136,7 +160,9 @@ class Cluster:
                 status = exc.status_code if isinstance(exc.status_code, int) else None
                 if status == 404 and ok_404:
                     return None
-                transient = status in RETRY_STATUSES or isinstance(exc, ex.ConnectionError) and not isinstance(exc, ex.SSLError)
+                transient = (
+                    status in RETRY_STATUSES or isinstance(exc, ex.ConnectionError) and not isinstance(exc, ex.SSLError)
+                )
                 if transient and attempt + 1 < attempts:
                     self.retried += 1
                     self.backoff(attempt)
@@ -149,13 +175,28 @@ class Cluster:
         """opensearch-py's typed ML Commons calls (3.0+), to run through :meth:`call`."""
         return self.client.plugins.ml
 
-    def request(self, method: str, path: str, body: Any = None, params: dict | None = None, retry: bool = True,
-                ok_404: bool = False) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict | None = None,
+        retry: bool = True,
+        ok_404: bool = False,
+    ) -> Any:
         """A route by hand, where opensearch-py's typed call cannot send what is needed (one kind left):
         - ``POST /_plugins/_ml/models/{id}/_deploy`` with ``{"node_ids": [...]}``: ``ml.deploy_model`` takes no body.
         Every other call of the registry goes through :meth:`call` with a typed method."""
-        return self.call(f"{method} {path}", self.client.transport.perform_request, method, path, body=body,
-                         params=params, ok_404=ok_404, retry=retry)
+        return self.call(
+            f"{method} {path}",
+            self.client.transport.perform_request,
+            method,
+            path,
+            body=body,
+            params=params,
+            ok_404=ok_404,
+            retry=retry,
+        )
 
     def backoff(self, attempt: int) -> None:
         self._sleep(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random()))
@@ -168,7 +209,9 @@ class Cluster:
             if result:
                 return result
             if time.monotonic() >= deadline:
-                raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}; raise --timeout or check the cluster logs")
+                raise ClusterError(
+                    f"timed out after {timeout:.0f}s waiting for {what}; raise --timeout or check the cluster logs"
+                )
             self._sleep(interval)
 
     def info(self) -> dict:
@@ -179,16 +222,22 @@ def _as_cluster_error(exc, what: str, opts: ConnectionOptions) -> ClusterError:
     from opensearchpy import exceptions as ex
 
     if isinstance(exc, ex.SSLError):
-        return ClusterError(f"TLS handshake with {opts.url} failed ({_short(exc.info)}); pass --ca-certs for a private CA, "
-                            f"or --insecure to skip verification")
+        return ClusterError(
+            f"TLS handshake with {opts.url} failed ({_short(exc.info)}); pass --ca-certs for a private CA, "
+            f"or --insecure to skip verification"
+        )
     if isinstance(exc, ex.ConnectionError):
-        return ClusterError(f"cannot connect to {opts.url} ({_short(exc.info)}); check --url and that the cluster is up")
+        return ClusterError(
+            f"cannot connect to {opts.url} ({_short(exc.info)}); check --url and that the cluster is up"
+        )
     status = exc.status_code
     if status == 401:
         return ClusterError(f"{opts.url} refused the credentials (401); check --username/--password or --api-key")
     if status == 403:
-        return ClusterError(f"{what} is forbidden for this user (403): {_reason(exc)}; grant that permission to the "
-                            f"user's role (docs/secured-clusters.md: the sparsepack-release role lists all a release needs)")
+        return ClusterError(
+            f"{what} is forbidden for this user (403): {_reason(exc)}; grant that permission to the "
+            f"user's role (docs/secured-clusters.md: the sparsepack-release role lists all a release needs)"
+        )
     return ClusterError(f"{what} failed with HTTP {status}: {_reason(exc)}")
 
 

@@ -4,6 +4,7 @@ ML Commons keeps ``model_state: DEPLOYED`` in the model index across a node rest
 some seconds later, predict answering HTTP 400 meanwhile) and across the loss of a node (a deploy-to-all model's
 planned nodes shrink to the nodes still there). The profile API lists the nodes that hold a predictor, and the deploy
 tasks list the nodes a model was deployed on: those two, with the stored record, say whether a model can answer."""
+
 from __future__ import annotations
 
 import time
@@ -25,6 +26,7 @@ AUTO_REDEPLOY_GRACE_SECONDS = 60.0
 class Deployment:
     """One model's deployment truth. ``expected`` is the nodes of its latest deploy (a node lost since included) plus
     the nodes ML Commons plans for it now; ``missing`` is what of that holds no predictor."""
+
     model_id: str
     stored_state: str | None
     loaded_on: tuple[str, ...] = ()
@@ -74,21 +76,34 @@ class Deployment:
         return text
 
     def as_dict(self) -> dict:
-        return {"model_id": self.model_id, "stored_state": self.stored_state, "loaded_on": list(self.loaded_on),
-                "loaded_on_names": [self.node_names.get(n) for n in self.loaded_on], "planned": list(self.planned),
-                "expected": list(self.expected), "missing": list(self.missing),
-                "missing_names": [self.name(n) for n in self.missing], "loaded": self.summary(),
-                "auto_redeploy": self.auto_redeploy, "auto_redeploy_retries": self.redeploy_retries,
-                "auto_redeploy_retry_limit": self.redeploy_retry_limit}
+        return {
+            "model_id": self.model_id,
+            "stored_state": self.stored_state,
+            "loaded_on": list(self.loaded_on),
+            "loaded_on_names": [self.node_names.get(n) for n in self.loaded_on],
+            "planned": list(self.planned),
+            "expected": list(self.expected),
+            "missing": list(self.missing),
+            "missing_names": [self.name(n) for n in self.missing],
+            "loaded": self.summary(),
+            "auto_redeploy": self.auto_redeploy,
+            "auto_redeploy_retries": self.redeploy_retries,
+            "auto_redeploy_retry_limit": self.redeploy_retry_limit,
+        }
 
 
 def loaded_nodes(cluster: Cluster, model_id: str) -> list[str]:
     """Nodes that hold a predictor for the model (a node that only routed predict requests lists the model too,
     with request stats but no predictor)."""
-    prof = cluster.call(f"GET {BASE}/profile/models/{model_id}", cluster.ml.get_profile_models, model_id=model_id,
-                        ok_404=True) or {}
-    return sorted(nid for nid, node in prof.get("nodes", {}).items()
-                  if node.get("models", {}).get(model_id, {}).get("predictor"))
+    prof = (
+        cluster.call(
+            f"GET {BASE}/profile/models/{model_id}", cluster.ml.get_profile_models, model_id=model_id, ok_404=True
+        )
+        or {}
+    )
+    return sorted(
+        nid for nid, node in prof.get("nodes", {}).items() if node.get("models", {}).get(model_id, {}).get("predictor")
+    )
 
 
 def last_deployed_on(cluster: Cluster, model_id: str, since_ms: int | None) -> set[str]:
@@ -124,8 +139,11 @@ def node_names(cluster: Cluster) -> dict[str, str]:
 def auto_redeploy_settings(cluster: Cluster) -> tuple[bool | None, int | None]:
     """(enabled, lifetime retry limit) from the cluster settings, defaults included; (None, None) if unreadable."""
     try:
-        s = cluster.call("GET /_cluster/settings", cluster.client.cluster.get_settings,
-                         params={"include_defaults": "true", "flat_settings": "true"})
+        s = cluster.call(
+            "GET /_cluster/settings",
+            cluster.client.cluster.get_settings,
+            params={"include_defaults": "true", "flat_settings": "true"},
+        )
     except ClusterError:
         return None, None
     merged = {**s.get("defaults", {}), **s.get("persistent", {}), **s.get("transient", {})}
@@ -134,11 +152,19 @@ def auto_redeploy_settings(cluster: Cluster) -> tuple[bool | None, int | None]:
     return (None if enabled is None else str(enabled).lower() == "true"), (int(limit) if limit is not None else None)
 
 
-def read(cluster: Cluster, model_id: str, settings: tuple[bool | None, int | None] | None = None,
-         names: dict[str, str] | None = None, model: dict | None = None, loaded: list[str] | None = None) -> Deployment:
+def read(
+    cluster: Cluster,
+    model_id: str,
+    settings: tuple[bool | None, int | None] | None = None,
+    names: dict[str, str] | None = None,
+    model: dict | None = None,
+    loaded: list[str] | None = None,
+) -> Deployment:
     """The model's deployment truth now. The other arguments, when given, save calls while reading many models."""
     if model is None:
-        model = cluster.call(f"GET {BASE}/models/{model_id}", cluster.ml.get_model, model_id=model_id, ok_404=True) or {}
+        model = (
+            cluster.call(f"GET {BASE}/models/{model_id}", cluster.ml.get_model, model_id=model_id, ok_404=True) or {}
+        )
     state = model.get("model_state")
     if loaded is None:
         loaded = loaded_nodes(cluster, model_id) if model else []
@@ -148,9 +174,17 @@ def read(cluster: Cluster, model_id: str, settings: tuple[bool | None, int | Non
         # deployed model that no node loaded again after a restart
         expected = set(planned) | last_deployed_on(cluster, model_id, model.get("last_undeployed_time"))
     enabled, limit = settings if settings is not None else auto_redeploy_settings(cluster)
-    return Deployment(model_id, state, tuple(loaded), tuple(planned), tuple(sorted(expected)),
-                      names if names is not None else node_names(cluster), enabled,
-                      int(model.get("auto_redeploy_retry_times") or 0), limit)
+    return Deployment(
+        model_id,
+        state,
+        tuple(loaded),
+        tuple(planned),
+        tuple(sorted(expected)),
+        names if names is not None else node_names(cluster),
+        enabled,
+        int(model.get("auto_redeploy_retry_times") or 0),
+        limit,
+    )
 
 
 def read_many(cluster: Cluster, models: dict[str, dict]) -> dict[str, Deployment]:
@@ -163,8 +197,9 @@ class NotLoadedError(ClusterError):
     """A model stored as deployed that no node can answer for."""
 
     def __init__(self, dep: Deployment, what: str):
-        super().__init__(f"{what}: model {dep.model_id} is stored as {dep.stored_state} but {dep.summary()}; "
-                         f"deploy it again")
+        super().__init__(
+            f"{what}: model {dep.model_id} is stored as {dep.stored_state} but {dep.summary()}; deploy it again"
+        )
         self.deployment = dep
 
 

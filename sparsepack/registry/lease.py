@@ -14,6 +14,7 @@ Protection (used by ``--clear-previous``): each run also keeps a ``run`` documen
 *in flight* while a live (unexpired) run document names it, or while a live ``model`` lease is registering or deploying
 a model with its sha256. :func:`models_in_flight` returns them; nothing may delete those.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,7 +23,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from ..errors import ClusterError, SparsepackError
 from .connection import Cluster
@@ -32,14 +33,32 @@ TTL_ENV = "SPARSEPACK_LEASE_TTL"
 DEFAULT_TTL = 60.0
 MAX_TTL = 120.0
 # Index permissions a release user needs on INDEX (security plugin), listed in docs/secured-clusters.md.
-INDEX_PERMISSIONS = ("indices:admin/create", "indices:admin/refresh*", "indices:data/read/get", "indices:data/read/search",
-                     "indices:data/write/index", "indices:data/write/delete", "indices:data/write/bulk*")
+INDEX_PERMISSIONS = (
+    "indices:admin/create",
+    "indices:admin/refresh*",
+    "indices:data/read/get",
+    "indices:data/read/search",
+    "indices:data/write/index",
+    "indices:data/write/delete",
+    "indices:data/write/bulk*",
+)
 
-MAPPING = {"dynamic": False, "properties": {
-    "key": {"type": "keyword"}, "kind": {"type": "keyword"}, "owner": {"type": "keyword"}, "state": {"type": "keyword"},
-    "group": {"type": "keyword"}, "group_id": {"type": "keyword"}, "sha256": {"type": "keyword"},
-    "result": {"type": "keyword"}, "model_ids": {"type": "keyword"}, "expires_at": {"type": "long"},
-    "ttl_s": {"type": "float"}}}
+MAPPING = {
+    "dynamic": False,
+    "properties": {
+        "key": {"type": "keyword"},
+        "kind": {"type": "keyword"},
+        "owner": {"type": "keyword"},
+        "state": {"type": "keyword"},
+        "group": {"type": "keyword"},
+        "group_id": {"type": "keyword"},
+        "sha256": {"type": "keyword"},
+        "result": {"type": "keyword"},
+        "model_ids": {"type": "keyword"},
+        "expires_at": {"type": "long"},
+        "ttl_s": {"type": "float"},
+    },
+}
 
 
 def lease_ttl(value: float | None = None) -> float:
@@ -63,9 +82,11 @@ def _status(exc: ClusterError) -> int | None:
 
 
 def _forbidden() -> ClusterError:
-    return ClusterError(f"this user may not use the coordination index {INDEX} (403): grant the release role "
-                        f"{', '.join(INDEX_PERMISSIONS)} on {INDEX}, and the cluster permission indices:data/write/bulk "
-                        f"(the security plugin checks a single-document write as a bulk; docs/secured-clusters.md)")
+    return ClusterError(
+        f"this user may not use the coordination index {INDEX} (403): grant the release role "
+        f"{', '.join(INDEX_PERMISSIONS)} on {INDEX}, and the cluster permission indices:data/write/bulk "
+        f"(the security plugin checks a single-document write as a bulk; docs/secured-clusters.md)"
+    )
 
 
 def _now_ms() -> int:
@@ -93,8 +114,15 @@ class Coordinator:
         if self._index_ready:
             return
         try:
-            self.cluster.call(f"PUT /{INDEX}", self.cluster.client.indices.create, index=INDEX, body={
-                "settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}}, "mappings": MAPPING})
+            self.cluster.call(
+                f"PUT /{INDEX}",
+                self.cluster.client.indices.create,
+                index=INDEX,
+                body={
+                    "settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}},
+                    "mappings": MAPPING,
+                },
+            )
         except ClusterError as exc:  # it exists (another run created it), or an admin manages it for us
             if _status(exc) != 403 and "already exists" not in str(exc) and "resource_already_exists" not in str(exc):
                 raise
@@ -102,18 +130,32 @@ class Coordinator:
 
     # -- conditional writes -----------------------------------------------------------------------------------------
     def _body(self, key: str, kind: str, **fields) -> dict:
-        return {"key": key, "kind": kind, "owner": self.owner, "state": "held", "ttl_s": self.ttl,
-                "expires_at": _now_ms() + int(self.ttl * 1000), **fields}
+        return {
+            "key": key,
+            "kind": kind,
+            "owner": self.owner,
+            "state": "held",
+            "ttl_s": self.ttl,
+            "expires_at": _now_ms() + int(self.ttl * 1000),
+            **fields,
+        }
 
     def _write(self, did: str, body: dict, version: tuple[int, int] | None) -> bool:
         """Create (version None) or conditionally overwrite; False when another run got there first (409)."""
         try:
             if version is None:
-                res = self.cluster.call(f"PUT /{INDEX}/_create/{did}", self.cluster.client.create, index=INDEX, id=did,
-                                        body=body)
+                res = self.cluster.call(
+                    f"PUT /{INDEX}/_create/{did}", self.cluster.client.create, index=INDEX, id=did, body=body
+                )
             else:
-                res = self.cluster.call(f"PUT /{INDEX}/_doc/{did}", self.cluster.client.index, index=INDEX, id=did,
-                                        body=body, params={"if_seq_no": version[0], "if_primary_term": version[1]})
+                res = self.cluster.call(
+                    f"PUT /{INDEX}/_doc/{did}",
+                    self.cluster.client.index,
+                    index=INDEX,
+                    id=did,
+                    body=body,
+                    params={"if_seq_no": version[0], "if_primary_term": version[1]},
+                )
         except ClusterError as exc:
             if _status(exc) == 403:
                 raise _forbidden() from exc
@@ -172,8 +214,12 @@ class Coordinator:
                 return ("held",)
             return None
 
-        outcome = self.cluster.wait_for(attempt, self.timeout, f"another release run to finish {what} (lease {key!r} "
-                                                             f"in index {INDEX})", interval=0.5)
+        outcome = self.cluster.wait_for(
+            attempt,
+            self.timeout,
+            f"another release run to finish {what} (lease {key!r} in index {INDEX})",
+            interval=0.5,
+        )
         return outcome[1] if outcome[0] == "reuse" else None
 
     def note(self, key: str, **fields) -> None:
@@ -187,8 +233,11 @@ class Coordinator:
     def finish_all(self) -> None:
         """Mark every held group/model lease done with the result noted on it (after the deploy step)."""
         with self._lock:
-            pending = [(did, body["result"]) for did, (_, _, body) in self._held.items()
-                       if body.get("kind") != "run" and body.get("result")]
+            pending = [
+                (did, body["result"])
+                for did, (_, _, body) in self._held.items()
+                if body.get("kind") != "run" and body.get("result")
+            ]
         for did, result in pending:
             self._update(did, state="done", result=result)
 
@@ -240,8 +289,14 @@ class Coordinator:
             held, self._held = self._held, {}
         for did, (seq, term, _) in held.items():
             try:
-                self.cluster.call(f"DELETE /{INDEX}/_doc/{did}", self.cluster.client.delete, index=INDEX, id=did,
-                                  params={"if_seq_no": seq, "if_primary_term": term}, ok_404=True)
+                self.cluster.call(
+                    f"DELETE /{INDEX}/_doc/{did}",
+                    self.cluster.client.delete,
+                    index=INDEX,
+                    id=did,
+                    params={"if_seq_no": seq, "if_primary_term": term},
+                    ok_404=True,
+                )
             except ClusterError:
                 pass  # taken over meanwhile, or unreachable: it expires after the ttl anyway
 
@@ -255,12 +310,19 @@ def _live_docs(cluster: Cluster, group_id: str, exclude_owner: str | None) -> li
     extra ttl for clock skew between runners: when in doubt, a model or group counts as in use."""
     if cluster.call(f"POST /{INDEX}/_refresh", cluster.client.indices.refresh, index=INDEX, ok_404=True) is None:
         return []
-    body = {"size": 1000, "query": {"bool": {"filter": [{"term": {"group_id": group_id}}, {"term": {"state": "held"}}]}}}
+    body = {
+        "size": 1000,
+        "query": {"bool": {"filter": [{"term": {"group_id": group_id}}, {"term": {"state": "held"}}]}},
+    }
     found = cluster.call(f"POST /{INDEX}/_search", cluster.client.search, index=INDEX, body=body, ok_404=True) or {}
     hits = found.get("hits", {}).get("hits", [])
     now = _now_ms()
-    return [h["_source"] for h in hits if h["_source"].get("owner") != exclude_owner
-            and h["_source"].get("expires_at", 0) + float(h["_source"].get("ttl_s") or MAX_TTL) * 1000 >= now]
+    return [
+        h["_source"]
+        for h in hits
+        if h["_source"].get("owner") != exclude_owner
+        and h["_source"].get("expires_at", 0) + float(h["_source"].get("ttl_s") or MAX_TTL) * 1000 >= now
+    ]
 
 
 def group_in_use(cluster: Cluster, group_id: str, exclude_owner: str | None = None) -> bool:
@@ -283,5 +345,7 @@ def models_in_flight(cluster: Cluster, group_id: str, exclude_owner: str | None 
     if hashes:
         from .models import models_in_group
 
-        ids.update(m["model_id"] for m in models_in_group(cluster, group_id) if m.get("model_content_hash_value") in hashes)
+        ids.update(
+            m["model_id"] for m in models_in_group(cluster, group_id) if m.get("model_content_hash_value") in hashes
+        )
     return ids

@@ -1,4 +1,5 @@
 """ML Commons model lifecycle: group, chunked upload, deploy on chosen nodes, task polling, undeploy, delete."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,19 @@ from .connection import Cluster
 
 BASE = "/_plugins/_ml"
 TASK_DONE = {"COMPLETED", "FAILED", "COMPLETED_WITH_ERROR", "CANCELLED", "EXPIRED"}
-USABLE = {"REGISTERED", "DEPLOYED", "PARTIALLY_DEPLOYED", "DEPLOYING", "UNDEPLOYED", "DEPLOY_FAILED", "LOADED", "UPLOADED",
-          "PARTIALLY_LOADED", "UNLOADED", "LOAD_FAILED"}
+USABLE = {
+    "REGISTERED",
+    "DEPLOYED",
+    "PARTIALLY_DEPLOYED",
+    "DEPLOYING",
+    "UNDEPLOYED",
+    "DEPLOY_FAILED",
+    "LOADED",
+    "UPLOADED",
+    "PARTIALLY_LOADED",
+    "UNLOADED",
+    "LOAD_FAILED",
+}
 DEPLOYED = {"DEPLOYED", "PARTIALLY_DEPLOYED", "LOADED", "PARTIALLY_LOADED"}
 # Where a deploy ends. ML Commons completes the deploy task before it writes the model's state, so a read right after
 # the task can still say DEPLOYING (or the state before the deploy).
@@ -25,33 +37,49 @@ DEPLOY_ENDED = DEPLOYED | {"DEPLOY_FAILED", "LOAD_FAILED"}
 @dataclass
 class Created:
     """What this run created, so a failure can remove exactly that and nothing else."""
+
     group_id: str | None = None
     model_ids: list[str] = field(default_factory=list)
     deployed: list[str] = field(default_factory=list)
 
 
 def find_group(cluster: Cluster, name: str) -> str | None:
-    found = cluster.call(f"POST {BASE}/model_groups/_search", cluster.ml.search_model_group,
-                         body={"query": {"term": {"name.keyword": name}}, "size": 1}, ok_404=True)
+    found = cluster.call(
+        f"POST {BASE}/model_groups/_search",
+        cluster.ml.search_model_group,
+        body={"query": {"term": {"name.keyword": name}}, "size": 1},
+        ok_404=True,
+    )
     hits = (found or {}).get("hits", {}).get("hits", [])
     return hits[0]["_id"] if hits else None
 
 
-def ensure_group(cluster: Cluster, name: str, version: str, created: Created, access_mode: str | None = None,
-                 backend_roles: list[str] | None = None) -> tuple[str, bool]:
+def ensure_group(
+    cluster: Cluster,
+    name: str,
+    version: str,
+    created: Created,
+    access_mode: str | None = None,
+    backend_roles: list[str] | None = None,
+) -> tuple[str, bool]:
     """Find the group by name, or create it with ``access_mode`` (an existing group keeps its own access)."""
     group_id = find_group(cluster, name)
     if group_id:
         return group_id, False
-    body = render("model-group", None, version, group_name=name, access_mode=access_mode, backend_roles=backend_roles or None)
-    group_id = cluster.call(f"POST {BASE}/model_groups/_register", cluster.ml.register_model_group, body=body)["model_group_id"]
+    body = render(
+        "model-group", None, version, group_name=name, access_mode=access_mode, backend_roles=backend_roles or None
+    )
+    group_id = cluster.call(f"POST {BASE}/model_groups/_register", cluster.ml.register_model_group, body=body)[
+        "model_group_id"
+    ]
     created.group_id = group_id
     return group_id, True
 
 
 def get_group(cluster: Cluster, group_id: str) -> dict | None:
-    return cluster.call(f"GET {BASE}/model_groups/{group_id}", cluster.ml.get_model_group, model_group_id=group_id,
-                        ok_404=True)
+    return cluster.call(
+        f"GET {BASE}/model_groups/{group_id}", cluster.ml.get_model_group, model_group_id=group_id, ok_404=True
+    )
 
 
 def get_model(cluster: Cluster, model_id: str) -> dict | None:
@@ -67,8 +95,15 @@ def get_task(cluster: Cluster, task_id: str) -> dict:
 
 
 def models_in_group(cluster: Cluster, group_id: str) -> list[dict]:
-    body = {"size": 1000, "query": {"bool": {"filter": [{"term": {"model_group_id": group_id}}],
-                                             "must_not": [{"exists": {"field": "chunk_number"}}]}}}
+    body = {
+        "size": 1000,
+        "query": {
+            "bool": {
+                "filter": [{"term": {"model_group_id": group_id}}],
+                "must_not": [{"exists": {"field": "chunk_number"}}],
+            }
+        },
+    }
     res = search_models(cluster, body)
     return [{"model_id": h["_id"], **h["_source"]} for h in res.get("hits", {}).get("hits", [])]
 
@@ -81,8 +116,11 @@ def find_by_hash(cluster: Cluster, group_id: str, sha256: str) -> dict | None:
 
 
 def stale_uploads(cluster: Cluster, group_id: str, sha256: str) -> list[str]:
-    return [m["model_id"] for m in models_in_group(cluster, group_id)
-            if m.get("model_content_hash_value") == sha256 and m.get("model_state") not in USABLE]
+    return [
+        m["model_id"]
+        for m in models_in_group(cluster, group_id)
+        if m.get("model_content_hash_value") == sha256 and m.get("model_state") not in USABLE
+    ]
 
 
 def is_group_version_conflict(exc: ClusterError) -> bool:
@@ -98,17 +136,30 @@ def _register_meta_once(cluster: Cluster, body: dict, group_id: str, sha256: str
 
     for attempt in range(cluster.opts.retries + 1):
         try:
-            return cluster.call(f"POST {BASE}/models/_register_meta", cluster.ml.register_model_meta, body=body,
-                                retry=False)["model_id"]
+            return cluster.call(
+                f"POST {BASE}/models/_register_meta", cluster.ml.register_model_meta, body=body, retry=False
+            )["model_id"]
         except ClusterError as exc:
             cause = exc.__cause__
-            transient = (isinstance(cause, ex.ConnectionError) or getattr(cause, "status_code", None) in (429, 502, 503, 504)
-                         or is_group_version_conflict(exc))
+            transient = (
+                isinstance(cause, ex.ConnectionError)
+                or getattr(cause, "status_code", None) in (429, 502, 503, 504)
+                or is_group_version_conflict(exc)
+            )
             if not transient or attempt == cluster.opts.retries:
                 raise
             cluster.retried += 1
-            found = _appears(cluster, lambda: next((m["model_id"] for m in models_in_group(cluster, group_id)
-                                                    if m.get("model_content_hash_value") == sha256), None))
+            found = _appears(
+                cluster,
+                lambda: next(
+                    (
+                        m["model_id"]
+                        for m in models_in_group(cluster, group_id)
+                        if m.get("model_content_hash_value") == sha256
+                    ),
+                    None,
+                ),
+            )
             if found:
                 return found
             cluster.backoff(attempt)
@@ -134,26 +185,49 @@ def _chunks(path: Path):
             yield chunk
 
 
-def upload(cluster: Cluster, manifest: dict, root: Path, artifact: dict, group_id: str, version: str, created: Created,
-           timeout: float = 300.0, progress: bool = True) -> str:
+def upload(
+    cluster: Cluster,
+    manifest: dict,
+    root: Path,
+    artifact: dict,
+    group_id: str,
+    version: str,
+    created: Created,
+    timeout: float = 300.0,
+    progress: bool = True,
+) -> str:
     """``_register_meta`` then every chunk in order (the last one flips the model to REGISTERED)."""
-    body = render("register-meta", manifest, version, role=artifact["role"], model_group_id=group_id,
-                  model_name=f"{manifest['name']}-{artifact['role']}")
+    body = render(
+        "register-meta",
+        manifest,
+        version,
+        role=artifact["role"],
+        model_group_id=group_id,
+        model_name=f"{manifest['name']}-{artifact['role']}",
+    )
     model_id = _register_meta_once(cluster, body, group_id, artifact["sha256"])
     created.model_ids.append(model_id)
     path = root / artifact["file"]
     bar = _bar(artifact["size_bytes"], f"upload {artifact['file']}", progress)
     try:
         for n, chunk in enumerate(_chunks(path)):
-            cluster.call(f"POST {BASE}/models/{model_id}/upload_chunk/{n}", cluster.ml.upload_chunk, model_id=model_id,
-                         chunk_number=n, body=chunk)
+            cluster.call(
+                f"POST {BASE}/models/{model_id}/upload_chunk/{n}",
+                cluster.ml.upload_chunk,
+                model_id=model_id,
+                chunk_number=n,
+                body=chunk,
+            )
             if bar:
                 bar.update(len(chunk))
     finally:
         if bar:
             bar.close()
-    cluster.wait_for(lambda: (get_model(cluster, model_id) or {}).get("model_state") in USABLE, timeout,
-                     f"model {model_id} to become REGISTERED")
+    cluster.wait_for(
+        lambda: (get_model(cluster, model_id) or {}).get("model_state") in USABLE,
+        timeout,
+        f"model {model_id} to become REGISTERED",
+    )
     return model_id
 
 
@@ -162,7 +236,9 @@ def _bar(total: int, desc: str, enabled: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr, leave=False, disable=not sys.stderr.isatty())
+    return tqdm(
+        total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr, leave=False, disable=not sys.stderr.isatty()
+    )
 
 
 def nodes_with_attr(cluster: Cluster, attr: str) -> list[str]:
@@ -207,32 +283,56 @@ def deploy(cluster: Cluster, model_id: str, node_ids: list[str] | None, timeout:
     deadline = time.monotonic() + timeout
     model = get_model(cluster, model_id) or {}
     if model.get("model_state") == "DEPLOYING":  # a deploy already under way (another run's): see where it ends first
-        cluster.wait_for(lambda: _state_in(cluster, model_id, USABLE - {"DEPLOYING"}), timeout,
-                         f"model {model_id} to finish the deploy under way")
+        cluster.wait_for(
+            lambda: _state_in(cluster, model_id, USABLE - {"DEPLOYING"}),
+            timeout,
+            f"model {model_id} to finish the deploy under way",
+        )
     dep = deployment.read(cluster, model_id)
     if (dep.stored_deployed or dep.stored_state == "DEPLOYING") and _reloading_here(dep):
         dep = deployment.wait_for_auto_redeploy(cluster, model_id, _left(deadline))
     if dep.stored_state == "DEPLOYED" and dep.usable and _on_targets(dep, node_ids):
-        return {"model_id": model_id, "state": dep.stored_state, "worker_nodes": list(dep.loaded_on), "reused": True,
-                "loaded": dep.summary(), "deployment": dep.as_dict()}
+        return {
+            "model_id": model_id,
+            "state": dep.stored_state,
+            "worker_nodes": list(dep.loaded_on),
+            "reused": True,
+            "loaded": dep.summary(),
+            "deployment": dep.as_dict(),
+        }
     why = _redeploy_reason(dep) if dep.stored_deployed else None
     body = {"node_ids": node_ids} if node_ids else None
     if body:  # ml.deploy_model sends no body, so a deploy on chosen nodes is a route by hand
         task_id = cluster.request("POST", f"{BASE}/models/{model_id}/_deploy", body=body)["task_id"]
     else:
-        task_id = cluster.call(f"POST {BASE}/models/{model_id}/_deploy", cluster.ml.deploy_model, model_id=model_id)["task_id"]
+        task_id = cluster.call(f"POST {BASE}/models/{model_id}/_deploy", cluster.ml.deploy_model, model_id=model_id)[
+            "task_id"
+        ]
     created.deployed.append(model_id)
     task = wait_task(cluster, task_id, _left(deadline), f"deploy of {model_id}")
-    state = cluster.wait_for(lambda: _state_in(cluster, model_id, DEPLOY_ENDED), _left(deadline),
-                             f"model {model_id} to leave DEPLOYING after its deploy task completed")
+    state = cluster.wait_for(
+        lambda: _state_in(cluster, model_id, DEPLOY_ENDED),
+        _left(deadline),
+        f"model {model_id} to leave DEPLOYING after its deploy task completed",
+    )
     if state not in DEPLOYED:
         raise ClusterError(f"deploy of {model_id} left it {state}: {node_errors(task)}")
     if state.startswith("PARTIALLY"):
         raise ClusterError(f"deploy of {model_id} is PARTIALLY_DEPLOYED: {node_errors(task)}")
-    dep = cluster.wait_for(lambda: _loaded_dep(cluster, model_id), _left(deadline),
-                           f"model {model_id} to hold a predictor on a node after its deploy")
-    out = {"model_id": model_id, "state": state, "worker_nodes": sorted(task.get("worker_node") or []), "task_id": task_id,
-           "reused": False, "loaded": dep.summary(), "deployment": dep.as_dict()}
+    dep = cluster.wait_for(
+        lambda: _loaded_dep(cluster, model_id),
+        _left(deadline),
+        f"model {model_id} to hold a predictor on a node after its deploy",
+    )
+    out = {
+        "model_id": model_id,
+        "state": state,
+        "worker_nodes": sorted(task.get("worker_node") or []),
+        "task_id": task_id,
+        "reused": False,
+        "loaded": dep.summary(),
+        "deployment": dep.as_dict(),
+    }
     if why:
         out["redeployed_because"] = why
     return out
@@ -260,8 +360,10 @@ def _redeploy_reason(dep: deployment.Deployment) -> str:
     if dep.auto_redeploy is False:
         return f"stored as {dep.stored_state} but {where}, and auto-redeploy is off ({deployment.AUTO_REDEPLOY})"
     if not dep.auto_redeploy_active:
-        return (f"stored as {dep.stored_state} but {where}, and auto-redeploy gave up after {dep.redeploy_retries} "
-                f"tries ({deployment.AUTO_REDEPLOY_RETRIES})")
+        return (
+            f"stored as {dep.stored_state} but {where}, and auto-redeploy gave up after {dep.redeploy_retries} "
+            f"tries ({deployment.AUTO_REDEPLOY_RETRIES})"
+        )
     return f"stored as {dep.stored_state} but {where} after waiting for auto-redeploy"
 
 
@@ -294,8 +396,9 @@ def undeploy(cluster: Cluster, model_id: str, timeout: float = 60.0, check_refer
 
     def gone() -> bool:
         model = get_model(cluster, model_id)
-        return model is None or (model.get("model_state") not in DEPLOYED | {"DEPLOYING"}
-                                 and not deployment.loaded_nodes(cluster, model_id))
+        return model is None or (
+            model.get("model_state") not in DEPLOYED | {"DEPLOYING"} and not deployment.loaded_nodes(cluster, model_id)
+        )
 
     cluster.wait_for(gone, _left(deadline), f"model {model_id} to undeploy")
 
@@ -318,8 +421,12 @@ def delete_group(cluster: Cluster, group_id: str, timeout: float = 30.0) -> None
 
     def delete_once() -> bool:
         try:
-            cluster.call(f"DELETE {BASE}/model_groups/{group_id}", cluster.ml.delete_model_group, model_group_id=group_id,
-                         ok_404=True)
+            cluster.call(
+                f"DELETE {BASE}/model_groups/{group_id}",
+                cluster.ml.delete_model_group,
+                model_group_id=group_id,
+                ok_404=True,
+            )
             return True
         except ClusterError as exc:  # 409 while the deleted models' chunks (removed asynchronously) still count
             if getattr(exc.__cause__, "status_code", None) == 409:
@@ -355,15 +462,28 @@ def list_models(cluster: Cluster, group: str | None = None) -> list[dict]:
     """Every model with its stored state and where it is really loaded ('loaded on 1 of 2 nodes, missing ...')."""
     body = {"size": 1000, "query": {"bool": {"must_not": [{"exists": {"field": "chunk_number"}}]}}}
     res = search_models(cluster, body)
-    docs = {hit["_id"]: hit["_source"] for hit in res.get("hits", {}).get("hits", [])
-            if not group or hit["_source"].get("model_group_id") == group}
+    docs = {
+        hit["_id"]: hit["_source"]
+        for hit in res.get("hits", {}).get("hits", [])
+        if not group or hit["_source"].get("model_group_id") == group
+    }
     truth = deployment.read_many(cluster, docs)
     out = []
     for model_id, src in docs.items():
         dep = truth[model_id]
-        out.append({"model_id": model_id, "name": src.get("name"), "version": src.get("model_version"),
-                    "function_name": src.get("algorithm") or src.get("function_name"), "state": src.get("model_state"),
-                    "group": src.get("model_group_id"), "sha256": src.get("model_content_hash_value"),
-                    "loaded": dep.summary(), "loaded_on": list(dep.loaded_on), "missing": list(dep.missing),
-                    "missing_names": [dep.name(n) for n in dep.missing]})
+        out.append(
+            {
+                "model_id": model_id,
+                "name": src.get("name"),
+                "version": src.get("model_version"),
+                "function_name": src.get("algorithm") or src.get("function_name"),
+                "state": src.get("model_state"),
+                "group": src.get("model_group_id"),
+                "sha256": src.get("model_content_hash_value"),
+                "loaded": dep.summary(),
+                "loaded_on": list(dep.loaded_on),
+                "missing": list(dep.missing),
+                "missing_names": [dep.name(n) for n in dep.missing],
+            }
+        )
     return sorted(out, key=lambda m: (m["name"] or "", m["version"] or ""))

@@ -1,4 +1,5 @@
 """Everything checked before the first byte is uploaded: plugins, version, settings, ML nodes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,8 +9,10 @@ from ..templates import TEMPLATES, render
 from ..templates.versions import line_of, parse_version
 from .connection import Cluster
 
-REQUIRED_PLUGINS = {"opensearch-ml": ("ML Commons", "ml_commons_missing"),
-                    "opensearch-neural-search": ("neural-search", "neural_search_missing")}
+REQUIRED_PLUGINS = {
+    "opensearch-ml": ("ML Commons", "ml_commons_missing"),
+    "opensearch-neural-search": ("neural-search", "neural_search_missing"),
+}
 ML = "plugins.ml_commons."
 SETTINGS_TEMPLATE = "cluster-settings"
 
@@ -18,6 +21,7 @@ SETTINGS_TEMPLATE = "cluster-settings"
 class Blocker:
     """One thing that stops a release. ``settings``: the cluster-settings template values that remove it, given
     exactly when ``fixable`` (applying settings can fix it); None when only the operator can."""
+
     code: str
     message: str
     fixable: bool = False
@@ -67,13 +71,23 @@ class Preflight:
         return [b.message for b in self.blockers]
 
     def as_dict(self) -> dict:
-        return {"version": self.version, "line": self.line, "plugins": self.plugins, "ml_nodes": self.ml_nodes,
-                "blockers": self.messages(), "warnings": self.warnings, "passed": self.ok}
+        return {
+            "version": self.version,
+            "line": self.line,
+            "plugins": self.plugins,
+            "ml_nodes": self.ml_nodes,
+            "blockers": self.messages(),
+            "warnings": self.warnings,
+            "passed": self.ok,
+        }
 
 
 def _flat_settings(cluster: Cluster) -> dict:
-    raw = cluster.call("GET /_cluster/settings", cluster.client.cluster.get_settings,
-                       params={"include_defaults": "true", "flat_settings": "true"})
+    raw = cluster.call(
+        "GET /_cluster/settings",
+        cluster.client.cluster.get_settings,
+        params={"include_defaults": "true", "flat_settings": "true"},
+    )
     merged: dict = {}
     for scope in ("defaults", "persistent", "transient"):  # later scopes win, as in the cluster
         merged.update(raw.get(scope, {}))
@@ -91,24 +105,40 @@ def _percent(value, default: float) -> float:
         return default
 
 
-def run_preflight(cluster: Cluster, manifest: dict | None = None, deploy_nodes: list[str] | None = None,
-                  group: str | None = None, artifact_urls: list[str] | None = None) -> Preflight:
+def run_preflight(
+    cluster: Cluster,
+    manifest: dict | None = None,
+    deploy_nodes: list[str] | None = None,
+    group: str | None = None,
+    artifact_urls: list[str] | None = None,
+) -> Preflight:
     """``artifact_urls``: the artifacts are registered from these URLs, not uploaded in chunks."""
     info = cluster.info()
     version = info["version"]["number"]
     line = line_of(parse_version(version))
-    plugins = sorted({p["component"] for p in cluster.call("GET /_cat/plugins", cluster.client.cat.plugins, params={"format": "json"})})
+    plugins = sorted(
+        {
+            p["component"]
+            for p in cluster.call("GET /_cat/plugins", cluster.client.cat.plugins, params={"format": "json"})
+        }
+    )
     nodes = cluster.call("GET /_nodes", cluster.client.nodes.info)["nodes"]
     ml_nodes = sorted(nid for nid, n in nodes.items() if "ml" in n.get("roles", []))
     pf = Preflight(version, line, plugins, ml_nodes, {})
     for plugin, (label, code) in REQUIRED_PLUGINS.items():
         if plugin not in plugins:
-            pf.blockers.append(Blocker(code, f"{label} ({plugin}) is not installed on the cluster; install the plugin on "
-                                             f"every node"))
+            pf.blockers.append(
+                Blocker(code, f"{label} ({plugin}) is not installed on the cluster; install the plugin on every node")
+            )
     if manifest is not None and line not in manifest.get("compatible_opensearch", []):
-        pf.blockers.append(Blocker("incompatible_package", f"the package's TorchScript does not load on OpenSearch {line} "
-                                   f"({version}); it is compatible with "
-                                   f"{', '.join(manifest.get('compatible_opensearch', [])) or 'no line'}: re-package for {line}"))
+        pf.blockers.append(
+            Blocker(
+                "incompatible_package",
+                f"the package's TorchScript does not load on OpenSearch {line} "
+                f"({version}); it is compatible with "
+                f"{', '.join(manifest.get('compatible_opensearch', [])) or 'no line'}: re-package for {line}",
+            )
+        )
     if any(b.code == "ml_commons_missing" for b in pf.blockers):  # no ML settings, nodes or models to ask about
         return pf
     settings = _flat_settings(cluster)
@@ -118,19 +148,32 @@ def run_preflight(cluster: Cluster, manifest: dict | None = None, deploy_nodes: 
 
         pf.blockers.extend(url_blockers(settings, artifact_urls, artifact_urls[0].rsplit("/", 1)[0]))
     elif not _truthy(settings.get(ML + "allow_registering_model_via_local_file", "false")):
-        pf.blockers.append(settings_fix(
-            "local_file_upload_disabled", f"{ML}allow_registering_model_via_local_file is false: chunked upload is "
-            f"refused; set it to true (or run with --apply-settings)", allow_registering_model_via_local_file=True))
+        pf.blockers.append(
+            settings_fix(
+                "local_file_upload_disabled",
+                f"{ML}allow_registering_model_via_local_file is false: chunked upload is "
+                f"refused; set it to true (or run with --apply-settings)",
+                allow_registering_model_via_local_file=True,
+            )
+        )
     if _truthy(settings.get(ML + "only_run_on_ml_node", "true")) and not ml_nodes:
-        pf.blockers.append(settings_fix(
-            "no_ml_nodes", f"{ML}only_run_on_ml_node is true but the cluster has no node with the ml role; "
-            f"set it to false or add ML nodes (or run with --apply-settings)",
-            only_run_on_ml_node=template_default("only_run_on_ml_node")))
+        pf.blockers.append(
+            settings_fix(
+                "no_ml_nodes",
+                f"{ML}only_run_on_ml_node is true but the cluster has no node with the ml role; "
+                f"set it to false or add ML nodes (or run with --apply-settings)",
+                only_run_on_ml_node=template_default("only_run_on_ml_node"),
+            )
+        )
     if deploy_nodes and not _truthy(settings.get(ML + "allow_custom_deployment_plan", "false")):
-        pf.blockers.append(settings_fix(
-            "custom_deployment_plan_disabled", f"{ML}allow_custom_deployment_plan is false, needed to deploy on chosen "
-            f"nodes; set it to true (or run with --apply-settings)",
-            allow_custom_deployment_plan=template_default("allow_custom_deployment_plan")))
+        pf.blockers.append(
+            settings_fix(
+                "custom_deployment_plan_disabled",
+                f"{ML}allow_custom_deployment_plan is false, needed to deploy on chosen "
+                f"nodes; set it to true (or run with --apply-settings)",
+                allow_custom_deployment_plan=template_default("allow_custom_deployment_plan"),
+            )
+        )
     native = _percent(settings.get(ML + "native_memory_threshold"), 90)
     heap = _percent(settings.get(ML + "jvm_heap_memory_threshold"), 85)
     stats = cluster.call("GET /_nodes/stats/os,jvm", cluster.client.nodes.stats, metric="os,jvm")["nodes"]
@@ -139,29 +182,41 @@ def run_preflight(cluster: Cluster, manifest: dict | None = None, deploy_nodes: 
         heap_used = st.get("jvm", {}).get("mem", {}).get("heap_used_percent")
         name = st.get("name", nid)
         if os_used is not None and os_used >= native and native < 100:
-            pf.blockers.append(settings_fix(
-                "native_memory_threshold", f"node {name} uses {os_used}% of native memory, over "
-                f"{ML}native_memory_threshold={native:g}: deploys there fail; raise the threshold (or --apply-settings)",
-                native_memory_threshold=template_default("native_memory_threshold")))
+            pf.blockers.append(
+                settings_fix(
+                    "native_memory_threshold",
+                    f"node {name} uses {os_used}% of native memory, over "
+                    f"{ML}native_memory_threshold={native:g}: deploys there fail; raise the threshold (or --apply-settings)",
+                    native_memory_threshold=template_default("native_memory_threshold"),
+                )
+            )
         if heap_used is not None and heap_used >= heap and heap < 100:
-            pf.blockers.append(settings_fix(
-                "jvm_heap_memory_threshold", f"node {name} uses {heap_used}% of its heap, over "
-                f"{ML}jvm_heap_memory_threshold={heap:g}; raise the threshold (or --apply-settings)",
-                jvm_heap_memory_threshold=template_default("jvm_heap_memory_threshold")))
+            pf.blockers.append(
+                settings_fix(
+                    "jvm_heap_memory_threshold",
+                    f"node {name} uses {heap_used}% of its heap, over "
+                    f"{ML}jvm_heap_memory_threshold={heap:g}; raise the threshold (or --apply-settings)",
+                    jvm_heap_memory_threshold=template_default("jvm_heap_memory_threshold"),
+                )
+            )
     if manifest is not None:
         pf.warnings.extend(onnx_thread_warnings(manifest))
         targets = _target_nodes(nodes, deploy_nodes, _truthy(settings.get(ML + "only_run_on_ml_node", "true")))
-        pf.blockers.extend(capacity_blockers(cluster, manifest, targets, nodes, int(settings.get(ML + "max_model_on_node", 10)),
-                                             group))
+        pf.blockers.extend(
+            capacity_blockers(cluster, manifest, targets, nodes, int(settings.get(ML + "max_model_on_node", 10)), group)
+        )
     return pf
 
 
 def onnx_thread_warnings(manifest: dict) -> list[str]:
     """An ONNX zip from before sparsepack set onnxruntime's session threads: on the node each inference then takes a
     thread per core, and the concurrent predicts of an ingest contend for them."""
-    return [f"{a['file']} sets no onnxruntime threads (packaged before sparsepack wrote serving.properties): each "
-            "inference on the node takes a thread per core, and ingest measured up to 1.2x slower; re-package it"
-            for a in manifest.get("artifacts", []) if a.get("model_format") == "ONNX" and "runtime_options" not in a]
+    return [
+        f"{a['file']} sets no onnxruntime threads (packaged before sparsepack wrote serving.properties): each "
+        "inference on the node takes a thread per core, and ingest measured up to 1.2x slower; re-package it"
+        for a in manifest.get("artifacts", [])
+        if a.get("model_format") == "ONNX" and "runtime_options" not in a
+    ]
 
 
 def _target_nodes(nodes: dict, chosen: list[str] | None, only_ml: bool) -> list[str]:
@@ -170,15 +225,20 @@ def _target_nodes(nodes: dict, chosen: list[str] | None, only_ml: bool) -> list[
         out = set()
         for want in chosen:
             key, sep, value = want.partition("=")
-            out.update(nid for nid, n in nodes.items()
-                       if (sep and str(n.get("attributes", {}).get(key)) == value) or (not sep and want in (nid, n.get("name"))))
+            out.update(
+                nid
+                for nid, n in nodes.items()
+                if (sep and str(n.get("attributes", {}).get(key)) == value)
+                or (not sep and want in (nid, n.get("name")))
+            )
         return sorted(out)
     roles = {"ml"} if only_ml else {"ml", "data"}
     return sorted(nid for nid, n in nodes.items() if roles & set(n.get("roles", [])))
 
 
-def capacity_blockers(cluster: Cluster, manifest: dict, targets: list[str], nodes: dict, limit: int,
-                      group: str | None) -> list[Blocker]:
+def capacity_blockers(
+    cluster: Cluster, manifest: dict, targets: list[str], nodes: dict, limit: int, group: str | None
+) -> list[Blocker]:
     """ML Commons refuses a deploy on a node that already holds max_model_on_node local (non-remote) models; count
     them per target node from the profile API, minus the artifacts already deployed there from this group (reused)."""
     from .models import BASE, find_by_hash, find_group, search_models
@@ -187,8 +247,14 @@ def capacity_blockers(cluster: Cluster, manifest: dict, targets: list[str], node
     # permission, where the profile API answers 500 "Failed to get ML node level profile".
     search_models(cluster, {"size": 0, "query": {"match_all": {}}})
     profile = cluster.call(f"GET {BASE}/profile/models", cluster.ml.get_profile_models, ok_404=True) or {}
-    held = {nid: {mid for mid, m in (profile.get("nodes", {}).get(nid, {}).get("models") or {}).items()
-                  if m.get("model_state") in ("DEPLOYED", "DEPLOYING")} for nid in targets}
+    held = {
+        nid: {
+            mid
+            for mid, m in (profile.get("nodes", {}).get(nid, {}).get("models") or {}).items()
+            if m.get("model_state") in ("DEPLOYED", "DEPLOYING")
+        }
+        for nid in targets
+    }
     if all(len(h) + len(manifest["artifacts"]) <= limit for h in held.values()):
         return []  # fits even if every artifact were new and every held model local
     everything = set().union(*held.values())
@@ -207,10 +273,15 @@ def capacity_blockers(cluster: Cluster, manifest: dict, targets: list[str], node
         new = len(manifest["artifacts"]) - len(reused & held[nid])
         if new > 0 and len(local) + new > limit:
             names = ", ".join(f"{info.get(mid, {}).get('name', '?')} ({mid})" for mid in local)
-            blockers.append(Blocker("node_capacity", f"node {nodes.get(nid, {}).get('name', nid)} holds {len(local)} "
-                                    f"deployed model(s) of {ML}max_model_on_node={limit} and this release deploys {new} "
-                                    f"more there: {names}; undeploy models no longer needed (sparsepack undeploy ID) or "
-                                    f"raise {ML}max_model_on_node"))
+            blockers.append(
+                Blocker(
+                    "node_capacity",
+                    f"node {nodes.get(nid, {}).get('name', nid)} holds {len(local)} "
+                    f"deployed model(s) of {ML}max_model_on_node={limit} and this release deploys {new} "
+                    f"more there: {names}; undeploy models no longer needed (sparsepack undeploy ID) or "
+                    f"raise {ML}max_model_on_node",
+                )
+            )
     return blockers
 
 

@@ -3,10 +3,12 @@
 default search pipeline is one of those, and the indices whose mapping names the model (a ``semantic`` field's
 ``model_id`` / ``search_model_id``: the node encodes with it on every write and query). ML Commons deletes a model a pipeline still names without a word, so
 sparsepack asks here before it undeploys or deletes anything."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ..errors import ClusterError
 from .connection import Cluster
@@ -14,8 +16,11 @@ from .connection import Cluster
 # Keys whose string value is a model id, and the one key whose value (a field -> model id map) holds model ids.
 MODEL_ID_KEYS = ("model_id", "default_model_id")
 FIELD_MODEL_MAP_KEY = "neural_field_default_id"
-INDEX_PIPELINE_SETTINGS = {"index.default_pipeline": "ingest", "index.final_pipeline": "ingest",
-                           "index.search.default_pipeline": "search"}
+INDEX_PIPELINE_SETTINGS = {
+    "index.default_pipeline": "ingest",
+    "index.final_pipeline": "ingest",
+    "index.search.default_pipeline": "search",
+}
 
 
 @dataclass(frozen=True)
@@ -86,11 +91,24 @@ def index_pipeline_settings(cluster: Cluster) -> dict[str, dict[str, str]]:
     """index -> {setting: pipeline name} for the settings that run a pipeline on every request."""
     # "*,-.*": every index but the dot-prefixed system ones (reading those draws a deprecation warning on each call).
     names = ",".join(INDEX_PIPELINE_SETTINGS)
-    res = cluster.call(f"GET /*,-.*/_settings/{names}", cluster.client.indices.get_settings, index="*,-.*", name=names,
-                       params={"flat_settings": "true", "expand_wildcards": "open,closed"}, ok_404=True) or {}
+    res = (
+        cluster.call(
+            f"GET /*,-.*/_settings/{names}",
+            cluster.client.indices.get_settings,
+            index="*,-.*",
+            name=names,
+            params={"flat_settings": "true", "expand_wildcards": "open,closed"},
+            ok_404=True,
+        )
+        or {}
+    )
     out = {}
     for index, entry in res.items():
-        chosen = {k: v for k, v in (entry.get("settings") or {}).items() if k in INDEX_PIPELINE_SETTINGS and v and v != "_none"}
+        chosen = {
+            k: v
+            for k, v in (entry.get("settings") or {}).items()
+            if k in INDEX_PIPELINE_SETTINGS and v and v != "_none"
+        }
         if chosen:
             out[index] = chosen
     return out
@@ -98,8 +116,16 @@ def index_pipeline_settings(cluster: Cluster) -> dict[str, dict[str, str]]:
 
 def index_mapping_models(cluster: Cluster) -> dict[str, dict[str, set[str]]]:
     """index -> {field path: model ids its mapping names}."""
-    res = cluster.call("GET /*,-.*/_mapping", cluster.client.indices.get_mapping, index="*,-.*",
-                       params={"expand_wildcards": "open,closed"}, ok_404=True) or {}
+    res = (
+        cluster.call(
+            "GET /*,-.*/_mapping",
+            cluster.client.indices.get_mapping,
+            index="*,-.*",
+            params={"expand_wildcards": "open,closed"},
+            ok_404=True,
+        )
+        or {}
+    )
     out = {}
     for index, entry in res.items():
         fields = dict(_mapped_models((entry.get("mappings") or {}).get("properties") or {}))
@@ -140,13 +166,22 @@ def find(cluster: Cluster, model_ids: set[str] | list[str]) -> list[Reference]:
     """Everything that would break if these models went away."""
     if not model_ids:
         return []
-    return find_in(set(model_ids), ingest_pipelines(cluster), search_pipelines(cluster), index_pipeline_settings(cluster),
-                   index_mapping_models(cluster))
+    return find_in(
+        set(model_ids),
+        ingest_pipelines(cluster),
+        search_pipelines(cluster),
+        index_pipeline_settings(cluster),
+        index_mapping_models(cluster),
+    )
 
 
-def find_in(wanted: set[str], ingest: dict[str, dict], search: dict[str, dict],
-            index_settings: dict[str, dict[str, str]],
-            index_mappings: dict[str, dict[str, set[str]]] | None = None) -> list[Reference]:
+def find_in(
+    wanted: set[str],
+    ingest: dict[str, dict],
+    search: dict[str, dict],
+    index_settings: dict[str, dict[str, str]],
+    index_mappings: dict[str, dict[str, set[str]]] | None = None,
+) -> list[Reference]:
     """:func:`find` on bodies already read (or about to be written, to ask what a change would leave in use)."""
     uses = {"ingest": _closure(ingest), "search": {n: model_ids_in(b) for n, b in search.items()}}
     refs = []
@@ -181,5 +216,7 @@ def refuse_if_used(cluster: Cluster, model_ids: set[str] | list[str], action: st
 class InUseError(ClusterError):
     def __init__(self, action: str, refs: list[Reference]):
         self.refs = refs
-        super().__init__(f"refusing to {action}: {describe(refs)}; point those pipelines at another model first "
-                         f"(release --switch-pipelines NAME,... does it once the new version passes) or remove them")
+        super().__init__(
+            f"refusing to {action}: {describe(refs)}; point those pipelines at another model first "
+            f"(release --switch-pipelines NAME,... does it once the new version passes) or remove them"
+        )

@@ -1,4 +1,5 @@
 """Prove a deployed model answers like the packaged one, and that retrieval through the pipelines works."""
+
 from __future__ import annotations
 
 import json
@@ -7,19 +8,24 @@ import time
 import uuid
 from pathlib import Path
 
-
+from ..contract.limits import MAX_QUERY_WEIGHT, weight_problem
 from ..errors import ClusterError, SparsepackError
 from ..packaging.archive import read_zip
 from ..packaging.artifact_zip import load_from_zip
-from ..packaging.parity import (DOCUMENT_BATTERY, QUERY_BATTERY, DjlStyleTokenizer, emulate_sparse_tokenize,
-                                reference_token_map, run_artifact)
-from ..contract.limits import MAX_QUERY_WEIGHT, weight_problem
+from ..packaging.parity import (
+    DOCUMENT_BATTERY,
+    QUERY_BATTERY,
+    DjlStyleTokenizer,
+    emulate_sparse_tokenize,
+    reference_token_map,
+    run_artifact,
+)
 from ..packaging.query_weights import culprits, lowest_weight_query, undo_rule
 from ..packaging.tokenizer_export import server_token_strings
 from ..templates import render
 from ..templates.versions import parse_version, require
-from .connection import Cluster
 from . import deployment
+from .connection import Cluster
 from .models import BASE
 
 PREDICT_TOLERANCE = 1e-4
@@ -33,8 +39,14 @@ CORPUS = [
     "She said the news of the year would find many people in the city this time.",
     "Search engines index tokens; a query is a list of token weights.",
 ]
-QUERIES = ["rainy weather in new york", "sparse vector search engine", "cold river water", "language model for word vectors",
-           "news of the year", "token weights of a query"]
+QUERIES = [
+    "rainy weather in new york",
+    "sparse vector search engine",
+    "cold river water",
+    "language model for word vectors",
+    "news of the year",
+    "token weights of a query",
+]
 
 
 class LocalPackage:
@@ -70,33 +82,58 @@ class LocalPackage:
     def encode_queries(self, texts: list[str]) -> list[dict[str, float]]:
         if self.query_tokenizer_data is None:
             return self.encode_documents(texts)
-        return [{k: v for k, v in emulate_sparse_tokenize(self.query_tokenizer_data, self.idf, t).items() if v != 0.0}
-                for t in texts]
+        return [
+            {k: v for k, v in emulate_sparse_tokenize(self.query_tokenizer_data, self.idf, t).items() if v != 0.0}
+            for t in texts
+        ]
 
 
 def predict(cluster: Cluster, model_id: str, texts: list[str]) -> list[dict[str, float]]:
-    res = cluster.call(f"POST {BASE}/_predict/sparse_encoding/{model_id}", cluster.ml.predict,
-                       algorithm_name="sparse_encoding", model_id=model_id, body={"text_docs": texts})
+    res = cluster.call(
+        f"POST {BASE}/_predict/sparse_encoding/{model_id}",
+        cluster.ml.predict,
+        algorithm_name="sparse_encoding",
+        model_id=model_id,
+        body={"text_docs": texts},
+    )
     return [r["output"][0]["dataAsMap"]["response"][0] for r in res["inference_results"]]
 
 
 def compare_maps(got: list[dict], want: list[dict], tolerance: float) -> dict:
-    same = [set(g) == set(w) for g, w in zip(got, want)]
-    diffs = [abs(g[k] - w[k]) for g, w in zip(got, want) for k in set(g) & set(w)]
+    same = [set(g) == set(w) for g, w in zip(got, want, strict=False)]
+    diffs = [abs(g[k] - w[k]) for g, w in zip(got, want, strict=False) for k in set(g) & set(w)]
     max_diff = max(diffs, default=0.0)
-    return {"texts": len(got), "identical_token_sets": sum(same), "max_abs_diff": max_diff, "tolerance": tolerance,
-            "passed": all(same) and len(got) == len(want) and max_diff <= tolerance}
+    return {
+        "texts": len(got),
+        "identical_token_sets": sum(same),
+        "max_abs_diff": max_diff,
+        "tolerance": tolerance,
+        "passed": all(same) and len(got) == len(want) and max_diff <= tolerance,
+    }
 
 
-def check_predict(cluster: Cluster, local: LocalPackage, doc_model: str, query_model: str | None,
-                  encode_query=None, timeout: float = deployment.AUTO_REDEPLOY_GRACE_SECONDS) -> dict:
+def check_predict(
+    cluster: Cluster,
+    local: LocalPackage,
+    doc_model: str,
+    query_model: str | None,
+    encode_query=None,
+    timeout: float = deployment.AUTO_REDEPLOY_GRACE_SECONDS,
+) -> dict:
     t0 = time.perf_counter()
     # A model stored as DEPLOYED can be loaded nowhere (a restart auto-redeploy is loading again): predict would
     # answer 400 "not ready", so the smoke test waits for a node to hold each model, or names where it is missing.
-    loaded = {role: deployment.require_loaded(cluster, mid, timeout, f"smoke test of the {role} model").summary()
-              for role, mid in (("document", doc_model), ("query", query_model)) if mid}
-    result = {"loaded": loaded, "document": compare_maps(predict(cluster, doc_model, DOCUMENT_BATTERY), local.encode_documents(DOCUMENT_BATTERY),
-                                       PREDICT_TOLERANCE)}
+    loaded = {
+        role: deployment.require_loaded(cluster, mid, timeout, f"smoke test of the {role} model").summary()
+        for role, mid in (("document", doc_model), ("query", query_model))
+        if mid
+    }
+    result = {
+        "loaded": loaded,
+        "document": compare_maps(
+            predict(cluster, doc_model, DOCUMENT_BATTERY), local.encode_documents(DOCUMENT_BATTERY), PREDICT_TOLERANCE
+        ),
+    }
     query_id = query_model or doc_model
     probe = local.low_weight_query()[0] if local.idf else ""
     queries = QUERY_BATTERY + ([probe] if probe else [])
@@ -104,8 +141,11 @@ def check_predict(cluster: Cluster, local: LocalPackage, doc_model: str, query_m
     result["query"] = compare_maps(server_q, local.encode_queries(queries), PREDICT_TOLERANCE)
     # what neural-search would refuse when building the query (HTTP 400), named before any search is sent
     bad = {t: w for m in server_q for t, w in m.items() if weight_problem(w)}
-    result["query_weights_in_range"] = {"accepted_range": f"(0, {MAX_QUERY_WEIGHT:g}]", "passed": not bad,
-                                        "out_of_range": dict(sorted(bad.items())[:10])}
+    result["query_weights_in_range"] = {
+        "accepted_range": f"(0, {MAX_QUERY_WEIGHT:g}]",
+        "passed": not bad,
+        "out_of_range": dict(sorted(bad.items())[:10]),
+    }
     if encode_query is not None:  # the source model is at hand: compare with it directly too
         vectors = encode_query(queries)
         want = [reference_token_map(v, local.names) for v in vectors]
@@ -167,14 +207,16 @@ def check_field_type(field_type: str, version: str) -> None:
 def stored_keys(source: dict, field: str, chunked: bool) -> set[str]:
     """The token keys the pipeline stored for one document (its first chunk when chunked)."""
     value = source.get(field) or ({} if not chunked else [{}])
-    return set((value[0].get("sparse_encoding", {}) if chunked else value))
+    return set(value[0].get("sparse_encoding", {}) if chunked else value)
 
 
 def as_field_vector(local: LocalPackage, vector: dict, field_type: str) -> dict[str, float]:
     """A local vector keyed as the field stores it: token strings in rank_features, token ids in sparse_vector."""
     if field_type == "rank_features":
         return dict(vector)
-    ids = {name: str(tid) for tid, name in local.names.items()}  # a name two ids share maps to the later, as on the server
+    ids = {
+        name: str(tid) for tid, name in local.names.items()
+    }  # a name two ids share maps to the later, as on the server
     return {ids[t]: w for t, w in vector.items()}
 
 
@@ -190,38 +232,73 @@ def _drop_model_id(body: dict) -> dict:
     return tree
 
 
-def check_retrieval(cluster: Cluster, local: LocalPackage, version: str, doc_model: str, query_model: str | None,
-                    keep: bool = False, field_type: str = "rank_features", chunking: bool = False,
-                    mapping_values: dict | None = None) -> dict:
+def check_retrieval(
+    cluster: Cluster,
+    local: LocalPackage,
+    version: str,
+    doc_model: str,
+    query_model: str | None,
+    keep: bool = False,
+    field_type: str = "rank_features",
+    chunking: bool = False,
+    mapping_values: dict | None = None,
+) -> dict:
     """Temporary index + ingest pipeline + two-phase search pipeline; each query's locally best document must come
     first, with the server's score equal to the local dot product. ``field_type=sparse_vector`` uses a SEISMIC field
     (3.3+) whose corpus stays under approximate_threshold, so its search is exact too (no two-phase: SEISMIC fields
     refuse it); ``chunking`` stores nested chunks and queries them with the nested form."""
     check_field_type(field_type, version)
     suffix = uuid.uuid4().hex[:8]
-    index, ingest, search = f"sparsepack-smoke-{suffix}", f"sparsepack-smoke-ingest-{suffix}", f"sparsepack-smoke-search-{suffix}"
+    index, ingest, search = (
+        f"sparsepack-smoke-{suffix}",
+        f"sparsepack-smoke-ingest-{suffix}",
+        f"sparsepack-smoke-search-{suffix}",
+    )
     query_id = query_model or doc_model
     t0 = time.perf_counter()
     resources = {"index": index, "ingest_pipeline": ingest, "search_pipeline": search}
     try:
         two_phase = field_type == "rank_features"
-        cluster.call(f"PUT /_ingest/pipeline/{ingest}", cluster.client.ingest.put_pipeline, id=ingest,
-                     body=render("ingest-pipeline", local.manifest, version, model_id=doc_model, chunking=chunking))
-        cluster.call(f"PUT /_search/pipeline/{search}", cluster.client.search_pipeline.put, id=search,
-                     body=render("search-pipeline", local.manifest, version, model_id=query_id, two_phase=two_phase))
-        mapping = render("index-mapping", local.manifest, version, ingest_pipeline=ingest, field_type=field_type,
-                         chunking=chunking, **(mapping_values or {}))
+        cluster.call(
+            f"PUT /_ingest/pipeline/{ingest}",
+            cluster.client.ingest.put_pipeline,
+            id=ingest,
+            body=render("ingest-pipeline", local.manifest, version, model_id=doc_model, chunking=chunking),
+        )
+        cluster.call(
+            f"PUT /_search/pipeline/{search}",
+            cluster.client.search_pipeline.put,
+            id=search,
+            body=render("search-pipeline", local.manifest, version, model_id=query_id, two_phase=two_phase),
+        )
+        mapping = render(
+            "index-mapping",
+            local.manifest,
+            version,
+            ingest_pipeline=ingest,
+            field_type=field_type,
+            chunking=chunking,
+            **(mapping_values or {}),
+        )
         cluster.call(f"PUT /{index}", cluster.client.indices.create, index=index, body=mapping)
         for i, text in enumerate(CORPUS):
-            cluster.call(f"PUT /{index}/_doc/{i}", cluster.client.index, index=index, id=i, body={"text": text},
-                         params={"refresh": "false"})
+            cluster.call(
+                f"PUT /{index}/_doc/{i}",
+                cluster.client.index,
+                index=index,
+                id=i,
+                body={"text": text},
+                params={"refresh": "false"},
+            )
         cluster.call(f"POST /{index}/_refresh", cluster.client.indices.refresh, index=index)
         doc_vectors = local.encode_documents(CORPUS)
         stored = cluster.call(f"GET /{index}/_doc/0", cluster.client.get, index=index, id=0)["_source"]
-        ingest_ok = stored_keys(stored, "text_sparse", chunking) == set(as_field_vector(local, doc_vectors[0], field_type))
+        ingest_ok = stored_keys(stored, "text_sparse", chunking) == set(
+            as_field_vector(local, doc_vectors[0], field_type)
+        )
         checks, checked = [], 0
         queries = QUERIES + expansion_queries(doc_vectors)
-        for q_text, q_vec in zip(queries, local.encode_queries(queries)):
+        for q_text, q_vec in zip(queries, local.encode_queries(queries), strict=True):
             scores = [_dot(q_vec, d) for d in doc_vectors]
             ranked = sorted(range(len(CORPUS)), key=lambda i: -scores[i])
             best = ranked[0]
@@ -229,8 +306,16 @@ def check_retrieval(cluster: Cluster, local: LocalPackage, version: str, doc_mod
                 checks.append({"query": q_text, "checkable": False, "reason": "no unique positive local best document"})
                 continue
             checked += 1
-            body = render("query", local.manifest, version, model_id=query_id, query_text=q_text, size=3,
-                          chunking=chunking, field_type=field_type)
+            body = render(
+                "query",
+                local.manifest,
+                version,
+                model_id=query_id,
+                query_text=q_text,
+                size=3,
+                chunking=chunking,
+                field_type=field_type,
+            )
             hits = search_hits(cluster, local, index, body, {"search_pipeline": "_none"}, q_text)
             # No model_id: the search pipeline's neural_query_enricher must supply it; two-phase picks the top.
             hits_p = search_hits(cluster, local, index, _drop_model_id(body), {"search_pipeline": search}, q_text)
@@ -239,18 +324,40 @@ def check_retrieval(cluster: Cluster, local: LocalPackage, version: str, doc_mod
             expected_p = two_phase_top(q_vec, doc_vectors) if two_phase else best
             score = hits[0]["_score"] if hits else 0.0
             rel = abs(score - scores[best]) / scores[best]
-            checks.append({"query": q_text, "checkable": True, "expected": best, "got": top, "score": score,
-                           "local_score": scores[best], "local_score_unquantized": _dot(q_vec, doc_vectors[best], False),
-                           "relative_diff": rel, "expected_two_phase": expected_p, "got_with_search_pipeline": top_p,
-                           "passed": top == best and rel <= SCORE_RTOL and top_p == expected_p})
-        probe = low_weight_probe(cluster, local, version, index, query_id, doc_vectors, chunking=chunking,
-                                 field_type=field_type)
+            checks.append(
+                {
+                    "query": q_text,
+                    "checkable": True,
+                    "expected": best,
+                    "got": top,
+                    "score": score,
+                    "local_score": scores[best],
+                    "local_score_unquantized": _dot(q_vec, doc_vectors[best], False),
+                    "relative_diff": rel,
+                    "expected_two_phase": expected_p,
+                    "got_with_search_pipeline": top_p,
+                    "passed": top == best and rel <= SCORE_RTOL and top_p == expected_p,
+                }
+            )
+        probe = low_weight_probe(
+            cluster, local, version, index, query_id, doc_vectors, chunking=chunking, field_type=field_type
+        )
         passed = ingest_ok and checked > 0 and all(c["passed"] for c in checks if c["checkable"]) and probe["passed"]
-        return {"resources": resources, "ingested": len(CORPUS), "ingest_matches_local": ingest_ok, "queries": checks,
-                "low_weight_probe": probe,
-                "checked_queries": checked, "score_rtol": SCORE_RTOL, "seconds": round(time.perf_counter() - t0, 3),
-                "field_type": field_type, "chunking": chunking, "mapping": mapping["mappings"]["properties"]["text_sparse"],
-                "kept": keep, "passed": bool(passed)}
+        return {
+            "resources": resources,
+            "ingested": len(CORPUS),
+            "ingest_matches_local": ingest_ok,
+            "queries": checks,
+            "low_weight_probe": probe,
+            "checked_queries": checked,
+            "score_rtol": SCORE_RTOL,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "field_type": field_type,
+            "chunking": chunking,
+            "mapping": mapping["mappings"]["properties"]["text_sparse"],
+            "kept": keep,
+            "passed": bool(passed),
+        }
     finally:
         if not keep:
             cleanup(cluster, resources)
@@ -259,20 +366,33 @@ def check_retrieval(cluster: Cluster, local: LocalPackage, version: str, doc_mod
 def search_hits(cluster: Cluster, local: LocalPackage, index: str, body: dict, params: dict, q_text: str) -> list:
     """The hits of one search; a refused query is reported with the tokens and weights that explain it."""
     try:
-        return cluster.call(f"POST /{index}/_search", cluster.client.search, index=index, body=body,
-                            params=params)["hits"]["hits"]
+        return cluster.call(f"POST /{index}/_search", cluster.client.search, index=index, body=body, params=params)[
+            "hits"
+        ]["hits"]
     except ClusterError as exc:
-        raise ClusterError(f"the cluster rejected the query {q_text!r} ({culprits(local.served_query(q_text))}): {exc}") from exc
+        raise ClusterError(
+            f"the cluster rejected the query {q_text!r} ({culprits(local.served_query(q_text))}): {exc}"
+        ) from exc
 
 
-def low_weight_probe(cluster: Cluster, local: LocalPackage, version: str, index: str, query_id: str,
-                     doc_vectors: list[dict], **query_values) -> dict:
+def low_weight_probe(
+    cluster: Cluster,
+    local: LocalPackage,
+    version: str,
+    index: str,
+    query_id: str,
+    doc_vectors: list[dict],
+    **query_values,
+) -> dict:
     """One query made of idf.json's lowest-weight tokens, so a weight the cluster refuses (a zero IDF: HTTP 400) cannot
     hide behind a lucky battery. It must be accepted; on a rank_features field its top score must equal the local
     dot product, or no document may match when none holds those tokens."""
     if not local.idf:
-        return {"skipped": "bi-encoder: query weights come from the model; the battery was checked against (0, 64] "
-                           "at packaging", "passed": True}
+        return {
+            "skipped": "bi-encoder: query weights come from the model; the battery was checked against (0, 64] "
+            "at packaging",
+            "passed": True,
+        }
     text, tokens = local.low_weight_query()
     if not tokens:
         return {"skipped": "idf.json has no whole-word token to build the query from", "passed": True}
@@ -288,8 +408,15 @@ def low_weight_probe(cluster: Cluster, local: LocalPackage, version: str, index:
         passed = bool(hits) and abs(score - best) <= SCORE_RTOL * best
     else:
         passed = not hits
-    return {"query": text, "tokens": tokens, "accepted": True, "hits": len(hits), "score": score, "local_score": best,
-            "passed": passed}
+    return {
+        "query": text,
+        "tokens": tokens,
+        "accepted": True,
+        "hits": len(hits),
+        "score": score,
+        "local_score": best,
+        "passed": passed,
+    }
 
 
 def cleanup(cluster: Cluster, resources: dict) -> None:

@@ -1,6 +1,7 @@
 """Move ingest and search pipelines from the previous versions of a model to the new one, in place (every other field
 kept), prove each still works (ingest ``_simulate``; a test query through the search pipeline), and put every
 pipeline back as it was if any check fails."""
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,15 @@ class Change:
         return self.before != self.after
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "changed": self.changed,
-                "model_ids": {"before": sorted(model_ids_in(self.before)), "after": sorted(model_ids_in(self.after))},
-                "before": self.before, "after": self.after, "verified": self.verified}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "changed": self.changed,
+            "model_ids": {"before": sorted(model_ids_in(self.before)), "after": sorted(model_ids_in(self.after))},
+            "before": self.before,
+            "after": self.after,
+            "verified": self.verified,
+        }
 
 
 def read_pipelines(cluster: Cluster) -> dict[str, dict[str, dict]]:
@@ -53,13 +60,17 @@ def select(cluster: Cluster, requested: list[str], old_ids: set[str], current_id
     for name in requested:
         kinds = [k for k in KINDS if name in pipes[k]]
         if not kinds:
-            raise SparsepackError(f"--switch-pipelines: no ingest or search pipeline is named {name!r}; "
-                                  f"see GET _ingest/pipeline and GET _search/pipeline for the names")
+            raise SparsepackError(
+                f"--switch-pipelines: no ingest or search pipeline is named {name!r}; "
+                f"see GET _ingest/pipeline and GET _search/pipeline for the names"
+            )
         hits = [(k, name) for k in kinds if (k, name) in uses_old or model_ids_in(pipes[k][name]) & current_ids]
         if not hits:
             used = sorted(set().union(*(model_ids_in(pipes[k][name]) for k in kinds))) or ["no model"]
-            raise SparsepackError(f"--switch-pipelines: pipeline {name!r} uses {', '.join(used)}, not a version in this "
-                                  f"model group ({', '.join(sorted(old_ids)) or 'no previous version'}); leave it out")
+            raise SparsepackError(
+                f"--switch-pipelines: pipeline {name!r} uses {', '.join(used)}, not a version in this "
+                f"model group ({', '.join(sorted(old_ids)) or 'no previous version'}); leave it out"
+            )
         chosen += hits
     return chosen
 
@@ -72,7 +83,9 @@ def left_in_use(cluster: Cluster, old_ids: set[str], selected: list[tuple[str, s
     return references.find_in(old_ids, pipes["ingest"], pipes["search"], references.index_pipeline_settings(cluster))
 
 
-def switch(cluster: Cluster, selected: list[tuple[str, str]], old_ids: set[str], new_ids: dict[str, str]) -> list[Change]:
+def switch(
+    cluster: Cluster, selected: list[tuple[str, str]], old_ids: set[str], new_ids: dict[str, str]
+) -> list[Change]:
     """Point each selected pipeline at the new version and verify it; on any failure, restore them all and raise."""
     target = {"ingest": new_ids["document"], "search": new_ids.get("query", new_ids["document"])}
     pipes = read_pipelines(cluster)
@@ -82,16 +95,22 @@ def switch(cluster: Cluster, selected: list[tuple[str, str]], old_ids: set[str],
             before = pipes[kind].get(name)
             if before is None:
                 raise ClusterError(f"{kind} pipeline {name} was removed while the release ran; re-run without it")
-            change = Change(kind, name, before, rewrite_model_ids(before, lambda m, t=target[kind]: t if m in old_ids else m))
+            change = Change(
+                kind, name, before, rewrite_model_ids(before, lambda m, t=target[kind]: t if m in old_ids else m)
+            )
             changes.append(change)
             if change.changed:
                 _put(cluster, kind, name, change.after)
             try:
-                change.verified = (verify_ingest(cluster, name, change.after) if kind == "ingest"
-                                   else verify_search(cluster, name, change.after, target["search"]))
+                change.verified = (
+                    verify_ingest(cluster, name, change.after)
+                    if kind == "ingest"
+                    else verify_search(cluster, name, change.after, target["search"])
+                )
             except ClusterError as exc:
-                raise ClusterError(f"{kind} pipeline {name} fails on the new version, every pipeline put back as it "
-                                   f"was: {exc}") from exc
+                raise ClusterError(
+                    f"{kind} pipeline {name} fails on the new version, every pipeline put back as it was: {exc}"
+                ) from exc
     except BaseException:
         restore(cluster, changes)
         raise
@@ -162,8 +181,12 @@ def verify_ingest(cluster: Cluster, name: str, body: dict) -> dict:
             produced.add(dst)
             if processor == "sparse_encoding":
                 outputs.append(dst)
-    res = cluster.call(f"POST /_ingest/pipeline/{name}/_simulate", cluster.client.ingest.simulate, id=name,
-                       body={"docs": [{"_source": doc}]})
+    res = cluster.call(
+        f"POST /_ingest/pipeline/{name}/_simulate",
+        cluster.client.ingest.simulate,
+        id=name,
+        body={"docs": [{"_source": doc}]},
+    )
     result = (res.get("docs") or [{}])[0]
     if "error" in result:
         err = result["error"]
@@ -178,21 +201,40 @@ def verify_ingest(cluster: Cluster, name: str, body: dict) -> dict:
 def verify_search(cluster: Cluster, name: str, body: dict, query_model: str) -> dict:
     """A neural_sparse query without a model id through the pipeline, on a one-document temporary index holding the
     new model's own encoding of the query text: it must find that document."""
-    enricher_fields = [f for mapping in _values_of(body, references.FIELD_MODEL_MAP_KEY) for f, m in mapping.items()
-                       if m == query_model]
-    field_name = "text_sparse" if any(_values_of(body, "default_model_id")) or not enricher_fields else enricher_fields[0]
+    enricher_fields = [
+        f
+        for mapping in _values_of(body, references.FIELD_MODEL_MAP_KEY)
+        for f, m in mapping.items()
+        if m == query_model
+    ]
+    field_name = (
+        "text_sparse" if any(_values_of(body, "default_model_id")) or not enricher_fields else enricher_fields[0]
+    )
     vector = predict(cluster, query_model, [SAMPLE_TEXT])[0]
     doc = {k: v for k, v in vector.items() if v > 0 and k.isalnum()} or {k: v for k, v in vector.items() if v > 0}
     index = f"sparsepack-switch-check-{uuid.uuid4().hex[:8]}"
     try:
-        cluster.call(f"PUT /{index}", cluster.client.indices.create, index=index, body={
-            "settings": {"number_of_shards": 1, "number_of_replicas": 0},
-            "mappings": {"properties": {field_name: {"type": "rank_features"}}}})
-        cluster.call(f"PUT /{index}/_doc/1", cluster.client.index, index=index, id=1, body={field_name: doc},
-                     params={"refresh": "true"})
+        cluster.call(
+            f"PUT /{index}",
+            cluster.client.indices.create,
+            index=index,
+            body={
+                "settings": {"number_of_shards": 1, "number_of_replicas": 0},
+                "mappings": {"properties": {field_name: {"type": "rank_features"}}},
+            },
+        )
+        cluster.call(
+            f"PUT /{index}/_doc/1",
+            cluster.client.index,
+            index=index,
+            id=1,
+            body={field_name: doc},
+            params={"refresh": "true"},
+        )
         query = {"query": {"neural_sparse": {field_name: {"query_text": SAMPLE_TEXT}}}}
-        hits = cluster.call(f"POST /{index}/_search", cluster.client.search, index=index, body=query,
-                            params={"search_pipeline": name})["hits"]["hits"]
+        hits = cluster.call(
+            f"POST /{index}/_search", cluster.client.search, index=index, body=query, params={"search_pipeline": name}
+        )["hits"]["hits"]
     finally:
         cluster.call(f"DELETE /{index}", cluster.client.indices.delete, index=index, ok_404=True)
     if not hits or hits[0]["_score"] <= 0:
@@ -215,7 +257,9 @@ def _values_of(body: Any, key: str):
 def compare_versions(cluster: Cluster, changes: list[Change], new_document_model: str) -> dict:
     """The new document model vs each previous one the switched ingest pipelines used, on the parity battery (its long
     text shows a different truncation). Documents already indexed keep the old vectors when these differ."""
-    old = sorted({m for c in changes if c.kind == "ingest" and c.changed for m in model_ids_in(c.before)} - {new_document_model})
+    old = sorted(
+        {m for c in changes if c.kind == "ingest" and c.changed for m in model_ids_in(c.before)} - {new_document_model}
+    )
     if not old:
         return {}
     new = predict(cluster, new_document_model, DOCUMENT_BATTERY)
@@ -223,12 +267,20 @@ def compare_versions(cluster: Cluster, changes: list[Change], new_document_model
     for model_id in old:
         dep = deployment.read(cluster, model_id)
         if not dep.usable:
-            out[model_id] = {"compared": False, "same_output": None,
-                             "reason": f"{model_id} is stored as {dep.stored_state} and {dep.summary()}"}
+            out[model_id] = {
+                "compared": False,
+                "same_output": None,
+                "reason": f"{model_id} is stored as {dep.stored_state} and {dep.summary()}",
+            }
             continue
         cmp = compare_maps(predict(cluster, model_id, DOCUMENT_BATTERY), new, PREDICT_TOLERANCE)
-        out[model_id] = {"compared": True, "same_output": cmp["passed"], "identical_token_sets": cmp["identical_token_sets"],
-                         "texts": cmp["texts"], "max_abs_diff": cmp["max_abs_diff"]}
+        out[model_id] = {
+            "compared": True,
+            "same_output": cmp["passed"],
+            "identical_token_sets": cmp["identical_token_sets"],
+            "texts": cmp["texts"],
+            "max_abs_diff": cmp["max_abs_diff"],
+        }
     return out
 
 
@@ -240,14 +292,31 @@ def reindex_warning(cluster: Cluster, changes: list[Change], comparison: dict) -
     switched = [c.name for c in changes if c.kind == "ingest" and c.changed]
     pipes = read_pipelines(cluster)
     new_ids = set().union(*(model_ids_in(c.after) for c in changes if c.kind == "ingest"))
-    indices = sorted({(r.name, r.via.split("=", 1)[1]) for r in references.find_in(new_ids, pipes["ingest"], {},
-                      references.index_pipeline_settings(cluster)) if r.kind == "index"})
+    indices = sorted(
+        {
+            (r.name, r.via.split("=", 1)[1])
+            for r in references.find_in(new_ids, pipes["ingest"], {}, references.index_pipeline_settings(cluster))
+            if r.kind == "index"
+        }
+    )
     how = "; ".join(
         f'POST _reindex {{"source": {{"index": "{idx}"}}, "dest": {{"index": "{idx}-v2", "pipeline": "{pipe}"}}}} '
-        f"(then move your alias), or in place POST {idx}/_update_by_query?pipeline={pipe}" for idx, pipe in indices) or \
-        (f'POST _reindex with "dest": {{"index": NEW, "pipeline": "{switched[0]}"}}, or POST INDEX/_update_by_query?'
-         f"pipeline={switched[0]}")
-    why = "; ".join(f"{m}: " + (f"identical token sets on {c['identical_token_sets']}/{c['texts']} texts, max |d| "
-                                 f"{c['max_abs_diff']:.3g}" if c["compared"] else c["reason"]) for m, c in differ.items())
-    return (f"documents indexed before the switch hold the previous version's vectors and the new version's output "
-            f"differs ({why}); re-encode them through the pipeline: {how}")
+        f"(then move your alias), or in place POST {idx}/_update_by_query?pipeline={pipe}"
+        for idx, pipe in indices
+    ) or (
+        f'POST _reindex with "dest": {{"index": NEW, "pipeline": "{switched[0]}"}}, or POST INDEX/_update_by_query?'
+        f"pipeline={switched[0]}"
+    )
+    why = "; ".join(
+        f"{m}: "
+        + (
+            f"identical token sets on {c['identical_token_sets']}/{c['texts']} texts, max |d| {c['max_abs_diff']:.3g}"
+            if c["compared"]
+            else c["reason"]
+        )
+        for m, c in differ.items()
+    )
+    return (
+        f"documents indexed before the switch hold the previous version's vectors and the new version's output "
+        f"differs ({why}); re-encode them through the pipeline: {how}"
+    )

@@ -1,4 +1,5 @@
 """What the release steps hand each other: the package, the cluster, and the ids each step creates or finds."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,5 @@
 """What a release run is asked to do."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,7 +23,9 @@ class ReleaseOptions:
     switch_pipelines: list[str] = field(default_factory=list)  # ["all"] or pipeline names
     lease_ttl: float | None = None  # seconds; None: $SPARSEPACK_LEASE_TTL or 60 (see registry/lease.py)
     artifact_base_url: str | None = None  # register each zip from BASE/<file> (hosted package) instead of uploading
-    artifact_format: str | None = None  # torchscript | onnx: which document artifact to register (None: the package's first)
+    artifact_format: str | None = (
+        None  # torchscript | onnx: which document artifact to register (None: the package's first)
+    )
     access_mode: str | None = None  # public | private | restricted: a new model group's access (model access control)
     backend_roles: list[str] = field(default_factory=list)  # restricted groups: who may see and deploy the models
 

@@ -1,4 +1,5 @@
 """The JSON report of a release or smoke run. It only records: no step reads its state back out of it."""
+
 from __future__ import annotations
 
 import time
@@ -11,8 +12,14 @@ from ..registry.connection import ConnectionOptions
 
 class Report:
     def __init__(self, target: str, conn: ConnectionOptions):
-        self._data: dict = {"sparsepack_version": __version__, "target": target, "connection": conn.redacted(),
-                            "steps": {}, "passed": False, "failed_step": None}
+        self._data: dict = {
+            "sparsepack_version": __version__,
+            "target": target,
+            "connection": conn.redacted(),
+            "steps": {},
+            "passed": False,
+            "failed_step": None,
+        }
 
     @contextmanager
     def step(self, name: str):

@@ -1,6 +1,7 @@
 """One re-runnable release with one JSON report. STEPS is the safety contract: nothing is created before the cluster
 passed preflight and the upgrade plan, nothing serves before the smoke test, and the previous versions go last, once
 the new one is proven, so a failure anywhere leaves them serving."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -45,8 +46,9 @@ STEPS: tuple[Step, ...] = (
 )
 
 
-def release(target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_dir: str | None = None,
-            **package_kwargs) -> dict:
+def release(
+    target: str, conn: ConnectionOptions, opts: ReleaseOptions, package_dir: str | None = None, **package_kwargs
+) -> dict:
     """Package (given a model), check, register, deploy, smoke-test, switch and clear, as ``opts`` asks; the report."""
     ctx = ReleaseContext(target, conn, opts, Report(target, conn), package_dir, package_kwargs)
     run(ctx)
@@ -75,14 +77,25 @@ def roll_back(ctx: ReleaseContext) -> None:
     uses the group it created."""
     created, report = ctx.created, ctx.report
     if ctx.proven:
-        report.record("kept", {"model_ids": ctx.model_ids, "why": "the new version passed every check and is deployed; "
-                               "only clearing the previous versions failed, they were left as they were"})
-    elif ctx.cluster is not None and not ctx.opts.keep_on_failure and (created.model_ids or created.group_id
-                                                                       or created.deployed):
+        report.record(
+            "kept",
+            {
+                "model_ids": ctx.model_ids,
+                "why": "the new version passed every check and is deployed; "
+                "only clearing the previous versions failed, they were left as they were",
+            },
+        )
+    elif (
+        ctx.cluster is not None
+        and not ctx.opts.keep_on_failure
+        and (created.model_ids or created.group_id or created.deployed)
+    ):
         if created.group_id and ctx.coord is not None and ctx.coord.group_in_use(created.group_id):
             report.record("kept_group_in_use_by_other_runs", created.group_id)
             created.group_id = None
         left = models.rollback(ctx.cluster, created)
-        report.record("rollback", {"removed_models": created.model_ids, "removed_group": created.group_id, "left": left})
+        report.record(
+            "rollback", {"removed_models": created.model_ids, "removed_group": created.group_id, "left": left}
+        )
     elif created.model_ids:
         report.record("kept_on_failure", created.model_ids)

@@ -1,13 +1,14 @@
 """The release steps, each a function of the run's context; run.STEPS puts them in order."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import SparsepackError
-from ..packaging.introspect import load_model
 from ..contract.formats import for_format
 from ..contract.naming import slug
 from ..contract.package_dir import is_package, load_package, verify_artifacts
+from ..errors import SparsepackError
+from ..packaging.introspect import load_model
 from ..packaging.package import package
 from ..registry import artifact_url, lease, models, preflight, references, smoke, switch
 from ..registry.connection import Cluster, connect
@@ -23,8 +24,10 @@ from .report import Report
 
 def check_target(ctx: ReleaseContext) -> None:
     if ctx.opts.artifact_base_url and not is_package(ctx.target):
-        raise SparsepackError(f"--artifact-base-url registers hosted zips, and {ctx.target} is not a package: run "
-                              f"`sparsepack package {ctx.target} -o DIR`, host DIR's zips at the URL, then release DIR")
+        raise SparsepackError(
+            f"--artifact-base-url registers hosted zips, and {ctx.target} is not a package: run "
+            f"`sparsepack package {ctx.target} -o DIR`, host DIR's zips at the URL, then release DIR"
+        )
 
 
 def package_target(ctx: ReleaseContext) -> None:
@@ -42,19 +45,36 @@ def package_target(ctx: ReleaseContext) -> None:
             entry.update(out=str(out), artifacts=[a["file"] for a in manifest["artifacts"]])
         ctx.root, ctx.encoder = out, spec.encoder
     ctx.manifest = for_format(manifest, ctx.opts.artifact_format)
-    ctx.report.record("package", {"dir": str(ctx.root), "name": ctx.manifest["name"], "mode": ctx.manifest["mode"],
-                                  "artifacts": {a["role"]: a["sha256"] for a in ctx.manifest["artifacts"]},
-                                  "format": ctx.manifest["formats"][0] if "formats" in ctx.manifest else "torchscript",
-                                  **proof_summary(ctx.manifest)})
+    ctx.report.record(
+        "package",
+        {
+            "dir": str(ctx.root),
+            "name": ctx.manifest["name"],
+            "mode": ctx.manifest["mode"],
+            "artifacts": {a["role"]: a["sha256"] for a in ctx.manifest["artifacts"]},
+            "format": ctx.manifest["formats"][0] if "formats" in ctx.manifest else "torchscript",
+            **proof_summary(ctx.manifest),
+        },
+    )
 
 
 def proof_summary(manifest: dict) -> dict:
     """The package's proof as CI wants it in the report: devices verified and their figures, the fp16 gate."""
     doc = manifest.get("parity", {}).get("document", {})
-    by_device = {dev: {k: fig.get(k) for k in ("max_abs_diff", "identical_token_sets", "passed", "name", "torch", "cuda", "tf32")
-                       if fig.get(k) is not None} for dev, fig in doc.get("by_device", {}).items()}
-    out = {"precision": manifest.get("precision", "fp32"), "requires_gpu": bool(manifest.get("requires_gpu")),
-           "device_portable": manifest.get("device_portable"), "parity_devices": by_device}
+    by_device = {
+        dev: {
+            k: fig.get(k)
+            for k in ("max_abs_diff", "identical_token_sets", "passed", "name", "torch", "cuda", "tf32")
+            if fig.get(k) is not None
+        }
+        for dev, fig in doc.get("by_device", {}).items()
+    }
+    out = {
+        "precision": manifest.get("precision", "fp32"),
+        "requires_gpu": bool(manifest.get("requires_gpu")),
+        "device_portable": manifest.get("device_portable"),
+        "parity_devices": by_device,
+    }
     if doc.get("quality_gate"):
         out["quality_gate"] = doc["quality_gate"]
     return out
@@ -69,8 +89,10 @@ def verify(ctx: ReleaseContext) -> None:
 def require_gpu_targets(manifest: dict, opts: ReleaseOptions) -> None:
     """An fp16 artifact runs only on GPU nodes: deploying it everywhere would put it on CPU nodes too."""
     if manifest.get("requires_gpu") and not (opts.node_ids or opts.node_attr):
-        raise SparsepackError("this package's document artifact is fp16 and runs on GPU ML nodes only; pick them with "
-                              "--node-attr KEY=VALUE (e.g. gpu=true) or --nodes ID,...")
+        raise SparsepackError(
+            "this package's document artifact is fp16 and runs on GPU ML nodes only; pick them with "
+            "--node-attr KEY=VALUE (e.g. gpu=true) or --nodes ID,..."
+        )
 
 
 def connect_cluster(ctx: ReleaseContext) -> None:
@@ -82,8 +104,11 @@ def check_cluster(ctx: ReleaseContext) -> None:
     opts, cluster = ctx.opts, ctx.cluster
     with ctx.report.step("preflight") as entry:
         chosen = opts.node_ids or ([opts.node_attr] if opts.node_attr else None)
-        urls = [artifact_url.artifact_url(opts.artifact_base_url, a) for a in ctx.manifest["artifacts"]] \
-            if opts.artifact_base_url else None
+        urls = (
+            [artifact_url.artifact_url(opts.artifact_base_url, a) for a in ctx.manifest["artifacts"]]
+            if opts.artifact_base_url
+            else None
+        )
         pf = preflight.run_preflight(cluster, ctx.manifest, chosen, ctx.group_name, artifact_urls=urls)
         if opts.apply_settings and pf.fixable:
             entry["applied_settings"] = preflight.apply_settings(cluster, pf.version, **pf.fixes())
@@ -114,31 +139,59 @@ def plan_upgrade(ctx: ReleaseContext) -> None:
         in_flight = ctx.coord.models_in_flight(group_id) if group_id else set()
         old = set(previous_versions(cluster, group_id, current, in_flight))
         selected = switch.select(cluster, opts.switch_pipelines, old, current) if opts.switch_pipelines else []
-        entry.update(model_group=ctx.group_name, previous_versions=sorted(old),
-                     new_version_already_registered=sorted(current), switch=[{"kind": k, "name": n} for k, n in selected])
+        entry.update(
+            model_group=ctx.group_name,
+            previous_versions=sorted(old),
+            new_version_already_registered=sorted(current),
+            switch=[{"kind": k, "name": n} for k, n in selected],
+        )
         if opts.clear_previous:
             in_use = switch.left_in_use(cluster, old, selected)
             entry["left_in_use"] = [r.as_dict() for r in in_use]
             if in_use:
-                raise references.InUseError(f"clear the previous versions of model group {ctx.group_name} (nothing "
-                                            f"was registered, deployed or deleted)", in_use)
+                raise references.InUseError(
+                    f"clear the previous versions of model group {ctx.group_name} (nothing "
+                    f"was registered, deployed or deleted)",
+                    in_use,
+                )
         ctx.pipelines_to_switch = selected
 
 
 def register(ctx: ReleaseContext) -> None:
     cluster, coord, opts = ctx.cluster, ctx.coord, ctx.opts
     with ctx.report.step("register") as entry:
-        ctx.group_id, new_group = ensure_group_once(cluster, coord, ctx.group_name, ctx.version, ctx.created,
-                                                    opts.access_mode, opts.backend_roles)
-        entry.update(model_group=ctx.group_name, model_group_id=ctx.group_id, group_created=new_group, models={},
-                     lease={"index": lease.INDEX, "owner": coord.owner, "ttl_s": coord.ttl, "lost_to_other_run": coord.lost})
+        ctx.group_id, new_group = ensure_group_once(
+            cluster, coord, ctx.group_name, ctx.version, ctx.created, opts.access_mode, opts.backend_roles
+        )
+        entry.update(
+            model_group=ctx.group_name,
+            model_group_id=ctx.group_id,
+            group_created=new_group,
+            models={},
+            lease={"index": lease.INDEX, "owner": coord.owner, "ttl_s": coord.ttl, "lost_to_other_run": coord.lost},
+        )
         coord.claim(ctx.group_id, [])  # the group is in use from here: a failed run that created it leaves it to us
+
         def note_stale(model_ids: list[str]) -> None:
             entry.setdefault("removed_stale", []).extend(model_ids)
 
-        for art in sorted(ctx.manifest["artifacts"], key=lambda a: a["sha256"]):  # one order in every run: no lease cycles
-            record = register_artifact(cluster, coord, ctx.manifest, ctx.root, art, ctx.group_id, ctx.version,
-                                       ctx.created, opts.timeout, opts.artifact_base_url, opts.progress, note_stale)
+        for art in sorted(
+            ctx.manifest["artifacts"], key=lambda a: a["sha256"]
+        ):  # one order in every run: no lease cycles
+            record = register_artifact(
+                cluster,
+                coord,
+                ctx.manifest,
+                ctx.root,
+                art,
+                ctx.group_id,
+                ctx.version,
+                ctx.created,
+                opts.timeout,
+                opts.artifact_base_url,
+                opts.progress,
+                note_stale,
+            )
             entry["models"][art["role"]] = record
             ctx.model_ids[art["role"]] = record["model_id"]
         coord.claim(ctx.group_id, ctx.model_ids.values())
@@ -166,19 +219,39 @@ def deploy(ctx: ReleaseContext) -> None:
 
 
 def smoke_test(ctx: ReleaseContext) -> None:
-    run_smoke(ctx.cluster, ctx.manifest, ctx.root, ctx.version, ctx.model_ids, ctx.opts.keep, ctx.report,
-              ctx.query_encoder(), ctx.opts.field_type)
+    run_smoke(
+        ctx.cluster,
+        ctx.manifest,
+        ctx.root,
+        ctx.version,
+        ctx.model_ids,
+        ctx.opts.keep,
+        ctx.report,
+        ctx.query_encoder(),
+        ctx.opts.field_type,
+    )
 
 
-def run_smoke(cluster: Cluster, manifest: dict, root: Path, version: str, ids: dict[str, str], keep: bool, report: Report,
-              encode_query=None, field_type: str = "rank_features") -> None:
+def run_smoke(
+    cluster: Cluster,
+    manifest: dict,
+    root: Path,
+    version: str,
+    ids: dict[str, str],
+    keep: bool,
+    report: Report,
+    encode_query=None,
+    field_type: str = "rank_features",
+) -> None:
     """The deployed models against the package: predictions, then retrieval through a real index."""
     local = smoke.LocalPackage(manifest, root)
     query_model = ids.get("query")
     with report.step("smoke_predict") as entry:
         entry.update(smoke.check_predict(cluster, local, ids["document"], query_model, encode_query))
     with report.step("smoke_retrieval") as entry:
-        entry.update(smoke.check_retrieval(cluster, local, version, ids["document"], query_model, keep, field_type=field_type))
+        entry.update(
+            smoke.check_retrieval(cluster, local, version, ids["document"], query_model, keep, field_type=field_type)
+        )
 
 
 def switch_pipelines(ctx: ReleaseContext) -> None:
