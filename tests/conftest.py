@@ -90,9 +90,22 @@ def _session_node(url_env: str, version: str, port: int):
 
 @contextlib.contextmanager
 def local_cluster(version: str, port: int, **start_kwargs):
-    """A fresh local cluster, stopped on the way out, also when its start fails half-way."""
-    from sparsepack.node import lifecycle
+    """A fresh local cluster, stopped on the way out, also when its start fails half-way.
 
+    A cluster on ``port`` that another live run started is never adopted: stopping it on the way out took that run's
+    nodes down mid-run (its nodes logged a clean 'stopping'), so this run fails at once and names the other run."""
+    from node_guard import starter_elsewhere
+
+    from sparsepack.node import lifecycle
+    from sparsepack.node.state import cluster_dir, default_home
+
+    other = starter_elsewhere(cluster_dir(start_kwargs.get("home") or default_home(), port))
+    if other is not None:
+        pytest.fail(
+            f"port {port} holds a cluster that another live run started (pid {other.get('pid')}: "
+            f"{' '.join(other.get('argv', []))[:200]}); give this run its own SPARSEPACK_TEST_PORT_BASE",
+            pytrace=False,
+        )
     try:
         yield lifecycle.start(version, port=port, fresh=True, log=lambda m: print(m, flush=True), **start_kwargs)
     finally:

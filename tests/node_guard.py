@@ -46,7 +46,7 @@ def _parent(pid: int) -> int:
         return 0
 
 
-def _starter_elsewhere(cdir: Path) -> dict | None:
+def starter_elsewhere(cdir: Path) -> dict | None:
     """The live process outside this session (not it, not one of its children) that started ``cdir``'s cluster."""
     try:
         state = load_state(cdir.parent.parent, int(cdir.name))
@@ -67,7 +67,7 @@ def _starter_elsewhere(cdir: Path) -> dict | None:
 @pytest.hookimpl(trylast=True)  # after the runner's own sessionfinish has torn down the session fixtures
 def pytest_sessionfinish(session):
     new = [p for p in suite_node_processes() if p.pid not in _before]
-    foreign = {cdir: _starter_elsewhere(cdir) for cdir in {p.node_dir.parent for p in new}}
+    foreign = {cdir: starter_elsewhere(cdir) for cdir in {p.node_dir.parent for p in new}}
     leaked = [p for p in new if foreign[p.node_dir.parent] is None]
     lines = [
         f"node_guard: {cdir} was started meanwhile by pid {who['pid']} ({' '.join(who.get('argv', []))[:200]}), "

@@ -492,3 +492,23 @@ def test_node_guard_leaves_the_nodes_of_another_run_on_the_same_ports(tmp_path):
     finally:
         for proc in node_processes(cdir):
             os.kill(proc.pid, 9)
+
+
+def test_a_run_never_adopts_the_cluster_of_another_live_run(tmp_path, monkeypatch):
+    """A second session on the same ports used to take the running cluster as its own and stop it at teardown;
+    now it fails before touching it, naming the other run."""
+    from conftest import local_cluster
+
+    from sparsepack.node.state import ClusterState, cluster_dir, save_state
+
+    port = PORT_BASE + 97
+    cluster_dir(tmp_path, port).mkdir(parents=True)
+    # pid 1 is alive and no ancestor of this session: another run, as far as the guard can tell
+    save_state(ClusterState("3.6.0", str(tmp_path), [], started_by={"pid": 1, "argv": ["other-run"]}), port)
+    stopped = []
+    monkeypatch.setattr(lifecycle, "stop", lambda *a, **k: stopped.append(a))
+    monkeypatch.setattr(lifecycle, "start", lambda *a, **k: pytest.fail("must not start on a foreign cluster"))
+    with pytest.raises(pytest.fail.Exception, match="another live run started \\(pid 1: other-run\\)"):
+        with local_cluster("3.6.0", port, home=tmp_path):
+            pass
+    assert stopped == []
