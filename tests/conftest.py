@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from pathlib import Path
 
 import pytest
-from node_guard import pytest_sessionfinish, pytest_sessionstart  # noqa: F401 - hooks: no node outlives the run
+from node_guard import pytest_runtest_logfinish, pytest_sessionfinish, pytest_sessionstart  # noqa: F401 - hooks: no node outlives the run
 
 from sparsepack.demo import DemoSpec, build_demo_model
 

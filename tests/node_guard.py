@@ -28,6 +28,9 @@ def suite_node_processes() -> list[NodeProcess]:
     return [p for p in node_processes() if p.port in SUITE_PORTS]
 
 
+_terminated: list[int] = []
+
+
 def pytest_sessionstart(session):
     _before.update(p.pid for p in suite_node_processes())
     # A cancelled CI job (or `timeout`) sends SIGTERM, whose default ends pytest before any fixture teardown: every
@@ -36,7 +39,16 @@ def pytest_sessionstart(session):
 
 
 def _interrupt(signum, frame):
+    _terminated.append(signum)
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logfinish(nodeid, location):
+    # Code under test that maps Ctrl-C to an exit code (the CLI's 130) swallows the KeyboardInterrupt, and the run
+    # went on for minutes after SIGTERM; the signal is remembered, so the run stops after the test it interrupted.
+    if _terminated:
+        raise KeyboardInterrupt(f"signal {_terminated[0]} during {nodeid}")
 
 
 def _parent(pid: int) -> int:
