@@ -10,7 +10,13 @@ from .output import emit_report, print_json
 from .package import FLAG_OF, REGISTERABLE_FORMATS, add_model_args, model_kwargs
 
 FIELD_HELP = "the smoke index's embedding field: rank_features (default) or sparse_vector (SEISMIC, OpenSearch 3.3+)"
-RELEASE_FLAG_OF = {**FLAG_OF, "node_ids": "--nodes", "group": "--group", "timeout": "--timeout"}
+RELEASE_FLAG_OF = {
+    **FLAG_OF,
+    "node_ids": "--nodes",
+    "group": "--group",
+    "timeout": "--timeout",
+    "allow_mixed_vectors": "--allow-mixed-vectors",
+}
 
 
 def add_parser(subparsers) -> None:
@@ -49,6 +55,17 @@ def add_parser(subparsers) -> None:
         "--switch-pipelines",
         metavar="all|NAME,...",
         help="after the smoke test: point these pipelines (all: every one on a previous version) at the new one",
+    )
+    sp.add_argument(
+        "--allow-mixed-vectors",
+        action="store_true",
+        help="switch pipelines even of indices whose documents another model encoded (default: refused)",
+    )
+    sp.add_argument(
+        "--migrate",
+        metavar="ALIAS,...",
+        help="after the switch: move these aliases' documents to the new version (as `sparsepack migrate` does); "
+        "the previous version their old indices use is kept for the rollback",
     )
     sp.add_argument("--nodes", metavar="ID,...", help="deploy only on these node ids (comma-separated)")
     sp.add_argument("--node-attr", help="deploy only on nodes with this attribute, e.g. gpu=true")
@@ -134,6 +151,8 @@ def _release_options(args):
         artifact_base_url=args.artifact_base_url,
         access_mode=args.access_mode,
         backend_roles=_backend_roles(args),
+        migrate_aliases=_split(args.migrate),
+        allow_mixed_vectors=args.allow_mixed_vectors,
     )
 
 

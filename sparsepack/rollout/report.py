@@ -38,6 +38,10 @@ class Report:
             self._fail_at(name)
             raise ClusterError(f"{name} failed; see the report's steps.{name}")
 
+    @property
+    def failed_step(self) -> str | None:
+        return self._data["failed_step"]
+
     def _fail_at(self, name: str) -> None:
         self._data["failed_step"] = self._data["failed_step"] or name
 
