@@ -165,6 +165,8 @@ def run_release(args) -> int:
     from ..rollout.run import release
 
     report = release(args.target, conn, opts, package_dir=args.package_dir, **model_kwargs(args))
+    if report.get("error_parameter"):
+        report["error"] = exits.message_with_flag(report["error"], report["error_parameter"], args)
     return emit_report(report, args)
 
 

@@ -66,7 +66,9 @@ def run(ctx: ReleaseContext, plan: tuple[Step, ...] = STEPS) -> None:
         ctx.report.mark_passed()
     except (SparsepackError, KeyboardInterrupt) as exc:
         # exit codes: 2 bad input, 3 parity, 4 cluster, 130 interrupted
-        ctx.report.record_failure(str(exc), getattr(exc, "exit_code", 130), outside_steps="setup")
+        ctx.report.record_failure(
+            str(exc), getattr(exc, "exit_code", 130), outside_steps="setup", parameter=getattr(exc, "parameter", None)
+        )
         roll_back(ctx)
     finally:
         if ctx.coord is not None:
