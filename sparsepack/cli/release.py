@@ -9,7 +9,11 @@ from .inputs import load_manifest_data
 from .output import emit_report, print_json
 from .package import FLAG_OF, REGISTERABLE_FORMATS, add_model_args, model_kwargs
 
-FIELD_HELP = "the smoke index's embedding field: rank_features (default) or sparse_vector (SEISMIC, OpenSearch 3.3+)"
+FIELD_HELP = (
+    "the smoke index's embedding field: rank_features (default), sparse_vector (SEISMIC, OpenSearch 3.3+) "
+    "or semantic (the node encodes a semantic text field itself, 3.1+)"
+)
+FIELD_TYPES = ("rank_features", "sparse_vector", "semantic")
 RELEASE_FLAG_OF = {
     **FLAG_OF,
     "node_ids": "--nodes",
@@ -72,9 +76,7 @@ def add_parser(subparsers) -> None:
     sp.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for register/deploy tasks")
     sp.add_argument("--keep-on-failure", action="store_true", help="do not roll back what this run created")
     sp.add_argument("--keep", action="store_true", help="keep the smoke test's index and pipelines")
-    sp.add_argument(
-        "--field-type", choices=("rank_features", "sparse_vector"), default="rank_features", help=FIELD_HELP
-    )
+    sp.add_argument("--field-type", choices=FIELD_TYPES, default="rank_features", help=FIELD_HELP)
     sp.add_argument("--apply-settings", action="store_true", help="apply missing ML Commons settings")
     sp.add_argument("--report", help="also write the JSON report to this file")
     sp.add_argument("--json", action="store_true", help="print the JSON report")
@@ -91,9 +93,7 @@ def add_parser(subparsers) -> None:
         help="the package's document artifact the model was registered from (default: the package's first)",
     )
     sp.add_argument("--keep", action="store_true", help="keep the smoke test's index and pipelines")
-    sp.add_argument(
-        "--field-type", choices=("rank_features", "sparse_vector"), default="rank_features", help=FIELD_HELP
-    )
+    sp.add_argument("--field-type", choices=FIELD_TYPES, default="rank_features", help=FIELD_HELP)
     sp.add_argument("--report", help="also write the JSON report to this file")
     sp.add_argument("--json", action="store_true", help="print the JSON report")
     add_connection_args(sp)

@@ -118,7 +118,9 @@ def two_phase_top(q: dict, docs: list[dict], prune_ratio: float = 0.4) -> int | 
     return max(candidates, key=lambda i: _dot(q, docs[i]), default=None)
 
 
-FIELD_TYPES = ("rank_features", "sparse_vector")
+FIELD_TYPES = ("rank_features", "sparse_vector", "semantic")
+# Where the node stores a semantic field's embedding (rank_features for a sparse model), beside the field itself.
+SEMANTIC_EMBEDDING = "text_semantic_info.embedding"
 
 
 def check_field_type(field_type: str, version: str) -> None:
@@ -130,17 +132,24 @@ def check_field_type(field_type: str, version: str) -> None:
             require("sparse_vector", parse_version(version))
         except SparsepackError as exc:
             raise SparsepackError(f"--field-type sparse_vector: {exc}") from exc
+    if field_type == "semantic":
+        try:
+            require("semantic_field", parse_version(version))
+        except SparsepackError as exc:
+            raise SparsepackError(f"field type semantic: {exc}", parameter="field_type") from exc
 
 
 def stored_keys(source: dict, field: str, chunked: bool) -> set[str]:
     """The token keys the pipeline stored for one document (its first chunk when chunked)."""
-    value = source.get(field) or ({} if not chunked else [{}])
+    for part in field.split(".")[:-1]:
+        source = source.get(part) or {}
+    value = source.get(field.split(".")[-1]) or ({} if not chunked else [{}])
     return set(value[0].get("sparse_encoding", {}) if chunked else value)
 
 
 def as_field_vector(local: LocalPackage, vector: dict, field_type: str) -> dict[str, float]:
     """A local vector keyed as the field stores it: token strings in rank_features, token ids in sparse_vector."""
-    if field_type == "rank_features":
+    if field_type != "sparse_vector":  # rank_features, and a semantic field's embedding
         return dict(vector)
     ids = {
         name: str(tid) for tid, name in local.names.items()
@@ -174,7 +183,8 @@ def check_retrieval(
     """Temporary index + ingest pipeline + two-phase search pipeline; each query's locally best document must come
     first, with the server's score equal to the local dot product. ``field_type=sparse_vector`` uses a SEISMIC field
     (3.3+) whose corpus stays under approximate_threshold, so its search is exact too (no two-phase: SEISMIC fields
-    refuse it); ``chunking`` stores nested chunks and queries them with the nested form."""
+    refuse it); ``chunking`` stores nested chunks and queries them with the nested form. ``field_type=semantic`` (3.1+)
+    lets the node encode a semantic field itself: no pipelines, a ``neural`` query on the field."""
     check_field_type(field_type, version)
     suffix = uuid.uuid4().hex[:8]
     index, ingest, search = (
@@ -186,27 +196,16 @@ def check_retrieval(
     t0 = time.perf_counter()
     resources = {"index": index, "ingest_pipeline": ingest, "search_pipeline": search}
     try:
-        two_phase = field_type == "rank_features"
-        cluster.call(
-            f"PUT /_ingest/pipeline/{ingest}",
-            cluster.client.ingest.put_pipeline,
-            id=ingest,
-            body=render("ingest-pipeline", local.manifest, version, model_id=doc_model, chunking=chunking),
+        two_phase, semantic = field_type == "rank_features", field_type == "semantic"
+        for_field = (
+            {"model_id": doc_model, "search_model_id": query_model}
+            if semantic
+            else {"ingest_pipeline": ingest, "chunking": chunking}
         )
-        cluster.call(
-            f"PUT /_search/pipeline/{search}",
-            cluster.client.search_pipeline.put,
-            id=search,
-            body=render("search-pipeline", local.manifest, version, model_id=query_id, two_phase=two_phase),
-        )
+        if not semantic:
+            _put_pipelines(cluster, local, version, ingest, search, doc_model, query_id, chunking, two_phase)
         mapping = render(
-            "index-mapping",
-            local.manifest,
-            version,
-            ingest_pipeline=ingest,
-            field_type=field_type,
-            chunking=chunking,
-            **(mapping_values or {}),
+            "index-mapping", local.manifest, version, field_type=field_type, **for_field, **(mapping_values or {})
         )
         cluster.call(f"PUT /{index}", cluster.client.indices.create, index=index, body=mapping)
         for i, text in enumerate(CORPUS):
@@ -221,7 +220,8 @@ def check_retrieval(
         cluster.call(f"POST /{index}/_refresh", cluster.client.indices.refresh, index=index)
         doc_vectors = local.encode_documents(CORPUS)
         stored = cluster.call(f"GET /{index}/_doc/0", cluster.client.get, index=index, id=0)["_source"]
-        ingest_ok = stored_keys(stored, "text_sparse", chunking) == set(
+        vector_field = SEMANTIC_EMBEDDING if semantic else "text_sparse"
+        ingest_ok = stored_keys(stored, vector_field, chunking) == set(
             as_field_vector(local, doc_vectors[0], field_type)
         )
         checks, checked = [], 0
@@ -246,7 +246,12 @@ def check_retrieval(
             )
             hits = search_hits(cluster, local, index, body, {"search_pipeline": "_none"}, q_text)
             # No model_id: the search pipeline's neural_query_enricher must supply it; two-phase picks the top.
-            hits_p = search_hits(cluster, local, index, _drop_model_id(body), {"search_pipeline": search}, q_text)
+            # A semantic field names its own models: no search pipeline to go through.
+            hits_p = (
+                hits
+                if semantic
+                else search_hits(cluster, local, index, _drop_model_id(body), {"search_pipeline": search}, q_text)
+            )
             top = int(hits[0]["_id"]) if hits else None
             top_p = int(hits_p[0]["_id"]) if hits_p else None
             expected_p = two_phase_top(q_vec, doc_vectors) if two_phase else best
@@ -282,13 +287,38 @@ def check_retrieval(
             "seconds": round(time.perf_counter() - t0, 3),
             "field_type": field_type,
             "chunking": chunking,
-            "mapping": mapping["mappings"]["properties"]["text_sparse"],
+            "mapping": mapping["mappings"]["properties"]["text" if semantic else "text_sparse"],
             "kept": keep,
             "passed": bool(passed),
         }
     finally:
         if not keep:
             cleanup(cluster, resources)
+
+
+def _put_pipelines(
+    cluster: Cluster,
+    local: LocalPackage,
+    version: str,
+    ingest: str,
+    search: str,
+    doc_model: str,
+    query_id: str,
+    chunking: bool,
+    two_phase: bool,
+) -> None:
+    cluster.call(
+        f"PUT /_ingest/pipeline/{ingest}",
+        cluster.client.ingest.put_pipeline,
+        id=ingest,
+        body=render("ingest-pipeline", local.manifest, version, model_id=doc_model, chunking=chunking),
+    )
+    cluster.call(
+        f"PUT /_search/pipeline/{search}",
+        cluster.client.search_pipeline.put,
+        id=search,
+        body=render("search-pipeline", local.manifest, version, model_id=query_id, two_phase=two_phase),
+    )
 
 
 def search_hits(cluster: Cluster, local: LocalPackage, index: str, body: dict, params: dict, q_text: str) -> list:

@@ -102,8 +102,9 @@ TEMPLATES: dict[str, TemplateSpec] = {
         value_features={"chunking": "text_chunking"},
     ),
     "query": TemplateSpec(
-        "neural_sparse search body (nested over the chunks when chunking=true)",
+        "neural_sparse search body (nested over the chunks when chunking=true), or a neural query on a semantic field",
         {
+            "text_field": "text",
             "embedding_field": "text_sparse",
             "query_text": None,
             "model_id": None,
