@@ -88,24 +88,21 @@ class NodeEnv:
         if key not in self.indices:
             name = f"t-accept-{field_type.replace('_', '-')}-{int(chunking)}-{uuid.uuid4().hex[:6]}"
             pipeline = f"{name}-ingest"
-            self.cluster.request(
-                "PUT",
-                f"/_ingest/pipeline/{pipeline}",
-                body=render(
-                    "ingest-pipeline", self.manifest, self.version, model_id=self.ids["document"], chunking=chunking
-                ),
-            )
+            if field_type == "semantic":  # the node encodes the field itself with the models it names
+                shape = {"model_id": self.ids["document"], "search_model_id": self.ids.get("query")}
+            else:
+                shape = {"ingest_pipeline": pipeline, "chunking": chunking}
+                self.cluster.request(
+                    "PUT",
+                    f"/_ingest/pipeline/{pipeline}",
+                    body=render(
+                        "ingest-pipeline", self.manifest, self.version, model_id=self.ids["document"], chunking=chunking
+                    ),
+                )
             self.cluster.request(
                 "PUT",
                 f"/{name}",
-                body=render(
-                    "index-mapping",
-                    self.manifest,
-                    self.version,
-                    ingest_pipeline=pipeline,
-                    field_type=field_type,
-                    chunking=chunking,
-                ),
+                body=render("index-mapping", self.manifest, self.version, field_type=field_type, **shape),
             )
             for i, text in enumerate(smoke_corpus.CORPUS):
                 self.cluster.request("PUT", f"/{name}/_doc/{i}", body={"text": text})

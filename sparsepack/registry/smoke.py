@@ -204,8 +204,9 @@ def check_retrieval(
         )
         if not semantic:
             _put_pipelines(cluster, local, version, ingest, search, doc_model, query_id, chunking, two_phase)
+        # The field's models are the ones under test, whatever model ids the caller's mapping values hold.
         mapping = render(
-            "index-mapping", local.manifest, version, field_type=field_type, **for_field, **(mapping_values or {})
+            "index-mapping", local.manifest, version, field_type=field_type, **{**(mapping_values or {}), **for_field}
         )
         cluster.call(f"PUT /{index}", cluster.client.indices.create, index=index, body=mapping)
         for i, text in enumerate(CORPUS):
