@@ -2,6 +2,8 @@
 the real 3.6.0 node passes it for a bi-encoder and an inference-free package; before 3.1 it is refused (release checks it in preflight,
 before anything is registered)."""
 
+import json
+
 import pytest
 from conftest import conn, drop_group
 
@@ -38,8 +40,9 @@ def test_release_smoke_through_a_semantic_field(node_3x, package_factory, name):
             conn(node_3x),
             ReleaseOptions(group=group, field_type="semantic", progress=False, timeout=180),
         )
-        assert rep["passed"], rep.get("error")
-        retrieval = rep["steps"]["smoke_retrieval"]
+        retrieval = rep["steps"].get("smoke_retrieval", {})
+        summary = {k: v for k, v in retrieval.items() if k != "resources"}
+        assert rep["passed"], json.dumps(summary)[:3000]
         assert retrieval["field_type"] == "semantic" and retrieval["mapping"]["type"] == "semantic"
         assert retrieval["mapping"]["model_id"] == rep["model_ids"]["document"]
         assert retrieval["mapping"].get("search_model_id") == rep["model_ids"].get("query")

@@ -13,9 +13,11 @@ from .context import ReleaseContext
 
 def plan(ctx: ReleaseContext) -> dict[str, str]:
     """Before anything is created: each alias serves from one index a migration can copy; alias -> that index."""
-    sources = {}
+    sources: dict[str, str] = {}
+    cluster = ctx.cluster
+    assert cluster is not None  # connected before the upgrade plan
     for alias in ctx.opts.migrate_aliases:
-        src = migrate_source.resolve(ctx.cluster, alias)
+        src = migrate_source.resolve(cluster, alias)
         migrate_source.refuse_lossy_patterns(src)
         sources[alias] = src.name
     return sources
@@ -37,12 +39,14 @@ def kept_for_rollback(refs: list[Reference], sources: dict[str, str]) -> dict[st
 def migrate_aliases(ctx: ReleaseContext) -> None:
     """Each alias onto the new document (and query) model; the first failure stops, its alias still on its old
     index, and the new version stays (it passed every check)."""
+    cluster = ctx.cluster
+    assert cluster is not None  # connected before the upgrade plan
     with ctx.report.step("migrate") as entry:
         entry["aliases"] = {}
         for alias in ctx.opts.migrate_aliases:
             opts = MigrationOptions(progress=_progress if ctx.opts.progress else None)
             try:
-                report = migrate(ctx.cluster, alias, ctx.model_ids["document"], ctx.model_ids.get("query"), opts)
+                report = migrate(cluster, alias, ctx.model_ids["document"], ctx.model_ids.get("query"), opts)
             except MigrationError as exc:
                 entry["aliases"][alias] = {
                     "passed": False,
@@ -53,7 +57,7 @@ def migrate_aliases(ctx: ReleaseContext) -> None:
                 raise
             entry["aliases"][alias] = report.as_dict()
             # A re-run after the swap finds the alias already on the new index: its old one is in the migration state.
-            state = (provenance.read_meta(ctx.cluster, report.new_index or "") or {}).get("migration") or {}
+            state = (provenance.read_meta(cluster, report.new_index or "") or {}).get("migration") or {}
             if state.get("source") and state.get("stage") == "swapped":
                 ctx.migration_sources[alias] = state["source"]
 

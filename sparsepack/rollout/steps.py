@@ -132,6 +132,7 @@ def plan_upgrade(ctx: ReleaseContext) -> None:
     """Before anything is created: the pipelines to switch must use a version of this group, and clearing the
     previous versions must leave nothing in use."""
     cluster, opts = ctx.cluster, ctx.opts
+    assert cluster is not None and ctx.coord is not None  # connected and leased before the plan
     with ctx.report.step("upgrade_plan") as entry:
         group_id = models.find_group(cluster, ctx.group_name)
         hashes = {a["sha256"] for a in ctx.manifest["artifacts"]}
