@@ -28,7 +28,6 @@ def test_semantic_query_is_a_neural_query_on_the_text_field():
         render("query", None, "2.19.6", field_type="semantic", model_id="Q", query_text="rain")
 
 
-@pytest.mark.cluster
 PRUNED = pytest.mark.xfail(
     strict=True,
     reason="a semantic field prunes each document's lightest tokens by default; the local dot product keeps them, "
@@ -36,6 +35,7 @@ PRUNED = pytest.mark.xfail(
 )
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize("name", ["bert-bi-relu", pytest.param("bert-if-log1p", marks=PRUNED)])
 def test_release_smoke_through_a_semantic_field(node_3x, package_factory, name):
     from conftest import cluster_for
