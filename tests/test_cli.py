@@ -179,13 +179,14 @@ def test_quantize_int8_alone_packages_onnx(monkeypatch, capsys, tmp_path):
 
 def test_list_group_is_a_name_and_group_id_an_id(monkeypatch, capsys):
     from sparsepack.cli import models as list_cmd
-    from sparsepack.registry import models
+    from sparsepack.registry import index_models, models
 
     seen = []
     monkeypatch.setattr(list_cmd, "connect", lambda args: "cluster")
     monkeypatch.setattr(models, "find_group", lambda cl, name: {"my-group": "G1"}.get(name))
     monkeypatch.setattr(models, "get_group", lambda cl, gid: {"name": "old"} if gid == "G2" else None)
     monkeypatch.setattr(models, "list_models", lambda cl, group: seen.append(group) or [])
+    monkeypatch.setattr(index_models, "index_provenance", lambda cl: {})
     assert cli.main(["list", "--group", "my-group"]) == 0 and seen[-1] == "G1"
     assert cli.main(["list", "--group-id", "G7"]) == 0 and seen[-1] == "G7"
     assert capsys.readouterr().err == ""
@@ -193,6 +194,32 @@ def test_list_group_is_a_name_and_group_id_an_id(monkeypatch, capsys):
     assert "--group with a model group id is deprecated; use --group-id" in capsys.readouterr().err
     assert cli.main(["list", "--group", "nope"]) == 2
     assert "no model group named 'nope'" in capsys.readouterr().err
+
+
+def test_list_shows_which_model_each_index_holds(monkeypatch, capsys):
+    from sparsepack.cli import models as list_cmd
+    from sparsepack.registry import index_models, models
+
+    row = {"model_id": "M2", "state": "DEPLOYED", "function_name": "SPARSE_ENCODING", "name": "pkg", "version": "2"}
+    monkeypatch.setattr(list_cmd, "connect", lambda args: "cluster")
+    monkeypatch.setattr(models, "list_models", lambda cl, group: [{**row, "loaded": "loaded on 1 of 1 node"}])
+    mappings = {
+        "docs-v2": {"_meta": {"sparsepack": {"document_model": {"model_id": "M2"}, "migrated_from": "docs-v1"}}},
+        "docs-v1": {"properties": {"body": {"type": "semantic", "model_id": "M1"}}},
+        "plain": {"properties": {"text": {"type": "text"}}},
+    }
+    monkeypatch.setattr(
+        index_models,
+        "index_provenance",
+        lambda cl: {i: f for i, m in mappings.items() if (f := index_models.recorded_models(m))},
+    )
+    assert cli.main(["list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["vector_indices"] == ["docs-v2"]
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "docs-v2  M2 (pkg v2; recorded in _meta)" in out
+    assert "docs-v1  M1 (a model not on this cluster; recorded in semantic field)" in out
+    assert "plain" not in out
 
 
 def _walk(parser: argparse.ArgumentParser, path: str):

@@ -33,7 +33,8 @@ def test_steps_order_is_the_safety_contract():
         ("register", "deploy"),
         ("deploy", "smoke"),
         ("smoke", "switch_pipelines"),
-        ("switch_pipelines", "clear_previous"),
+        ("switch_pipelines", "migrate"),
+        ("migrate", "clear_previous"),
     ]:
         assert order.index(earlier) < order.index(later), (earlier, later, order)
     assert order[-1] == "clear_previous"
@@ -48,9 +49,28 @@ def test_optional_steps_follow_the_options():
     plain = ReleaseOptions()
     assert not by_name["upgrade_plan"].enabled(plain) and not by_name["switch_pipelines"].enabled(plain)
     assert not by_name["clear_previous"].enabled(plain) and by_name["smoke"].enabled(plain)
+    assert not by_name["migrate"].enabled(plain)
+    moving = ReleaseOptions(migrate_aliases=["docs"])
+    assert by_name["migrate"].enabled(moving) and by_name["upgrade_plan"].enabled(moving)
+    assert by_name["migrate"].after_proof  # a failed migration keeps the proven new version (and the switch)
     upgrade = ReleaseOptions(clear_previous=True, switch_pipelines=["all"], smoke=False)
     assert by_name["upgrade_plan"].enabled(upgrade) and by_name["switch_pipelines"].enabled(upgrade)
     assert by_name["clear_previous"].enabled(upgrade) and not by_name["smoke"].enabled(upgrade)
+
+
+def test_a_migrated_alias_old_index_keeps_its_model_for_rollback():
+    from sparsepack.registry.references import Reference
+    from sparsepack.rollout.migration import kept_for_rollback
+
+    refs = [
+        Reference("ingest_pipeline", "docs-ingest", "OLD"),
+        Reference("index", "docs-v1", "OLD", "index.default_pipeline=docs-ingest"),
+        Reference("index", "other", "OLDER", "index.default_pipeline=other-ingest"),
+    ]
+    kept = kept_for_rollback(refs, {"docs": "docs-v1"})
+    assert list(kept) == ["OLD"]  # OLDER is used by an index no migration keeps: still a refusal
+    assert "alias docs served from before its migration" in kept["OLD"][0] and "docs-v1" in kept["OLD"][0]
+    assert kept_for_rollback(refs, {}) == {}
 
 
 class FakeCoordinator:

@@ -82,10 +82,13 @@ def run_mapped(command, args) -> int:
 
 def with_flag_hint(exc: SparsepackError, args) -> str:
     """The library names the argument (``exc.parameter``); the CLI knows which flag sets it in this command."""
-    message = str(exc)
-    flag = getattr(args, "flag_of", {}).get(exc.parameter) if exc.parameter else None
-    if flag is None and exc.parameter:
-        flag = "--" + exc.parameter.replace("_", "-")
+    return message_with_flag(str(exc), exc.parameter, args)
+
+
+def message_with_flag(message: str, parameter: str | None, args) -> str:
+    flag = getattr(args, "flag_of", {}).get(parameter) if parameter else None
+    if flag is None and parameter:
+        flag = "--" + parameter.replace("_", "-")
     if flag and flag not in message:
         message = f"{message} (flag {flag})"
     return message

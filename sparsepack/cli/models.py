@@ -42,18 +42,32 @@ def _group_id(cl, args) -> str | None:
 
 
 def run_list(args) -> int:
-    from ..registry import models
+    from ..registry import index_models, models
 
     cl = connect(args)
-    rows = models.list_models(cl, _group_id(cl, args))
+    group_id = _group_id(cl, args)
+    rows = models.list_models(cl, group_id)
+    recorded = index_models.index_provenance(cl)
+    by_model = index_models.indices_by_model(recorded)
+    for r in rows:
+        r["vector_indices"] = by_model.get(r["model_id"], [])
     if args.json:
         print_json(rows)
-    else:
-        for r in rows:
-            print(
-                f"{r['model_id']}  {r['state'] or '?':18s} {r['function_name'] or '?':16s} {r['name']} v{r['version']}  "
-                f"{r['loaded']}"
-            )
+        return 0
+    for r in rows:
+        print(
+            f"{r['model_id']}  {r['state'] or '?':18s} {r['function_name'] or '?':16s} {r['name']} v{r['version']}  "
+            f"{r['loaded']}"
+        )
+    listed = {r["model_id"]: r for r in rows}
+    shown = {i: f for i, f in recorded.items() if group_id is None or f.get("document_model_id") in listed}
+    if shown:
+        print("indices (whose vectors they hold):")
+    for index, facts in shown.items():
+        model_id = facts.get("document_model_id") or "?"
+        model = listed.get(model_id)
+        what = f"{model['name']} v{model['version']}" if model else "a model not on this cluster"
+        print(f"  {index}  {model_id} ({what}; recorded in {facts['source']})")
     return 0
 
 

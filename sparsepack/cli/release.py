@@ -9,8 +9,18 @@ from .inputs import load_manifest_data
 from .output import emit_report, print_json
 from .package import FLAG_OF, REGISTERABLE_FORMATS, add_model_args, model_kwargs
 
-FIELD_HELP = "the smoke index's embedding field: rank_features (default) or sparse_vector (SEISMIC, OpenSearch 3.3+)"
-RELEASE_FLAG_OF = {**FLAG_OF, "node_ids": "--nodes", "group": "--group", "timeout": "--timeout"}
+FIELD_HELP = (
+    "the smoke index's embedding field: rank_features (default), sparse_vector (SEISMIC, OpenSearch 3.3+) "
+    "or semantic (the node encodes a semantic text field itself, 3.1+)"
+)
+FIELD_TYPES = ("rank_features", "sparse_vector", "semantic")
+RELEASE_FLAG_OF = {
+    **FLAG_OF,
+    "node_ids": "--nodes",
+    "group": "--group",
+    "timeout": "--timeout",
+    "allow_mixed_vectors": "--allow-mixed-vectors",
+}
 
 
 def add_parser(subparsers) -> None:
@@ -50,14 +60,23 @@ def add_parser(subparsers) -> None:
         metavar="all|NAME,...",
         help="after the smoke test: point these pipelines (all: every one on a previous version) at the new one",
     )
+    sp.add_argument(
+        "--allow-mixed-vectors",
+        action="store_true",
+        help="switch pipelines even of indices whose documents another model encoded (default: refused)",
+    )
+    sp.add_argument(
+        "--migrate",
+        metavar="ALIAS,...",
+        help="after the switch: move these aliases' documents to the new version (as `sparsepack migrate` does); "
+        "the previous version their old indices use is kept for the rollback",
+    )
     sp.add_argument("--nodes", metavar="ID,...", help="deploy only on these node ids (comma-separated)")
     sp.add_argument("--node-attr", help="deploy only on nodes with this attribute, e.g. gpu=true")
     sp.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for register/deploy tasks")
     sp.add_argument("--keep-on-failure", action="store_true", help="do not roll back what this run created")
     sp.add_argument("--keep", action="store_true", help="keep the smoke test's index and pipelines")
-    sp.add_argument(
-        "--field-type", choices=("rank_features", "sparse_vector"), default="rank_features", help=FIELD_HELP
-    )
+    sp.add_argument("--field-type", choices=FIELD_TYPES, default="rank_features", help=FIELD_HELP)
     sp.add_argument("--apply-settings", action="store_true", help="apply missing ML Commons settings")
     sp.add_argument("--report", help="also write the JSON report to this file")
     sp.add_argument("--json", action="store_true", help="print the JSON report")
@@ -74,9 +93,7 @@ def add_parser(subparsers) -> None:
         help="the package's document artifact the model was registered from (default: the package's first)",
     )
     sp.add_argument("--keep", action="store_true", help="keep the smoke test's index and pipelines")
-    sp.add_argument(
-        "--field-type", choices=("rank_features", "sparse_vector"), default="rank_features", help=FIELD_HELP
-    )
+    sp.add_argument("--field-type", choices=FIELD_TYPES, default="rank_features", help=FIELD_HELP)
     sp.add_argument("--report", help="also write the JSON report to this file")
     sp.add_argument("--json", action="store_true", help="print the JSON report")
     add_connection_args(sp)
@@ -134,6 +151,8 @@ def _release_options(args):
         artifact_base_url=args.artifact_base_url,
         access_mode=args.access_mode,
         backend_roles=_backend_roles(args),
+        migrate_aliases=_split(args.migrate),
+        allow_mixed_vectors=args.allow_mixed_vectors,
     )
 
 
@@ -146,6 +165,8 @@ def run_release(args) -> int:
     from ..rollout.run import release
 
     report = release(args.target, conn, opts, package_dir=args.package_dir, **model_kwargs(args))
+    if report.get("error_parameter"):
+        report["error"] = exits.message_with_flag(report["error"], report["error_parameter"], args)
     return emit_report(report, args)
 
 

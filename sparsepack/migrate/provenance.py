@@ -7,8 +7,7 @@ import datetime as dt
 
 from ..registry import models
 from ..registry.connection import Cluster
-
-META_KEY = "sparsepack"
+from ..registry.index_models import META_KEY, index_provenance, semantic_fields  # noqa: F401 - re-exported
 
 
 def now() -> str:
@@ -67,54 +66,3 @@ def update_state(cluster: Cluster, index: str, **state) -> dict:
     meta.setdefault("migration", {}).update(state)
     write_meta(cluster, index, meta)
     return meta
-
-
-def semantic_fields(properties: dict, prefix: str = ""):
-    """(path, field mapping) of every ``semantic`` field, at any depth."""
-    for name, spec in (properties or {}).items():
-        if not isinstance(spec, dict):
-            continue
-        if spec.get("type") == "semantic":
-            yield prefix + name, spec
-        yield from semantic_fields(spec.get("properties"), f"{prefix}{name}.")
-
-
-def index_provenance(cluster: Cluster) -> dict[str, dict]:
-    """index -> {"document_model_id", "query_model_id", "migrated_from", "package"} for every index that records its
-    models: sparsepack's ``_meta``, or a semantic field's model ids."""
-    res = (
-        cluster.call(
-            "GET /*,-.*/_mapping",
-            cluster.client.indices.get_mapping,
-            index="*,-.*",
-            params={"expand_wildcards": "open,closed"},
-            ok_404=True,
-        )
-        or {}
-    )
-    out = {}
-    for index, entry in sorted(res.items()):
-        mappings = entry.get("mappings") or {}
-        meta = (mappings.get("_meta") or {}).get(META_KEY)
-        if meta:
-            out[index] = {
-                "document_model_id": (meta.get("document_model") or {}).get("model_id"),
-                "query_model_id": (meta.get("query_model") or {}).get("model_id"),
-                "package": meta.get("package"),
-                "migrated_from": meta.get("migrated_from"),
-                "created_at": meta.get("created_at"),
-                "source": "_meta",
-            }
-            continue
-        fields = list(semantic_fields(mappings.get("properties")))
-        if fields:
-            _, spec = fields[0]
-            out[index] = {
-                "document_model_id": spec.get("model_id"),
-                "query_model_id": spec.get("search_model_id") or spec.get("model_id"),
-                "package": None,
-                "migrated_from": None,
-                "created_at": None,
-                "source": "semantic field",
-            }
-    return out

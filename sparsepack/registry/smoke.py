@@ -6,86 +6,25 @@ import json
 import struct
 import time
 import uuid
-from pathlib import Path
 
 from ..contract.limits import MAX_QUERY_WEIGHT, weight_problem
 from ..errors import ClusterError, SparsepackError
-from ..packaging.archive import read_zip
-from ..packaging.artifact_zip import load_from_zip
 from ..packaging.parity import (
     DOCUMENT_BATTERY,
     QUERY_BATTERY,
-    DjlStyleTokenizer,
-    emulate_sparse_tokenize,
     reference_token_map,
-    run_artifact,
 )
-from ..packaging.query_weights import culprits, lowest_weight_query, undo_rule
-from ..packaging.tokenizer_export import server_token_strings
+from ..packaging.query_weights import culprits, undo_rule
 from ..templates import render
 from ..templates.versions import parse_version, require
 from . import deployment
 from .connection import Cluster
+from .local_package import LocalPackage
 from .models import BASE
+from .smoke_corpus import CORPUS, QUERIES, expansion_queries
 
 PREDICT_TOLERANCE = 1e-4
 SCORE_RTOL = 1e-3
-
-CORPUS = [
-    "The weather in New York is rainy today, with heavy rain over the city all night.",
-    "OpenSearch indexes sparse vectors as rank features and finds documents with a neural sparse query.",
-    "The river water was cold and the cloud over the valley made the day very long.",
-    "People use language models to make a vector from each word of a text document.",
-    "She said the news of the year would find many people in the city this time.",
-    "Search engines index tokens; a query is a list of token weights.",
-]
-QUERIES = [
-    "rainy weather in new york",
-    "sparse vector search engine",
-    "cold river water",
-    "language model for word vectors",
-    "news of the year",
-    "token weights of a query",
-]
-
-
-class LocalPackage:
-    """The packaged artifacts run locally, keyed the way the server keys its output."""
-
-    def __init__(self, manifest: dict, root: Path):
-        self.manifest = manifest
-        doc = next(a for a in manifest["artifacts"] if a["role"] == "document")
-        self.artifact, self.doc_tokenizer_data = load_from_zip(root / doc["file"])
-        self.tokenizer = DjlStyleTokenizer(self.doc_tokenizer_data)
-        self.names = server_token_strings(self.doc_tokenizer_data, manifest["vocab_size"])
-        query = next((a for a in manifest["artifacts"] if a["role"] == "query"), None)
-        self.query_tokenizer_data = self.idf = None
-        if query is not None:
-            q_entries = read_zip(root / query["file"])
-            self.query_tokenizer_data = json.loads(q_entries["tokenizer.json"])
-            self.idf = json.loads(q_entries["idf.json"]) if "idf.json" in q_entries else None
-
-    def encode_documents(self, texts: list[str]) -> list[dict[str, float]]:
-        vectors = run_artifact(self.artifact, self.tokenizer, texts, batch_size=1)
-        return [reference_token_map(v, self.names) for v in vectors]
-
-    def low_weight_query(self) -> tuple[str, dict[str, float]]:
-        """The query made of idf.json's lowest-weight tokens (inference-free packages only)."""
-        return lowest_weight_query(self.query_tokenizer_data, self.idf)
-
-    def served_query(self, text: str) -> dict[str, float]:
-        """The weights the cluster builds its query from, zeros included (they are what it refuses)."""
-        if self.query_tokenizer_data is None:
-            return self.encode_documents([text])[0]
-        return emulate_sparse_tokenize(self.query_tokenizer_data, self.idf, text)
-
-    def encode_queries(self, texts: list[str]) -> list[dict[str, float]]:
-        if self.query_tokenizer_data is None:
-            return self.encode_documents(texts)
-        return [
-            {k: v for k, v in emulate_sparse_tokenize(self.query_tokenizer_data, self.idf, t).items() if v != 0.0}
-            for t in texts
-        ]
 
 
 def predict(cluster: Cluster, model_id: str, texts: list[str]) -> list[dict[str, float]]:
@@ -179,18 +118,9 @@ def two_phase_top(q: dict, docs: list[dict], prune_ratio: float = 0.4) -> int | 
     return max(candidates, key=lambda i: _dot(q, docs[i]), default=None)
 
 
-def expansion_queries(doc_vectors: list[dict], per_doc: int = 2) -> list[str]:
-    """Queries made of each document's own strongest whole-word tokens. A model with little lexical overlap with the
-    built-in queries (a random-weight test model, a foreign-language model) still gets checkable queries this way."""
-    out = []
-    for vec in doc_vectors:
-        words = [t for t, _ in sorted(vec.items(), key=lambda kv: -kv[1]) if t.isalpha() and not t.startswith("##")]
-        if words:
-            out.append(" ".join(words[:per_doc]))
-    return out
-
-
-FIELD_TYPES = ("rank_features", "sparse_vector")
+FIELD_TYPES = ("rank_features", "sparse_vector", "semantic")
+# Where the node stores a semantic field's embedding (rank_features for a sparse model), beside the field itself.
+SEMANTIC_EMBEDDING = "text_semantic_info.embedding"
 
 
 def check_field_type(field_type: str, version: str) -> None:
@@ -202,17 +132,24 @@ def check_field_type(field_type: str, version: str) -> None:
             require("sparse_vector", parse_version(version))
         except SparsepackError as exc:
             raise SparsepackError(f"--field-type sparse_vector: {exc}") from exc
+    if field_type == "semantic":
+        try:
+            require("semantic_field", parse_version(version))
+        except SparsepackError as exc:
+            raise SparsepackError(f"field type semantic: {exc}", parameter="field_type") from exc
 
 
 def stored_keys(source: dict, field: str, chunked: bool) -> set[str]:
     """The token keys the pipeline stored for one document (its first chunk when chunked)."""
-    value = source.get(field) or ({} if not chunked else [{}])
+    for part in field.split(".")[:-1]:
+        source = source.get(part) or {}
+    value = source.get(field.split(".")[-1]) or ({} if not chunked else [{}])
     return set(value[0].get("sparse_encoding", {}) if chunked else value)
 
 
 def as_field_vector(local: LocalPackage, vector: dict, field_type: str) -> dict[str, float]:
     """A local vector keyed as the field stores it: token strings in rank_features, token ids in sparse_vector."""
-    if field_type == "rank_features":
+    if field_type != "sparse_vector":  # rank_features, and a semantic field's embedding
         return dict(vector)
     ids = {
         name: str(tid) for tid, name in local.names.items()
@@ -246,7 +183,8 @@ def check_retrieval(
     """Temporary index + ingest pipeline + two-phase search pipeline; each query's locally best document must come
     first, with the server's score equal to the local dot product. ``field_type=sparse_vector`` uses a SEISMIC field
     (3.3+) whose corpus stays under approximate_threshold, so its search is exact too (no two-phase: SEISMIC fields
-    refuse it); ``chunking`` stores nested chunks and queries them with the nested form."""
+    refuse it); ``chunking`` stores nested chunks and queries them with the nested form. ``field_type=semantic`` (3.1+)
+    lets the node encode a semantic field itself: no pipelines, a ``neural`` query on the field."""
     check_field_type(field_type, version)
     suffix = uuid.uuid4().hex[:8]
     index, ingest, search = (
@@ -258,27 +196,17 @@ def check_retrieval(
     t0 = time.perf_counter()
     resources = {"index": index, "ingest_pipeline": ingest, "search_pipeline": search}
     try:
-        two_phase = field_type == "rank_features"
-        cluster.call(
-            f"PUT /_ingest/pipeline/{ingest}",
-            cluster.client.ingest.put_pipeline,
-            id=ingest,
-            body=render("ingest-pipeline", local.manifest, version, model_id=doc_model, chunking=chunking),
+        two_phase, semantic = field_type == "rank_features", field_type == "semantic"
+        for_field = (
+            {"model_id": doc_model, "search_model_id": query_model}
+            if semantic
+            else {"ingest_pipeline": ingest, "chunking": chunking}
         )
-        cluster.call(
-            f"PUT /_search/pipeline/{search}",
-            cluster.client.search_pipeline.put,
-            id=search,
-            body=render("search-pipeline", local.manifest, version, model_id=query_id, two_phase=two_phase),
-        )
+        if not semantic:
+            _put_pipelines(cluster, local, version, ingest, search, doc_model, query_id, chunking, two_phase)
+        # The field's models are the ones under test, whatever model ids the caller's mapping values hold.
         mapping = render(
-            "index-mapping",
-            local.manifest,
-            version,
-            ingest_pipeline=ingest,
-            field_type=field_type,
-            chunking=chunking,
-            **(mapping_values or {}),
+            "index-mapping", local.manifest, version, field_type=field_type, **{**(mapping_values or {}), **for_field}
         )
         cluster.call(f"PUT /{index}", cluster.client.indices.create, index=index, body=mapping)
         for i, text in enumerate(CORPUS):
@@ -293,9 +221,14 @@ def check_retrieval(
         cluster.call(f"POST /{index}/_refresh", cluster.client.indices.refresh, index=index)
         doc_vectors = local.encode_documents(CORPUS)
         stored = cluster.call(f"GET /{index}/_doc/0", cluster.client.get, index=index, id=0)["_source"]
-        ingest_ok = stored_keys(stored, "text_sparse", chunking) == set(
-            as_field_vector(local, doc_vectors[0], field_type)
-        )
+        vector_field = SEMANTIC_EMBEDDING if semantic else "text_sparse"
+        stored_set = stored_keys(stored, vector_field, chunking)
+        local_vector = as_field_vector(local, doc_vectors[0], field_type)
+        local_set = set(local_vector)
+        ingest_ok = stored_set == local_set
+        if semantic and stored_set and stored_set < local_set:
+            # A semantic field prunes by default: what it dropped must be the lightest tokens, nothing else.
+            ingest_ok = max(local_vector[t] for t in local_set - stored_set) <= min(local_vector[t] for t in stored_set)
         checks, checked = [], 0
         queries = QUERIES + expansion_queries(doc_vectors)
         for q_text, q_vec in zip(queries, local.encode_queries(queries), strict=True):
@@ -318,7 +251,12 @@ def check_retrieval(
             )
             hits = search_hits(cluster, local, index, body, {"search_pipeline": "_none"}, q_text)
             # No model_id: the search pipeline's neural_query_enricher must supply it; two-phase picks the top.
-            hits_p = search_hits(cluster, local, index, _drop_model_id(body), {"search_pipeline": search}, q_text)
+            # A semantic field names its own models: no search pipeline to go through.
+            hits_p = (
+                hits
+                if semantic
+                else search_hits(cluster, local, index, _drop_model_id(body), {"search_pipeline": search}, q_text)
+            )
             top = int(hits[0]["_id"]) if hits else None
             top_p = int(hits_p[0]["_id"]) if hits_p else None
             expected_p = two_phase_top(q_vec, doc_vectors) if two_phase else best
@@ -347,6 +285,14 @@ def check_retrieval(
             "resources": resources,
             "ingested": len(CORPUS),
             "ingest_matches_local": ingest_ok,
+            "stored_tokens": {
+                "field": vector_field,
+                "stored": len(stored_set),
+                "local": len(local_set),
+                "only_stored": sorted(stored_set - local_set)[:10],
+                "only_local": sorted(local_set - stored_set)[:10],
+                "source_keys": sorted(stored)[:10],
+            },
             "queries": checks,
             "low_weight_probe": probe,
             "checked_queries": checked,
@@ -354,13 +300,38 @@ def check_retrieval(
             "seconds": round(time.perf_counter() - t0, 3),
             "field_type": field_type,
             "chunking": chunking,
-            "mapping": mapping["mappings"]["properties"]["text_sparse"],
+            "mapping": mapping["mappings"]["properties"]["text" if semantic else "text_sparse"],
             "kept": keep,
             "passed": bool(passed),
         }
     finally:
         if not keep:
             cleanup(cluster, resources)
+
+
+def _put_pipelines(
+    cluster: Cluster,
+    local: LocalPackage,
+    version: str,
+    ingest: str,
+    search: str,
+    doc_model: str,
+    query_id: str,
+    chunking: bool,
+    two_phase: bool,
+) -> None:
+    cluster.call(
+        f"PUT /_ingest/pipeline/{ingest}",
+        cluster.client.ingest.put_pipeline,
+        id=ingest,
+        body=render("ingest-pipeline", local.manifest, version, model_id=doc_model, chunking=chunking),
+    )
+    cluster.call(
+        f"PUT /_search/pipeline/{search}",
+        cluster.client.search_pipeline.put,
+        id=search,
+        body=render("search-pipeline", local.manifest, version, model_id=query_id, two_phase=two_phase),
+    )
 
 
 def search_hits(cluster: Cluster, local: LocalPackage, index: str, body: dict, params: dict, q_text: str) -> list:

@@ -13,6 +13,7 @@ from ..errors import ClusterError, SparsepackError
 from ..packaging.parity import DOCUMENT_BATTERY
 from . import deployment, references
 from .connection import Cluster
+from .index_models import index_provenance
 from .references import model_ids_in, rewrite_model_ids
 from .smoke import PREDICT_TOLERANCE, compare_maps, predict
 
@@ -81,6 +82,66 @@ def left_in_use(cluster: Cluster, old_ids: set[str], selected: list[tuple[str, s
     for kind, name in selected:
         pipes[kind][name] = rewrite_model_ids(pipes[kind][name], lambda m: PLACEHOLDER if m in old_ids else m)
     return references.find_in(old_ids, pipes["ingest"], pipes["search"], references.index_pipeline_settings(cluster))
+
+
+class MixedVectorsError(ClusterError):
+    """Switching would write (or query with) one model's vectors into an index another model's vectors fill.
+    ``mixed``: per index, its documents, the model its vectors come from and the pipeline that would switch."""
+
+    def __init__(self, mixed: list[dict]):
+        self.mixed = mixed
+        first = mixed[0]
+        super().__init__(
+            f"refusing to switch pipelines: index {first['index']} holds {first['documents']} document(s) encoded by "
+            f"{', '.join(first['vector_model_ids'])} (per {first['recorded_in']}) and {first['kind']} pipeline "
+            f"{first['pipeline']} would mix in another model"
+            + (f" (and {len(mixed) - 1} more index(es))" if len(mixed) > 1 else "")
+            + "; move such an index to the new model with `sparsepack migrate ALIAS --document-model NEW_ID` "
+            "(re-encodes every document), or leave the pipeline out, or accept mixed vectors explicitly",
+            parameter="allow_mixed_vectors",
+        )
+
+
+def mixed_vector_indices(cluster: Cluster, selected: list[tuple[str, str]], new_ids: set[str]) -> list[dict]:
+    """The indices with documents that run a selected pipeline (default/final ingest, default search) and whose
+    vectors come from a model not in ``new_ids``: the one their ``_meta.sparsepack`` or semantic field records, else
+    the models of the ingest pipelines that wrote them."""
+    chosen = set(selected)
+    if not chosen:
+        return []
+    pipes = read_pipelines(cluster)
+    recorded = index_provenance(cluster)
+    out = []
+    for index, settings in sorted(references.index_pipeline_settings(cluster).items()):
+        hits = [
+            (references.INDEX_PIPELINE_SETTINGS[s], p)
+            for s, p in sorted(settings.items())
+            if (references.INDEX_PIPELINE_SETTINGS[s], p) in chosen
+        ]
+        if not hits:
+            continue
+        if index in recorded and recorded[index].get("document_model_id"):
+            holders, source = {recorded[index]["document_model_id"]}, "its _meta.sparsepack"
+        else:
+            ingest = [p for s, p in settings.items() if references.INDEX_PIPELINE_SETTINGS[s] == "ingest"]
+            holders = set().union(set(), *(model_ids_in(pipes["ingest"].get(p, {})) for p in ingest))
+            source = f"ingest pipeline {', '.join(ingest)}" if ingest else ""
+        if not holders or holders <= new_ids:
+            continue
+        documents = cluster.call(f"GET /{index}/_count", cluster.client.count, index=index)["count"]
+        if documents:
+            kind, name = hits[0]
+            out.append(
+                {
+                    "index": index,
+                    "documents": documents,
+                    "vector_model_ids": sorted(holders),
+                    "recorded_in": source,
+                    "kind": kind,
+                    "pipeline": name,
+                }
+            )
+    return out
 
 
 def switch(

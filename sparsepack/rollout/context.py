@@ -33,6 +33,7 @@ class ReleaseContext:
     pipelines_to_switch: list[tuple[str, str]] = field(default_factory=list)  # (kind, name), chosen before registering
     pipelines_switched: list = field(default_factory=list)  # switch.Change of each pipeline now on the new version
     removed_previous: list[str] = field(default_factory=list)
+    migration_sources: dict[str, str] = field(default_factory=dict)  # alias -> the index it served from before
     proven: bool = False  # the new version passed every check: a later failure keeps it
 
     @property

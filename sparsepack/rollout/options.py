@@ -28,9 +28,11 @@ class ReleaseOptions:
     )
     access_mode: str | None = None  # public | private | restricted: a new model group's access (model access control)
     backend_roles: list[str] = field(default_factory=list)  # restricted groups: who may see and deploy the models
+    migrate_aliases: list[str] = field(default_factory=list)  # aliases moved onto the new version (blue/green)
+    allow_mixed_vectors: bool = False  # switch pipelines of indices whose documents another model encoded
 
     def group_name(self, manifest: dict) -> str:
         return self.group or default_group_name(manifest["name"])
 
     def plans_upgrade(self) -> bool:
-        return self.clear_previous or bool(self.switch_pipelines)
+        return self.clear_previous or bool(self.switch_pipelines) or bool(self.migrate_aliases)

@@ -38,6 +38,10 @@ class Report:
             self._fail_at(name)
             raise ClusterError(f"{name} failed; see the report's steps.{name}")
 
+    @property
+    def failed_step(self) -> str | None:
+        return self._data["failed_step"]
+
     def _fail_at(self, name: str) -> None:
         self._data["failed_step"] = self._data["failed_step"] or name
 
@@ -58,9 +62,18 @@ class Report:
     def mark_passed(self) -> None:
         self._data["passed"] = True
 
-    def record_failure(self, message: str, exit_code: int | None = None, outside_steps: str | None = None) -> None:
-        """The run's error; ``outside_steps``: the failed step to name when no step failed (it came between them)."""
+    def record_failure(
+        self,
+        message: str,
+        exit_code: int | None = None,
+        outside_steps: str | None = None,
+        parameter: str | None = None,
+    ) -> None:
+        """The run's error; ``outside_steps``: the failed step to name when no step failed (it came between them);
+        ``parameter``: the option the error is about, so the CLI can name its flag."""
         self._data["error"] = message
+        if parameter:
+            self._data["error_parameter"] = parameter
         if exit_code is not None:
             self._data["exit_code"] = exit_code
         if outside_steps:

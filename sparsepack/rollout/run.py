@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ..errors import SparsepackError
 from ..registry import models
 from ..registry.connection import ConnectionOptions
-from . import steps
+from . import migration, steps
 from .context import ReleaseContext
 from .options import ReleaseOptions
 from .report import Report
@@ -41,7 +41,8 @@ STEPS: tuple[Step, ...] = (
     Step("deploy", steps.deploy),
     Step("smoke", steps.smoke_test, lambda opts: opts.smoke),
     Step("switch_pipelines", steps.switch_pipelines, lambda opts: bool(opts.switch_pipelines)),
-    # A data migration onto the new version belongs here: after the switch, before the previous versions go.
+    # The new version serves from the switch on: a failed migration keeps it, its alias still on the old index.
+    Step("migrate", migration.migrate_aliases, lambda opts: bool(opts.migrate_aliases), after_proof=True),
     Step("clear_previous", steps.clear_previous, lambda opts: opts.clear_previous, after_proof=True),
 )
 
@@ -65,7 +66,9 @@ def run(ctx: ReleaseContext, plan: tuple[Step, ...] = STEPS) -> None:
         ctx.report.mark_passed()
     except (SparsepackError, KeyboardInterrupt) as exc:
         # exit codes: 2 bad input, 3 parity, 4 cluster, 130 interrupted
-        ctx.report.record_failure(str(exc), getattr(exc, "exit_code", 130), outside_steps="setup")
+        ctx.report.record_failure(
+            str(exc), getattr(exc, "exit_code", 130), outside_steps="setup", parameter=getattr(exc, "parameter", None)
+        )
         roll_back(ctx)
     finally:
         if ctx.coord is not None:
@@ -81,8 +84,8 @@ def roll_back(ctx: ReleaseContext) -> None:
             "kept",
             {
                 "model_ids": ctx.model_ids,
-                "why": "the new version passed every check and is deployed; "
-                "only clearing the previous versions failed, they were left as they were",
+                "why": f"the new version passed every check and is deployed; only {report.failed_step or 'a later step'} "
+                "failed after it, and the previous versions were left as they were",
             },
         )
     elif (

@@ -17,6 +17,7 @@ from ..registry.registration import (
     previous_versions,
     register_artifact,
 )
+from . import migration
 from .context import ReleaseContext
 from .options import ReleaseOptions
 from .report import Report
@@ -131,6 +132,7 @@ def plan_upgrade(ctx: ReleaseContext) -> None:
     """Before anything is created: the pipelines to switch must use a version of this group, and clearing the
     previous versions must leave nothing in use."""
     cluster, opts = ctx.cluster, ctx.opts
+    assert cluster is not None and ctx.coord is not None  # connected and leased before the plan
     with ctx.report.step("upgrade_plan") as entry:
         group_id = models.find_group(cluster, ctx.group_name)
         hashes = {a["sha256"] for a in ctx.manifest["artifacts"]}
@@ -145,8 +147,19 @@ def plan_upgrade(ctx: ReleaseContext) -> None:
             new_version_already_registered=sorted(current),
             switch=[{"kind": k, "name": n} for k, n in selected],
         )
+        mixed = switch.mixed_vector_indices(cluster, selected, current)
+        if mixed:
+            entry["mixed_vectors"] = mixed
+            if not opts.allow_mixed_vectors:
+                raise switch.MixedVectorsError(mixed)
+        ctx.migration_sources = migration.plan(ctx)
+        if ctx.migration_sources:
+            entry["migrate"] = dict(ctx.migration_sources)
         if opts.clear_previous:
             in_use = switch.left_in_use(cluster, old, selected)
+            kept = migration.kept_for_rollback(in_use, ctx.migration_sources)
+            entry["kept_for_rollback"] = kept
+            in_use = [r for r in in_use if r.model_id not in kept]
             entry["left_in_use"] = [r.as_dict() for r in in_use]
             if in_use:
                 raise references.InUseError(
@@ -269,13 +282,19 @@ def switch_pipelines(ctx: ReleaseContext) -> None:
 
 
 def clear_previous(ctx: ReleaseContext) -> None:
-    """Undeploy and delete the group's other versions, all or none refused while anything uses them."""
+    """Undeploy and delete the group's other versions, all or none refused while anything uses them; a version the old
+    index of a migrated alias still uses stays, for the migration's rollback."""
     with ctx.report.step("clear_previous") as entry:
         in_flight = ctx.coord.models_in_flight(ctx.group_id)  # other live runs' models are never cleared
         entry["kept_in_flight"] = sorted(in_flight)
         old = previous_versions(ctx.cluster, ctx.group_id, set(ctx.model_ids.values()), in_flight)
-        references.refuse_if_used(ctx.cluster, old, "clear the previous versions")
-        for model_id in old:
+        refs = references.find(ctx.cluster, old)
+        kept = migration.kept_for_rollback(refs, ctx.migration_sources)
+        entry["kept_for_rollback"] = kept
+        in_use = [r for r in refs if r.model_id not in kept]
+        if in_use:
+            raise references.InUseError("clear the previous versions", in_use)
+        for model_id in (m for m in old if m not in kept):
             models.delete(ctx.cluster, model_id, ctx.opts.timeout, check_references=False)
             ctx.removed_previous.append(model_id)
             entry["removed"] = list(ctx.removed_previous)

@@ -149,6 +149,7 @@ FEATURES: dict[str, Feature] = {
         variants=(
             ("index-mapping", {"field_type": "semantic", "model_id": DOCUMENT_MODEL}),
             ("index-mapping", {"field_type": "semantic", "model_id": DOCUMENT_MODEL, "search_model_id": QUERY_MODEL}),
+            ("query", {"field_type": "semantic", "model_id": QUERY_MODEL}),
         ),
     ),
     "token_id_format": Feature(
