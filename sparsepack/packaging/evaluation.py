@@ -45,7 +45,7 @@ class Corpus:
 # --- encoders -------------------------------------------------------------------------------------------------------
 
 
-def _vocab(tokenizer_data: dict) -> list[str]:
+def vocabulary(tokenizer_data: dict) -> list[str]:
     return sorted(tokenizer_data.get("model", {}).get("vocab", {}))
 
 
@@ -68,7 +68,7 @@ def model_encoder(model: str, max_length: int | None = None, spec=None) -> Encod
         f"model:{model}",
         lambda t: run(spec.encoder.encode_document, t),
         lambda t: run(spec.encoder.encode_query, t),
-        _vocab(tok),
+        vocabulary(tok),
     )
 
 
@@ -98,7 +98,7 @@ def artifact_encoder(
             {k: v for k, v in emulate_sparse_tokenize(query_tokenizer_data, idf, t).items() if v != 0.0} for t in texts
         ]
 
-    return Encoder(name, documents, queries, _vocab(tokenizer_data))
+    return Encoder(name, documents, queries, vocabulary(tokenizer_data))
 
 
 def package_encoder(path: str, fmt: str | None = None) -> Encoder:
