@@ -9,6 +9,7 @@ from .. import __version__
 from ..contract.naming import slug
 from . import parity
 from .document import example_batch
+from .evaluation import vocabulary
 from .gpu import GpuOptions
 from .introspect import ModelSpec
 from .onnx_export import DEFAULT_ONNX_THREADS, onnx_document_artifact
@@ -113,7 +114,9 @@ def build_package(
         )
     shutil.rmtree(work)
     log("measuring the output weights (SEISMIC quantization ceilings are fitted to them)")
-    stats = package_weight_stats(spec, doc_tok, prune_ratio, references, query_rule_weights, log, user_texts)
+    stats = package_weight_stats(
+        spec, doc_tok, prune_ratio, references, query_rule_weights, log, vocabulary(doc_tok), user_texts
+    )
     return {
         **_manifest(spec, name, length, prune_ratio, *first, result, artifacts),
         "query_weights": query_weights,

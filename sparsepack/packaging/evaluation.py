@@ -175,6 +175,16 @@ def read_jsonl(path: str | Path, what: str) -> tuple[list[str], list[str]]:
     return ids, texts
 
 
+def read_user_texts(corpus: str | None, queries: str | None) -> dict[str, tuple[str, list[str]]]:
+    """JSONL ``{"id", "text"}`` files of documents and of queries, read (and refused) before any packaging work."""
+    out = {}
+    for side, path in (("documents", corpus), ("queries", queries)):
+        if path:
+            texts = read_jsonl(path, side)[1]
+            out[side] = (f"{side} of {path} ({len(texts)})", texts)
+    return out
+
+
 def read_qrels(path: str | Path) -> dict[str, dict[str, float]]:
     """JSONL ``{"query_id", "doc_id", "relevance"}``, or TREC lines ``qid 0 docid rel`` / ``qid docid rel``."""
     qrels: dict[str, dict[str, float]] = {}
@@ -247,16 +257,28 @@ def _scores(queries: Vectors, docs: Vectors):
 
 
 def evaluate(a: Encoder, b: Encoder, corpus: Corpus) -> dict:
+    from .weight_stats import token_map_figures
+
     t0 = time.perf_counter()
-    truth = _scores(a.queries(corpus.queries), a.documents(corpus.docs))
+    truth_vectors = a.queries(corpus.queries), a.documents(corpus.docs)
     t1 = time.perf_counter()
-    cand = _scores(b.queries(corpus.queries), b.documents(corpus.docs))
+    cand_vectors = b.queries(corpus.queries), b.documents(corpus.docs)
     t2 = time.perf_counter()
+    truth, cand = _scores(*truth_vectors), _scores(*cand_vectors)
+    where = f"{corpus.source} ({len(corpus.docs)} documents, {len(corpus.queries)} queries)"
     result = {
         "truth": a.name,
         "candidate": b.name,
         "corpus": {"source": corpus.source, "documents": len(corpus.docs), "queries": len(corpus.queries)},
         **ranking_agreement(truth, cand),
+        # the output weights on this corpus: what the SEISMIC quantization ceilings should sit just above
+        "weight_stats": {
+            role: {
+                "documents": token_map_figures(docs, where, "documents"),
+                "queries": token_map_figures(queries, where, "queries"),
+            }
+            for role, (queries, docs) in (("truth", truth_vectors), ("candidate", cand_vectors))
+        },
         "seconds": {"truth": round(t1 - t0, 2), "candidate": round(t2 - t1, 2)},
     }
     if corpus.qrels is not None:

@@ -15,6 +15,7 @@ from ..contract.package_dir import MANIFEST
 from ..errors import SparsepackError
 from ..templates import write_package_bodies
 from .build import build_package
+from .evaluation import read_user_texts
 from .exporter import EXPORTERS
 from .gpu import GpuOptions
 from .introspect import ModelSpec, load_model
@@ -23,7 +24,6 @@ from .onnx_export import check_onnx_threads
 from .opcheck import LIBTORCH_BY_LINE
 from .quantize import int8_options
 from .tokenizer_export import dumps
-from .weight_stats import read_user_texts
 
 
 def _log(msg: str) -> None:

@@ -12,7 +12,6 @@ import torch
 from ..contract.limits import SEISMIC_DEFAULT_CEILINGS
 from ..metrics.corpus import synthetic_corpus
 from . import parity
-from .evaluation import read_jsonl, vocabulary
 
 STATS_DOCUMENTS = 2000
 STATS_QUERIES = 200
@@ -68,10 +67,12 @@ def package_weight_stats(
     references: dict,
     query_rule_weights: torch.Tensor | None,
     log,
+    vocab: list[str],
     user_texts: dict[str, tuple[str, list[str]]] | None = None,
 ) -> dict:
     """The manifest's ``weight_stats``: each side on the battery plus a synthetic corpus, then on the user's texts
-    (``user_texts``: side -> (what they are, texts), see :func:`read_user_texts`).
+    (``user_texts``: side -> (what they are, texts), see ``evaluation.read_user_texts``); ``vocab``: the whole-word
+    vocabulary the synthetic corpus is drawn from.
     Document weights as the artifact outputs them (pruned as the graph prunes); query weights as the cluster sees
     them (the query-weight rule applied for an inference-free model)."""
     started = time.perf_counter()
@@ -92,7 +93,7 @@ def package_weight_stats(
         return out
 
     battery = parity.prune_reference(parity.cached_reference(spec, doc_tok, cache=references), prune_ratio, 0.0)[0]
-    docs, query_texts = synthetic_corpus(vocabulary(doc_tok), STATS_DOCUMENTS, STATS_QUERIES)
+    docs, query_texts = synthetic_corpus(vocab, STATS_DOCUMENTS, STATS_QUERIES)
     generated = (
         f"synthetic corpus drawn from the model's vocabulary (metrics.corpus.synthetic_corpus, seed 13): "
         f"{len(docs)} documents, {len(query_texts)} queries"
@@ -125,13 +126,3 @@ def package_weight_stats(
         f"({time.perf_counter() - started:.1f} s)"
     )
     return stats
-
-
-def read_user_texts(corpus: str | None, queries: str | None) -> dict[str, tuple[str, list[str]]]:
-    """JSONL ``{"id", "text"}`` files of documents and of queries, read (and refused) before any packaging work."""
-    out = {}
-    for side, path in (("documents", corpus), ("queries", queries)):
-        if path:
-            texts = read_jsonl(path, side)[1]
-            out[side] = (f"{side} of {path} ({len(texts)})", texts)
-    return out
