@@ -171,3 +171,22 @@ def test_the_node_keeps_the_rendered_ceilings(node_3x, package_factory):
         assert {k: float(params[k]) for k in fitted} == fitted, params
     finally:
         cl.request("DELETE", f"/{index}")
+
+
+def test_a_missing_stats_corpus_is_refused_before_any_work(tmp_path, capsys):
+    from sparsepack.cli import main
+
+    code = main(["package", str(tmp_path), "-o", str(tmp_path / "out"), "--stats-corpus", str(tmp_path / "no.jsonl")])
+    assert code == 2 and "cannot read documents file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_reports_the_weights_on_the_corpus_it_ranked():
+    from sparsepack.packaging.evaluation import Corpus, Encoder, evaluate
+
+    weights = {"a": 4.0, "b": 0.5}
+    enc = Encoder("fixed", lambda t: [dict(weights) for _ in t], lambda t: [{"a": 1.0} for _ in t])
+    result = evaluate(enc, enc, Corpus("docs.jsonl", ["1", "2"], ["x", "y"], ["q"], ["x"]))
+    docs = result["weight_stats"]["truth"]["documents"]
+    assert docs["max"] == 4.0 and docs["weights"] == 4 and docs["above_default_ceiling"] == 0.5
+    assert docs["measured_on"].startswith("docs.jsonl") and result["weight_stats"]["candidate"]["queries"]["max"] == 1.0

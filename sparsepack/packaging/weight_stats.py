@@ -117,7 +117,7 @@ def package_weight_stats(
         ],
     }
     for side, encode in (("documents", documents), ("queries", queries)):
-        if side in (user_texts or {}):
+        if user_texts and side in user_texts:
             label, texts = user_texts[side]
             stats[side].append(weight_figures(_nonzero(encode, texts), label, len(texts), side))
     top = {side: max(f["max"] for f in stats[side]) for side in stats}
