@@ -171,4 +171,6 @@ def test_persisted_keys_name_every_record():
         "QueryProof",
         "Artifact",
         "RuntimeOptions",
+        "WeightStats",
+        "WeightFigures",
     }

@@ -80,6 +80,12 @@ def add_parser(subparsers) -> None:
         metavar="N",
         help="onnxruntime threads per inference on the ML node (default 1; 0: one per core)",
     )
+    sp.add_argument(
+        "--stats-corpus",
+        metavar="FILE",
+        help='documents, JSONL {"id", "text"}, whose output weights the manifest records (SEISMIC ceilings fit them)',
+    )
+    sp.add_argument("--stats-queries", metavar="FILE", help='queries, JSONL {"id", "text"}, likewise')
     sp.add_argument("--json", action="store_true", help="print the manifest to stdout")
     sp.set_defaults(run=run_package, flag_of=FLAG_OF)
 
@@ -140,6 +146,8 @@ def run_package(args) -> int:
         quantize=args.quantize,
         quality_gate=args.quality_gate,
         onnx_threads=args.onnx_threads,
+        stats_corpus=args.stats_corpus,
+        stats_queries=args.stats_queries,
         **model_kwargs(args),
     )
     if args.json:

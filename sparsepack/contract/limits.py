@@ -56,3 +56,18 @@ def document_max_length(model_max: int, requested: int | None) -> int:
             f"--max-length {requested} exceeds the model's max_seq_length {model_max}; use <= {model_max}"
         )
     return requested
+
+
+# SEISMIC stores weights as bytes, scaled to [0, ceiling]: weights above the ceiling are clipped to it.
+SEISMIC_DEFAULT_CEILINGS = {"documents": 3.0, "queries": 16.0}  # quantization_ceiling_ingest / _search
+CEILING_MARGIN = 0.1  # headroom above the measured maximum, for texts heavier than the measured ones
+CEILING_RULE = "ceiling = measured maximum x 1.1, rounded up to 2 significant digits"
+
+
+def fitted_ceiling(maximum: float) -> float | None:
+    """The quantization ceiling just above ``maximum`` (see ``CEILING_RULE``); None when nothing positive was seen."""
+    if not maximum > 0 or not math.isfinite(maximum):
+        return None
+    target = maximum * (1 + CEILING_MARGIN)
+    step = 10.0 ** (math.floor(math.log10(target)) - 1)  # the second significant digit
+    return float(f"{math.ceil(round(target / step, 9)) * step:.2g}")

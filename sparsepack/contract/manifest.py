@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import SparsepackError
+from .limits import fitted_ceiling
 
 RERUN = "re-run `sparsepack package MODEL -o DIR`"
 
@@ -209,6 +210,58 @@ class Artifact(Record):
 
 
 @dataclass
+class WeightFigures(Record):
+    """One side's nonzero output weights (documents or queries) on the texts ``measured_on`` names, and the share of
+    them the server's default SEISMIC ceiling would clip."""
+
+    REQUIRED = {"measured_on": str, "texts": int, "weights": int, "max": float, "p99_9": float, "p99": float}
+    OPTIONAL = {"default_ceiling": ((float, type(None)), None), "above_default_ceiling": ((float, type(None)), None)}
+    KEYS = ("measured_on", "texts", "weights", "max", "p99_9", "p99", "default_ceiling", "above_default_ceiling")
+    measured_on: str
+    texts: int
+    weights: int
+    max: float
+    p99_9: float
+    p99: float
+    default_ceiling: float | None = None
+    above_default_ceiling: float | None = None  # fraction of ``weights`` above ``default_ceiling``
+    raw: dict | None = field(default=None, repr=False, compare=False)
+
+
+CEILING_OF_SIDE = {"documents": "quantization_ceiling_ingest", "queries": "quantization_ceiling_search"}
+
+
+@dataclass
+class WeightStats(Record):
+    """The weight distribution the packaged model produces, one entry per set of texts measured."""
+
+    REQUIRED = {"documents": list, "queries": list}
+    NESTED = {"documents": WeightFigures, "queries": WeightFigures}
+    KEYS = ("documents", "queries")
+    documents: list
+    queries: list
+    raw: dict | None = field(default=None, repr=False, compare=False)
+
+    def maximum(self, side: str) -> float:
+        return max((f.max for f in getattr(self, side)), default=0.0)
+
+    def fitted_ceilings(self) -> dict[str, float]:
+        """SEISMIC parameter -> the ceiling just above the side's largest measured weight (none for an unmeasured
+        side, which keeps the server's default)."""
+        out = {}
+        for side, parameter in CEILING_OF_SIDE.items():
+            ceiling = fitted_ceiling(self.maximum(side))
+            if ceiling is not None:
+                out[parameter] = ceiling
+        return out
+
+    def clipped_by_default(self, side: str) -> float | None:
+        """The largest share of the side's weights the server's default ceiling clips, over the sets measured."""
+        shares = [f.above_default_ceiling for f in getattr(self, side) if f.above_default_ceiling is not None]
+        return max(shares) if shares else None
+
+
+@dataclass
 class Manifest(Record):
     REQUIRED = {
         "sparsepack_version": str,
@@ -233,8 +286,15 @@ class Manifest(Record):
         "precision": (str, "fp32"),
         "requires_gpu": (bool, False),
         "verified_devices": (list, ["cpu"]),
+        "weight_stats": ((dict, type(None)), None),  # None: measured before packaging recorded it; server ceilings
     }
-    NESTED = {"source": Source, "pruning": Pruning, "parity": Parity, "artifacts": Artifact}
+    NESTED = {
+        "source": Source,
+        "pruning": Pruning,
+        "parity": Parity,
+        "artifacts": Artifact,
+        "weight_stats": WeightStats,
+    }
     # the persisted keys, in the order `sparsepack package` writes them (its writer builds the dict; this is the list)
     KEYS = (
         "sparsepack_version",
@@ -261,6 +321,7 @@ class Manifest(Record):
         "precision",
         "requires_gpu",
         "verified_devices",
+        "weight_stats",
     )
     sparsepack_version: str
     name: str
@@ -281,6 +342,7 @@ class Manifest(Record):
     precision: str = "fp32"
     requires_gpu: bool = False
     verified_devices: list = field(default_factory=lambda: ["cpu"])
+    weight_stats: WeightStats | None = None
     raw: dict | None = field(default=None, repr=False, compare=False)
     root: Path | None = field(default=None, repr=False, compare=False)  # the package folder, when read from one
 
@@ -317,5 +379,16 @@ def persisted_keys() -> dict[str, tuple[str, ...]]:
     """What a manifest holds, record by record (the written order)."""
     return {
         cls.__name__: cls.KEYS or tuple(f.name for f in fields(cls) if f.name not in ("raw", "root"))
-        for cls in (Manifest, Source, Pruning, Parity, DocumentProof, QueryProof, Artifact, RuntimeOptions)
+        for cls in (
+            Manifest,
+            Source,
+            Pruning,
+            Parity,
+            DocumentProof,
+            QueryProof,
+            Artifact,
+            RuntimeOptions,
+            WeightStats,
+            WeightFigures,
+        )
     }

@@ -9,6 +9,7 @@ from .. import __version__
 from ..contract.naming import slug
 from . import parity
 from .document import example_batch
+from .evaluation import vocabulary
 from .gpu import GpuOptions
 from .introspect import ModelSpec
 from .onnx_export import DEFAULT_ONNX_THREADS, onnx_document_artifact
@@ -16,6 +17,7 @@ from .quantize import int8_document_artifact
 from .query_artifact import bi_encoder_query_weights, query_tokenize_artifact
 from .tokenizer_export import tokenizer_json
 from .torchscript_document import torchscript_document
+from .weight_stats import package_weight_stats
 from .wrapper import SparseDocumentEncoder
 
 
@@ -30,6 +32,7 @@ def build_package(
     gpu: GpuOptions | None = None,
     int8_gate=None,
     onnx_threads: int = DEFAULT_ONNX_THREADS,
+    user_texts: dict | None = None,
 ) -> dict:
     gpu = gpu or GpuOptions()
     name = slug(spec.source)
@@ -89,8 +92,11 @@ def build_package(
             )
             parity.require(result[f"query{suffix}"], "query")
         first = first or (doc.operators, doc.compatibility)
+    query_rule_weights = None
     if spec.mode == "inference-free":
-        query_weights = query_tokenize_artifact(spec, staging, length, license_bytes, name, artifacts, result, log)
+        query_weights, query_rule_weights = query_tokenize_artifact(
+            spec, staging, length, license_bytes, name, artifacts, result, log
+        )
     if int8_gate is not None:
         artifacts.append(
             int8_document_artifact(
@@ -107,10 +113,15 @@ def build_package(
             )
         )
     shutil.rmtree(work)
+    log("measuring the output weights (SEISMIC quantization ceilings are fitted to them)")
+    stats = package_weight_stats(
+        spec, doc_tok, prune_ratio, references, query_rule_weights, log, vocabulary(doc_tok), user_texts
+    )
     return {
         **_manifest(spec, name, length, prune_ratio, *first, result, artifacts),
         "query_weights": query_weights,
         **_device_fields(gpu, exporters),
+        "weight_stats": stats,
     }
 
 

@@ -45,7 +45,7 @@ class Corpus:
 # --- encoders -------------------------------------------------------------------------------------------------------
 
 
-def _vocab(tokenizer_data: dict) -> list[str]:
+def vocabulary(tokenizer_data: dict) -> list[str]:
     return sorted(tokenizer_data.get("model", {}).get("vocab", {}))
 
 
@@ -68,7 +68,7 @@ def model_encoder(model: str, max_length: int | None = None, spec=None) -> Encod
         f"model:{model}",
         lambda t: run(spec.encoder.encode_document, t),
         lambda t: run(spec.encoder.encode_query, t),
-        _vocab(tok),
+        vocabulary(tok),
     )
 
 
@@ -98,7 +98,7 @@ def artifact_encoder(
             {k: v for k, v in emulate_sparse_tokenize(query_tokenizer_data, idf, t).items() if v != 0.0} for t in texts
         ]
 
-    return Encoder(name, documents, queries, _vocab(tokenizer_data))
+    return Encoder(name, documents, queries, vocabulary(tokenizer_data))
 
 
 def package_encoder(path: str, fmt: str | None = None) -> Encoder:
@@ -175,6 +175,16 @@ def read_jsonl(path: str | Path, what: str) -> tuple[list[str], list[str]]:
     return ids, texts
 
 
+def read_user_texts(corpus: str | None, queries: str | None) -> dict[str, tuple[str, list[str]]]:
+    """JSONL ``{"id", "text"}`` files of documents and of queries, read (and refused) before any packaging work."""
+    out = {}
+    for side, path in (("documents", corpus), ("queries", queries)):
+        if path:
+            texts = read_jsonl(path, side)[1]
+            out[side] = (f"{side} of {path} ({len(texts)})", texts)
+    return out
+
+
 def read_qrels(path: str | Path) -> dict[str, dict[str, float]]:
     """JSONL ``{"query_id", "doc_id", "relevance"}``, or TREC lines ``qid 0 docid rel`` / ``qid docid rel``."""
     qrels: dict[str, dict[str, float]] = {}
@@ -247,16 +257,28 @@ def _scores(queries: Vectors, docs: Vectors):
 
 
 def evaluate(a: Encoder, b: Encoder, corpus: Corpus) -> dict:
+    from .weight_stats import token_map_figures
+
     t0 = time.perf_counter()
-    truth = _scores(a.queries(corpus.queries), a.documents(corpus.docs))
+    truth_vectors = a.queries(corpus.queries), a.documents(corpus.docs)
     t1 = time.perf_counter()
-    cand = _scores(b.queries(corpus.queries), b.documents(corpus.docs))
+    cand_vectors = b.queries(corpus.queries), b.documents(corpus.docs)
     t2 = time.perf_counter()
+    truth, cand = _scores(*truth_vectors), _scores(*cand_vectors)
+    where = f"{corpus.source} ({len(corpus.docs)} documents, {len(corpus.queries)} queries)"
     result = {
         "truth": a.name,
         "candidate": b.name,
         "corpus": {"source": corpus.source, "documents": len(corpus.docs), "queries": len(corpus.queries)},
         **ranking_agreement(truth, cand),
+        # the output weights on this corpus: what the SEISMIC quantization ceilings should sit just above
+        "weight_stats": {
+            role: {
+                "documents": token_map_figures(docs, where, "documents"),
+                "queries": token_map_figures(queries, where, "queries"),
+            }
+            for role, (queries, docs) in (("truth", truth_vectors), ("candidate", cand_vectors))
+        },
         "seconds": {"truth": round(t1 - t0, 2), "candidate": round(t2 - t1, 2)},
     }
     if corpus.qrels is not None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..contract.manifest import Manifest
+from ..contract.limits import CEILING_RULE
+from ..contract.manifest import CEILING_OF_SIDE, Manifest
 
 
 def _query_weights_line(rule: dict | None) -> str:
@@ -14,6 +15,28 @@ def _query_weights_line(rule: dict | None) -> str:
         f"- Query weights kept in (0, 64]: {rule['floored_tokens']} zero-IDF tokens raised to {rule['floor']:.3g}, "
         f"scale {rule['scale']:g} (see the manifest's `query_weights`)."
     )
+
+
+def _weight_lines(manifest: Manifest) -> str:
+    stats = manifest.weight_stats
+    if stats is None:
+        return ""
+    lines = ["", "## Output weights (SEISMIC quantization ceilings)", f"Rule: {CEILING_RULE}."]
+    fitted = stats.fitted_ceilings()
+    for side, parameter in CEILING_OF_SIDE.items():
+        for f in getattr(stats, side):
+            clipped = (
+                ""
+                if f.above_default_ceiling is None
+                else (f"; {f.above_default_ceiling:.2%} above the server default {f.default_ceiling:g} (clipped there)")
+            )
+            lines.append(
+                f"- {side.capitalize()} on {f.measured_on}: max {f.max:.4g}, p99.9 {f.p99_9:.4g}, p99 {f.p99:.4g} "
+                f"({f.weights:,} weights of {f.texts:,} texts){clipped}"
+            )
+        if parameter in fitted:
+            lines.append(f"- `{parameter}` rendered by default: **{fitted[parameter]:g}**")
+    return "\n".join(lines) + "\n"
 
 
 def _device_line(manifest: Manifest) -> str:
@@ -60,7 +83,7 @@ Built by sparsepack {manifest.sparsepack_version} from `{src.model}`{f" (revisio
   {doc.identical_token_sets}, max |Δ| {doc.max_abs_diff:.2e} (tolerance {doc.tolerance:.0e}). {doc.special_tokens}.
 - Queries: {query.texts} texts against `{query.reference}`: {"passed" if query.passed else "FAILED"}.
 {_query_weights_line(manifest.query_weights)}
-
+{_weight_lines(manifest)}
 ## Register it
 ```
 OPENSEARCH_PASSWORD=... sparsepack release PACKAGE_DIR --url https://localhost:9200 --username admin

@@ -15,6 +15,7 @@ from ..contract.package_dir import MANIFEST
 from ..errors import SparsepackError
 from ..templates import write_package_bodies
 from .build import build_package
+from .evaluation import read_user_texts
 from .exporter import EXPORTERS
 from .gpu import GpuOptions
 from .introspect import ModelSpec, load_model
@@ -47,6 +48,8 @@ def package(
     quantize: str | None = None,
     quality_gate: str | None = None,
     onnx_threads: int | None = None,
+    stats_corpus: str | None = None,
+    stats_queries: str | None = None,
 ) -> dict:
     """``spec``: an already loaded model (``load_model``), so a caller that needs the model afterwards loads it once.
     ``verify_devices``: where the TorchScript proof runs (auto = CPU plus CUDA when visible). ``precision`` fp16: a
@@ -55,7 +58,9 @@ def package(
     ``artifact_format``: torchscript, onnx or both (one document artifact each, each with its own proof).
     ``quantize`` int8: also an int8 ONNX artifact, written only if it passes ``quality_gate`` (ndcg=X,recall=Y).
     ``onnx_threads``: the onnxruntime threads per inference each ONNX zip sets on the ML node (default 1, as ML Commons
-    runs libtorch; 0: onnxruntime's default, a thread per core)."""
+    runs libtorch; 0: onnxruntime's default, a thread per core).
+    ``stats_corpus`` / ``stats_queries``: JSONL ``{"id", "text"}`` files whose output weights the manifest records too,
+    next to those of the proof battery and a synthetic corpus."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise SparsepackError(f"{out} already exists and is not empty; choose another -o or pass --force")
@@ -71,6 +76,7 @@ def package(
     gpu = GpuOptions.resolve(precision, verify_devices, fp16_device, artifact_format)
     int8_gate = int8_options(quantize, quality_gate, artifact_format)
     onnx_threads = check_onnx_threads(onnx_threads, artifact_format)
+    user_texts = read_user_texts(stats_corpus, stats_queries)
 
     if spec is None:
         log(f"loading {model}")
@@ -94,6 +100,7 @@ def package(
             gpu,
             int8_gate,
             onnx_threads,
+            user_texts,
         )
         for fmt in Manifest.from_dict(manifest, "the manifest being written").document_formats:
             write_package_bodies(staging, for_format(manifest, fmt))  # register-meta + model-config next to each zip

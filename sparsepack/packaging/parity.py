@@ -240,7 +240,7 @@ def validate_query_tokenize(
     rule undone (floored tokens dropped, scale divided out), vs the plain ``encode_query``, so nothing else changed.
     Zero weights are dropped on both sides: the reference is sparse."""
     plain = _dense(spec.encoder.encode_query(texts, convert_to_tensor=True, show_progress_bar=False))
-    ruled = plain if rule_weights is None else _encode_query_with(spec, rule_weights, texts)
+    ruled = plain if rule_weights is None else encode_query_with(spec, rule_weights, texts)
     names = server_token_strings(tokenizer_data, spec.vocab_size)
     mismatches = []
     for text, plain_vec, ruled_vec in zip(texts, plain, ruled, strict=True):
@@ -265,7 +265,7 @@ def validate_query_tokenize(
     }
 
 
-def _encode_query_with(spec, weights: torch.Tensor, texts: list[str]) -> torch.Tensor:
+def encode_query_with(spec, weights: torch.Tensor, texts: list[str]) -> torch.Tensor:
     """``encode_query`` with the query module's IDF temporarily replaced by ``weights``."""
     param = spec.query_module.weight
     saved = param.detach().clone()

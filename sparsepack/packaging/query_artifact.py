@@ -12,6 +12,7 @@ from .tokenizer_export import dumps, idf_json, server_token_strings, tokenizer_j
 
 
 def query_tokenize_artifact(spec, staging, length, license_bytes, name, artifacts, result, log):
+    """The SPARSE_TOKENIZE zip, proven; returns the manifest's query-weight record and the IDF table idf.json holds."""
     q_length = min(int(spec.query_tokenizer.model_max_length or length), ML_COMMONS_MAX_LENGTH)
     q_tok = tokenizer_json(spec.query_tokenizer, q_length)
     names = server_token_strings(q_tok, spec.vocab_size)
@@ -37,7 +38,7 @@ def query_tokenize_artifact(spec, staging, length, license_bytes, name, artifact
     )
     parity.require(result["query"], "query")
     artifacts.append(artifact_entry(q_zip, "query", "SPARSE_TOKENIZE", "TORCH_SCRIPT"))
-    return query_weights
+    return query_weights, weights
 
 
 def bi_encoder_query_weights(spec, doc_tok: dict, prune_ratio: float, references: dict) -> dict:

@@ -96,7 +96,7 @@ TEMPLATES: dict[str, TemplateSpec] = {
             "replicas": 0,
             "model_id": None,
             "search_model_id": None,
-            # SEISMIC: None leaves the parameter out, so the server's default applies
+            # SEISMIC: None leaves the parameter out (server default); unset ceilings are fitted to weight_stats
             **{name: None for name in SEISMIC_PARAMETERS},
         },
         value_features={"chunking": "text_chunking"},

@@ -11,7 +11,7 @@ from typing import Any
 import jinja2
 from jinja2 import meta
 
-from ..contract.manifest import Manifest
+from ..contract.manifest import Manifest, WeightStats
 from ..contract.naming import default_group_name
 from ..errors import SparsepackError
 from .catalog import TEMPLATES
@@ -69,6 +69,17 @@ def _pick_artifact(manifest: dict, role: str) -> dict:
     )
 
 
+def _fit_ceilings(context: dict, manifest: dict) -> None:
+    """SEISMIC ceilings not set by hand: just above the weights the package measured (contract.limits.CEILING_RULE);
+    without measurements (no manifest, or one written before them) the server's defaults apply."""
+    if not manifest.get("weight_stats"):
+        return
+    stats = WeightStats.from_dict(manifest["weight_stats"], "manifest.json: weight_stats")
+    for parameter, ceiling in stats.fitted_ceilings().items():
+        if context.get(parameter) is None:
+            context[parameter] = ceiling
+
+
 def render(
     name: str,
     manifest: Manifest | dict | None,
@@ -111,6 +122,8 @@ def render(
         art = _pick_artifact(manifest, context["role"])
         context["artifact"] = art
         context["total_chunks"] = max(1, math.ceil(art["size_bytes"] / CHUNK_SIZE))
+    if name == "index-mapping" and context.get("field_type") == "sparse_vector":
+        _fit_ceilings(context, manifest)
     if name in ("index-mapping", "query"):
         check_field_type(name, context, manifest, version)
     if name == "model-group":
