@@ -68,7 +68,7 @@ def run(ctx: ReleaseContext, plan: tuple[Step, ...] = STEPS) -> None:
         ctx.report.record_failure(str(exc), getattr(exc, "exit_code", 130), outside_steps="setup")
         roll_back(ctx)
     finally:
-        if ctx.coord is not None:
+        if ctx.coordinating:
             ctx.coord.close()  # after any rollback: waiting runs then redo what this run could not finish
 
 
@@ -85,12 +85,8 @@ def roll_back(ctx: ReleaseContext) -> None:
                 "only clearing the previous versions failed, they were left as they were",
             },
         )
-    elif (
-        ctx.cluster is not None
-        and not ctx.opts.keep_on_failure
-        and (created.model_ids or created.group_id or created.deployed)
-    ):
-        if created.group_id and ctx.coord is not None and ctx.coord.group_in_use(created.group_id):
+    elif ctx.connected and not ctx.opts.keep_on_failure and (created.model_ids or created.group_id or created.deployed):
+        if created.group_id and ctx.coordinating and ctx.coord.group_in_use(created.group_id):
             report.record("kept_group_in_use_by_other_runs", created.group_id)
             created.group_id = None
         left = models.rollback(ctx.cluster, created)
