@@ -63,7 +63,7 @@ def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
         DistilBertTokenizerFast,
     )
 
-    from ._st_compat import sparse_encoder_class, sparse_module
+    from ._st_compat import mlm_module, sparse_encoder_class, sparse_module
 
     out_dir = Path(out_dir)
     backbone_dir = out_dir / "_backbone"
@@ -118,7 +118,7 @@ def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
     SpladePooling = sparse_module("SpladePooling")
     SparseEncoder = sparse_encoder_class()
     doc_modules = [
-        _mlm_module(str(backbone_dir), spec.max_length),
+        mlm_module(str(backbone_dir), spec.max_length),
         SpladePooling(pooling_strategy=spec.pooling, activation_function=spec.activation),
     ]
     if spec.mode == "inference-free":
@@ -140,18 +140,6 @@ def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
     encoder.save(str(out_dir))
     (out_dir / "LICENSE").write_text("Apache-2.0 (sparsepack demo model, random weights)\n")
     return out_dir
-
-
-def _mlm_module(path: str, max_length: int):
-    """sentence-transformers 6 spells a masked-LM module Transformer(transformer_task="fill-mask"); 5.x MLMTransformer."""
-    import inspect
-
-    from ._st_compat import sparse_module
-
-    transformer = sparse_module("Transformer")
-    if "transformer_task" in inspect.signature(transformer.__init__).parameters:
-        return transformer(path, max_seq_length=max_length, transformer_task="fill-mask")
-    return sparse_module("MLMTransformer")(path, max_seq_length=max_length)
 
 
 def _sparsify(model, bias, tokenizer) -> None:
