@@ -30,3 +30,13 @@ def sparse_module(attr: str):
         ],
         attr,
     )
+
+
+def mlm_module(path: str, max_length: int):
+    """sentence-transformers 6 spells a masked-LM module Transformer(transformer_task="fill-mask"); 5.x MLMTransformer."""
+    import inspect
+
+    transformer = sparse_module("Transformer")
+    if "transformer_task" in inspect.signature(transformer.__init__).parameters:
+        return transformer(path, max_seq_length=max_length, transformer_task="fill-mask")
+    return sparse_module("MLMTransformer")(path, max_seq_length=max_length)

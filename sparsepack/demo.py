@@ -30,8 +30,7 @@ CHARS = sorted(set(string.ascii_lowercase + string.digits + string.punctuation))
 def demo_vocab(extra_size: int = 0) -> list[str]:
     vocab = SPECIALS + CHARS + ["##" + c for c in string.ascii_lowercase] + PIECES + WORDS
     vocab += [f"tok{i}" for i in range(extra_size)]
-    seen: set[str] = set()
-    return [t for t in vocab if not (t in seen or seen.add(t))]
+    return list(dict.fromkeys(vocab))  # first occurrence of each token, in order
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ class DemoSpec:
 def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
     """Write a SparseEncoder for ``spec`` to ``out_dir`` and return the path."""
     import torch
-    from transformers import (
+    from transformers import (  # type: ignore[attr-defined]  # transformers 5 exports BertTokenizerFast lazily, unseen by mypy
         BertConfig,
         BertForMaskedLM,
         BertTokenizerFast,
@@ -64,7 +63,7 @@ def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
         DistilBertTokenizerFast,
     )
 
-    from ._st_compat import sparse_encoder_class, sparse_module
+    from ._st_compat import mlm_module, sparse_encoder_class, sparse_module
 
     out_dir = Path(out_dir)
     backbone_dir = out_dir / "_backbone"
@@ -82,6 +81,7 @@ def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
     vocab_size = len(tokenizer.get_vocab())
 
     torch.manual_seed(spec.seed)
+    model: BertForMaskedLM | DistilBertForMaskedLM
     if spec.arch == "bert":
         config = BertConfig(
             vocab_size=vocab_size,
@@ -95,7 +95,7 @@ def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
         model = BertForMaskedLM(config)
         bias = model.cls.predictions.bias
     elif spec.arch == "distilbert":
-        config = DistilBertConfig(
+        distil_config = DistilBertConfig(
             vocab_size=vocab_size,
             dim=spec.hidden,
             n_layers=spec.layers,
@@ -104,7 +104,7 @@ def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
             max_position_embeddings=max(spec.max_length, 16),
             pad_token_id=0,
         )
-        model = DistilBertForMaskedLM(config)
+        model = DistilBertForMaskedLM(distil_config)
         bias = model.vocab_projector.bias
     else:
         raise ValueError(f"unknown demo arch {spec.arch!r}; use bert or distilbert")
@@ -118,7 +118,7 @@ def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
     SpladePooling = sparse_module("SpladePooling")
     SparseEncoder = sparse_encoder_class()
     doc_modules = [
-        _mlm_module(str(backbone_dir), spec.max_length),
+        mlm_module(str(backbone_dir), spec.max_length),
         SpladePooling(pooling_strategy=spec.pooling, activation_function=spec.activation),
     ]
     if spec.mode == "inference-free":
@@ -140,18 +140,6 @@ def build_demo_model(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
     encoder.save(str(out_dir))
     (out_dir / "LICENSE").write_text("Apache-2.0 (sparsepack demo model, random weights)\n")
     return out_dir
-
-
-def _mlm_module(path: str, max_length: int):
-    """sentence-transformers 6 spells a masked-LM module Transformer(transformer_task="fill-mask"); 5.x MLMTransformer."""
-    import inspect
-
-    from ._st_compat import sparse_module
-
-    transformer = sparse_module("Transformer")
-    if "transformer_task" in inspect.signature(transformer.__init__).parameters:
-        return transformer(path, max_seq_length=max_length, transformer_task="fill-mask")
-    return sparse_module("MLMTransformer")(path, max_seq_length=max_length)
 
 
 def _sparsify(model, bias, tokenizer) -> None:

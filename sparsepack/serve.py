@@ -18,7 +18,7 @@ class ArtifactServer:
         package = load_package(package_dir)
         verify_package_files(package)
         files = {a.file: package.path_of(a) for a in package.artifacts}
-        files[MANIFEST] = package.root / MANIFEST
+        files[MANIFEST] = package.package_root / MANIFEST
         self.files = files
         self._log = log
         handler = self._handler()
@@ -29,6 +29,7 @@ class ArtifactServer:
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET server: the address is (host, port), never a socket path
         return f"http://{host}:{port}"
 
     def _handler(self):

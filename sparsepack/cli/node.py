@@ -65,7 +65,7 @@ def run(args) -> int:
     return {"start": start, "stop": stop, "status": status, "logs": logs}[args.node_command](args)
 
 
-def start_local_cluster(version: str | None, port: int, **kwargs):
+def start_local_cluster(version: str, port: int, **kwargs):
     """A local start that fails is this machine's problem (Java, ports, time), not a remote cluster's: exit 5."""
     from ..node import lifecycle
 

@@ -178,7 +178,7 @@ def run_smoke(args) -> int:
     from ..rollout.steps import run_smoke as smoke_test
 
     package = load_package(args.package)
-    manifest, root = package.for_format(args.format).to_dict(), package.root  # the release steps read the dict
+    manifest, root = package.for_format(args.format).to_dict(), package.package_root  # the release steps read the dict
     report = Report(args.package, connection_options(args))
     cl = connect(args)
     version = cl.info()["version"]["number"]

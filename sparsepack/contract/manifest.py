@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import SparsepackError
 from .limits import fitted_ceiling
@@ -37,8 +37,13 @@ class Record:
 
     REQUIRED: ClassVar[dict[str, Any]] = {}
     OPTIONAL: ClassVar[dict[str, tuple[Any, Any]]] = {}  # key -> (type, default)
-    NESTED: ClassVar[dict[str, type]] = {}  # key -> Record class (a list of them for list-typed keys)
+    NESTED: ClassVar[dict[str, type[Record]]] = {}  # key -> Record class (a list of them for list-typed keys)
     KEYS: ClassVar[tuple[str, ...]] = ()
+
+    if TYPE_CHECKING:  # every record is a dataclass with these keys as fields, plus the mapping it was read from
+        raw: dict | None
+
+        def __init__(self, **values: Any) -> None: ...
 
     @classmethod
     def from_dict(cls, data, where: str = "manifest.json"):
@@ -66,7 +71,7 @@ class Record:
         order = list(self.raw) if self.raw is not None else [k for k in self.KEYS if getattr(self, k) is not None]
         out = {}
         for key in order:
-            value = getattr(self, key) if key in known else self.raw[key]
+            value = getattr(self, key) if key in known or self.raw is None else self.raw[key]
             out[key] = (
                 [v.to_dict() if isinstance(v, Record) else v for v in value]
                 if isinstance(value, list)
@@ -365,8 +370,15 @@ class Manifest(Record):
     def artifact(self, role: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.role == role), None)
 
+    @property
+    def package_root(self) -> Path:
+        """The package folder the manifest was read from."""
+        if self.root is None:
+            raise SparsepackError("this manifest was not read from a package folder; load it with load_package")
+        return self.root
+
     def path_of(self, artifact: Artifact) -> Path:
-        return self.root / artifact.file
+        return self.package_root / artifact.file
 
     def for_format(self, fmt: str | None) -> Manifest:
         """The manifest as if the package held only the ``fmt`` document artifact (plus the query artifact)."""

@@ -55,7 +55,7 @@ def load_package(path: str | Path) -> Manifest:
 
 def checked_paths(manifest: Manifest) -> Manifest:
     """Each artifact a plain file of the package folder: never a path that could leave it, nor a link."""
-    root = manifest.root
+    root = manifest.package_root
     mpath = root / MANIFEST
     for n, art in enumerate(manifest.artifacts):
         name = art.file
@@ -143,5 +143,7 @@ def check_idf_weights(zip_name: str, idf) -> None:
 def verify_artifacts(manifest: Manifest | dict, root: str | Path | None = None) -> None:
     """:func:`verify_package_files` of a manifest already in memory (a dict: checked as :func:`load_package` would)."""
     if isinstance(manifest, dict):
+        if root is None:
+            raise SparsepackError("a manifest given as a mapping needs root, the package folder it describes")
         manifest = Manifest.from_dict(manifest, str(Path(root) / MANIFEST), root=Path(root))
     verify_package_files(checked_paths(manifest))

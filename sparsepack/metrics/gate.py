@@ -36,7 +36,8 @@ class Gate:
             if not sep or key not in ("ndcg", "recall") or not 0.0 <= value <= 1.0:
                 raise SparsepackError(f"--quality-gate {text!r}: use ndcg=X,recall=Y with X and Y in [0, 1]")
             values[key] = value
-        return cls(**values)
+        default = cls()
+        return cls(ndcg=values.get("ndcg", default.ndcg), recall=values.get("recall", default.recall))
 
     def thresholds(self) -> dict:
         out: dict = {"ndcg_at_10": self.ndcg}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from . import secure as secure_mod
 from .assemble import seed_dirs
@@ -15,7 +16,7 @@ from .state import NodeInfo
 
 # The cluster-settings template with the values a local test node needs: no breakers, any node may serve,
 # URL registration allowed (its default trusted_url_regex admits file://).
-NODE_ML_SETTINGS = {
+NODE_ML_SETTINGS: dict[str, Any] = {
     "only_run_on_ml_node": False,
     "native_memory_threshold": 100,
     "jvm_heap_memory_threshold": 100,

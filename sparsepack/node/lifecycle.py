@@ -78,10 +78,10 @@ def start(
             and set(running) == {n.name for n in existing.nodes}
             and is_healthy(existing.url, access=secure_mod.node_access(cdir))
         )
-        if recorded and existing.version == plan.version and len(existing.nodes) == nodes and existing.secure == secure:
-            log(f"OpenSearch {existing.version} already running at {existing.url}")
-            return existing
-        if recorded:
+        if existing is not None and recorded:
+            if existing.version == plan.version and len(existing.nodes) == nodes and existing.secure == secure:
+                log(f"OpenSearch {existing.version} already running at {existing.url}")
+                return existing
             raise SparsepackError(
                 f"a sparsepack cluster (OpenSearch {existing.version}, {len(existing.nodes)} node(s)) "
                 f"already runs on port {port}; `sparsepack node stop --port {port}` first"

@@ -171,9 +171,8 @@ def pom_dependencies(pom: Path) -> list[Coordinate]:
         if scope not in ("compile", "runtime") or dep.findtext("m:optional", default="false", namespaces=ns) == "true":
             continue
         version = dep.findtext("m:version", namespaces=ns)
-        if not version or "${" in version:
+        group, artifact = dep.findtext("m:groupId", namespaces=ns), dep.findtext("m:artifactId", namespaces=ns)
+        if not group or not artifact or not version or "${" in version:
             continue
-        deps.append(
-            Coordinate(dep.findtext("m:groupId", namespaces=ns), dep.findtext("m:artifactId", namespaces=ns), version)
-        )
+        deps.append(Coordinate(group, artifact, version))
     return deps

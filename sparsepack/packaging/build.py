@@ -44,7 +44,9 @@ def build_package(
     wrapper = SparseDocumentEncoder(
         spec.mlm, spec.activation, spec.pooling, spec.special_ids, spec.vocab_size, prune_ratio
     )
-    artifacts, result, first = [], {}, None
+    artifacts: list[dict] = []
+    result: dict = {}
+    first: tuple[set[str], dict] | None = None  # the first format's operators and compatibility
     references: dict = {}  # encode_document's battery output, computed once for every format's proof
     if spec.mode == "bi-encoder":  # a model whose queries the cluster would refuse: said before any trace
         query_weights = bi_encoder_query_weights(spec, doc_tok, prune_ratio, references)
@@ -113,6 +115,7 @@ def build_package(
             )
         )
     shutil.rmtree(work)
+    assert first is not None  # every artifact format names at least one exporter
     log("measuring the output weights (SEISMIC quantization ceilings are fitted to them)")
     stats = package_weight_stats(
         spec, doc_tok, prune_ratio, references, query_rule_weights, log, vocabulary(doc_tok), user_texts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 
@@ -43,7 +44,7 @@ def strict_fp32():
 
 def device_facts(device: str) -> dict:
     """What a figure was measured on."""
-    facts = {"device": device, "torch": torch.__version__}
+    facts: dict[str, Any] = {"device": device, "torch": torch.__version__}
     if device.startswith("cuda"):
         facts.update(name=torch.cuda.get_device_name(torch.device(device)), cuda=torch.version.cuda, tf32=False)
     return facts

@@ -106,7 +106,10 @@ def package_encoder(path: str, fmt: str | None = None) -> Encoder:
     from .artifact_zip import load_from_zip, query_side
 
     view = load_package(path).for_format(fmt)
-    artifact, tokenizer_data = load_from_zip(view.path_of(view.artifact("document")))
+    document = view.artifact("document")
+    if document is None:
+        raise SparsepackError(f"{path}: the package has no document artifact; re-package it")
+    artifact, tokenizer_data = load_from_zip(view.path_of(document))
     query = view.artifact("query")
     query_tokenizer_data, idf = query_side(view.path_of(query)) if query else (None, None)
     return artifact_encoder(
@@ -218,7 +221,7 @@ def load_corpus(
         raise SparsepackError(
             'give both --corpus and --queries (JSONL {"id", "text"}), or neither for the built-in corpus'
         )
-    if corpus:
+    if corpus and queries:  # both or neither, checked above
         doc_ids, docs = read_jsonl(corpus, "documents")
         query_ids, query_texts = read_jsonl(queries, "queries")
         return Corpus(str(corpus), doc_ids, docs, query_ids, query_texts, read_qrels(qrels) if qrels else None)

@@ -71,6 +71,7 @@ class TorchScriptExporter:
                 try:
                     _pin_dynamic_classes(module)
                     torch.save({"module": module, "example": example, "device": device, "half": half}, job)
+                    assert proc.stdin is not None  # stdin=PIPE
                     proc.stdin.close()
                     if while_waiting is not None:
                         while_waiting()

@@ -131,7 +131,7 @@ class OnnxExporter:
                 torch.onnx.export(
                     module,
                     (dict(example), {}),
-                    buffer,
+                    buffer,  # type: ignore[arg-type]  # torch's annotation leaves out the file objects it accepts
                     input_names=list(INPUT_NAMES),
                     output_names=[OUTPUT_NAME],
                     dynamic_axes=axes,

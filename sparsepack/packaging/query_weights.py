@@ -93,7 +93,7 @@ def bi_encoder_record(vectors: list[dict[str, float]], texts: list[str]) -> dict
     """Bi-encoder queries are the model's output, computed by the cluster per query: check the battery's weights
     against the limit. The server drops zeros, so only > 64 can be refused; a battery weight above it is refused
     here, naming the token."""
-    top_w, top_token, top_text = 0.0, None, None
+    top_w, top_token, top_text = 0.0, "", ""
     for text, vec in zip(texts, vectors, strict=True):
         for token, weight in vec.items():
             if weight > top_w:

@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..contract.manifest import Artifact, Manifest
 from ..contract.package_dir import load_package, verify_package_files
@@ -121,7 +122,7 @@ def _as_query_encoder(spec, manifest: Manifest, loaded, tokenizer_data: dict) ->
     if spec.mode != "bi-encoder":
         return {}
     query = parity.validate_query_bi_encoder(spec, loaded, tokenizer_data, prune_ratio=_prune_ratio(manifest))
-    out = {
+    out: dict[str, Any] = {
         "query": {
             "passed": query["passed"],
             "max_abs_diff": query["max_abs_diff"],

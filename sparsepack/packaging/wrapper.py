@@ -25,6 +25,8 @@ class SparseDocumentEncoder(nn.Module):
     Sum pooling has no such shortcut and activates every position.
     """
 
+    keep: Tensor  # registered as a buffer in __init__
+
     def __init__(
         self,
         mlm: nn.Module,

@@ -46,7 +46,7 @@ class ConnectionOptions:
             "client_key": os.environ.get("OPENSEARCH_CLIENT_KEY"),
             "aws_region": os.environ.get("AWS_REGION"),
         }
-        values = {k: v for k, v in env.items() if v}
+        values: dict[str, Any] = {k: v for k, v in env.items() if v}
         values.update({k: v for k, v in flags.items() if v not in (None, "")})
         return cls(**values)
 

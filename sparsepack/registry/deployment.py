@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import ClusterError
 from .connection import Cluster
@@ -109,7 +110,11 @@ def loaded_nodes(cluster: Cluster, model_id: str) -> list[str]:
 def last_deployed_on(cluster: Cluster, model_id: str, since_ms: int | None) -> set[str]:
     """Worker nodes of the model's latest completed deploy task after ``since_ms`` (its last undeploy): where it
     was loaded last, a node since lost included. Empty where the task index cannot be read (a least-privilege user)."""
-    flt = [{"term": {"model_id": model_id}}, {"term": {"task_type": "DEPLOY_MODEL"}}, {"term": {"state": "COMPLETED"}}]
+    flt: list[dict[str, Any]] = [
+        {"term": {"model_id": model_id}},
+        {"term": {"task_type": "DEPLOY_MODEL"}},
+        {"term": {"state": "COMPLETED"}},
+    ]
     if since_ms:
         flt.append({"range": {"create_time": {"gt": since_ms}}})
     body = {"size": 1, "sort": [{"create_time": {"order": "desc"}}], "query": {"bool": {"filter": flt}}}

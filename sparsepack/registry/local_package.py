@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import SparsepackError
 from ..packaging.archive import read_zip
 from ..packaging.artifact_zip import load_from_zip
 from ..packaging.parity import DjlStyleTokenizer, emulate_sparse_tokenize, reference_token_map, run_artifact
@@ -22,7 +23,8 @@ class LocalPackage:
         self.tokenizer = DjlStyleTokenizer(self.doc_tokenizer_data)
         self.names = server_token_strings(self.doc_tokenizer_data, manifest["vocab_size"])
         query = next((a for a in manifest["artifacts"] if a["role"] == "query"), None)
-        self.query_tokenizer_data = self.idf = None
+        self.query_tokenizer_data: dict | None = None
+        self.idf: dict[str, float] | None = None
         if query is not None:
             q_entries = read_zip(root / query["file"])
             self.query_tokenizer_data = json.loads(q_entries["tokenizer.json"])
@@ -34,6 +36,8 @@ class LocalPackage:
 
     def low_weight_query(self) -> tuple[str, dict[str, float]]:
         """The query made of idf.json's lowest-weight tokens (inference-free packages only)."""
+        if self.query_tokenizer_data is None or self.idf is None:
+            raise SparsepackError("the lowest-weight query needs an inference-free package: this one has no idf.json")
         return lowest_weight_query(self.query_tokenizer_data, self.idf)
 
     def served_query(self, text: str) -> dict[str, float]:

@@ -222,7 +222,7 @@ def onnx_thread_warnings(manifest: dict) -> list[str]:
 def _target_nodes(nodes: dict, chosen: list[str] | None, only_ml: bool) -> list[str]:
     """The node ids a deploy lands on: the chosen ones (ids, names or KEY=VALUE attributes), else every eligible node."""
     if chosen:
-        out = set()
+        out: set[str] = set()
         for want in chosen:
             key, sep, value = want.partition("=")
             out.update(

@@ -44,7 +44,7 @@ def rewrite_model_ids(body: Any, replace: Callable[[str], str]) -> Any:
         return [rewrite_model_ids(v, replace) for v in body]
     if not isinstance(body, dict):
         return body
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in body.items():
         if key in MODEL_ID_KEYS and isinstance(value, str):
             out[key] = replace(value)

@@ -6,6 +6,7 @@ import json
 import struct
 import time
 import uuid
+from typing import Any
 
 from ..contract.limits import MAX_QUERY_WEIGHT, weight_problem
 from ..errors import ClusterError, SparsepackError
@@ -67,7 +68,7 @@ def check_predict(
         for role, mid in (("document", doc_model), ("query", query_model))
         if mid
     }
-    result = {
+    result: dict[str, Any] = {
         "loaded": loaded,
         "document": compare_maps(
             predict(cluster, doc_model, DOCUMENT_BATTERY), local.encode_documents(DOCUMENT_BATTERY), PREDICT_TOLERANCE

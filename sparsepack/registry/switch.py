@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,9 +157,7 @@ def switch(
             before = pipes[kind].get(name)
             if before is None:
                 raise ClusterError(f"{kind} pipeline {name} was removed while the release ran; re-run without it")
-            change = Change(
-                kind, name, before, rewrite_model_ids(before, lambda m, t=target[kind]: t if m in old_ids else m)
-            )
+            change = Change(kind, name, before, rewrite_model_ids(before, _replacing(old_ids, target[kind])))
             changes.append(change)
             if change.changed:
                 _put(cluster, kind, name, change.after)
@@ -188,6 +187,10 @@ def restore(cluster: Cluster, changes: list[Change]) -> list[str]:
             except Exception as exc:  # noqa: BLE001 - restore the rest
                 left.append(f"{change.kind} pipeline {change.name}: {exc}")
     return left
+
+
+def _replacing(old_ids: set[str], new_id: str) -> Callable[[str], str]:
+    return lambda model_id: new_id if model_id in old_ids else model_id
 
 
 def _put(cluster: Cluster, kind: str, name: str, body: dict) -> None:
@@ -357,7 +360,7 @@ def reindex_warning(cluster: Cluster, changes: list[Change], comparison: dict) -
         {
             (r.name, r.via.split("=", 1)[1])
             for r in references.find_in(new_ids, pipes["ingest"], {}, references.index_pipeline_settings(cluster))
-            if r.kind == "index"
+            if r.kind == "index" and r.via
         }
     )
     how = "; ".join(

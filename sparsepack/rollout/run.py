@@ -71,7 +71,7 @@ def run(ctx: ReleaseContext, plan: tuple[Step, ...] = STEPS) -> None:
         )
         roll_back(ctx)
     finally:
-        if ctx.coord is not None:
+        if ctx.coordinating:
             ctx.coord.close()  # after any rollback: waiting runs then redo what this run could not finish
 
 
@@ -88,12 +88,8 @@ def roll_back(ctx: ReleaseContext) -> None:
                 "failed after it, and the previous versions were left as they were",
             },
         )
-    elif (
-        ctx.cluster is not None
-        and not ctx.opts.keep_on_failure
-        and (created.model_ids or created.group_id or created.deployed)
-    ):
-        if created.group_id and ctx.coord is not None and ctx.coord.group_in_use(created.group_id):
+    elif ctx.connected and not ctx.opts.keep_on_failure and (created.model_ids or created.group_id or created.deployed):
+        if created.group_id and ctx.coordinating and ctx.coord.group_in_use(created.group_id):
             report.record("kept_group_in_use_by_other_runs", created.group_id)
             created.group_id = None
         left = models.rollback(ctx.cluster, created)

@@ -37,7 +37,7 @@ def package_target(ctx: ReleaseContext) -> None:
     kwargs = {"artifact_format": ctx.opts.artifact_format or "torchscript", **ctx.package_kwargs}
     if is_package(ctx.target):
         loaded = load_package(ctx.target)
-        manifest, ctx.root = loaded.to_dict(), loaded.root
+        manifest, ctx.root = loaded.to_dict(), loaded.package_root
     else:
         out = Path(ctx.package_dir) if ctx.package_dir else Path.cwd() / f"{slug(ctx.target)}-sparsepack"
         with ctx.report.step("package") as entry:
@@ -268,9 +268,9 @@ def run_smoke(
 
 
 def switch_pipelines(ctx: ReleaseContext) -> None:
-    cluster, ids = ctx.cluster, ctx.model_ids
+    cluster, ids, group_id = ctx.cluster, ctx.model_ids, ctx.require_group_id()
     with ctx.report.step("switch_pipelines") as entry:
-        old = set(previous_versions(cluster, ctx.group_id, set(ids.values()), ctx.coord.models_in_flight(ctx.group_id)))
+        old = set(previous_versions(cluster, group_id, set(ids.values()), ctx.coord.models_in_flight(group_id)))
         changes = switch.switch(cluster, ctx.pipelines_to_switch, old, ids)
         entry["pipelines"] = [c.as_dict() for c in changes]
         entry["output_comparison"] = switch.compare_versions(cluster, changes, ids["document"])
@@ -285,9 +285,10 @@ def clear_previous(ctx: ReleaseContext) -> None:
     """Undeploy and delete the group's other versions, all or none refused while anything uses them; a version the old
     index of a migrated alias still uses stays, for the migration's rollback."""
     with ctx.report.step("clear_previous") as entry:
-        in_flight = ctx.coord.models_in_flight(ctx.group_id)  # other live runs' models are never cleared
+        group_id = ctx.require_group_id()
+        in_flight = ctx.coord.models_in_flight(group_id)  # other live runs' models are never cleared
         entry["kept_in_flight"] = sorted(in_flight)
-        old = previous_versions(ctx.cluster, ctx.group_id, set(ctx.model_ids.values()), in_flight)
+        old = previous_versions(ctx.cluster, group_id, set(ctx.model_ids.values()), in_flight)
         refs = references.find(ctx.cluster, old)
         kept = migration.kept_for_rollback(refs, ctx.migration_sources)
         entry["kept_for_rollback"] = kept

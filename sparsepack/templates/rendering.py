@@ -40,6 +40,7 @@ def _environment(template_dir: str | Path | None) -> jinja2.Environment:
 
 def template_variables(name: str, template_dir: str | Path | None = None) -> list[str]:
     env = _environment(template_dir)
+    assert env.loader is not None  # _environment always sets one
     source = env.loader.get_source(env, f"{name}.json.j2")[0]
     tree = env.parse(source)
     # A {% set %} inside an {% if %} counts as undeclared for jinja's meta; it is the template's own, not an input.
