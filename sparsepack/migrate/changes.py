@@ -5,6 +5,8 @@ destination's pipeline) and a bulk delete."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..registry.connection import Cluster
 from .errors import MigrationError
 
@@ -82,7 +84,7 @@ def copy_ids(cluster: Cluster, source: str, dest: str, ids: list[str], pipeline:
     done = 0
     for start in range(0, len(ids), CARRY_BATCH):
         batch = ids[start : start + CARRY_BATCH]
-        body = {
+        body: dict[str, Any] = {
             "source": {"index": source, "query": {"ids": {"values": batch}}, "size": 1000},
             "dest": {"index": dest, "op_type": "index"},
         }

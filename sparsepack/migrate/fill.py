@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..registry.connection import Cluster
 from . import provenance
@@ -26,7 +27,11 @@ def start_or_resume(
     if found:
         provenance.update_state(cluster, dest, task_id=found)
         return found, True
-    body = {"source": {"index": source}, "dest": {"index": dest, "op_type": "create"}, "conflicts": "proceed"}
+    body: dict[str, Any] = {
+        "source": {"index": source},
+        "dest": {"index": dest, "op_type": "create"},
+        "conflicts": "proceed",
+    }
     if pipeline:
         body["dest"]["pipeline"] = pipeline
     params = {"wait_for_completion": "false", "slices": str(slices), "refresh": "true"}

@@ -69,24 +69,24 @@ def plan(
             target.ingest_copies[name] = (copy_name, rewrite_model_ids(body, lambda m: document_model))
             settings[setting] = copy_name
             target.replaced_models |= used
-    name = source.search_pipeline
-    if name:
-        body = search_all.get(name)
+    search_name = source.search_pipeline
+    if search_name:
+        body = search_all.get(search_name)
         if body is None:
             raise SparsepackError(
-                f"{source.name} names search pipeline {name} and none exists; fix the index setting first"
+                f"{source.name} names search pipeline {search_name} and none exists; fix the index setting first"
             )
         used = model_ids_in(body)
         if used:
-            copy_name = f"{name}-{suffix}"
-            target.search_copies[name] = (copy_name, rewrite_model_ids(body, lambda m: query_model))
+            copy_name = f"{search_name}-{suffix}"
+            target.search_copies[search_name] = (copy_name, rewrite_model_ids(body, lambda m: query_model))
             settings["index.search.default_pipeline"] = copy_name
             target.replaced_models |= used
     for _, spec in semantic_fields(target.mappings.get("properties")):
-        target.replaced_models.add(spec.get("model_id"))
+        target.replaced_models |= {spec["model_id"]} if spec.get("model_id") else set()
         spec["model_id"] = document_model
         if spec.get("search_model_id") or query_model != document_model:
-            target.replaced_models.add(spec.get("search_model_id"))
+            target.replaced_models |= {spec["search_model_id"]} if spec.get("search_model_id") else set()
             spec["search_model_id"] = query_model
     target.replaced_models.discard(None)
     if not target.replaced_models:
