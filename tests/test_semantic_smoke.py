@@ -28,15 +28,8 @@ def test_semantic_query_is_a_neural_query_on_the_text_field():
         render("query", None, "2.19.6", field_type="semantic", model_id="Q", query_text="rain")
 
 
-PRUNED = pytest.mark.xfail(
-    strict=True,
-    reason="a semantic field prunes each document's lightest tokens by default; the local dot product keeps them, "
-    "so a query can match nothing the server kept (seen: 'cold river water' on the inference-free package)",
-)
-
-
 @pytest.mark.cluster
-@pytest.mark.parametrize("name", ["bert-bi-relu", pytest.param("bert-if-log1p", marks=PRUNED)])
+@pytest.mark.parametrize("name", ["bert-bi-relu", "bert-if-log1p"])
 def test_release_smoke_through_a_semantic_field(node_3x, package_factory, name):
     from conftest import cluster_for
 

@@ -152,6 +152,11 @@ FEATURES: dict[str, Feature] = {
             ("query", {"field_type": "semantic", "model_id": QUERY_MODEL}),
         ),
     ),
+    "semantic_sparse_encoding_config": Feature(
+        (3, 2),
+        "a semantic field's sparse_encoding_config (its pruning)",
+        variants=(("index-mapping", {"field_type": "semantic", "model_id": DOCUMENT_MODEL}),),
+    ),  # without it the node prunes a semantic field's sparse vectors (max_ratio 0.1): weights the model made are lost
     "token_id_format": Feature(
         (3, 2), "the TOKEN_ID sparse_embedding_format", variants=(("index-mapping", {"field_type": "sparse_vector"}),)
     ),  # the pipeline writes token ids into a sparse_vector
