@@ -109,7 +109,11 @@ def loaded_nodes(cluster: Cluster, model_id: str) -> list[str]:
 def last_deployed_on(cluster: Cluster, model_id: str, since_ms: int | None) -> set[str]:
     """Worker nodes of the model's latest completed deploy task after ``since_ms`` (its last undeploy): where it
     was loaded last, a node since lost included. Empty where the task index cannot be read (a least-privilege user)."""
-    flt = [{"term": {"model_id": model_id}}, {"term": {"task_type": "DEPLOY_MODEL"}}, {"term": {"state": "COMPLETED"}}]
+    flt: list[dict] = [
+        {"term": {"model_id": model_id}},
+        {"term": {"task_type": "DEPLOY_MODEL"}},
+        {"term": {"state": "COMPLETED"}},
+    ]
     if since_ms:
         flt.append({"range": {"create_time": {"gt": since_ms}}})
     body = {"size": 1, "sort": [{"create_time": {"order": "desc"}}], "query": {"bool": {"filter": flt}}}
@@ -185,6 +189,13 @@ def read(
         int(model.get("auto_redeploy_retry_times") or 0),
         limit,
     )
+
+
+def stored_models(cluster: Cluster) -> dict[str, dict]:
+    """Every model's stored document (id -> source), its upload chunks left out."""
+    body = {"size": 1000, "query": {"bool": {"must_not": [{"exists": {"field": "chunk_number"}}]}}}
+    res = cluster.call(f"POST {BASE}/models/_search", cluster.ml.search_models, body=body, ok_404=True) or {}
+    return {hit["_id"]: hit["_source"] for hit in res.get("hits", {}).get("hits", [])}
 
 
 def read_many(cluster: Cluster, models: dict[str, dict]) -> dict[str, Deployment]:
