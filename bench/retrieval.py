@@ -42,7 +42,7 @@ WORDS = (
 def model_statistics(root: Path) -> dict:
     """Tokens per document and the weights, as the packaged demo model's artifact outputs them on generated text."""
     from sparsepack.packaging.package import package
-    from sparsepack.registry.smoke import LocalPackage
+    from sparsepack.registry.local_package import LocalPackage
 
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(WORDS, size=int(rng.integers(8, 60)))) for _ in range(300)]

@@ -179,7 +179,7 @@ def summary_lines(report: dict, package_dir: str | Path, url: str, started_port:
     next three commands (package your own model, release it to your cluster, stop the local node)."""
     import json
 
-    from .registry.smoke import CORPUS
+    from .registry.smoke_corpus import CORPUS
 
     lines = [""]
     queries = report.get("steps", {}).get("smoke_retrieval", {}).get("queries", [])

@@ -16,7 +16,8 @@ from conftest import NODE_2X, NODE_3X, cluster_for
 
 from sparsepack.errors import ClusterError, SparsepackError
 from sparsepack.node.config import NODE_ML_SETTINGS
-from sparsepack.registry import models, smoke
+from sparsepack.registry import models, smoke, smoke_corpus
+from sparsepack.registry.local_package import LocalPackage
 from sparsepack.templates import TEMPLATES, render
 from sparsepack.templates.versions import (
     DOCUMENT_MODEL,
@@ -72,8 +73,8 @@ class NodeEnv:
         )
         assert report["passed"], report.get("error")
         self.ids = report["model_ids"]
-        self.local = smoke.LocalPackage(manifest, root)
-        self.doc_vectors = self.local.encode_documents(smoke.CORPUS)
+        self.local = LocalPackage(manifest, root)
+        self.doc_vectors = self.local.encode_documents(smoke_corpus.CORPUS)
         self.indices: dict[tuple[str, bool], str] = {}
         self.created: list[str] = []
 
@@ -106,7 +107,7 @@ class NodeEnv:
                     chunking=chunking,
                 ),
             )
-            for i, text in enumerate(smoke.CORPUS):
+            for i, text in enumerate(smoke_corpus.CORPUS):
                 self.cluster.request("PUT", f"/{name}/_doc/{i}", body={"text": text})
             self.cluster.request("POST", f"/{name}/_refresh")
             self.created += [name, pipeline]
@@ -115,7 +116,7 @@ class NodeEnv:
 
     def checkable_query(self) -> tuple[str, dict, int]:
         """A query whose locally best document is clearly ahead of the second."""
-        queries = smoke.QUERIES + smoke.expansion_queries(self.doc_vectors)
+        queries = smoke_corpus.QUERIES + smoke_corpus.expansion_queries(self.doc_vectors)
         for text, vec in zip(queries, self.local.encode_queries(queries)):
             scores = sorted(((smoke._dot(vec, d), i) for i, d in enumerate(self.doc_vectors)), reverse=True)
             if scores[0][0] > 0 and scores[0][0] - scores[1][0] > 0.05 * scores[0][0]:
@@ -219,7 +220,7 @@ def apply_analyzer_query(env: NodeEnv, index: str, text: str, values: dict) -> N
         ):
             render("query", env.manifest, env.version, query_text=text, size=3, **values)
     same_vocab = {**env.manifest, "vocab_size": BERT_VOCAB}  # ...and renders it for one of bert-base-uncased's
-    body = render("query", same_vocab, env.version, query_text=text, size=len(smoke.CORPUS), **values)
+    body = render("query", same_vocab, env.version, query_text=text, size=len(smoke_corpus.CORPUS), **values)
     tokens = {
         t["token"]
         for t in env.cluster.request("POST", "/_analyze", body={"analyzer": analyzer, "text": text})["tokens"]
@@ -269,7 +270,11 @@ def apply_ingest_pipeline(env: NodeEnv, values: dict) -> None:
         "PUT", f"/_ingest/pipeline/{name}", body=render("ingest-pipeline", env.manifest, env.version, **values)
     )
     try:
-        doc = {"_index": env.index("rank_features", False), "_id": "simulated", "_source": {"text": smoke.CORPUS[0]}}
+        doc = {
+            "_index": env.index("rank_features", False),
+            "_id": "simulated",
+            "_source": {"text": smoke_corpus.CORPUS[0]},
+        }
         out = env.cluster.request("POST", f"/_ingest/pipeline/{name}/_simulate", body={"docs": [doc]})["docs"][0]
         assert "error" not in out, out
         keys = smoke.stored_keys(out["doc"]["_source"], "text_sparse", values.get("chunking", False))
@@ -463,8 +468,8 @@ def test_release_smoke_on_a_sparse_vector_index(node_3x, package_factory):
 
 def test_stored_token_ids_are_compared_in_the_fields_format(package_factory):
     manifest, root = package_factory(PACKAGE)
-    local = smoke.LocalPackage(manifest, root)
-    vec = local.encode_documents([smoke.CORPUS[0]])[0]
+    local = LocalPackage(manifest, root)
+    vec = local.encode_documents([smoke_corpus.CORPUS[0]])[0]
     ids = smoke.as_field_vector(local, vec, "sparse_vector")
     assert all(k.isdigit() for k in ids) and sorted(ids.values()) == sorted(vec.values())
     assert {local.names[int(k)] for k in ids} == set(vec)

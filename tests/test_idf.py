@@ -212,6 +212,7 @@ def test_without_the_rule_the_smoke_test_names_token_and_weight(node_3x, model_f
     tokens and weights: in _predict's output, and in the cluster's rejection of the lowest-weight query."""
     import sparsepack.packaging.query_artifact as packaging
     from sparsepack.registry import smoke
+    from sparsepack.registry.local_package import LocalPackage
 
     def keep_zeros(weights, names):
         _, record = apply_idf_rule(weights, names)
@@ -237,7 +238,7 @@ def test_without_the_rule_the_smoke_test_names_token_and_weight(node_3x, model_f
         assert not report["passed"] and report["failed_step"] == "smoke_predict"
         out_of_range = report["steps"]["smoke_predict"]["query_weights_in_range"]["out_of_range"]
         assert out_of_range and set(out_of_range) <= set(ZERO_IDF) and set(out_of_range.values()) == {0.0}
-        local = smoke.LocalPackage(manifest, tmp_path / "pkg")
+        local = LocalPackage(manifest, tmp_path / "pkg")
         ids = report["model_ids"]
         with pytest.raises(
             ClusterError,

@@ -12,7 +12,8 @@ import pytest
 from conftest import PORT_BASE, cluster_for
 
 from sparsepack.errors import ClusterError
-from sparsepack.registry import deployment, models, smoke
+from sparsepack.registry import deployment, models
+from sparsepack.registry.smoke_corpus import CORPUS
 from sparsepack.templates import render
 
 PORT = PORT_BASE + 24
@@ -127,7 +128,7 @@ def test_with_auto_redeploy_off_list_shows_unloaded_ingest_refuses_and_rerun_red
         # Ingest while no node holds the document model: every document refused with the node's error, none
         # indexed without its vector.
         refused = []
-        for i, text in enumerate(smoke.CORPUS):
+        for i, text in enumerate(CORPUS):
             try:
                 cl.call(f"PUT /{index}/_doc/{i}", cl.client.index, index=index, id=i, body={"text": text}, retry=False)
             except ClusterError as exc:
@@ -135,7 +136,7 @@ def test_with_auto_redeploy_off_list_shows_unloaded_ingest_refuses_and_rerun_red
         cl.request("POST", f"/{index}/_refresh")
         docs = cl.request("POST", f"/{index}/_search", body={"size": 100})["hits"]["hits"]
         assert all(d["_source"].get("text_sparse") for d in docs), [d["_id"] for d in docs]
-        assert len(docs) + len(refused) == len(smoke.CORPUS)
+        assert len(docs) + len(refused) == len(CORPUS)
         assert refused and all("HTTP 400" in e or "HTTP 500" in e for e in refused), refused
         assert all(ids["document"] in e or "not ready" in e.lower() or "deploy" in e.lower() for e in refused), refused
 
@@ -151,7 +152,7 @@ def test_with_auto_redeploy_off_list_shows_unloaded_ingest_refuses_and_rerun_red
             cl.client.index,
             index=index,
             id="after",
-            body={"text": smoke.CORPUS[0]},
+            body={"text": CORPUS[0]},
             params={"refresh": "true"},
         )
         assert cl.request("GET", f"/{index}/_doc/after")["_source"]["text_sparse"]

@@ -124,7 +124,8 @@ def test_saved_truncation_state_is_not_copied(model_factory, tmp_path):
 
 
 def test_prune_ratio_is_recorded_and_prunes(model_factory, tmp_path):
-    from sparsepack.registry.smoke import CORPUS, LocalPackage
+    from sparsepack.registry.local_package import LocalPackage
+    from sparsepack.registry.smoke_corpus import CORPUS
 
     manifest = package(str(model_factory("bert-bi-relu")), tmp_path / "p", prune_ratio=0.5, **QUIET)
     assert manifest["pruning"] == {"enabled": True, "type": "max_ratio", "ratio": 0.5}

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import artifact_url, lease, models
+from . import artifact_url, lease, model_upload, models
 from .connection import Cluster
 
 
@@ -84,7 +84,7 @@ def register_artifact(
             "url": url,
             "register_seconds": round(time.perf_counter() - t0, 3),
         }
-    model_id = models.upload(cluster, manifest, root, art, group_id, version, created, timeout, progress)
+    model_id = model_upload.upload(cluster, manifest, root, art, group_id, version, created, timeout, progress)
     secs = time.perf_counter() - t0
     coord.note(key, result=model_id)
     return {

@@ -6,86 +6,25 @@ import json
 import struct
 import time
 import uuid
-from pathlib import Path
 
 from ..contract.limits import MAX_QUERY_WEIGHT, weight_problem
 from ..errors import ClusterError, SparsepackError
-from ..packaging.archive import read_zip
-from ..packaging.artifact_zip import load_from_zip
 from ..packaging.parity import (
     DOCUMENT_BATTERY,
     QUERY_BATTERY,
-    DjlStyleTokenizer,
-    emulate_sparse_tokenize,
     reference_token_map,
-    run_artifact,
 )
-from ..packaging.query_weights import culprits, lowest_weight_query, undo_rule
-from ..packaging.tokenizer_export import server_token_strings
+from ..packaging.query_weights import culprits, undo_rule
 from ..templates import render
 from ..templates.versions import parse_version, require
 from . import deployment
 from .connection import Cluster
+from .local_package import LocalPackage
 from .models import BASE
+from .smoke_corpus import CORPUS, QUERIES, expansion_queries
 
 PREDICT_TOLERANCE = 1e-4
 SCORE_RTOL = 1e-3
-
-CORPUS = [
-    "The weather in New York is rainy today, with heavy rain over the city all night.",
-    "OpenSearch indexes sparse vectors as rank features and finds documents with a neural sparse query.",
-    "The river water was cold and the cloud over the valley made the day very long.",
-    "People use language models to make a vector from each word of a text document.",
-    "She said the news of the year would find many people in the city this time.",
-    "Search engines index tokens; a query is a list of token weights.",
-]
-QUERIES = [
-    "rainy weather in new york",
-    "sparse vector search engine",
-    "cold river water",
-    "language model for word vectors",
-    "news of the year",
-    "token weights of a query",
-]
-
-
-class LocalPackage:
-    """The packaged artifacts run locally, keyed the way the server keys its output."""
-
-    def __init__(self, manifest: dict, root: Path):
-        self.manifest = manifest
-        doc = next(a for a in manifest["artifacts"] if a["role"] == "document")
-        self.artifact, self.doc_tokenizer_data = load_from_zip(root / doc["file"])
-        self.tokenizer = DjlStyleTokenizer(self.doc_tokenizer_data)
-        self.names = server_token_strings(self.doc_tokenizer_data, manifest["vocab_size"])
-        query = next((a for a in manifest["artifacts"] if a["role"] == "query"), None)
-        self.query_tokenizer_data = self.idf = None
-        if query is not None:
-            q_entries = read_zip(root / query["file"])
-            self.query_tokenizer_data = json.loads(q_entries["tokenizer.json"])
-            self.idf = json.loads(q_entries["idf.json"]) if "idf.json" in q_entries else None
-
-    def encode_documents(self, texts: list[str]) -> list[dict[str, float]]:
-        vectors = run_artifact(self.artifact, self.tokenizer, texts, batch_size=1)
-        return [reference_token_map(v, self.names) for v in vectors]
-
-    def low_weight_query(self) -> tuple[str, dict[str, float]]:
-        """The query made of idf.json's lowest-weight tokens (inference-free packages only)."""
-        return lowest_weight_query(self.query_tokenizer_data, self.idf)
-
-    def served_query(self, text: str) -> dict[str, float]:
-        """The weights the cluster builds its query from, zeros included (they are what it refuses)."""
-        if self.query_tokenizer_data is None:
-            return self.encode_documents([text])[0]
-        return emulate_sparse_tokenize(self.query_tokenizer_data, self.idf, text)
-
-    def encode_queries(self, texts: list[str]) -> list[dict[str, float]]:
-        if self.query_tokenizer_data is None:
-            return self.encode_documents(texts)
-        return [
-            {k: v for k, v in emulate_sparse_tokenize(self.query_tokenizer_data, self.idf, t).items() if v != 0.0}
-            for t in texts
-        ]
 
 
 def predict(cluster: Cluster, model_id: str, texts: list[str]) -> list[dict[str, float]]:
@@ -177,17 +116,6 @@ def two_phase_top(q: dict, docs: list[dict], prune_ratio: float = 0.4) -> int | 
     high = {t: w for t, w in q.items() if w >= cut}
     candidates = [i for i, d in enumerate(docs) if _dot(high, d) > 0]
     return max(candidates, key=lambda i: _dot(q, docs[i]), default=None)
-
-
-def expansion_queries(doc_vectors: list[dict], per_doc: int = 2) -> list[str]:
-    """Queries made of each document's own strongest whole-word tokens. A model with little lexical overlap with the
-    built-in queries (a random-weight test model, a foreign-language model) still gets checkable queries this way."""
-    out = []
-    for vec in doc_vectors:
-        words = [t for t, _ in sorted(vec.items(), key=lambda kv: -kv[1]) if t.isalpha() and not t.startswith("##")]
-        if words:
-            out.append(" ".join(words[:per_doc]))
-    return out
 
 
 FIELD_TYPES = ("rank_features", "sparse_vector")
