@@ -143,8 +143,10 @@ def settings_findings(r: ClusterReading) -> list[Finding]:
                     WARNING,
                     f"model {_label(mid, doc)} has model_ttl_minutes={ttl:g} in its deploy settings: ML Commons "
                     f"undeploys it after {ttl:g} idle minutes, and what uses it fails then",
-                    f'PUT /_plugins/_ml/models/{mid} {{"deploy_setting": {{"model_ttl_minutes": -1}}}}, then deploy '
-                    f"it again",
+                    f'PUT /_plugins/_ml/models/{mid} {{"deploy_setting": {{"model_ttl_minutes": -1}}}}'
+                    if doc.get("algorithm") == "REMOTE"  # ML Commons updates only remote models' settings
+                    else "register it again without model_ttl_minutes (sparsepack release does) and point what "
+                    "uses it at the new model id",
                 )
             )
     return out

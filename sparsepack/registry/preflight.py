@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import ClusterError, SparsepackError
-from ..templates import SEISMIC_MAX_VOCAB, TEMPLATES, render
-from ..templates.versions import line_of, parse_version, require
+from ..templates import TEMPLATES, render
+from ..templates.checks import check_field_type as mapping_rules
+from ..templates.versions import line_of, parse_version
 from . import deployment
 from .connection import Cluster
 
@@ -144,7 +145,7 @@ def run_preflight(
             )
         )
     if field_type is not None:
-        problem = field_type_problem(field_type, version, (manifest or {}).get("vocab_size"))
+        problem = field_type_problem(field_type, version, manifest)
         if problem:
             pf.blockers.append(Blocker("field_type", problem))
     if manifest is not None and manifest.get("requires_gpu") and not deploy_nodes:
@@ -201,21 +202,16 @@ GPU_ONLY = (
 )
 
 
-def field_type_problem(field_type: str, version: str, vocab_size: int | None) -> str | None:
-    """Why the cluster's version (or the model's vocabulary) cannot store the model's vectors in ``field_type``."""
+def field_type_problem(field_type: str, version: str, manifest: dict | None) -> str | None:
+    """Why the vector field the smoke test creates cannot hold this package's output on this version: the index
+    mapping's own rules (sparse_vector needs 3.3+, and SEISMIC folds token ids to 16 bits, so a vocabulary over
+    32768 collides), asked before upload instead of at the smoke test."""
     if field_type not in FIELD_TYPES:
         return f"field type {field_type!r} is unknown; use {' or '.join(FIELD_TYPES)}"
-    if field_type != "sparse_vector":
-        return None
     try:
-        require("sparse_vector", parse_version(version))
+        mapping_rules("index-mapping", {"field_type": field_type}, manifest or {}, parse_version(version))
     except SparsepackError as exc:
-        return f"field type sparse_vector on OpenSearch {version}: {exc}"
-    if vocab_size and vocab_size > SEISMIC_MAX_VOCAB:
-        return (
-            f"field type sparse_vector stores token ids folded to 16 bits: ids above {SEISMIC_MAX_VOCAB} of this "
-            f"model's {vocab_size}-token vocabulary collide with others and score wrong; use rank_features"
-        )
+        return f"a {field_type} field for this package cannot be created on OpenSearch {version}: {exc}"
     return None
 
 
