@@ -310,7 +310,7 @@ def test_model_stored_deployed_but_loaded_nowhere_names_its_users_and_takes_no_c
         # capacity counts where models are loaded: the stored DEPLOYED ones hold no room on the node
         truth = deployment.read_many(cl, deployment.stored_models(cl))
         assert truth[ids["document"]].stored_state in ("DEPLOYED", "DEPLOY_FAILED")
-        node_ids = list(deployment.node_names(cl))
+        node_ids = list(cl.request("GET", "/_nodes")["nodes"])
         assert preflight.models_held(truth, node_ids) == {node_ids[0]: set()}
         for model_id in ids.values():
             cl.request("POST", f"/_plugins/_ml/models/{model_id}/_deploy")
