@@ -247,6 +247,13 @@ def test_sparse_vector_with_a_vocabulary_seismic_cannot_hold_is_refused_before_u
 
 
 @pytest.mark.cluster
+def test_sparse_vector_on_a_version_without_it_is_refused_before_upload(node_2x, package_factory):
+    _, root = package_factory(PACKAGE)
+    report = release_fails_before_upload(node_2x, root, f"t-doctor-{uuid.uuid4().hex[:6]}", field_type="sparse_vector")
+    assert report["failed_step"] == "preflight" and "3.3" in report["error"] and "2.19" in report["error"]
+
+
+@pytest.mark.cluster
 def test_gpu_only_package_without_gpu_nodes_is_refused_before_upload(node, released, tmp_path):
     root = copy_package(released[1], tmp_path / "pkg", requires_gpu=True)
     report = release_fails_before_upload(node, root, f"t-doctor-{uuid.uuid4().hex[:6]}")
