@@ -44,7 +44,7 @@ class ClusterReading:
     leases: list[dict]
 
 
-def read(cluster: Cluster) -> ClusterReading:
+def read_cluster(cluster: Cluster) -> ClusterReading:
     models = deployment.stored_models(cluster)
     ingest, search = references.ingest_pipelines(cluster), references.search_pipelines(cluster)
     mappings = references.index_mapping_models(cluster)
@@ -65,7 +65,7 @@ def read(cluster: Cluster) -> ClusterReading:
 def diagnose(cluster: Cluster, provenance: dict[str, dict] | None = None) -> list[Finding]:
     """Every finding on the cluster. ``provenance``: index -> the models its vectors come from (the migration
     layer's index_provenance), to compare with the models its pipelines use now."""
-    reading = read(cluster)
+    reading = read_cluster(cluster)
     return [
         *settings_findings(reading),
         *capacity_findings(reading),
