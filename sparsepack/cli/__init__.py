@@ -10,9 +10,9 @@ import logging
 import os
 
 from .. import __version__
-from . import demo, exits, migrate, models, node, package, release, render, serve
+from . import demo, doctor, exits, migrate, models, node, package, release, render, serve
 
-COMMAND_GROUPS = (package, render, release, migrate, models, node, serve, demo)
+COMMAND_GROUPS = (package, render, release, migrate, models, doctor, node, serve, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -192,6 +192,13 @@ def read(
     )
 
 
+def stored_models(cluster: Cluster) -> dict[str, dict]:
+    """Every model's stored document (id -> source), its upload chunks left out."""
+    body = {"size": 1000, "query": {"bool": {"must_not": [{"exists": {"field": "chunk_number"}}]}}}
+    res = cluster.call(f"POST {BASE}/models/_search", cluster.ml.search_models, body=body, ok_404=True) or {}
+    return {hit["_id"]: hit["_source"] for hit in res.get("hits", {}).get("hits", [])}
+
+
 def read_many(cluster: Cluster, models: dict[str, dict]) -> dict[str, Deployment]:
     """Deployment truth of many models (id -> stored model document) with one profile call."""
     settings, names, loaded = auto_redeploy_settings(cluster), node_names(cluster), loaded_everywhere(cluster)

@@ -318,10 +318,25 @@ def _live_docs(cluster: Cluster, group_id: str, exclude_owner: str | None) -> li
     hits = found.get("hits", {}).get("hits", [])
     now = _now_ms()
     return [
-        h["_source"]
-        for h in hits
-        if h["_source"].get("owner") != exclude_owner
-        and h["_source"].get("expires_at", 0) + float(h["_source"].get("ttl_s") or MAX_TTL) * 1000 >= now
+        h["_source"] for h in hits if h["_source"].get("owner") != exclude_owner and not _expired(h["_source"], now)
+    ]
+
+
+def _expired(src: dict, now_ms: int) -> bool:
+    """Past its expiry by one more ttl (clock skew between runners): its holder stopped renewing it, a dead run."""
+    return src.get("expires_at", 0) + float(src.get("ttl_s") or MAX_TTL) * 1000 < now_ms
+
+
+def expired_leases(cluster: Cluster) -> list[dict]:
+    """Held leases and run documents whose holder stopped renewing them (``_id`` added): left by runs that died.
+    The next run that needs one takes it over after its ttl; until then it holds nothing up but that run's wait."""
+    if cluster.call(f"POST /{INDEX}/_refresh", cluster.client.indices.refresh, index=INDEX, ok_404=True) is None:
+        return []
+    body = {"size": 1000, "query": {"term": {"state": "held"}}}
+    found = cluster.call(f"POST /{INDEX}/_search", cluster.client.search, index=INDEX, body=body, ok_404=True) or {}
+    now = _now_ms()
+    return [
+        {**h["_source"], "_id": h["_id"]} for h in found.get("hits", {}).get("hits", []) if _expired(h["_source"], now)
     ]
 
 

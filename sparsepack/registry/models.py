@@ -346,12 +346,10 @@ def rollback(cluster: Cluster, created: Created) -> list[str]:
 
 def list_models(cluster: Cluster, group: str | None = None) -> list[dict]:
     """Every model with its stored state and where it is really loaded ('loaded on 1 of 2 nodes, missing ...')."""
-    body = {"size": 1000, "query": {"bool": {"must_not": [{"exists": {"field": "chunk_number"}}]}}}
-    res = search_models(cluster, body)
     docs = {
-        hit["_id"]: hit["_source"]
-        for hit in res.get("hits", {}).get("hits", [])
-        if not group or hit["_source"].get("model_group_id") == group
+        mid: src
+        for mid, src in deployment.stored_models(cluster).items()
+        if not group or src.get("model_group_id") == group
     }
     truth = deployment.read_many(cluster, docs)
     out = []

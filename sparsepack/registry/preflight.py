@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import ClusterError
+from ..errors import ClusterError, SparsepackError
 from ..templates import TEMPLATES, render
+from ..templates.checks import check_field_type as mapping_rules
 from ..templates.versions import line_of, parse_version
+from . import deployment
 from .connection import Cluster
 
 REQUIRED_PLUGINS = {
@@ -15,6 +17,7 @@ REQUIRED_PLUGINS = {
 }
 ML = "plugins.ml_commons."
 SETTINGS_TEMPLATE = "cluster-settings"
+FIELD_TYPES = ("rank_features", "sparse_vector", "semantic")
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ class Preflight:
         }
 
 
-def _flat_settings(cluster: Cluster) -> dict:
+def flat_settings(cluster: Cluster) -> dict:
     raw = cluster.call(
         "GET /_cluster/settings",
         cluster.client.cluster.get_settings,
@@ -94,7 +97,7 @@ def _flat_settings(cluster: Cluster) -> dict:
     return merged
 
 
-def _truthy(value) -> bool:
+def truthy(value) -> bool:
     return str(value).lower() == "true"
 
 
@@ -111,8 +114,10 @@ def run_preflight(
     deploy_nodes: list[str] | None = None,
     group: str | None = None,
     artifact_urls: list[str] | None = None,
+    field_type: str | None = None,
 ) -> Preflight:
-    """``artifact_urls``: the artifacts are registered from these URLs, not uploaded in chunks."""
+    """``artifact_urls``: the artifacts are registered from these URLs, not uploaded in chunks. ``field_type``: the
+    vector field the smoke test (and the indices after it) store the model's output in."""
     info = cluster.info()
     version = info["version"]["number"]
     line = line_of(parse_version(version))
@@ -139,15 +144,21 @@ def run_preflight(
                 f"{', '.join(manifest.get('compatible_opensearch', [])) or 'no line'}: re-package for {line}",
             )
         )
+    if field_type is not None:
+        problem = field_type_problem(field_type, version, manifest)
+        if problem:
+            pf.blockers.append(Blocker("field_type", problem))
+    if manifest is not None and manifest.get("requires_gpu") and not deploy_nodes:
+        pf.blockers.append(Blocker("gpu_targets_missing", GPU_ONLY))
     if any(b.code == "ml_commons_missing" for b in pf.blockers):  # no ML settings, nodes or models to ask about
         return pf
-    settings = _flat_settings(cluster)
+    settings = flat_settings(cluster)
     pf.settings = {k: v for k, v in settings.items() if k.startswith(ML)}
     if artifact_urls:
         from .artifact_url import url_blockers
 
         pf.blockers.extend(url_blockers(settings, artifact_urls, artifact_urls[0].rsplit("/", 1)[0]))
-    elif not _truthy(settings.get(ML + "allow_registering_model_via_local_file", "false")):
+    elif not truthy(settings.get(ML + "allow_registering_model_via_local_file", "false")):
         pf.blockers.append(
             settings_fix(
                 "local_file_upload_disabled",
@@ -156,7 +167,7 @@ def run_preflight(
                 allow_registering_model_via_local_file=True,
             )
         )
-    if _truthy(settings.get(ML + "only_run_on_ml_node", "true")) and not ml_nodes:
+    if truthy(settings.get(ML + "only_run_on_ml_node", "true")) and not ml_nodes:
         pf.blockers.append(
             settings_fix(
                 "no_ml_nodes",
@@ -165,7 +176,7 @@ def run_preflight(
                 only_run_on_ml_node=template_default("only_run_on_ml_node"),
             )
         )
-    if deploy_nodes and not _truthy(settings.get(ML + "allow_custom_deployment_plan", "false")):
+    if deploy_nodes and not truthy(settings.get(ML + "allow_custom_deployment_plan", "false")):
         pf.blockers.append(
             settings_fix(
                 "custom_deployment_plan_disabled",
@@ -174,15 +185,50 @@ def run_preflight(
                 allow_custom_deployment_plan=template_default("allow_custom_deployment_plan"),
             )
         )
+    stats = cluster.call("GET /_nodes/stats/os,jvm", cluster.client.nodes.stats, metric="os,jvm")["nodes"]
+    pf.blockers.extend(memory_blockers(settings, stats))
+    if manifest is not None:
+        pf.warnings.extend(onnx_thread_warnings(manifest))
+        targets = target_nodes(nodes, deploy_nodes, truthy(settings.get(ML + "only_run_on_ml_node", "true")))
+        pf.blockers.extend(
+            capacity_blockers(cluster, manifest, targets, nodes, int(settings.get(ML + "max_model_on_node", 10)), group)
+        )
+    return pf
+
+
+GPU_ONLY = (
+    "the package's document artifact is fp16 and runs on GPU ML nodes only, and no deploy nodes were chosen: "
+    "deploying it everywhere puts it on CPU nodes too; choose the GPU nodes (by id, name or attribute)"
+)
+
+
+def field_type_problem(field_type: str, version: str, manifest: dict | None) -> str | None:
+    """Why the vector field the smoke test creates cannot hold this package's output on this version: the index
+    mapping's own rules (sparse_vector needs 3.3+, and SEISMIC folds token ids to 16 bits, so a vocabulary over
+    32768 collides), asked before upload instead of at the smoke test."""
+    if field_type not in FIELD_TYPES:
+        return f"field type {field_type!r} is unknown; use {' or '.join(FIELD_TYPES)}"
+    try:
+        # a semantic field names its model; any id stands for it here, since only the version's rules are asked
+        values = {"field_type": field_type, **({"model_id": "preflight"} if field_type == "semantic" else {})}
+        mapping_rules("index-mapping", values, manifest or {}, parse_version(version))
+    except SparsepackError as exc:
+        return f"a {field_type} field for this package cannot be created on OpenSearch {version}: {exc}"
+    return None
+
+
+def memory_blockers(settings: dict, stats: dict) -> list[Blocker]:
+    """Nodes whose native memory or heap use is at ML Commons' circuit breaker: it refuses deploys (and predicts)
+    there. ``stats``: node id -> the node's os and jvm stats."""
     native = _percent(settings.get(ML + "native_memory_threshold"), 90)
     heap = _percent(settings.get(ML + "jvm_heap_memory_threshold"), 85)
-    stats = cluster.call("GET /_nodes/stats/os,jvm", cluster.client.nodes.stats, metric="os,jvm")["nodes"]
+    blockers = []
     for nid, st in stats.items():
         os_used = st.get("os", {}).get("mem", {}).get("used_percent")
         heap_used = st.get("jvm", {}).get("mem", {}).get("heap_used_percent")
         name = st.get("name", nid)
         if os_used is not None and os_used >= native and native < 100:
-            pf.blockers.append(
+            blockers.append(
                 settings_fix(
                     "native_memory_threshold",
                     f"node {name} uses {os_used}% of native memory, over "
@@ -191,7 +237,7 @@ def run_preflight(
                 )
             )
         if heap_used is not None and heap_used >= heap and heap < 100:
-            pf.blockers.append(
+            blockers.append(
                 settings_fix(
                     "jvm_heap_memory_threshold",
                     f"node {name} uses {heap_used}% of its heap, over "
@@ -199,13 +245,7 @@ def run_preflight(
                     jvm_heap_memory_threshold=template_default("jvm_heap_memory_threshold"),
                 )
             )
-    if manifest is not None:
-        pf.warnings.extend(onnx_thread_warnings(manifest))
-        targets = _target_nodes(nodes, deploy_nodes, _truthy(settings.get(ML + "only_run_on_ml_node", "true")))
-        pf.blockers.extend(
-            capacity_blockers(cluster, manifest, targets, nodes, int(settings.get(ML + "max_model_on_node", 10)), group)
-        )
-    return pf
+    return blockers
 
 
 def onnx_thread_warnings(manifest: dict) -> list[str]:
@@ -219,7 +259,7 @@ def onnx_thread_warnings(manifest: dict) -> list[str]:
     ]
 
 
-def _target_nodes(nodes: dict, chosen: list[str] | None, only_ml: bool) -> list[str]:
+def target_nodes(nodes: dict, chosen: list[str] | None, only_ml: bool) -> list[str]:
     """The node ids a deploy lands on: the chosen ones (ids, names or KEY=VALUE attributes), else every eligible node."""
     if chosen:
         out: set[str] = set()
@@ -236,30 +276,31 @@ def _target_nodes(nodes: dict, chosen: list[str] | None, only_ml: bool) -> list[
     return sorted(nid for nid, n in nodes.items() if roles & set(n.get("roles", [])))
 
 
+def models_held(truth: dict[str, deployment.Deployment], node_ids: list[str]) -> dict[str, set[str]]:
+    """node id -> the models it holds as ML Commons counts them against max_model_on_node: loaded there (a predictor
+    on the node, whatever the stored state says), or deploying there now."""
+    return {
+        nid: {
+            mid
+            for mid, dep in truth.items()
+            if nid in dep.loaded_on or (dep.stored_state == "DEPLOYING" and nid in dep.expected)
+        }
+        for nid in node_ids
+    }
+
+
 def capacity_blockers(
     cluster: Cluster, manifest: dict, targets: list[str], nodes: dict, limit: int, group: str | None
 ) -> list[Blocker]:
     """ML Commons refuses a deploy on a node that already holds max_model_on_node local (non-remote) models; count
-    them per target node from the profile API, minus the artifacts already deployed there from this group (reused)."""
-    from .models import BASE, find_by_hash, find_group, search_models
+    them per target node where they are really loaded (a model stored DEPLOYED but loaded nowhere takes no room), minus the artifacts already deployed there from this group (reused)."""
+    from .models import find_by_hash, find_group, search_models
 
     # First ML call a search: under the security plugin a user without ML permissions gets the plugin's 403 naming the
     # permission, where the profile API answers 500 "Failed to get ML node level profile".
     search_models(cluster, {"size": 0, "query": {"match_all": {}}})
-    profile = cluster.call(f"GET {BASE}/profile/models", cluster.ml.get_profile_models, ok_404=True) or {}
-    held = {
-        nid: {
-            mid
-            for mid, m in (profile.get("nodes", {}).get(nid, {}).get("models") or {}).items()
-            if m.get("model_state") in ("DEPLOYED", "DEPLOYING")
-        }
-        for nid in targets
-    }
-    if all(len(h) + len(manifest["artifacts"]) <= limit for h in held.values()):
-        return []  # fits even if every artifact were new and every held model local
-    everything = set().union(*held.values())
-    res = search_models(cluster, {"size": len(everything), "query": {"ids": {"values": sorted(everything)}}})
-    info = {h["_id"]: h["_source"] for h in res.get("hits", {}).get("hits", [])}
+    info = deployment.stored_models(cluster)
+    held = models_held(deployment.read_many(cluster, info), targets)
     group_id = find_group(cluster, group) if group else None
     reused = set()
     if group_id:

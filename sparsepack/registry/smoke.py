@@ -17,11 +17,11 @@ from ..packaging.parity import (
 )
 from ..packaging.query_weights import culprits, undo_rule
 from ..templates import render
-from ..templates.versions import parse_version, require
 from . import deployment
 from .connection import Cluster
 from .local_package import LocalPackage
 from .models import BASE
+from .preflight import field_type_problem
 from .smoke_corpus import CORPUS, QUERIES, expansion_queries
 
 PREDICT_TOLERANCE = 1e-4
@@ -119,25 +119,15 @@ def two_phase_top(q: dict, docs: list[dict], prune_ratio: float = 0.4) -> int | 
     return max(candidates, key=lambda i: _dot(q, docs[i]), default=None)
 
 
-FIELD_TYPES = ("rank_features", "sparse_vector", "semantic")
 # Where the node stores a semantic field's embedding (rank_features for a sparse model), beside the field itself.
 SEMANTIC_EMBEDDING = "text_semantic_info.embedding"
 
 
-def check_field_type(field_type: str, version: str) -> None:
-    """Refuse, before anything is registered, a smoke field the cluster's version cannot create."""
-    if field_type not in FIELD_TYPES:
-        raise SparsepackError(f"field type {field_type!r} is unknown; use {' or '.join(FIELD_TYPES)}")
-    if field_type == "sparse_vector":
-        try:
-            require("sparse_vector", parse_version(version))
-        except SparsepackError as exc:
-            raise SparsepackError(f"--field-type sparse_vector: {exc}") from exc
-    if field_type == "semantic":
-        try:
-            require("semantic_field", parse_version(version))
-        except SparsepackError as exc:
-            raise SparsepackError(f"field type semantic: {exc}", parameter="field_type") from exc
+def check_field_type(field_type: str, version: str, manifest: dict | None = None) -> None:
+    """Refuse a smoke field the cluster's version (or the package's vocabulary) cannot create."""
+    problem = field_type_problem(field_type, version, manifest)
+    if problem:
+        raise SparsepackError(problem, parameter="field_type")
 
 
 def stored_keys(source: dict, field: str, chunked: bool) -> set[str]:

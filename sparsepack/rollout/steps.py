@@ -110,17 +110,20 @@ def check_cluster(ctx: ReleaseContext) -> None:
             if opts.artifact_base_url
             else None
         )
-        pf = preflight.run_preflight(cluster, ctx.manifest, chosen, ctx.group_name, artifact_urls=urls)
+        pf = preflight.run_preflight(
+            cluster, ctx.manifest, chosen, ctx.group_name, artifact_urls=urls, field_type=opts.field_type
+        )
         if opts.apply_settings and pf.fixable:
             entry["applied_settings"] = preflight.apply_settings(cluster, pf.version, **pf.fixes())
-            pf = preflight.run_preflight(cluster, ctx.manifest, chosen, ctx.group_name, artifact_urls=urls)
+            pf = preflight.run_preflight(
+                cluster, ctx.manifest, chosen, ctx.group_name, artifact_urls=urls, field_type=opts.field_type
+            )
         if urls:
             entry["artifact_urls"] = urls
         entry.update(pf.as_dict())
         ctx.report.warn(*pf.warnings)
         ctx.report.record_cluster(pf.version, pf.ml_nodes)
-        preflight.require_ok(pf)
-        smoke.check_field_type(opts.field_type, pf.version)
+        preflight.require_ok(pf)  # the field type too: refused before anything is uploaded
         ctx.version = pf.version
 
 

@@ -1,0 +1,52 @@
+"""A node lost under a deployed model: its second node's JVM killed (SIGKILL), `list` and `doctor` say the model is
+loaded on 1 of 2 nodes and name the node it is missing on. Its own 2-node 3.6.0 cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+from conftest import PORT_BASE, cluster_for, conn, local_cluster
+
+from sparsepack import cli
+
+PORT = PORT_BASE + 32  # http 32 and 33, transport +100
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    if os.environ.get("OPENSEARCH_URL"):
+        pytest.skip("external cluster: no local node to kill")
+    with local_cluster("3.6.0", PORT, nodes=2, heap="768m") as state:
+        yield state
+
+
+@pytest.mark.multinode
+def test_list_names_the_node_a_model_is_missing_on(two_nodes, package_factory, capsys):
+    from sparsepack.rollout.options import ReleaseOptions
+    from sparsepack.rollout.run import release
+
+    _, root = package_factory("bert-if-log1p")
+    report = release(str(root), conn(two_nodes.url), ReleaseOptions(group="t-lost", progress=False))
+    assert report["passed"], report.get("error")
+    doc_id = report["model_ids"]["document"]
+    assert report["steps"]["deploy"]["document"]["loaded"] == "loaded on 2 of 2 nodes"
+    cl = cluster_for(two_nodes.url)
+    by_name = {n["name"]: nid for nid, n in cl.request("GET", "/_nodes")["nodes"].items()}
+    lost = two_nodes.nodes[1]
+    os.kill(lost.pid, signal.SIGKILL)
+    cl.wait_for(lambda: len(cl.request("GET", "/_nodes")["nodes"]) == 1, 120, "the cluster to drop the killed node")
+
+    capsys.readouterr()
+    assert cli.main(["list", "--url", two_nodes.url, "--json"]) == 0
+    row = next(r for r in json.loads(capsys.readouterr().out) if r["model_id"] == doc_id)
+    assert row["missing"] == [by_name[lost.name]]
+    assert row["loaded"].startswith("loaded on 1 of 2 nodes, missing ") and by_name[lost.name] in row["loaded"]
+
+    assert cli.main(["doctor", "--url", two_nodes.url, "--json"]) == 4
+    findings = json.loads(capsys.readouterr().out)
+    model = next(f for f in findings if f["check"] == "model" and doc_id in f["message"])
+    assert "loaded on 1 of 2 nodes" in model["message"] and by_name[lost.name] in model["message"]
+    assert model["severity"] == "warning"  # still answers from the node left
