@@ -9,10 +9,7 @@ from .inputs import load_manifest_data
 from .output import emit_report, print_json
 from .package import FLAG_OF, REGISTERABLE_FORMATS, add_model_args, model_kwargs
 
-FIELD_HELP = (
-    "the smoke index's embedding field: rank_features (default), sparse_vector (SEISMIC, OpenSearch 3.3+) "
-    "or semantic (the node encodes a semantic text field itself, 3.1+)"
-)
+FIELD_HELP = "the smoke index's field: rank_features (default), sparse_vector (SEISMIC, 3.3+) or semantic (3.1+)"
 FIELD_TYPES = ("rank_features", "sparse_vector", "semantic")
 RELEASE_FLAG_OF = {
     **FLAG_OF,
@@ -68,8 +65,7 @@ def add_parser(subparsers) -> None:
     sp.add_argument(
         "--migrate",
         metavar="ALIAS,...",
-        help="after the switch: move these aliases' documents to the new version (as `sparsepack migrate` does); "
-        "the previous version their old indices use is kept for the rollback",
+        help="after the switch: migrate these aliases to the new version, as `sparsepack migrate` does",
     )
     sp.add_argument("--nodes", metavar="ID,...", help="deploy only on these node ids (comma-separated)")
     sp.add_argument("--node-attr", help="deploy only on nodes with this attribute, e.g. gpu=true")
