@@ -13,7 +13,7 @@ import textwrap
 import uuid
 
 import pytest
-from conftest import PORT_BASE, cluster_for, conn
+from conftest import PORT_BASE, cluster_for, conn, local_cluster
 
 from sparsepack import cli
 from sparsepack.registry import deployment, doctor, lease, models, preflight, references
@@ -28,14 +28,10 @@ NARROW_REGEX = r"^https://artifacts\.example\.com/sparse/"
 
 @pytest.fixture(scope="module")
 def node():
-    from sparsepack.node import lifecycle
-
     if os.environ.get("OPENSEARCH_URL"):
         pytest.skip("external cluster: no local node to restart")
-    try:
-        yield lifecycle.start("3.6.0", port=PORT, fresh=True, log=lambda m: None).url
-    finally:
-        lifecycle.stop(PORT, quiet=True)
+    with local_cluster("3.6.0", PORT) as state:
+        yield state.url
 
 
 def put_settings(url: str, values: dict) -> dict:

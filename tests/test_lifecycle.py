@@ -9,7 +9,7 @@ import time
 import uuid
 
 import pytest
-from conftest import PORT_BASE, cluster_for
+from conftest import PORT_BASE, cluster_for, local_cluster
 
 from sparsepack.errors import ClusterError
 from sparsepack.registry import deployment, models
@@ -22,14 +22,10 @@ PACKAGE = "bert-if-log1p"
 
 @pytest.fixture(scope="module")
 def node():
-    from sparsepack.node import lifecycle as node_cluster
-
     if os.environ.get("OPENSEARCH_URL"):
         pytest.skip("external cluster: no local node to restart")
-    try:
-        yield node_cluster.start("3.6.0", port=PORT, fresh=True, log=lambda m: None).url
-    finally:
-        node_cluster.stop(PORT, quiet=True)
+    with local_cluster("3.6.0", PORT) as state:
+        yield state.url
 
 
 def restart() -> float:

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..registry.connection import Cluster
 from ..registry.references import model_ids_in
+from ..registry.switch import field_map_leaves
 from .provenance import semantic_fields
 
 PREDICT_BATCH = 16
@@ -26,7 +27,7 @@ def vector_fields(ingest_body: dict | None, mappings: dict) -> list[tuple[str, s
     """(text path, vector path, processor options) for each sparse_encoding output and each semantic field."""
     out = []
     for processor in _processors(ingest_body or {}, "sparse_encoding"):
-        for src, dst in _leaves(processor.get("field_map") or {}):
+        for src, dst in field_map_leaves(processor.get("field_map") or {}):
             out.append((src, dst, processor))
     for path, _ in semantic_fields(mappings.get("properties")):
         out.append((path, f"{path}_semantic_info.embedding", {}))
@@ -42,14 +43,6 @@ def _processors(body: Any, kind: str) -> Iterator[dict]:
             if key == kind and isinstance(value, dict):
                 yield value
             yield from _processors(value, kind)
-
-
-def _leaves(field_map: dict, prefix: str = ""):
-    for key, value in field_map.items():
-        if isinstance(value, dict):
-            yield from _leaves(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", f"{prefix}{value}"
 
 
 def _get(doc: Any, path: str):

@@ -210,11 +210,11 @@ def _field_maps(body: Any, processor: str | None = None):
             yield from _field_maps(value, key if isinstance(value, dict) else processor)
 
 
-def _leaves(field_map: dict, prefix: str = ""):
+def field_map_leaves(field_map: dict, prefix: str = ""):
     """(input path, output path) pairs; a nested map reads and writes inside the object it names."""
     for key, value in field_map.items():
         if isinstance(value, dict):
-            yield from _leaves(value, f"{prefix}{key}.")
+            yield from field_map_leaves(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", f"{prefix}{value}"
 
@@ -239,7 +239,7 @@ def verify_ingest(cluster: Cluster, name: str, body: dict) -> dict:
     doc: dict = {}
     outputs, produced = [], set()
     for processor, fmap in _field_maps(body):
-        for src, dst in _leaves(fmap):
+        for src, dst in field_map_leaves(fmap):
             if src not in produced:  # a field an earlier processor writes (a text_chunking output) is left to it
                 _set_path(doc, src, SAMPLE_TEXT)
             produced.add(dst)
