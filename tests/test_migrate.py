@@ -266,7 +266,11 @@ def test_semantic_field_index_blocks_deleting_its_model(models_v1_v2):
     env = models_v1_v2
     cl = env["cluster"]
     body = render("index-mapping", env["manifest"], "3.6.0", field_type="semantic", model_id=env["v1"])
-    assert body["mappings"]["properties"]["text"] == {"type": "semantic", "model_id": env["v1"]}
+    assert body["mappings"]["properties"]["text"] == {
+        "type": "semantic",
+        "model_id": env["v1"],
+        "sparse_encoding_config": {"prune_type": "none"},  # the node would otherwise prune the model's vectors
+    }
     cl.request("PUT", "/t-mig-semantic", body=body)
     try:
         with pytest.raises(references.InUseError, match="t-mig-semantic"):
