@@ -17,8 +17,8 @@ def add_parser(subparsers) -> None:
 
 
 def run_doctor(args) -> int:
-    from ..migrate.provenance import index_provenance
     from ..registry import doctor
+    from ..registry.index_models import index_provenance
 
     cl = connect(args)
     findings = doctor.diagnose(cl, index_provenance(cl))

@@ -63,8 +63,8 @@ def read_cluster(cluster: Cluster) -> ClusterReading:
 
 
 def diagnose(cluster: Cluster, provenance: dict[str, dict] | None = None) -> list[Finding]:
-    """Every finding on the cluster. ``provenance``: index -> the models its vectors come from (the migration
-    layer's index_provenance), to compare with the models its pipelines use now."""
+    """Every finding on the cluster. ``provenance``: index -> the models its vectors come from
+    (index_models.index_provenance), to compare with the models its pipelines use now."""
     reading = read_cluster(cluster)
     return [
         *settings_findings(reading),
