@@ -75,6 +75,7 @@ RELEASE_CLUSTER_PERMISSIONS = [
     "cluster:admin/opensearch/ml/undeploy_models",  # (rollback) the REST _undeploy action
     "cluster:admin/opensearch/ml/models/delete",  # (rollback) --clear-previous, delete
     "cluster:admin/opensearch/ml/tasks/get",
+    "cluster:admin/opensearch/ml/tasks/search",  # where a model was last deployed: names a lost node
     "cluster:admin/opensearch/ml/predict",
     "cluster:admin/opensearch/ml/profile/nodes",  # preflight: free model slots per node
     "indices:data/write/bulk",  # a single-document write runs as a bulk: checked cluster-wide
@@ -101,8 +102,9 @@ RELEASE_INDEX_PERMISSIONS = [
             "indices:data/write/delete",
         ],
     },  # (rollback) a failed run frees its leases at once
-    # (upgrades) read-only: every index's default/final pipeline settings, so no version an index uses is removed
-    {"index_patterns": ["*"], "allowed_actions": ["indices:monitor/settings/get"]},
+    # (upgrades) read-only: every index's default/final pipeline settings and the models its mapping names
+    # (semantic fields, _meta provenance), so no version an index uses is removed
+    {"index_patterns": ["*"], "allowed_actions": ["indices:monitor/settings/get", "indices:admin/mappings/get"]},
 ]
 
 
