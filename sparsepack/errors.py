@@ -16,8 +16,8 @@ class SparsepackError(Exception):
         self.parameter = parameter
 
 
-class ParityError(SparsepackError):
-    """The exported artifact does not compute what the source model computes. ``report``: the full proof, if any."""
+class GateFailure(SparsepackError):
+    """A proof the artifact failed; ``figures``: what was measured, ``report``: the full proof, if any."""
 
     exit_code = 3
 
@@ -34,23 +34,13 @@ class ParityError(SparsepackError):
         self.figures = figures or {}
 
 
-class QualityGateError(SparsepackError):
-    """A variant that cannot match bit for bit (fp16, int8) ranks too differently from its reference.
-    ``figures``: the measured agreement (e.g. ``{"ndcg_at_10": 0.97}``); ``report``: the full proof, if any."""
+class ParityError(GateFailure):
+    """The exported artifact does not compute what the source model computes."""
 
-    exit_code = 3
 
-    def __init__(
-        self,
-        message: str = "",
-        *,
-        report: dict | None = None,
-        figures: dict | None = None,
-        parameter: str | None = None,
-    ):
-        super().__init__(message, parameter=parameter)
-        self.report = report
-        self.figures = figures or {}
+class QualityGateError(GateFailure):
+    """A variant that cannot match bit for bit (fp16, int8) ranks too differently from its reference;
+    ``figures`` holds the measured agreement (e.g. ``{"ndcg_at_10": 0.97}``)."""
 
 
 class ClusterError(SparsepackError):
