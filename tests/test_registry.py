@@ -184,6 +184,33 @@ def test_outage_mid_deploy_then_rerun_without_duplicates(node_3x, package_factor
         cleanup_group(node_3x, group)
 
 
+def test_deploy_outlasts_the_sync_up_race(node_3x, package_factory):
+    """ML Commons' sync-up job can store DEPLOY_FAILED over a deploy whose task completed, having listed the nodes'
+    models before the predictor loaded, and stores DEPLOYED on its next run. The proxy answers that stale state once,
+    to the first read after the deploy; the release waits for the truth instead of failing."""
+    group = "t-sync-race"
+    port = int(node_3x.rsplit(":", 1)[1])
+    stale = []
+
+    def deploy_failed_once(data: bytes) -> bytes:
+        if stale or b'"model_state":"DEPLOYED"' not in data:
+            return data
+        stale.append(data)
+        return data.replace(b'"model_state":"DEPLOYED"', b'"model_state":"DEPLOY_FAILED"')
+
+    proxy = FaultProxy(port, [Fault("GET", r"/_plugins/_ml/models/[^/_?]+$", "rewrite", 10**6, deploy_failed_once)])
+    pkg = package_factory("bert-bi-relu")[1]
+    try:
+        proxy.start()
+        report = release(str(pkg), ConnectionOptions(url=proxy.url), ReleaseOptions(group=group, **OPTS))
+        assert stale, f"the proxy never saw the deployed model, so the race was not played: {report.get('error')}"
+        assert report["passed"], report.get("error")
+        assert report["steps"]["deploy"]["document"]["state"] == "DEPLOYED"
+    finally:
+        proxy.stop()
+        cleanup_group(node_3x, group)
+
+
 def test_deploy_failure_shows_node_error_and_rolls_back(node_3x, package_factory, tmp_path):
     manifest, pkg = package_factory("bert-bi-relu")
     from test_upgrades import broken_copy

@@ -30,6 +30,8 @@ DEPLOYED = {"DEPLOYED", "PARTIALLY_DEPLOYED", "LOADED", "PARTIALLY_LOADED"}
 # Where a deploy ends. ML Commons completes the deploy task before it writes the model's state, so a read right after
 # the task can still say DEPLOYING (or the state before the deploy).
 DEPLOY_ENDED = DEPLOYED | {"DEPLOY_FAILED", "LOAD_FAILED"}
+# plugins.ml_commons.sync_up_job_interval_in_seconds is 10 by default: a few of its runs on a busy node
+SYNC_UP_WAIT = 60.0
 
 
 @dataclass
@@ -201,6 +203,8 @@ def deploy(cluster: Cluster, model_id: str, node_ids: list[str] | None, timeout:
         _left(deadline),
         f"model {model_id} to leave DEPLOYING after its deploy task completed",
     )
+    if state == "DEPLOY_FAILED" and not task.get("error"):
+        state = _outlast_sync_race(cluster, model_id, _left(deadline))
     if state not in DEPLOYED:
         raise ClusterError(f"deploy of {model_id} left it {state}: {node_errors(task)}")
     if state.startswith("PARTIALLY"):
@@ -222,6 +226,22 @@ def deploy(cluster: Cluster, model_id: str, node_ids: list[str] | None, timeout:
     if why:
         out["redeployed_because"] = why
     return out
+
+
+def _outlast_sync_race(cluster: Cluster, model_id: str, timeout: float) -> str:
+    """ML Commons' sync-up job can list the nodes' loaded models before a deploy finished loading, then store
+    DEPLOY_FAILED over a deploy whose task completed with no error; its next run, once it sees the predictor, stores
+    DEPLOYED again. Wait for that run while a predictor is really loaded; without one the failure is real."""
+    if not deployment.read(cluster, model_id).loaded_on:
+        return "DEPLOY_FAILED"
+    try:
+        return cluster.wait_for(
+            lambda: _state_in(cluster, model_id, DEPLOYED),
+            min(timeout, SYNC_UP_WAIT),
+            f"ML Commons' sync-up job to store model {model_id} as deployed again",
+        )
+    except ClusterError:
+        return "DEPLOY_FAILED"
 
 
 def _left(deadline: float) -> float:
