@@ -297,7 +297,7 @@ TORCH_PROBE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("command", ["serve", "render", "preflight", "list"])
+@pytest.mark.parametrize("command", ["serve", "render", "preflight", "list", "migrate", "doctor"])
 def test_command_does_not_import_torch(command, package_factory):
     _, root = package_factory("bert-if-log1p")
     argv = {
@@ -305,6 +305,8 @@ def test_command_does_not_import_torch(command, package_factory):
         "render": ["render", "ingest-pipeline", "--manifest", str(root), "--set", "model_id=m"],
         "preflight": ["preflight", "--url", CLOSED_URL, "--manifest", str(root)],
         "list": ["list", "--url", CLOSED_URL, "--group", "g"],
+        "migrate": ["migrate", "docs", "--document-model", "m", "--url", CLOSED_URL],
+        "doctor": ["doctor", "--url", CLOSED_URL],
     }[command]
     proc = subprocess.Popen(
         [sys.executable, "-c", TORCH_PROBE, json.dumps(argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -208,6 +208,10 @@ def test_migrate_under_writes_and_searches_then_rollback(models_v1_v2):
         drop(env, alias)
 
 
+def _stderr_if_done(proc: subprocess.Popen) -> str:
+    return proc.communicate(timeout=10)[1] if proc.poll() is not None else "still running"
+
+
 def test_sigterm_mid_reindex_then_rerun_continues_one_task(models_v1_v2, tmp_path):
     env, alias = models_v1_v2, "t-mig-term"
     cl = env["cluster"]
@@ -233,13 +237,15 @@ def test_sigterm_mid_reindex_then_rerun_continues_one_task(models_v1_v2, tmp_pat
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=envvars, text=True)
         new = f"{alias}-{env['v2'].lower()[:8]}"
-        deadline = time.monotonic() + 90
+        # 300 docs at 10 docs/s keep the reindex running ~30 s once started; the start itself (a process loading its
+        # imports, creating the index) is bounded by the cluster timeout on a busy machine, not by a few seconds
+        deadline = time.monotonic() + 300
         task_id = None
-        while time.monotonic() < deadline and not task_id:
+        while time.monotonic() < deadline and not task_id and proc.poll() is None:
             meta = provenance.read_meta(cl, new) if cl.client.indices.exists(index=new) else None
             task_id = ((meta or {}).get("migration") or {}).get("task_id")
             time.sleep(0.5)
-        assert task_id, "the first run never recorded its reindex task"
+        assert task_id, f"the first run never recorded its reindex task (exit {proc.poll()}): {_stderr_if_done(proc)}"
         time.sleep(2)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)

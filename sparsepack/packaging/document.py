@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import parity
+from . import batteries, parity
 
 
 @dataclass
@@ -20,4 +20,4 @@ class DocumentArtifact:
 
 def example_batch(tokenizer_data: dict) -> dict:
     # Padding in the example makes the trace record the attention-mask path batches need.
-    return parity.DjlStyleTokenizer(tokenizer_data).batch(["hello world", parity.DOCUMENT_BATTERY[1]])
+    return parity.DjlStyleTokenizer(tokenizer_data).batch(["hello world", batteries.DOCUMENT_BATTERY[1]])

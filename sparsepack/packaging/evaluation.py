@@ -53,7 +53,8 @@ def model_encoder(model: str, max_length: int | None = None, spec=None) -> Encod
     """The source model, truncating documents where a package of it does (min(model max, 512), or ``max_length``)."""
     from ..contract.limits import document_max_length
     from .introspect import load_model
-    from .parity import reference_token_map, reference_vectors
+    from .parity import reference_vectors
+    from .query_weights import reference_token_map
     from .tokenizer_export import server_token_strings, tokenizer_json
 
     spec = spec or load_model(model)
@@ -82,7 +83,8 @@ def artifact_encoder(
 ) -> Encoder:
     """A document artifact called as ML Commons calls it; queries through the same artifact (bi-encoder) or the
     emulated SPARSE_TOKENIZE (inference-free)."""
-    from .parity import DjlStyleTokenizer, emulate_sparse_tokenize, reference_token_map, run_artifact
+    from .parity import DjlStyleTokenizer, emulate_sparse_tokenize, run_artifact
+    from .query_weights import reference_token_map
     from .tokenizer_export import server_token_strings
 
     tokenizer = DjlStyleTokenizer(tokenizer_data)

@@ -12,8 +12,9 @@ from collections.abc import Callable, Mapping
 import torch
 
 from ..errors import ParityError
+from .batteries import DOCUMENT_BATTERY, QUERY_BATTERY
 from .devices import device_facts, strict_fp32
-from .query_weights import undo_rule
+from .query_weights import reference_token_map, undo_rule
 from .tokenizer_export import server_token_strings
 
 DOCUMENT_TOLERANCE = 1e-5
@@ -24,27 +25,6 @@ CUDA_TOLERANCE = 1e-4
 
 def tolerance_on(device: str, tolerance: float) -> float:
     return max(tolerance, CUDA_TOLERANCE) if device.startswith("cuda") else tolerance
-
-
-# Fixed battery: short, long past any max length, unicode, punctuation only, repeated words, mixed case.
-DOCUMENT_BATTERY = [
-    "hello world",
-    "The weather in New York is rainy today.",
-    " ".join(["OpenSearch indexes sparse vectors as rank features and finds them with a neural sparse query."] * 60),
-    "Café naïve façade über straße 日本 ünïcödé",
-    "!!! ??? ... ,,, ;;; --- ((( )))",
-    "rain rain rain rain rain rain rain rain",
-    "MiXeD CaSe Tokens AND numbers 12345 67890",
-    "a",
-]
-QUERY_BATTERY = [
-    "what's the weather in ny now?",
-    "rainy city",
-    "sparse vector search engine",
-    "café über",
-    "!!!",
-    "rain rain rain",
-]
 
 
 class DjlStyleTokenizer:
@@ -215,15 +195,6 @@ def emulate_sparse_tokenize(tokenizer_data: dict, idf: dict[str, float] | None, 
         name = tok.decode([tid], skip_special_tokens=True)
         if name:
             out[name] = 1.0 if idf is None else float(idf.get(name, 1.0))
-    return out
-
-
-def reference_token_map(vector: torch.Tensor, names: dict[int, str]) -> dict[str, float]:
-    """A reference vector keyed the way the server keys its output (later ids win on name collisions)."""
-    out: dict[str, float] = {}
-    for tid in vector.nonzero().flatten().tolist():
-        if tid in names:
-            out[names[tid]] = float(vector[tid])
     return out
 
 

@@ -4,10 +4,10 @@ encode_query), or a bi-encoder's query-weight record checked before any trace.""
 from __future__ import annotations
 
 from ..contract.limits import ML_COMMONS_MAX_LENGTH
-from . import parity
+from . import batteries, parity
 from .archive import artifact_entry, write_artifact_zip
 from .artifact_zip import query_side
-from .query_weights import apply_idf_rule, bi_encoder_record, lowest_weight_query
+from .query_weights import apply_idf_rule, bi_encoder_record, lowest_weight_query, reference_token_map
 from .tokenizer_export import dumps, idf_json, server_token_strings, tokenizer_json
 
 
@@ -32,7 +32,7 @@ def query_tokenize_artifact(spec, staging, length, license_bytes, name, artifact
         spec,
         unpacked_q_tok,
         unpacked_idf,
-        parity.QUERY_BATTERY + ([probe_text] if probe_text else []),
+        batteries.QUERY_BATTERY + ([probe_text] if probe_text else []),
         rule_weights=weights,
         rule=query_weights,
     )
@@ -47,9 +47,9 @@ def bi_encoder_query_weights(spec, doc_tok: dict, prune_ratio: float, references
     (cached, so computed once). Checked before any trace, so the refusal neither waits for one nor hides behind a parity
     failure (float32 sums of weights above 64 differ by more than 1e-5)."""
     vectors, _ = parity.prune_reference(
-        parity.cached_reference(spec, doc_tok, parity.QUERY_BATTERY, spec.encoder.encode_query, references),
+        parity.cached_reference(spec, doc_tok, batteries.QUERY_BATTERY, spec.encoder.encode_query, references),
         prune_ratio,
         0.0,
     )
     names = server_token_strings(doc_tok, spec.vocab_size)
-    return bi_encoder_record([parity.reference_token_map(v, names) for v in vectors], parity.QUERY_BATTERY)
+    return bi_encoder_record([reference_token_map(v, names) for v in vectors], batteries.QUERY_BATTERY)

@@ -18,9 +18,13 @@ is its query weights, and an IDF of 0 (a token found in every training document)
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from ..contract.limits import MAX_QUERY_WEIGHT, weight_problem
 from ..errors import SparsepackError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 FLOOR_SHIFT = 9  # floor <= smallest positive IDF x 2^-9
 RULE = "idf.json: IDF 0 -> floor (largest power of two <= min positive IDF x 2^-9); IDF > 64 -> all weights x 2^-k"
@@ -144,3 +148,12 @@ def lowest_weight_query(tokenizer_data: dict, idf: dict[str, float], count: int 
             if len(chosen) == count:
                 break
     return " ".join(chosen), chosen
+
+
+def reference_token_map(vector: Tensor, names: dict[int, str]) -> dict[str, float]:
+    """A reference vector keyed the way the server keys its output (later ids win on name collisions)."""
+    out: dict[str, float] = {}
+    for tid in vector.nonzero().flatten().tolist():
+        if tid in names:
+            out[names[tid]] = float(vector[tid])
+    return out

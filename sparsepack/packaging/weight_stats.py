@@ -11,7 +11,7 @@ import torch
 
 from ..contract.limits import SEISMIC_DEFAULT_CEILINGS
 from ..metrics.corpus import synthetic_corpus
-from . import parity
+from . import batteries, parity
 
 STATS_DOCUMENTS = 2000
 STATS_QUERIES = 200
@@ -102,16 +102,16 @@ def package_weight_stats(
         "documents": [
             weight_figures(
                 torch.cat([battery[battery > 0], _nonzero(documents, docs)]),
-                f"proof battery ({len(parity.DOCUMENT_BATTERY)} documents) + {generated}",
-                len(parity.DOCUMENT_BATTERY) + len(docs),
+                f"proof battery ({len(batteries.DOCUMENT_BATTERY)} documents) + {generated}",
+                len(batteries.DOCUMENT_BATTERY) + len(docs),
                 "documents",
             )
         ],
         "queries": [
             weight_figures(
-                _nonzero(queries, parity.QUERY_BATTERY + query_texts),
-                f"proof battery ({len(parity.QUERY_BATTERY)} queries) + {generated}",
-                len(parity.QUERY_BATTERY) + len(query_texts),
+                _nonzero(queries, batteries.QUERY_BATTERY + query_texts),
+                f"proof battery ({len(batteries.QUERY_BATTERY)} queries) + {generated}",
+                len(batteries.QUERY_BATTERY) + len(query_texts),
                 "queries",
             )
         ],

@@ -8,8 +8,7 @@ from pathlib import Path
 from ..errors import SparsepackError
 from ..packaging.archive import read_zip
 from ..packaging.artifact_zip import load_from_zip
-from ..packaging.parity import DjlStyleTokenizer, emulate_sparse_tokenize, reference_token_map, run_artifact
-from ..packaging.query_weights import lowest_weight_query
+from ..packaging.query_weights import lowest_weight_query, reference_token_map
 from ..packaging.tokenizer_export import server_token_strings
 
 
@@ -17,6 +16,10 @@ class LocalPackage:
     """The packaged artifacts run locally, keyed the way the server keys its output."""
 
     def __init__(self, manifest: dict, root: Path):
+        # torch loads here, not at import: smoke and migrate import this module without ever running a package
+        from ..packaging.parity import DjlStyleTokenizer, emulate_sparse_tokenize, run_artifact
+
+        self._run_artifact, self._emulate = run_artifact, emulate_sparse_tokenize
         self.manifest = manifest
         doc = next(a for a in manifest["artifacts"] if a["role"] == "document")
         self.artifact, self.doc_tokenizer_data = load_from_zip(root / doc["file"])
@@ -31,7 +34,7 @@ class LocalPackage:
             self.idf = json.loads(q_entries["idf.json"]) if "idf.json" in q_entries else None
 
     def encode_documents(self, texts: list[str]) -> list[dict[str, float]]:
-        vectors = run_artifact(self.artifact, self.tokenizer, texts, batch_size=1)
+        vectors = self._run_artifact(self.artifact, self.tokenizer, texts, batch_size=1)
         return [reference_token_map(v, self.names) for v in vectors]
 
     def low_weight_query(self) -> tuple[str, dict[str, float]]:
@@ -44,12 +47,11 @@ class LocalPackage:
         """The weights the cluster builds its query from, zeros included (they are what it refuses)."""
         if self.query_tokenizer_data is None:
             return self.encode_documents([text])[0]
-        return emulate_sparse_tokenize(self.query_tokenizer_data, self.idf, text)
+        return self._emulate(self.query_tokenizer_data, self.idf, text)
 
     def encode_queries(self, texts: list[str]) -> list[dict[str, float]]:
         if self.query_tokenizer_data is None:
             return self.encode_documents(texts)
         return [
-            {k: v for k, v in emulate_sparse_tokenize(self.query_tokenizer_data, self.idf, t).items() if v != 0.0}
-            for t in texts
+            {k: v for k, v in self._emulate(self.query_tokenizer_data, self.idf, t).items() if v != 0.0} for t in texts
         ]

@@ -10,12 +10,8 @@ from typing import Any
 
 from ..contract.limits import MAX_QUERY_WEIGHT, weight_problem
 from ..errors import ClusterError, SparsepackError
-from ..packaging.parity import (
-    DOCUMENT_BATTERY,
-    QUERY_BATTERY,
-    reference_token_map,
-)
-from ..packaging.query_weights import culprits, undo_rule
+from ..packaging.batteries import DOCUMENT_BATTERY, QUERY_BATTERY
+from ..packaging.query_weights import culprits, reference_token_map, undo_rule
 from ..templates import render
 from . import deployment
 from .connection import Cluster

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ClusterError, SparsepackError
-from ..packaging.parity import DOCUMENT_BATTERY
+from ..packaging.batteries import DOCUMENT_BATTERY
 from . import deployment, references
 from .connection import Cluster
 from .index_models import index_provenance
