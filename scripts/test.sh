@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check --quiet .
 .venv/bin/ruff format --check --quiet .
 .venv/bin/mypy --no-error-summary || { echo "mypy found type errors (above)" >&2; exit 1; }
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 "$@"
