@@ -54,6 +54,7 @@ def released(node, package_factory):
     report = release_once(node, root, group)
     assert report["passed"], report.get("error")
     assert report["steps"]["deploy"]["document"]["loaded"] == "loaded on 1 of 1 node"
+    assert report["steps"]["deploy"]["document"]["deployment"]["loaded_on_names"] == ["node-0"]  # named, not unknown
     return manifest, root, group, report["model_ids"]
 
 

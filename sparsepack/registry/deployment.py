@@ -47,6 +47,11 @@ class Deployment:
         return tuple(n for n in self.expected if n not in self.loaded_on)
 
     @property
+    def missing_here(self) -> tuple[str, ...]:
+        """Missing on nodes that are in the cluster now (a node back from a crash or a restart)."""
+        return tuple(n for n in self.missing if n in self.node_names)
+
+    @property
     def usable(self) -> bool:
         """Predict can be answered: some node holds the model."""
         return bool(self.loaded_on)
@@ -137,7 +142,11 @@ def loaded_everywhere(cluster: Cluster) -> dict[str, list[str]]:
 
 
 def node_names(cluster: Cluster) -> dict[str, str]:
-    nodes = cluster.call("GET /_nodes", cluster.client.nodes.info, metric="_none", ok_404=True) or {}
+    # node_id given: with a metric alone the client asks for /_nodes/_none, a node filter that matches no node
+    nodes = (
+        cluster.call("GET /_nodes/_all/_none", cluster.client.nodes.info, node_id="_all", metric="_none", ok_404=True)
+        or {}
+    )
     return {nid: n.get("name", nid) for nid, n in nodes.get("nodes", {}).items()}
 
 
@@ -225,17 +234,21 @@ def require_loaded(cluster: Cluster, model_id: str, timeout: float, what: str) -
     return dep
 
 
-def wait_for_auto_redeploy(cluster: Cluster, model_id: str, timeout: float) -> Deployment:
-    """Wait, within ``timeout``, while the model is stored as deployed, loaded nowhere, and auto-redeploy may still
-    load it. Returns the last reading: usable, or the reason to deploy it by hand (auto-redeploy off or given up,
-    or the grace used up)."""
+def wait_for_auto_redeploy(cluster: Cluster, model_id: str, timeout: float, everywhere: bool = False) -> Deployment:
+    """Wait, within ``timeout``, while the model is stored as deployed, loaded nowhere (``everywhere``: missing on a
+    node in the cluster, one that came back), and auto-redeploy may still load it. Returns the last reading: loaded,
+    or the reason to deploy it by hand (auto-redeploy off or given up, or the grace used up). A deploy sent while
+    auto-redeploy loads the model fails on that node with "Duplicate deploy model task"."""
     deadline = time.monotonic() + min(timeout, AUTO_REDEPLOY_GRACE_SECONDS)
     settings = auto_redeploy_settings(cluster)
     while True:
         dep = read(cluster, model_id, settings)
+        gap = dep.missing_here if everywhere else ()
         # a predictor appears a moment before the stored state leaves DEPLOYING: settled is both
-        settled = dep.usable and dep.stored_state != "DEPLOYING"
-        waiting_on_it = dep.redeploy_pending and (dep.auto_redeploy_active or dep.stored_state == "DEPLOYING")
-        if settled or not (waiting_on_it or dep.usable) or time.monotonic() >= deadline:
+        settled = dep.usable and dep.stored_state != "DEPLOYING" and not gap
+        pending = dep.redeploy_pending or (dep.stored_deployed and bool(gap))
+        waiting_on_it = pending and (dep.auto_redeploy_active or dep.stored_state == "DEPLOYING")
+        loading = dep.usable and dep.stored_state == "DEPLOYING"
+        if settled or not (waiting_on_it or loading) or time.monotonic() >= deadline:
             return dep
         time.sleep(1.0)
