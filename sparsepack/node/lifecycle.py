@@ -86,6 +86,10 @@ def start(
                 f"a sparsepack cluster (OpenSearch {existing.version}, {len(existing.nodes)} node(s)) "
                 f"already runs on port {port}; `sparsepack node stop --port {port}` first"
             )
+        if existing is not None and not fresh and _same_shape(existing, plan.version, nodes, secure):
+            lost = [n for n in existing.nodes if n.name not in running]
+            if lost and len(lost) < len(existing.nodes):
+                return _bring_back(existing, lost, plan, cdir, cache, timeout, log)
         pids = ", ".join(f"{name} pid {p.pid}" for name, p in sorted(running.items()))
         why = "no cluster.json records it" if existing is None else "not the healthy cluster cluster.json records"
         log(
@@ -139,6 +143,35 @@ def start(
         with interrupts_deferred():
             stop_processes(cdir, f"start on port {port} failed or was interrupted after its launch")
         raise
+    return state
+
+
+def _same_shape(state: ClusterState, version: str, nodes: int, secure: bool) -> bool:
+    return state.version == version and len(state.nodes) == nodes and state.secure == secure
+
+
+def _bring_back(
+    state: ClusterState, lost: list[NodeInfo], plan, cdir: Path, cache: Path, timeout: float, log
+) -> ClusterState:
+    """Launch the recorded nodes that are down (a crash, a kill) with their data, leaving the live ones running: the
+    nodes rejoin as themselves (same ids), which is what ML Commons needs to load their models there again."""
+    names = ", ".join(n.name for n in lost)
+    log(f"bringing back {names} of the OpenSearch {state.version} cluster on port {state.nodes[0].http_port}")
+    install = ensure_install(plan, Path(state.home), cache, log=log)
+    ids = ensure_service_user()
+    deadline = time.monotonic() + timeout
+    try:
+        with termination_as_interrupt():
+            for info in lost:
+                (cdir / info.name / PIDFILE).unlink(missing_ok=True)  # a killed JVM leaves its pid file behind
+                launch_node(install, plan.java_home(), cdir / info.name, ids, deadline)
+            _wait_started(state, cdir, deadline, timeout)
+    except BaseException:
+        with interrupts_deferred():
+            stop_processes(cdir, f"bringing back {names} failed or was interrupted", only={n.name for n in lost})
+        raise
+    save_state(state, state.nodes[0].http_port)
+    log(f"{names} back in the cluster at {state.url}")
     return state
 
 

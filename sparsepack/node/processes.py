@@ -189,14 +189,15 @@ def _record_stop(cdir: Path, reason: str, procs: list[NodeProcess]) -> None:
         pass  # the record explains a stop; it must never prevent one
 
 
-def stop_processes(cdir: Path, reason: str, timeout: float = 60.0) -> int:
+def stop_processes(cdir: Path, reason: str, timeout: float = 60.0, only: set[str] | None = None) -> int:
     """SIGTERM every process of the cluster folder's nodes (JVMs and launchers), SIGKILL what is left after ``timeout``.
     Scans again until none is left, since a launcher may fork its JVM meanwhile. Returns how many were signalled.
-    ``reason`` and the caller (pid, argv) are appended to the folder's stops.log before any signal is sent."""
+    ``reason`` and the caller (pid, argv) are appended to the folder's stops.log before any signal is sent. ``only``
+    names the nodes to stop when not all of them."""
     signalled: set[int] = set()
 
     def gone(sig=signal.SIGTERM) -> bool:
-        procs = node_processes(cdir)
+        procs = [p for p in node_processes(cdir) if only is None or p.node_dir.name in only]
         fresh = [p for p in procs if p.pid not in signalled]
         if fresh:
             _record_stop(cdir, reason if sig == signal.SIGTERM else f"{reason} (SIGKILL after {timeout:.0f}s)", fresh)
