@@ -11,6 +11,8 @@ import pytest
 from conftest import PORT_BASE, cluster_for, conn, local_cluster
 
 from sparsepack import cli
+from sparsepack.node import lifecycle
+from sparsepack.registry import deployment
 
 PORT = PORT_BASE + 32  # http 32 and 33, transport +100
 
@@ -50,3 +52,19 @@ def test_list_names_the_node_a_model_is_missing_on(two_nodes, package_factory, c
     model = next(f for f in findings if f["check"] == "model" and doc_id in f["message"])
     assert "loaded on 1 of 2 nodes" in model["message"] and by_name[lost.name] in model["message"]
     assert model["severity"] == "warning"  # still answers from the node left
+
+    # the node comes back as itself (same data, same id): it is named, not "not in the cluster now", and the re-run
+    # leaves the model loaded on both nodes again, whether ML Commons' auto-redeploy or sparsepack's deploy loaded it
+    lifecycle.start("3.6.0", port=PORT, nodes=2, heap="768m", log=print)
+    assert {n["name"] for n in cl.request("GET", "/_nodes")["nodes"].values()} == set(by_name)
+    capsys.readouterr()
+    assert cli.main(["list", "--url", two_nodes.url, "--json"]) == 0
+    row = next(r for r in json.loads(capsys.readouterr().out) if r["model_id"] == doc_id)
+    assert "not in the cluster now" not in row["loaded"], row["loaded"]
+    again = release(str(root), conn(two_nodes.url), ReleaseOptions(group="t-lost", progress=False))
+    assert again["passed"], again.get("error")
+    assert again["model_ids"]["document"] == doc_id  # the same model, loaded again: nothing uploaded
+    step = again["steps"]["deploy"]["document"]
+    print("loaded again by", "ML Commons (reused)" if step["reused"] else "sparsepack's deploy")
+    assert step["loaded"] == "loaded on 2 of 2 nodes"
+    assert set(deployment.read(cl, doc_id).loaded_on) == set(by_name.values())

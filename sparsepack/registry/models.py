@@ -27,11 +27,6 @@ USABLE = {
     "LOAD_FAILED",
 }
 DEPLOYED = {"DEPLOYED", "PARTIALLY_DEPLOYED", "LOADED", "PARTIALLY_LOADED"}
-# Where a deploy ends. ML Commons completes the deploy task before it writes the model's state, so a read right after
-# the task can still say DEPLOYING (or the state before the deploy).
-DEPLOY_ENDED = DEPLOYED | {"DEPLOY_FAILED", "LOAD_FAILED"}
-# plugins.ml_commons.sync_up_job_interval_in_seconds is 10 by default: a few of its runs on a busy node
-SYNC_UP_WAIT = 60.0
 
 
 @dataclass
@@ -141,13 +136,13 @@ def nodes_with_attr(cluster: Cluster, attr: str) -> list[str]:
 
 
 def wait_task(cluster: Cluster, task_id: str, timeout: float, what: str) -> dict:
-    task = cluster.wait_for(lambda: _done(get_task(cluster, task_id)), timeout, what)
+    task = cluster.wait_for(lambda: task_done(get_task(cluster, task_id)), timeout, what)
     if task["state"] != "COMPLETED":
         raise ClusterError(f"{what} ended {task['state']}: {node_errors(task)}")
     return task
 
 
-def _done(task: dict) -> dict | None:
+def task_done(task: dict) -> dict | None:
     return task if task.get("state") in TASK_DONE else None
 
 
@@ -165,120 +160,11 @@ def node_errors(task: dict) -> str:
     return str(errors)
 
 
-def deploy(cluster: Cluster, model_id: str, node_ids: list[str] | None, timeout: float, created: Created) -> dict:
-    """Deploy the model unless it is really loaded where asked; a model stored as deployed but loaded nowhere (a
-    restart that auto-redeploy is loading again) is waited for, or deployed again when auto-redeploy will not."""
-    deadline = time.monotonic() + timeout
-    model = get_model(cluster, model_id) or {}
-    if model.get("model_state") == "DEPLOYING":  # a deploy already under way (another run's): see where it ends first
-        cluster.wait_for(
-            lambda: _state_in(cluster, model_id, USABLE - {"DEPLOYING"}),
-            timeout,
-            f"model {model_id} to finish the deploy under way",
-        )
-    dep = deployment.read(cluster, model_id)
-    if (dep.stored_deployed or dep.stored_state == "DEPLOYING") and _reloading_here(dep):
-        dep = deployment.wait_for_auto_redeploy(cluster, model_id, _left(deadline))
-    if dep.stored_state == "DEPLOYED" and dep.usable and _on_targets(dep, node_ids):
-        return {
-            "model_id": model_id,
-            "state": dep.stored_state,
-            "worker_nodes": list(dep.loaded_on),
-            "reused": True,
-            "loaded": dep.summary(),
-            "deployment": dep.as_dict(),
-        }
-    why = _redeploy_reason(dep) if dep.stored_deployed else None
-    body = {"node_ids": node_ids} if node_ids else None
-    if body:  # ml.deploy_model sends no body, so a deploy on chosen nodes is a route by hand
-        task_id = cluster.request("POST", f"{BASE}/models/{model_id}/_deploy", body=body)["task_id"]
-    else:
-        task_id = cluster.call(f"POST {BASE}/models/{model_id}/_deploy", cluster.ml.deploy_model, model_id=model_id)[
-            "task_id"
-        ]
-    created.deployed.append(model_id)
-    task = wait_task(cluster, task_id, _left(deadline), f"deploy of {model_id}")
-    state = cluster.wait_for(
-        lambda: _state_in(cluster, model_id, DEPLOY_ENDED),
-        _left(deadline),
-        f"model {model_id} to leave DEPLOYING after its deploy task completed",
-    )
-    if state == "DEPLOY_FAILED" and not task.get("error"):
-        state = _outlast_sync_race(cluster, model_id, _left(deadline))
-    if state not in DEPLOYED:
-        raise ClusterError(f"deploy of {model_id} left it {state}: {node_errors(task)}")
-    if state.startswith("PARTIALLY"):
-        raise ClusterError(f"deploy of {model_id} is PARTIALLY_DEPLOYED: {node_errors(task)}")
-    dep = cluster.wait_for(
-        lambda: _loaded_dep(cluster, model_id),
-        _left(deadline),
-        f"model {model_id} to hold a predictor on a node after its deploy",
-    )
-    out = {
-        "model_id": model_id,
-        "state": state,
-        "worker_nodes": sorted(task.get("worker_node") or []),
-        "task_id": task_id,
-        "reused": False,
-        "loaded": dep.summary(),
-        "deployment": dep.as_dict(),
-    }
-    if why:
-        out["redeployed_because"] = why
-    return out
-
-
-def _outlast_sync_race(cluster: Cluster, model_id: str, timeout: float) -> str:
-    """ML Commons' sync-up job can list the nodes' loaded models before a deploy finished loading, then store
-    DEPLOY_FAILED over a deploy whose task completed with no error; its next run, once it sees the predictor, stores
-    DEPLOYED again. Wait for that run while a predictor is really loaded; without one the failure is real."""
-    if not deployment.read(cluster, model_id).loaded_on:
-        return "DEPLOY_FAILED"
-    try:
-        return cluster.wait_for(
-            lambda: _state_in(cluster, model_id, DEPLOYED),
-            min(timeout, SYNC_UP_WAIT),
-            f"ML Commons' sync-up job to store model {model_id} as deployed again",
-        )
-    except ClusterError:
-        return "DEPLOY_FAILED"
-
-
-def _left(deadline: float) -> float:
+def time_left(deadline: float) -> float:
     return max(deadline - time.monotonic(), 1.0)
 
 
-def _reloading_here(dep: deployment.Deployment) -> bool:
-    """Loaded nowhere, or missing on a node that is in the cluster now: auto-redeploy may be loading it there."""
-    return not dep.loaded_on or any(n in dep.node_names for n in dep.missing)
-
-
-def _on_targets(dep: deployment.Deployment, node_ids: list[str] | None) -> bool:
-    """Loaded on every chosen node; with none chosen, on every node it should be on that is still in the cluster
-    (a node gone from the cluster is reported, not waited for)."""
-    if node_ids:
-        return set(node_ids) <= set(dep.loaded_on)
-    return not any(n in dep.node_names for n in dep.missing)
-
-
-def _redeploy_reason(dep: deployment.Deployment) -> str:
-    where = dep.summary()
-    if dep.auto_redeploy is False:
-        return f"stored as {dep.stored_state} but {where}, and auto-redeploy is off ({deployment.AUTO_REDEPLOY})"
-    if not dep.auto_redeploy_active:
-        return (
-            f"stored as {dep.stored_state} but {where}, and auto-redeploy gave up after {dep.redeploy_retries} "
-            f"tries ({deployment.AUTO_REDEPLOY_RETRIES})"
-        )
-    return f"stored as {dep.stored_state} but {where} after waiting for auto-redeploy"
-
-
-def _loaded_dep(cluster: Cluster, model_id: str) -> deployment.Deployment | None:
-    dep = deployment.read(cluster, model_id)
-    return dep if dep.usable else None
-
-
-def _state_in(cluster: Cluster, model_id: str, states: set[str]) -> str | None:
+def state_in(cluster: Cluster, model_id: str, states: set[str]) -> str | None:
     state = (get_model(cluster, model_id) or {}).get("model_state")
     return state if state in states else None
 
@@ -306,7 +192,7 @@ def undeploy(cluster: Cluster, model_id: str, timeout: float = 60.0, check_refer
             model.get("model_state") not in DEPLOYED | {"DEPLOYING"} and not deployment.loaded_nodes(cluster, model_id)
         )
 
-    cluster.wait_for(gone, _left(deadline), f"model {model_id} to undeploy")
+    cluster.wait_for(gone, time_left(deadline), f"model {model_id} to undeploy")
 
 
 def delete(cluster: Cluster, model_id: str, timeout: float = 60.0, check_references: bool = True) -> None:

@@ -148,8 +148,9 @@ def run_preflight(
         problem = field_type_problem(field_type, version, manifest)
         if problem:
             pf.blockers.append(Blocker("field_type", problem))
-    if manifest is not None and manifest.get("requires_gpu") and not deploy_nodes:
-        pf.blockers.append(Blocker("gpu_targets_missing", GPU_ONLY))
+    gpu_problem = gpu_targets_problem(manifest, deploy_nodes)
+    if gpu_problem:
+        pf.blockers.append(Blocker("gpu_targets_missing", gpu_problem))
     if any(b.code == "ml_commons_missing" for b in pf.blockers):  # no ML settings, nodes or models to ask about
         return pf
     settings = flat_settings(cluster)
@@ -200,6 +201,11 @@ GPU_ONLY = (
     "the package's document artifact is fp16 and runs on GPU ML nodes only, and no deploy nodes were chosen: "
     "deploying it everywhere puts it on CPU nodes too; choose the GPU nodes (by id, name or attribute)"
 )
+
+
+def gpu_targets_problem(manifest: dict | None, deploy_nodes) -> str | None:
+    """The one rule for fp16 packages, checked by release before it connects and by preflight."""
+    return GPU_ONLY if manifest is not None and manifest.get("requires_gpu") and not deploy_nodes else None
 
 
 def field_type_problem(field_type: str, version: str, manifest: dict | None) -> str | None:

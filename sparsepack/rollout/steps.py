@@ -10,7 +10,7 @@ from ..contract.package_dir import is_package, load_package, verify_artifacts
 from ..errors import SparsepackError
 from ..packaging.introspect import load_model
 from ..packaging.package import package
-from ..registry import artifact_url, lease, models, preflight, references, smoke, switch
+from ..registry import artifact_url, lease, model_deploy, models, preflight, references, smoke, switch
 from ..registry.connection import Cluster, connect
 from ..registry.registration import (
     ensure_group_once,
@@ -88,12 +88,9 @@ def verify(ctx: ReleaseContext) -> None:
 
 
 def require_gpu_targets(manifest: dict, opts: ReleaseOptions) -> None:
-    """An fp16 artifact runs only on GPU nodes: deploying it everywhere would put it on CPU nodes too."""
-    if manifest.get("requires_gpu") and not (opts.node_ids or opts.node_attr):
-        raise SparsepackError(
-            "this package's document artifact is fp16 and runs on GPU ML nodes only; pick them with "
-            "--node-attr KEY=VALUE (e.g. gpu=true) or --nodes ID,..."
-        )
+    problem = preflight.gpu_targets_problem(manifest, opts.node_ids or opts.node_attr)
+    if problem:
+        raise SparsepackError(f"{problem}: --node-attr KEY=VALUE (e.g. gpu=true) or --nodes ID,...")
 
 
 def connect_cluster(ctx: ReleaseContext) -> None:
@@ -228,7 +225,7 @@ def deploy(ctx: ReleaseContext) -> None:
         targets = deploy_targets(ctx.cluster, ctx.opts)
         entry["requested_nodes"] = targets
         for role, model_id in ctx.model_ids.items():
-            entry[role] = models.deploy(ctx.cluster, model_id, targets, ctx.opts.timeout, ctx.created)
+            entry[role] = model_deploy.deploy(ctx.cluster, model_id, targets, ctx.opts.timeout, ctx.created)
             entry[role]["profile_worker_nodes"] = models.worker_nodes(ctx.cluster, model_id)
     ctx.coord.finish_all()  # waiting runs reuse the deployed models from here on
     ctx.report.record_model_ids(ctx.model_ids)
