@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import LONG_DOC, SHORT_DOC, build, docs_per_second, unzip_artifact  # noqa: E402
+from common import LONG_DOC, SHORT_DOC, build, docs_per_second, machine_line, unzip_artifact  # noqa: E402
 
 from sparsepack.packaging.package import package  # noqa: E402
 from sparsepack.packaging.parity import DjlStyleTokenizer  # noqa: E402
@@ -43,6 +43,7 @@ def profile_ms(cluster, model_id: str) -> dict:
 
 
 def main() -> None:
+    print(machine_line(), flush=True)
     ap = argparse.ArgumentParser()
     ap.add_argument("--url")
     ap.add_argument("--kind", default="tiny", choices=("tiny", "realistic", "trained"))

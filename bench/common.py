@@ -100,3 +100,24 @@ def docs_per_second(fn, text: str, min_seconds: float = 3.0, min_calls: int = 5)
         fn(text)
         calls += 1
     return calls / (time.perf_counter() - t0)
+
+
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8")
+
+
+def machine_line() -> str:
+    """What a figure was measured on: CPU model, the SIMD flags int8/fp32 kernels use, cores, load; every bench
+    prints it first, since the same command gives other figures on another CPU or a busy machine."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    simd = ",".join(f for f in SIMD_FLAGS if f in flags) or "none of " + ",".join(SIMD_FLAGS)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"machine: {model}; {os.cpu_count()} CPUs; SIMD {simd}; load {load} (1/5/15 min)"

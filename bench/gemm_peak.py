@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import machine_line
 
 SHAPES = {  # (m, k, n): m = tokens
     "FFN up 374x768x3072": (374, 768, 3072),
@@ -53,6 +54,7 @@ def onnx_matmul(k: int, n: int, weight: np.ndarray, path: Path):
 
 
 def main() -> None:
+    print(machine_line(), flush=True)
     seconds = float(sys.argv[sys.argv.index("--seconds") + 1]) if "--seconds" in sys.argv else 3.0
     torch.set_num_threads(1)
     print(f"one thread; torch {torch.__version__}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import LONG_DOC, SHORT_DOC, build, unzip_artifact  # noqa: E402
+from common import LONG_DOC, SHORT_DOC, build, machine_line, unzip_artifact  # noqa: E402
 
 from sparsepack._st_compat import sparse_encoder_class  # noqa: E402
 from sparsepack.errors import ParityError  # noqa: E402
@@ -51,6 +51,7 @@ def load_document_artifact(pkg: Path, manifest: dict, device: str, root: Path):
 
 
 def main() -> None:
+    print(machine_line(), flush=True)
     import warnings
 
     warnings.filterwarnings("ignore")

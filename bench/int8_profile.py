@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import LONG_DOC, SHORT_DOC, docs_per_second, unzip_artifact  # noqa: E402
+from common import LONG_DOC, SHORT_DOC, docs_per_second, machine_line, unzip_artifact  # noqa: E402
 
 from sparsepack.packaging.onnx_export import INPUT_NAMES, OUTPUT_NAME, OnnxArtifact  # noqa: E402
 from sparsepack.packaging.package import package  # noqa: E402
@@ -154,6 +154,7 @@ def _load() -> str:
 
 
 def main() -> None:
+    print(machine_line(), flush=True)
     import warnings
 
     warnings.filterwarnings("ignore")

@@ -1,7 +1,8 @@
 """Migration figures on one cluster in one run: reindex docs/s of a migration next to plain bulk ingest through the same
 (new-model) pipeline, seconds writes were blocked when CHANGES writes (inserts, updates, deletes) landed during the
-copy (all of them carried under the block: no carry-over round before it, the worst case), verification and swap time.
-Usage: python bench/migrate.py --url URL [--docs N] [--changes N]
+copy, verification and swap time. By default the migration runs as `sparsepack migrate` does (carry-over rounds while
+writes flow, again after verification, then the block); --worst-case carries every change under the block.
+Usage: python bench/migrate.py --url URL [--docs N] [--changes N] [--worst-case]
 (two tiny demo models are packaged and released into groups bench-mig-v1/-v2, removed at the end)"""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import build  # noqa: E402,F401 - sets the offline environment first
+from common import build, machine_line  # noqa: E402,F401 - sets the offline environment first
 
 from sparsepack.demo import DemoSpec, build_demo_model  # noqa: E402
 from sparsepack.migrate import MigrationOptions, migrate  # noqa: E402
@@ -45,10 +46,12 @@ def bulk(client, index: str, docs: dict[str, str]) -> None:
 
 
 def main() -> None:
+    print(machine_line(), flush=True)
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
     ap.add_argument("--docs", type=int, default=2000)
     ap.add_argument("--changes", type=int, default=1000)
+    ap.add_argument("--worst-case", action="store_true", help="no carry-over round before the block")
     args = ap.parse_args()
     conn = ConnectionOptions.from_env(url=args.url, timeout=600)
     cl = connect(conn)
@@ -109,11 +112,15 @@ def main() -> None:
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        report = migrate(cl, ALIAS, ids["v2"], options=MigrationOptions(catchup_rounds=0))
+        opts = MigrationOptions(catchup_rounds=0) if args.worst_case else MigrationOptions()
+        report = migrate(cl, ALIAS, ids["v2"], options=opts)
     finally:
         thread.join()
     under = report.carried_over.get("under_block", [])
-    print(f"OpenSearch {version}, {args.docs} documents, {args.changes} writes during the copy")
+    mode = "worst case: every change carried under the block" if args.worst_case else "default carry-over rounds"
+    print(f"OpenSearch {version}, {args.docs} documents, {args.changes} writes during the copy ({mode})")
+    print(f"carried over before the block: {report.carried_over.get('rounds_before_block')}")
+    print(f"carried over after verification: {report.carried_over.get('rounds_after_verify')}")
     print(f"plain bulk ingest through the v2 pipeline: {plain:.1f} docs/s")
     print(
         f"migration reindex:                         {report.reindex.get('docs_per_second')} docs/s "

@@ -10,10 +10,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import machine_line
+
 from sparsepack.node import lifecycle
 
 
 def main() -> None:
+    print(machine_line(), flush=True)
     versions = sys.argv[1:] or ["3.6.0", "2.19.6"]
     home = Path(tempfile.mkdtemp(prefix="sparsepack-bench-node-", dir="/var/tmp"))
     atexit.register(shutil.rmtree, home, True)  # a whole node install per version

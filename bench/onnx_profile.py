@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import LONG_DOC, SHORT_DOC, build, unzip_artifact  # noqa: E402
+from common import LONG_DOC, SHORT_DOC, build, machine_line, unzip_artifact  # noqa: E402
 
 from sparsepack.packaging.onnx_export import INPUT_NAMES  # noqa: E402
 from sparsepack.packaging.package import package  # noqa: E402
@@ -48,6 +48,7 @@ def profile(model_path: Path, feed: dict, runs: int, prefix: Path) -> tuple[floa
 
 
 def main() -> None:
+    print(machine_line(), flush=True)
     root = Path(tempfile.mkdtemp(prefix="sparsepack-bench-"))
     atexit.register(shutil.rmtree, root, True)  # ~0.8 GB of model and package
     manifest = package(str(build("realistic", root)), root / "pkg", artifact_format="onnx", log=lambda m: None)

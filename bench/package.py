@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import LONG_DOC, SHORT_DOC, build, docs_per_second, unzip_artifact  # noqa: E402
+from common import LONG_DOC, SHORT_DOC, build, docs_per_second, machine_line, unzip_artifact  # noqa: E402
 
 from sparsepack._st_compat import sparse_encoder_class  # noqa: E402
 from sparsepack.packaging.onnx_export import OnnxArtifact  # noqa: E402
@@ -204,6 +204,7 @@ def bench_model(kind: str, model_dir: Path, root: Path, gate: bool, seconds: flo
 
 
 def main() -> None:
+    print(machine_line(), flush=True)
     import warnings
 
     warnings.filterwarnings("ignore")

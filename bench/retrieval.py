@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import build  # noqa: E402
+from common import build, machine_line  # noqa: E402
 
 from sparsepack.node import lifecycle  # noqa: E402
 from sparsepack.registry.connection import ConnectionOptions, connect  # noqa: E402
@@ -211,6 +211,7 @@ def with_cluster(port: int, nodes: int, heap: str, fn):
 
 
 def main() -> None:
+    print(machine_line(), flush=True)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--docs", type=int, default=200_000)
     ap.add_argument("--queries", type=int, default=200)

@@ -124,15 +124,7 @@ def _fill_and_swap(cluster: Cluster, src, plan, opts: MigrationOptions, report: 
         report.reindex = {**fill.wait(cluster, task_id, opts.timeout, log), "resumed": resumed}
     report.failed_step = "carry_over"
     with report.step("carry_over"):
-        rounds = []
-        for i in range(opts.catchup_rounds):
-            next_cut = changes.checkpoints(cluster, src.name)
-            changes.refresh(cluster, src.name)
-            rounds.append(changes.carry_over(cluster, src.name, plan.index, cutoff, None, full_diff=(i == 0)))
-            cutoff = next_cut
-            provenance.update_state(cluster, plan.index, cutoff=cutoff)
-            if rounds[-1]["changed"] < QUIET_ROUND:
-                break
+        cutoff, rounds = _catch_up(cluster, src.name, plan.index, cutoff, opts.catchup_rounds, full_diff_first=True)
         report.carried_over = {"rounds_before_block": rounds}
     report.failed_step = "verify"
     with report.step("verify"):
@@ -153,10 +145,30 @@ def _fill_and_swap(cluster: Cluster, src, plan, opts: MigrationOptions, report: 
                 "verify",
                 details=report.verification,
             )
+    with report.step("carry_over_after_verify"):  # what was written while verification ran: not under the block
+        cutoff, rounds = _catch_up(cluster, src.name, plan.index, cutoff, opts.catchup_rounds, full_diff_first=False)
+        report.carried_over["rounds_after_verify"] = rounds
     report.failed_step = "swap"
     with report.step("blocked"):
         _blocked_swap(cluster, src, plan, cutoff, report)
     report.failed_step = None
+
+
+def _catch_up(
+    cluster: Cluster, source: str, dest: str, cutoff: dict, max_rounds: int, full_diff_first: bool
+) -> tuple[dict, list[dict]]:
+    """Carry-over rounds while writes still flow, until a round finds fewer than QUIET_ROUND changes: what is left
+    for the write block is then what arrived during one short round. Returns the new cutoff and the rounds."""
+    rounds: list[dict] = []
+    for i in range(max_rounds):
+        next_cut = changes.checkpoints(cluster, source)
+        changes.refresh(cluster, source)
+        rounds.append(changes.carry_over(cluster, source, dest, cutoff, None, full_diff=full_diff_first and i == 0))
+        cutoff = next_cut
+        provenance.update_state(cluster, dest, cutoff=cutoff)
+        if rounds[-1]["changed"] < QUIET_ROUND:
+            break
+    return cutoff, rounds
 
 
 def _why(verification: dict, key: str) -> str:
