@@ -37,7 +37,7 @@ NODE_2X = os.environ.get("SPARSEPACK_TEST_VERSION_2X", "2.19.6")
 # SPARSEPACK_TEST_PORT_BASE moves every node of the suite (http ports base..base+33, transport +100), so two suites
 # can run side by side on one machine.
 PORT_BASE = int(os.environ.get("SPARSEPACK_TEST_PORT_BASE", "9250"))
-PORT_3X, PORT_2X, PORT_MULTI = PORT_BASE, PORT_BASE + 10, PORT_BASE + 20
+PORT_3X, PORT_2X = PORT_BASE, PORT_BASE + 10
 
 
 def pytest_collection_modifyitems(config, items):

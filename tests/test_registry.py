@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PORT_MULTI, cluster_for, conn, local_cluster
+from conftest import cluster_for, conn
 from faultproxy import Fault, FaultProxy
 
 from sparsepack.errors import ClusterError
@@ -341,37 +341,6 @@ def test_opensearch_py_ml_registers_our_zip(node_3x, package_factory):
     finally:
         models.delete(cl, model_id)
         models.delete_group(cl, group_id)
-
-
-@pytest.fixture(scope="module")
-def multinode():
-    import os
-
-    if os.environ.get("OPENSEARCH_URL"):
-        pytest.skip("external cluster")
-    with local_cluster("3.6.0", PORT_MULTI, nodes=2, heap="768m") as state:
-        yield state
-
-
-def test_deploy_on_nodes_with_attribute(multinode, package_factory):
-    url = multinode.url
-    cl = cluster_for(url)
-    nodes = cl.request("GET", "/_nodes")["nodes"]
-    gpu = sorted(nid for nid, n in nodes.items() if n.get("attributes", {}).get("gpu") == "true")
-    assert len(nodes) == 2 and len(gpu) == 1
-    report = release(
-        str(package_factory("bert-if-log1p")[1]), conn(url), ReleaseOptions(group="t-gpu", node_attr="gpu=true", **OPTS)
-    )
-    assert report["passed"], report.get("error")
-    for role in ("document", "query"):
-        assert report["steps"]["deploy"][role]["worker_nodes"] == gpu
-        assert report["steps"]["deploy"][role]["profile_worker_nodes"] == gpu
-    bad = release(
-        str(package_factory("bert-if-log1p")[1]),
-        conn(url),
-        ReleaseOptions(group="t-gpu", node_attr="gpu=false", **OPTS),
-    )
-    assert not bad["passed"] and "no node has the attribute gpu=false" in bad["error"]
 
 
 @pytest.mark.parametrize(

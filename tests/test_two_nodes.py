@@ -1,5 +1,6 @@
-"""A node lost under a deployed model: its second node's JVM killed (SIGKILL), `list` and `doctor` say the model is
-loaded on 1 of 2 nodes and name the node it is missing on. Its own 2-node 3.6.0 cluster."""
+"""One 2-node 3.6.0 cluster for the module (one ML node marked gpu=true): deploying on the nodes with an attribute;
+a node lost under a deployed model (its JVM SIGKILLed: `list` and `doctor` say the model is loaded on 1 of 2 nodes and
+name the node it is missing on) and brought back (the model loaded there again)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from conftest import PORT_BASE, cluster_for, conn, local_cluster
 from sparsepack import cli
 from sparsepack.node import lifecycle
 from sparsepack.registry import deployment
+from sparsepack.rollout.options import ReleaseOptions
+from sparsepack.rollout.run import release
 
 PORT = PORT_BASE + 32  # http 32 and 33, transport +100
+OPTS = dict(progress=False, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +30,29 @@ def two_nodes():
 
 
 @pytest.mark.multinode
-def test_list_names_the_node_a_model_is_missing_on(two_nodes, package_factory, capsys):
-    from sparsepack.rollout.options import ReleaseOptions
-    from sparsepack.rollout.run import release
+def test_deploy_on_nodes_with_attribute(two_nodes, package_factory):
+    url = two_nodes.url
+    cl = cluster_for(url)
+    nodes = cl.request("GET", "/_nodes")["nodes"]
+    gpu = sorted(nid for nid, n in nodes.items() if n.get("attributes", {}).get("gpu") == "true")
+    assert len(nodes) == 2 and len(gpu) == 1
+    report = release(
+        str(package_factory("bert-if-log1p")[1]), conn(url), ReleaseOptions(group="t-gpu", node_attr="gpu=true", **OPTS)
+    )
+    assert report["passed"], report.get("error")
+    for role in ("document", "query"):
+        assert report["steps"]["deploy"][role]["worker_nodes"] == gpu
+        assert report["steps"]["deploy"][role]["profile_worker_nodes"] == gpu
+    bad = release(
+        str(package_factory("bert-if-log1p")[1]),
+        conn(url),
+        ReleaseOptions(group="t-gpu", node_attr="gpu=false", **OPTS),
+    )
+    assert not bad["passed"] and "no node has the attribute gpu=false" in bad["error"]
 
+
+@pytest.mark.multinode
+def test_list_names_the_node_a_model_is_missing_on(two_nodes, package_factory, capsys):
     _, root = package_factory("bert-if-log1p")
     report = release(str(root), conn(two_nodes.url), ReleaseOptions(group="t-lost", progress=False))
     assert report["passed"], report.get("error")
