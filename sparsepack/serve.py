@@ -78,5 +78,8 @@ class ArtifactServer:
         self.httpd.serve_forever()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        # shutdown() waits for a serve_forever loop to end: only the thread start() launched runs one then. In the
+        # foreground, Ctrl-C has already ended the loop, or came before it began (shutdown() would then wait forever).
+        if self._thread is not None:
+            self.httpd.shutdown()
         self.httpd.server_close()

@@ -174,3 +174,17 @@ def test_serve_exposes_only_the_manifest_artifacts(package_factory):
         assert err.value.code == 405
     finally:
         server.stop()
+
+
+def test_serve_stops_when_ctrl_c_comes_before_its_loop(package_factory):
+    """`serve` prints its address, then enters the loop; a Ctrl-C in between used to hang it in shutdown(), which
+    waits for a loop that never ran (seen in CI: the process outlived SIGINT by two minutes)."""
+    import threading
+
+    from sparsepack.serve import ArtifactServer
+
+    server = ArtifactServer(package_factory("bert-if-log1p")[1], 0)
+    stopper = threading.Thread(target=server.stop, daemon=True)
+    stopper.start()
+    stopper.join(30)
+    assert not stopper.is_alive(), "stop() waited for a serve loop that never started"
