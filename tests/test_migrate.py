@@ -194,7 +194,7 @@ def test_migrate_under_writes_and_searches_then_rollback(models_v1_v2):
 
         # a verification failure (the new model's _predict disagreeing with what was stored) keeps the alias
         real = smoke.predict
-        smoke.predict = lambda c, m, t: [{k: v * 1.5 for k, v in r.items()} for r in real(c, m, t)]
+        smoke.predict = lambda c, m, t, **kw: [{k: v * 1.5 for k, v in r.items()} for r in real(c, m, t, **kw)]
         try:
             with pytest.raises(MigrationError, match="verification") as info:
                 migrate(cl, alias, env["v2"], options=MigrationOptions(new_index=f"{alias}-bad", cleanup=True))
