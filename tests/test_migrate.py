@@ -81,13 +81,20 @@ def drop(env, alias):
             cl.request("DELETE", f"/_search/pipeline/{name}", ok_404=True)
 
 
+NEURAL_SPARSE_SEARCH = {"size": 5, "query": {"neural_sparse": {"text_sparse": {"query_text": "rain over the city"}}}}
+
+
 class App:
     """Writes (insert, update, delete; retried while blocked, as a client would on 403) and searches through the
-    alias; ``expected`` holds what every acknowledged write left."""
+    alias; ``expected`` holds what every acknowledged write left. ``search_body`` is what the searcher sends (the
+    default relies on the index's search pipeline for the model id); ``pause`` spaces the writes out (seconds).
+    ``resolve``: each request names the index the alias points at, read just before (a 403 from the blocked old index
+    is retried, so it reads the alias again and finds the new index once swapped)."""
 
-    def __init__(self, url, alias, expected, max_ops=400, seconds=90):
+    def __init__(self, url, alias, expected, max_ops=400, seconds=90, search_body=None, pause=0.0, resolve=False):
         self.cl, self.alias, self.expected = cluster_for(url).client, alias, expected
         self.search_cl = cluster_for(url).client
+        self.search_body, self.pause, self.resolve = search_body or NEURAL_SPARSE_SEARCH, pause, resolve
         self.max_ops, self.deadline = max_ops, time.monotonic() + seconds
         self.stop, self.ops, self.search_errors, self.searches, self.write_retries = threading.Event(), 0, [], 0, 0
         self.rng = random.Random(5)
@@ -102,6 +109,12 @@ class App:
         self.stop.set()
         for t in self.threads:
             t.join(60)
+
+    def target(self, client):
+        if not self.resolve:
+            return self.alias
+        (index,) = client.indices.get_alias(name=self.alias)
+        return index
 
     def _retry(self, fn):
         from opensearchpy import exceptions as ex
@@ -123,26 +136,25 @@ class App:
             if kind == "insert" or not self.expected:
                 doc_id, doc = f"w{n}", {"text": text(self.rng), "n": -n}
                 n += 1
-                self._retry(lambda: self.cl.index(index=self.alias, id=doc_id, body=doc))
+                self._retry(lambda: self.cl.index(index=self.target(self.cl), id=doc_id, body=doc))
                 self.expected[doc_id] = doc
             elif kind == "update":
                 doc_id = self.rng.choice(sorted(self.expected))
                 doc = {"text": text(self.rng), "n": self.expected[doc_id]["n"] + 1000}
-                self._retry(lambda: self.cl.index(index=self.alias, id=doc_id, body=doc))
+                self._retry(lambda: self.cl.index(index=self.target(self.cl), id=doc_id, body=doc))
                 self.expected[doc_id] = doc
             else:
                 doc_id = self.rng.choice(sorted(self.expected))
-                self._retry(lambda: self.cl.delete(index=self.alias, id=doc_id))
+                self._retry(lambda: self.cl.delete(index=self.target(self.cl), id=doc_id))
                 del self.expected[doc_id]
             self.ops += 1
+            if self.pause:
+                time.sleep(self.pause)
 
     def search(self):
         while not self.stop.is_set():
             try:
-                self.search_cl.search(
-                    index=self.alias,
-                    body={"size": 5, "query": {"neural_sparse": {"text_sparse": {"query_text": "rain over the city"}}}},
-                )
+                self.search_cl.search(index=self.target(self.search_cl), body=self.search_body)
                 self.searches += 1
             except Exception as exc:  # noqa: BLE001 - every failure is counted
                 self.search_errors.append(repr(exc)[:200])
@@ -194,7 +206,7 @@ def test_migrate_under_writes_and_searches_then_rollback(models_v1_v2):
 
         # a verification failure (the new model's _predict disagreeing with what was stored) keeps the alias
         real = smoke.predict
-        smoke.predict = lambda c, m, t: [{k: v * 1.5 for k, v in r.items()} for r in real(c, m, t)]
+        smoke.predict = lambda c, m, t, **kw: [{k: v * 1.5 for k, v in r.items()} for r in real(c, m, t, **kw)]
         try:
             with pytest.raises(MigrationError, match="verification") as info:
                 migrate(cl, alias, env["v2"], options=MigrationOptions(new_index=f"{alias}-bad", cleanup=True))

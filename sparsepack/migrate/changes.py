@@ -79,8 +79,11 @@ def count(cluster: Cluster, index: str) -> int:
     return cluster.call(f"GET /{index}/_count", cluster.client.count, index=index)["count"]
 
 
-def copy_ids(cluster: Cluster, source: str, dest: str, ids: list[str], pipeline: str | None) -> int:
-    """Overwrite ``ids`` in ``dest`` with their current version from ``source`` (through ``pipeline``)."""
+def copy_ids(
+    cluster: Cluster, source: str, dest: str, ids: list[str], pipeline: str | None, exclude: list[str] | tuple = ()
+) -> int:
+    """Overwrite ``ids`` in ``dest`` with their current version from ``source`` (through ``pipeline``), without the
+    ``exclude`` _source fields (those ``dest`` derives again)."""
     done = 0
     for start in range(0, len(ids), CARRY_BATCH):
         batch = ids[start : start + CARRY_BATCH]
@@ -90,6 +93,8 @@ def copy_ids(cluster: Cluster, source: str, dest: str, ids: list[str], pipeline:
         }
         if pipeline:
             body["dest"]["pipeline"] = pipeline
+        if exclude:
+            body["source"]["_source"] = {"excludes": list(exclude)}
         res = cluster.call(
             "POST /_reindex",
             cluster.client.reindex,
@@ -133,13 +138,19 @@ def delete_ids(cluster: Cluster, index: str, ids: dict[str, str | None]) -> int:
 
 
 def carry_over(
-    cluster: Cluster, source: str, dest: str, cutoff: dict[str, int], pipeline: str | None, full_diff: bool
+    cluster: Cluster,
+    source: str,
+    dest: str,
+    cutoff: dict[str, int],
+    pipeline: str | None,
+    full_diff: bool,
+    exclude: list[str] | tuple = (),
 ) -> dict:
     """Make ``dest`` hold what ``source`` holds now, given that it held ``source``'s state as of ``cutoff``.
     ``full_diff`` compares every id (finds deletions whatever their time); else ids are compared only when the counts
     say a document was deleted since ``cutoff``. The caller refreshed ``source`` after taking ``cutoff``."""
     changed = changed_since(cluster, source, cutoff)
-    copied = copy_ids(cluster, source, dest, changed, pipeline)
+    copied = copy_ids(cluster, source, dest, changed, pipeline, exclude)
     refresh(cluster, dest)
     deleted = 0
     extra = count(cluster, dest) - count(cluster, source)
@@ -148,6 +159,6 @@ def carry_over(
         gone = {i: r for i, r in dest_ids.items() if i not in src_ids}
         missing = [i for i in src_ids if i not in dest_ids]
         deleted = delete_ids(cluster, dest, gone)
-        copied += copy_ids(cluster, source, dest, missing, pipeline)
+        copied += copy_ids(cluster, source, dest, missing, pipeline, exclude)
         refresh(cluster, dest)
     return {"changed": len(changed), "copied": copied, "deleted": deleted}

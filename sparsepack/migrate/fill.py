@@ -16,10 +16,17 @@ POLL_SECONDS = 1.0
 
 
 def start_or_resume(
-    cluster: Cluster, source: str, dest: str, pipeline: str | None, slices: str | int, requests_per_second: float | None
+    cluster: Cluster,
+    source: str,
+    dest: str,
+    pipeline: str | None,
+    slices: str | int,
+    requests_per_second: float | None,
+    exclude: list[str] | tuple[str, ...] = (),
 ) -> tuple[str, bool]:
     """(task id, resumed). A task already recorded for ``dest`` (running or finished) is resumed; one started by a run
-    that died before recording it is found by its description; only then is a new one started."""
+    that died before recording it is found by its description; only then is a new one started. ``exclude``: _source
+    fields not copied (what the destination derives again, target.regenerated_fields)."""
     state = (provenance.read_meta(cluster, dest) or {}).get("migration", {})
     if state.get("task_id"):
         return state["task_id"], True
@@ -34,6 +41,8 @@ def start_or_resume(
     }
     if pipeline:
         body["dest"]["pipeline"] = pipeline
+    if exclude:
+        body["source"]["_source"] = {"excludes": list(exclude)}
     params = {"wait_for_completion": "false", "slices": str(slices), "refresh": "true"}
     if requests_per_second:
         params["requests_per_second"] = str(requests_per_second)

@@ -79,6 +79,7 @@ def migrate(
 
 def _fill_and_swap(cluster: Cluster, src, plan, opts: MigrationOptions, report: MigrationReport) -> None:
     log = opts.progress
+    regenerated = target_mod.regenerated_fields(plan.mappings)  # never copied: the new index derives them again
     with report.step("create"):
         meta = provenance.read_meta(cluster, plan.index)
         if meta is None:
@@ -117,14 +118,14 @@ def _fill_and_swap(cluster: Cluster, src, plan, opts: MigrationOptions, report: 
             changes.refresh(cluster, src.name)  # every write at or below the cutoff is visible to the copy
             provenance.update_state(cluster, plan.index, cutoff=cutoff)
         task_id, resumed = fill.start_or_resume(
-            cluster, src.name, plan.index, None, opts.slices, opts.requests_per_second
+            cluster, src.name, plan.index, None, opts.slices, opts.requests_per_second, regenerated
         )
         if log:
             log(f"{'continuing' if resumed else 'started'} reindex task {task_id}: {src.name} -> {plan.index}")
         report.reindex = {**fill.wait(cluster, task_id, opts.timeout, log), "resumed": resumed}
     report.failed_step = "carry_over"
     with report.step("carry_over"):
-        cutoff, rounds = _catch_up(cluster, src.name, plan.index, cutoff, opts.catchup_rounds, full_diff_first=True)
+        cutoff, rounds = _catch_up(cluster, src.name, plan.index, cutoff, opts.catchup_rounds, True, regenerated)
         report.carried_over = {"rounds_before_block": rounds}
     report.failed_step = "verify"
     with report.step("verify"):
@@ -146,16 +147,16 @@ def _fill_and_swap(cluster: Cluster, src, plan, opts: MigrationOptions, report: 
                 details=report.verification,
             )
     with report.step("carry_over_after_verify"):  # what was written while verification ran: not under the block
-        cutoff, rounds = _catch_up(cluster, src.name, plan.index, cutoff, opts.catchup_rounds, full_diff_first=False)
+        cutoff, rounds = _catch_up(cluster, src.name, plan.index, cutoff, opts.catchup_rounds, False, regenerated)
         report.carried_over["rounds_after_verify"] = rounds
     report.failed_step = "swap"
     with report.step("blocked"):
-        _blocked_swap(cluster, src, plan, cutoff, report)
+        _blocked_swap(cluster, src, plan, cutoff, report, regenerated)
     report.failed_step = None
 
 
 def _catch_up(
-    cluster: Cluster, source: str, dest: str, cutoff: dict, max_rounds: int, full_diff_first: bool
+    cluster: Cluster, source: str, dest: str, cutoff: dict, max_rounds: int, full_diff_first: bool, exclude: list[str]
 ) -> tuple[dict, list[dict]]:
     """Carry-over rounds while writes still flow, until a round finds fewer than QUIET_ROUND changes: what is left
     for the write block is then what arrived during one short round. Returns the new cutoff and the rounds."""
@@ -163,7 +164,7 @@ def _catch_up(
     for i in range(max_rounds):
         next_cut = changes.checkpoints(cluster, source)
         changes.refresh(cluster, source)
-        rounds.append(changes.carry_over(cluster, source, dest, cutoff, None, full_diff=full_diff_first and i == 0))
+        rounds.append(changes.carry_over(cluster, source, dest, cutoff, None, full_diff_first and i == 0, exclude))
         cutoff = next_cut
         provenance.update_state(cluster, dest, cutoff=cutoff)
         if rounds[-1]["changed"] < QUIET_ROUND:
@@ -198,7 +199,7 @@ def _settle(cluster: Cluster, index: str) -> dict[str, int]:
         time.sleep(0.05)
 
 
-def _blocked_swap(cluster: Cluster, src, plan, cutoff: dict, report: MigrationReport) -> None:
+def _blocked_swap(cluster: Cluster, src, plan, cutoff: dict, report: MigrationReport, exclude: list[str]) -> None:
     t0 = time.perf_counter()
     swap.set_write_block(cluster, src.name, True)
     try:
@@ -206,7 +207,7 @@ def _blocked_swap(cluster: Cluster, src, plan, cutoff: dict, report: MigrationRe
         rounds = []
         while True:
             changes.refresh(cluster, src.name)
-            rounds.append(changes.carry_over(cluster, src.name, plan.index, cutoff, None, full_diff=False))
+            rounds.append(changes.carry_over(cluster, src.name, plan.index, cutoff, None, False, exclude))
             cutoff = {s: max(cutoff.get(s, -1), v) for s, v in seen.items()}
             again = _settle(cluster, src.name)
             if again == seen:
@@ -288,7 +289,9 @@ def rollback(cluster: Cluster, alias: str, force: bool = False) -> MigrationRepo
             )
         swap.set_write_block(cluster, old, False)
         if pending and not undeployed:
-            report.carried_over = changes.carry_over(cluster, new, old, cutoff, None, full_diff=False)
+            mappings = cluster.call(f"GET /{new}/_mapping", cluster.client.indices.get_mapping, index=new)[new]
+            exclude = target_mod.regenerated_fields(mappings.get("mappings") or {})
+            report.carried_over = changes.carry_over(cluster, new, old, cutoff, None, False, exclude)
         else:
             report.carried_over = {"lost": pending if undeployed else 0}
         swap.move_alias(cluster, alias, new, old, {})

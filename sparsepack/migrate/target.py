@@ -39,6 +39,14 @@ class TargetPlan:
         }
 
 
+def regenerated_fields(mappings: dict) -> list[str]:
+    """What the node writes into ``_source`` beside each semantic field (``<field>_semantic_info``: the embedding and
+    the model that made it). Copies leave it out: the destination's semantic field writes it again from the text, and
+    neural-search (3.6.0) refuses to re-ingest a stored one whose token keys hold a dot ("Field name '.' contains
+    invalid dot usage": it unflattens every key of the incoming document)."""
+    return [f"{path}_semantic_info" for path, _ in semantic_fields(mappings.get("properties"))]
+
+
 def plan(
     cluster: Cluster, source: SourceIndex, document_model: str, query_model: str, new_index: str | None
 ) -> TargetPlan:

@@ -24,14 +24,24 @@ def _smoke():
 
 
 def vector_fields(ingest_body: dict | None, mappings: dict) -> list[tuple[str, str, dict]]:
-    """(text path, vector path, processor options) for each sparse_encoding output and each semantic field."""
+    """(text path, vector path, options) for each sparse_encoding output and each semantic field. Options:
+    ``prune_type`` (the processor's), ``token_ids`` (a sparse_vector field: the processor stores token ids)."""
     out = []
     for processor in _processors(ingest_body or {}, "sparse_encoding"):
         for src, dst in field_map_leaves(processor.get("field_map") or {}):
-            out.append((src, dst, processor))
+            token_ids = mapped_type(mappings, dst) == "sparse_vector"
+            out.append((src, dst, {"prune_type": processor.get("prune_type"), "token_ids": token_ids}))
     for path, _ in semantic_fields(mappings.get("properties")):
         out.append((path, f"{path}_semantic_info.embedding", {}))
     return out
+
+
+def mapped_type(mappings: dict, path: str) -> str | None:
+    """The mapped type of the field at dotted ``path`` (None when unmapped)."""
+    spec: dict = {"properties": mappings.get("properties") or {}}
+    for part in path.split("."):
+        spec = (spec.get("properties") or {}).get(part) or {}
+    return spec.get("type")
 
 
 def _processors(body: Any, kind: str) -> Iterator[dict]:
@@ -67,17 +77,23 @@ def check_vectors(cluster: Cluster, index: str, model_id: str, fields: list[tupl
     """Stored vectors of ``size`` random documents (all if fewer) against ``_predict`` of their text."""
     smoke = _smoke()
     hits = sample_docs(cluster, index, size)
-    stored, texts, pruned = [], [], False
+    stored, texts, ids, pruned = [], [], [], False
     for hit in hits:
         for src, dst, options in fields:
             text, vector = _get(hit["_source"], src), _get(hit["_source"], dst)
             if isinstance(text, str) and isinstance(vector, dict):
                 stored.append(vector)
                 texts.append(text)
+                ids.append(bool(options.get("token_ids")))
                 pruned = pruned or options.get("prune_type") not in (None, "none")
-    predicted = []
-    for start in range(0, len(texts), PREDICT_BATCH):
-        predicted += smoke.predict(cluster, model_id, texts[start : start + PREDICT_BATCH])
+    predicted: list[dict] = [{}] * len(texts)
+    for token_ids in set(ids):  # each text predicted as its field stores it: token strings, or ids (sparse_vector)
+        which = [i for i, t in enumerate(ids) if t == token_ids]
+        for start in range(0, len(which), PREDICT_BATCH):
+            batch = which[start : start + PREDICT_BATCH]
+            answers = smoke.predict(cluster, model_id, [texts[i] for i in batch], token_ids=token_ids)
+            for i, answer in zip(batch, answers, strict=True):
+                predicted[i] = answer
     if pruned:  # the processor dropped low weights: what it kept must match
         predicted = [{k: p[k] for k in s if k in p} for s, p in zip(stored, predicted, strict=False)]
     result = smoke.compare_maps(stored, predicted, smoke.PREDICT_TOLERANCE)
@@ -104,7 +120,7 @@ def check_queries(
     """Queries made of sampled documents' words, through the new index with the new query model: the server's top 10
     scores equal the local dot products (Lucene-quantised) of the query's predicted weights with every stored vector."""
     smoke = _smoke()
-    src, dst, _ = field
+    src, dst, options = field
     if doc_count > EXACT_QUERY_LIMIT:
         return {
             "skipped": f"{doc_count} documents: the local top 10 is computed up to {EXACT_QUERY_LIMIT}",
@@ -120,7 +136,8 @@ def check_queries(
     queries = [" ".join(rng.sample(t.split(), min(3, len(t.split())))) for t in texts[:samples]]
     checks = []
     for q_text in queries:
-        q_vec = {k: v for k, v in smoke.predict(cluster, query_model, [q_text])[0].items() if v > 0}
+        q_vec = smoke.predict(cluster, query_model, [q_text], token_ids=bool(options.get("token_ids")))[0]
+        q_vec = {k: v for k, v in q_vec.items() if v > 0}
         local = sorted(((smoke._dot(q_vec, vec), doc_id) for doc_id, vec in vectors.items()), reverse=True)
         local = [(s, d) for s, d in local if s > 0][:10]
         body = {"size": 10, "query": {"neural_sparse": {dst: {"query_text": q_text, "model_id": query_model}}}}

@@ -24,13 +24,18 @@ PREDICT_TOLERANCE = 1e-4
 SCORE_RTOL = 1e-3
 
 
-def predict(cluster: Cluster, model_id: str, texts: list[str]) -> list[dict[str, float]]:
+def predict(cluster: Cluster, model_id: str, texts: list[str], token_ids: bool = False) -> list[dict[str, float]]:
+    """The model's token weights for each text, keyed by token string; ``token_ids``: keyed by token id, as the
+    sparse_encoding processor writes them into a sparse_vector field (ML Commons' TOKEN_ID format, 3.2+)."""
+    body: dict[str, Any] = {"text_docs": texts}
+    if token_ids:
+        body["parameters"] = {"sparse_embedding_format": "TOKEN_ID"}
     res = cluster.call(
         f"POST {BASE}/_predict/sparse_encoding/{model_id}",
         cluster.ml.predict,
         algorithm_name="sparse_encoding",
         model_id=model_id,
-        body={"text_docs": texts},
+        body=body,
     )
     return [r["output"][0]["dataAsMap"]["response"][0] for r in res["inference_results"]]
 

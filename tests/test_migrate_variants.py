@@ -1,0 +1,170 @@
+"""The migration of test_migrate.py on the other kinds of index it must handle, each on a real node, with the application
+writing and searching meanwhile: a SEISMIC ``sparse_vector`` field and a ``semantic`` field on 3.6.0 (inference-free
+models: a document model and a query model to switch), and a ``rank_features`` field on 2.19.6 (no semantic or
+sparse_vector there). Nothing lost, nothing stale, the stored vectors are v2's, the pipelines and provenance name v2."""
+
+import random
+import time
+
+import pytest
+from conftest import cluster_for, conn, drop_group
+from test_migrate import App, all_docs, drop, text
+
+from sparsepack.migrate import MigrationOptions, migrate, provenance
+from sparsepack.registry import smoke
+from sparsepack.registry.local_package import LocalPackage
+from sparsepack.registry.references import model_ids_in
+from sparsepack.rollout.options import ReleaseOptions
+from sparsepack.rollout.run import release
+from sparsepack.templates import render
+
+pytestmark = pytest.mark.cluster
+# v1 -> v2 per node: inference-free on 3.x (a query model too, so search_model_id and the search pipeline switch),
+# bi-encoders on 2.x
+PAIRS = {"3x": ("bert-if-log1p", "distil-if-relu"), "2x": ("bert-bi-relu", "distil-bi-log1p")}
+QUERY = "rain over the city"
+DOCS = 150
+
+
+@pytest.fixture(scope="module")
+def released(request, package_factory):
+    """node ("3x"/"2x") -> v1 and v2 released on that node (started on first use), removed at the end."""
+    envs: dict[str, dict] = {}
+
+    def get(node: str) -> dict:
+        if node not in envs:
+            url = request.getfixturevalue(f"node_{node}")
+            cl = cluster_for(url)
+            env = {"url": url, "cluster": cl, "version": cl.client.info()["version"]["number"], "groups": []}
+            for tag, name in zip(("v1", "v2"), PAIRS[node], strict=True):
+                manifest, pkg = package_factory(name)
+                group = f"t-migvar-{node}-{tag}"
+                env["groups"].append(group)
+                envs[node] = env  # cleaned up even when the second release fails
+                rep = release(
+                    str(pkg), conn(url), ReleaseOptions(group=group, smoke=False, progress=False, timeout=180)
+                )
+                assert rep["passed"], rep.get("error")
+                ids = rep["model_ids"]
+                env[tag] = {
+                    "doc": ids["document"],
+                    "query": ids.get("query"),
+                    "manifest": manifest,
+                    "local": LocalPackage(manifest, pkg),
+                }
+        return envs[node]
+
+    yield get
+    for env in envs.values():
+        for group in env["groups"]:
+            drop_group(env["cluster"], group)
+
+
+def production(env, alias, field_type):
+    """An alias over an index whose vectors v1 writes: through ingest/search pipelines (rank_features, sparse_vector)
+    or by the semantic field itself; seeded with DOCS documents. Returns what the alias holds."""
+    cl, version, v1 = env["cluster"], env["version"], env["v1"]
+    index, ingest, search = f"{alias}-v1", f"{alias}-ingest", f"{alias}-search"
+    if field_type == "semantic":
+        models = {"model_id": v1["doc"], "search_model_id": v1["query"]}
+        body = render("index-mapping", v1["manifest"], version, field_type="semantic", shards=2, **models)
+    else:
+        ingest_body = render("ingest-pipeline", v1["manifest"], version, model_id=v1["doc"])
+        cl.request("PUT", f"/_ingest/pipeline/{ingest}", body=ingest_body)
+        # SEISMIC fields refuse the two-phase processor
+        two_phase = field_type != "sparse_vector"
+        query_model = v1["query"] or v1["doc"]
+        search_body = render("search-pipeline", v1["manifest"], version, model_id=query_model, two_phase=two_phase)
+        cl.request("PUT", f"/_search/pipeline/{search}", body=search_body)
+        body = render(
+            "index-mapping",
+            v1["manifest"],
+            version,
+            field_type=field_type,
+            ingest_pipeline=ingest,
+            search_pipeline=search,
+            shards=2,
+        )
+    cl.request("PUT", f"/{index}", body={**body, "aliases": {alias: {}}})
+    rng = random.Random(alias)
+    expected, lines = {}, []
+    for i in range(DOCS):
+        expected[f"d{i}"] = {"text": text(rng), "n": i}
+        lines += [{"index": {"_index": index, "_id": f"d{i}"}}, expected[f"d{i}"]]  # see App(resolve=) below
+    res = cl.client.bulk(body=lines, params={"refresh": "true"})
+    assert not res["errors"], [i for i in res["items"] if i["index"].get("error")][:3]
+    return expected
+
+
+def search_body(field_type):
+    if field_type == "semantic":  # the field names its own (search) model
+        return {"size": 5, "query": {"neural": {"text": {"query_text": QUERY}}}}
+    return {"size": 5, "query": {"neural_sparse": {"text_sparse": {"query_text": QUERY}}}}  # model from the pipeline
+
+
+def stored_vector(source, field_type):
+    """The document vector as the index stores it in _source."""
+    if field_type == "semantic":  # the hidden object the semantic field writes beside itself
+        return source["text_semantic_info"]["embedding"]
+    return source["text_sparse"]
+
+
+@pytest.mark.parametrize(
+    "node,field_type",
+    [("3x", "sparse_vector"), ("3x", "semantic"), ("2x", "rank_features")],
+    ids=["3x-sparse_vector", "3x-semantic", "2x-rank_features"],
+)
+def test_migrate_variant_under_writes_and_searches(released, node, field_type):
+    env = released(node)
+    cl, v2 = env["cluster"], env["v2"]
+    alias = f"t-migvar-{field_type.replace('_', '-')}"
+    drop(env, alias)
+    try:
+        expected = production(env, alias, field_type)
+        # neural-search 3.6.0 picks the token-id format of a sparse_vector field by the index name the request gives:
+        # through an alias, the sparse_encoding processor writes token strings the field refuses ("[sparse_vector]
+        # fields should be valid integer") and neural_sparse sends token strings ("Query tokens should be valid
+        # integer"). So the application names the index behind the alias, read before each request.
+        resolve = field_type == "sparse_vector"
+        with App(
+            env["url"], alias, expected, max_ops=60, search_body=search_body(field_type), pause=0.1, resolve=resolve
+        ) as app:
+            time.sleep(1)
+            ops_at_start = app.ops
+            report = migrate(
+                cl, alias, v2["doc"], v2["query"], options=MigrationOptions(slices=2, requests_per_second=150)
+            )
+            ops_at_swap = app.ops
+        assert report.passed and report.swapped, report.error
+        new = report.new_index
+        assert cl.client.indices.get_alias(name=alias).keys() == {new}
+        assert app.search_errors == [] and app.searches > 0
+        assert ops_at_swap > ops_at_start, "the writer must have written during the migration"
+        assert all_docs(cl.client, alias) == expected  # ids and _source: nothing lost, nothing stale
+        assert report.verification["vectors"]["passed"] and report.verification["queries"]["passed"]
+        assert report.verification["counts"]["passed"]
+
+        # independently of the report: the documents (the writer's too) hold v2's vectors, as the field stores them
+        sample = cl.client.search(index=alias, body={"size": 30, "sort": [{"n": "asc"}]})["hits"]["hits"]
+        got = [stored_vector(h["_source"], field_type) for h in sample]
+        want = smoke.predict(cl, v2["doc"], [h["_source"]["text"] for h in sample])
+        if field_type == "sparse_vector":  # the field holds token ids
+            want = [smoke.as_field_vector(v2["local"], w, field_type) for w in want]
+        assert smoke.compare_maps(got, want, smoke.PREDICT_TOLERANCE)["passed"]
+        assert any(h["_id"].startswith("w") for h in sample), "the sample must hold documents the writer wrote"
+
+        meta = provenance.read_meta(cl, new)
+        assert meta["document_model"]["model_id"] == v2["doc"] and meta["migrated_from"] == f"{alias}-v1"
+        assert meta["query_model"]["model_id"] == (v2["query"] or v2["doc"])
+        assert provenance.index_provenance(cl)[new]["document_model_id"] == v2["doc"]
+        mapping = cl.client.indices.get_mapping(index=new)[new]["mappings"]["properties"]
+        if field_type == "semantic":
+            assert mapping["text"]["model_id"] == v2["doc"] and mapping["text"]["search_model_id"] == v2["query"]
+        else:
+            assert mapping["text_sparse"]["type"] == field_type
+            settings = cl.client.indices.get_settings(index=new, params={"flat_settings": "true"})[new]["settings"]
+            ingest = cl.request("GET", f"/_ingest/pipeline/{settings['index.default_pipeline']}")
+            search = cl.request("GET", f"/_search/pipeline/{settings['index.search.default_pipeline']}")
+            assert model_ids_in(ingest) == {v2["doc"]} and model_ids_in(search) == {v2["query"] or v2["doc"]}
+    finally:
+        drop(env, alias)
