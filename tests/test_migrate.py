@@ -296,3 +296,12 @@ def test_semantic_field_index_blocks_deleting_its_model(models_v1_v2):
         assert provenance.index_provenance(cl)["t-mig-semantic"]["document_model_id"] == env["v1"]
     finally:
         cl.request("DELETE", "/t-mig-semantic", ok_404=True)
+
+
+def test_verification_message_names_only_what_failed():
+    from sparsepack.migrate.run import _why
+
+    sets_only = {"vectors": {"texts": 50, "identical_token_sets": 48, "max_abs_diff": 0.0, "tolerance": 1e-4}}
+    assert _why(sets_only, "vectors") == "48/50 identical token sets"  # no "max |d| 0 > 0.0001"
+    both = {"vectors": {"texts": 50, "identical_token_sets": 50, "max_abs_diff": 0.5, "tolerance": 1e-4}}
+    assert _why(both, "vectors") == "50/50 identical token sets, max |d| 0.5 > 0.0001"

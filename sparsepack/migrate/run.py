@@ -175,12 +175,11 @@ def _catch_up(
 def _why(verification: dict, key: str) -> str:
     v = verification[key]
     if key == "vectors":
-        return (
-            f"{v.get('identical_token_sets')}/{v.get('texts')} identical token sets, max |d| "
-            f"{v.get('max_abs_diff', 0):.3g} > {v.get('tolerance')}"
-            if v.get("texts")
-            else v.get("reason", "")
-        )
+        if not v.get("texts"):
+            return v.get("reason", "")
+        diff, tol = v.get("max_abs_diff", 0), v.get("tolerance")
+        out = f"{v.get('identical_token_sets')}/{v.get('texts')} identical token sets"
+        return out + (f", max |d| {diff:.3g} > {tol}" if tol is not None and diff > tol else "")
     bad = [c for c in v.get("queries", []) if not c["passed"]]
     return f"{len(bad)} of {len(v.get('queries', []))} queries ranked otherwise than the local top 10"
 
