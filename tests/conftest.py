@@ -168,3 +168,12 @@ def edit_artifact(pkg: Path, file: str, change) -> Path:
             art.update(sha256=sha256_file(pkg / file), size_bytes=(pkg / file).stat().st_size)
     (pkg / "manifest.json").write_text(json.dumps(manifest))
     return pkg
+
+
+def default_signals():
+    """The child gets default SIGINT/SIGTERM dispositions: a suite started in the background (``cmd &``, CI runners,
+    nohup) inherits an ignored SIGINT, and Python then installs no KeyboardInterrupt handler at all."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -14,7 +14,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import PORT_BASE, cluster_for, drop_group
+from conftest import PORT_BASE, cluster_for, default_signals, drop_group
 
 import sparsepack
 from sparsepack import cli
@@ -309,7 +309,11 @@ def test_command_does_not_import_torch(command, package_factory):
         "doctor": ["doctor", "--url", CLOSED_URL],
     }[command]
     proc = subprocess.Popen(
-        [sys.executable, "-c", TORCH_PROBE, json.dumps(argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", TORCH_PROBE, json.dumps(argv)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_signals,  # a suite run in the background hands its children an ignored SIGINT
     )
     try:
         if command == "serve":  # serves until interrupted: Ctrl-C once it is up, its imports all done

@@ -6,7 +6,7 @@ import socket
 import urllib.request
 
 import pytest
-from conftest import PORT_BASE, cluster_for
+from conftest import PORT_BASE, cluster_for, default_signals
 
 from sparsepack.errors import SparsepackError
 from sparsepack.node import lifecycle
@@ -274,15 +274,6 @@ def test_failure_after_the_first_launch_leaves_no_jvm(monkeypatch, failure):
     assert lifecycle.status(PORT_INJECTED)["running"] is False
 
 
-def _default_signals():
-    """The child gets default SIGINT/SIGTERM dispositions: a suite started in the background (``cmd &``, CI runners,
-    nohup) inherits an ignored SIGINT, and Python then installs no KeyboardInterrupt handler at all."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 def test_interrupted_start_stops_the_jvm(signame):
     """A real Ctrl-C (SIGINT), or a CI job cancelled (SIGTERM), sent to `sparsepack node start` while its JVM boots:
@@ -302,7 +293,7 @@ def test_interrupted_start_stops_the_jvm(signame):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=_default_signals,
+            preexec_fn=default_signals,
         )
         try:
             wait_for(
