@@ -160,18 +160,23 @@ def test_node_cli_status_and_logs(node_3x):
     assert missing.returncode == 4 and json.loads(missing.stdout)["running"] is False
 
 
-def test_restart_keeps_models_and_release_after_a_real_stop_has_no_duplicates(restartable_node, package_factory):
+def test_restart_keeps_models_and_release_after_a_real_stop_has_no_duplicates(
+    restartable_node, package_factory, monkeypatch
+):
     """The node is really stopped while the deploy request is on its way; after a restart (data kept) the re-run
-    reuses the registered models instead of uploading them again. The node is the session's restartable one (shared
-    with test_doctor and test_lifecycle): left running, without this test's group."""
+    reuses the registered models instead of uploading them again, taking over the lease the stopped run could not
+    give back. The node is the session's restartable one (shared with test_doctor and test_lifecycle): left running,
+    without this test's group."""
     from conftest import PORT_RESTARTABLE, drop_group, start_restartable, stop_restartable
     from faultproxy import Fault, FaultProxy
 
-    from sparsepack.registry import models
+    from sparsepack.registry import lease, models
     from sparsepack.registry.connection import ConnectionOptions
     from sparsepack.rollout.options import ReleaseOptions
     from sparsepack.rollout.run import release
 
+    # the re-run waits out the stopped run's lease for its ttl: 10 s rather than the default 60
+    monkeypatch.setenv(lease.TTL_ENV, "10")
     proxy = FaultProxy(PORT_RESTARTABLE, [Fault("POST", r"_deploy", "call", before=stop_restartable)]).start()
     pkg = package_factory("bert-bi-relu")[1]
     try:
@@ -184,6 +189,8 @@ def test_restart_keeps_models_and_release_after_a_real_stop_has_no_duplicates(re
         again = release(str(pkg), ConnectionOptions(url=proxy.url), ReleaseOptions(group="t-restart", progress=False))
         assert again["passed"], again.get("error")
         assert again["steps"]["register"]["models"]["document"]["reused"] is True
+        stopped_run = first["steps"]["register"]["lease"]["owner"]
+        assert stopped_run in again["steps"]["register"]["lease"]["took_over_expired_from"]
         cl = cluster_for(restartable_node)
         group = cl.request(
             "POST", "/_plugins/_ml/model_groups/_search", body={"query": {"term": {"name.keyword": "t-restart"}}}
