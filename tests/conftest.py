@@ -34,10 +34,13 @@ FIXTURE_SPECS = {
 
 NODE_3X = os.environ.get("SPARSEPACK_TEST_VERSION_3X", "3.6.0")
 NODE_2X = os.environ.get("SPARSEPACK_TEST_VERSION_2X", "2.19.6")
-# SPARSEPACK_TEST_PORT_BASE moves every node of the suite (http ports base..base+33, transport +100), so two suites
-# can run side by side on one machine.
+# SPARSEPACK_TEST_PORT_BASE moves every node of the suite, so two suites can run side by side on one machine. Node
+# http ports (transport: http + 100): the 3.x node +0, the 2.x node +10, test_node's start/recovery tests +1..+6, the
+# restartable node +24, test_two_nodes +32..+33, test_secure +40, test_wheel +50, node_guard's stand-ins +97..+99;
+# test_cli's sockets that are no node +146..+149. node_guard watches base..base+99.
 PORT_BASE = int(os.environ.get("SPARSEPACK_TEST_PORT_BASE", "9250"))
 PORT_3X, PORT_2X = PORT_BASE, PORT_BASE + 10
+PORT_RESTARTABLE, RESTARTABLE_VERSION = PORT_BASE + 24, "3.6.0"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -120,6 +123,50 @@ def node_3x():
 @pytest.fixture(scope="session")
 def node_2x():
     yield from _session_node("OPENSEARCH_URL_2X", NODE_2X, PORT_2X)
+
+
+@pytest.fixture(scope="session")
+def restartable_node():
+    """A local 3.6.0 node that tests may stop and start again: test_doctor, test_lifecycle and test_node's restart
+    test share it (one node start instead of three). A test that stops it starts it again with its data (see
+    ``start_restartable``) and puts back the cluster settings it changed, also when it fails, so the next test finds
+    it running as it was; a module removes what it created when it is done."""
+    if os.environ.get("OPENSEARCH_URL"):
+        pytest.skip("external cluster: no local node to restart")
+    with local_cluster(RESTARTABLE_VERSION, PORT_RESTARTABLE) as state:
+        yield state.url
+
+
+def stop_restartable() -> None:
+    from sparsepack.node import lifecycle
+
+    lifecycle.stop(PORT_RESTARTABLE, quiet=True)
+
+
+def start_restartable() -> float:
+    """Start the restartable node again, its data kept (returns at once when it runs); the seconds that took. Call it
+    in a ``finally`` after anything that stops the node: the tests after it expect it running."""
+    import time
+
+    from sparsepack.node import lifecycle
+
+    t0 = time.monotonic()
+    lifecycle.start(RESTARTABLE_VERSION, port=PORT_RESTARTABLE, log=lambda m: None)  # same version and shape
+    return time.monotonic() - t0
+
+
+def restart_restartable() -> float:
+    """Stop the restartable node and start it again with its data; the seconds the start took."""
+    stop_restartable()
+    return start_restartable()
+
+
+def put_settings(url: str, values: dict) -> dict:
+    """Set persistent cluster settings; returns the previous persistent values (None: unset), to restore with."""
+    cl = cluster_for(url)
+    before = cl.request("GET", "/_cluster/settings", params={"flat_settings": "true"})["persistent"]
+    cl.request("PUT", "/_cluster/settings", body={"persistent": values})
+    return {k: before.get(k) for k in values}
 
 
 @pytest.fixture(params=["3x", "2x"])

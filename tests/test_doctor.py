@@ -1,25 +1,24 @@
 """`sparsepack doctor` on a real 3.6.0 node: each problem made real (settings changed and restored, a model stored
 DEPLOYED but loaded nowhere after a restart, a lease of a killed run, an index whose vectors come from another model),
-and a clean cluster giving exit 0. Preflight refusals before upload: nothing registered. One node for the module,
-restarted once (data kept)."""
+and a clean cluster giving exit 0. Preflight refusals before upload: nothing registered. The node is the session's
+restartable one (shared with test_lifecycle and test_node, this module using it first, so it starts out clean),
+restarted once (data kept); the module removes its group, index and pipeline and puts its settings back when done."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 import uuid
 
 import pytest
-from conftest import PORT_BASE, cluster_for, conn, local_cluster
+from conftest import cluster_for, conn, drop_group, put_settings, restart_restartable, start_restartable
 
 from sparsepack import cli
 from sparsepack.registry import deployment, doctor, lease, models, preflight, references
 from sparsepack.templates import render
 
-PORT = PORT_BASE + 26
 PACKAGE = "bert-if-log1p"
 ML = preflight.ML
 # the node's own setup leaves URL registration open to any host; a clean cluster admits one host only
@@ -27,29 +26,18 @@ NARROW_REGEX = r"^https://artifacts\.example\.com/sparse/"
 
 
 @pytest.fixture(scope="module")
-def node():
-    if os.environ.get("OPENSEARCH_URL"):
-        pytest.skip("external cluster: no local node to restart")
-    with local_cluster("3.6.0", PORT) as state:
-        yield state.url
-
-
-def put_settings(url: str, values: dict) -> dict:
-    """Set persistent settings; returns the previous persistent values (None: unset), to restore with."""
-    cl = cluster_for(url)
-    before = cl.request("GET", "/_cluster/settings", params={"flat_settings": "true"})["persistent"]
-    cl.request("PUT", "/_cluster/settings", body={"persistent": values})
-    return {k: before.get(k) for k in values}
+def node(restartable_node):
+    return restartable_node
 
 
 @pytest.fixture(scope="module")
 def released(node, package_factory):
     """The package released, its document model used by an ingest pipeline and an index: (manifest, root, ids,
-    index, pipeline)."""
+    index, pipeline). All removed, and the URL regex put back, when the module is done: the node is shared."""
     from sparsepack.rollout.options import ReleaseOptions
     from sparsepack.rollout.run import release
 
-    put_settings(node, {ML + "trusted_url_regex": NARROW_REGEX})
+    previous = put_settings(node, {ML + "trusted_url_regex": NARROW_REGEX})
     manifest, root = package_factory(PACKAGE)
     report = release(str(root), conn(node), ReleaseOptions(group="t-doctor", progress=False))
     assert report["passed"], report.get("error")
@@ -63,7 +51,12 @@ def released(node, package_factory):
         body=render("ingest-pipeline", manifest, version, model_id=ids["document"]),
     )
     cl.request("PUT", f"/{index}", body=render("index-mapping", manifest, version, ingest_pipeline=pipeline))
-    return manifest, root, ids, index, pipeline
+    yield manifest, root, ids, index, pipeline
+    cl = cluster_for(node)
+    cl.request("DELETE", f"/{index}", ok_404=True)
+    cl.request("DELETE", f"/_ingest/pipeline/{pipeline}", ok_404=True)
+    drop_group(cl, "t-doctor")
+    put_settings(node, previous)
 
 
 def run_doctor(url: str, capsys) -> tuple[int, list[dict]]:
@@ -292,13 +285,10 @@ def test_field_type_rules_before_upload():
 @pytest.mark.cluster
 def test_model_stored_deployed_but_loaded_nowhere_names_its_users_and_takes_no_capacity(node, released, capsys):
     """Last in the module: restarts the node with auto-redeploy off, then deploys the models again."""
-    from sparsepack.node import lifecycle
-
     _, _, ids, index, pipeline = released
     previous = put_settings(node, {deployment.AUTO_REDEPLOY: False})
     try:
-        lifecycle.stop(PORT, quiet=True)
-        lifecycle.start("3.6.0", port=PORT, log=lambda m: None)  # data kept
+        restart_restartable()  # data kept
         cl = cluster_for(node)
         rc, findings = run_doctor(node, capsys)
         assert rc == 4
@@ -322,6 +312,7 @@ def test_model_stored_deployed_but_loaded_nowhere_names_its_users_and_takes_no_c
             node_ids[0]: set(ids.values())
         }
     finally:
+        start_restartable()  # running again also when the test failed while it was stopped
         put_settings(node, previous)
     assert run_doctor(node, capsys) == (0, [])
 

@@ -1,41 +1,28 @@
 """Deployed means loaded: after a node restart ML Commons keeps model_state DEPLOYED while no node holds the model
 (auto-redeploy loads it again some seconds later, predict answering HTTP 400 meanwhile). A release re-run, list,
-smoke and ingest must go by where the model is really loaded. One local node, stopped and started (data kept)."""
+smoke and ingest must go by where the model is really loaded. The node is the session's restartable one (shared with
+test_doctor and test_node), stopped and started (data kept) and always left running; the module's own models, index and
+pipeline are the only ones it looks at, and it removes them and puts auto-redeploy back as it found it."""
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
 import pytest
-from conftest import PORT_BASE, cluster_for, local_cluster
+from conftest import cluster_for, drop_group, put_settings, restart_restartable, start_restartable
 
 from sparsepack.errors import ClusterError
 from sparsepack.registry import deployment, models
 from sparsepack.registry.smoke_corpus import CORPUS
 from sparsepack.templates import render
 
-PORT = PORT_BASE + 24
 PACKAGE = "bert-if-log1p"
 
 
 @pytest.fixture(scope="module")
-def node():
-    if os.environ.get("OPENSEARCH_URL"):
-        pytest.skip("external cluster: no local node to restart")
-    with local_cluster("3.6.0", PORT) as state:
-        yield state.url
-
-
-def restart() -> float:
-    """Stop and start the node with its data kept; the seconds the start took."""
-    from sparsepack.node import lifecycle as node_cluster
-
-    node_cluster.stop(PORT, quiet=True)
-    t0 = time.monotonic()
-    node_cluster.start("3.6.0", port=PORT, log=lambda m: None)  # same version and shape: data kept
-    return time.monotonic() - t0
+def node(restartable_node):
+    return restartable_node
 
 
 def release_once(url: str, root, group: str) -> dict:
@@ -48,18 +35,16 @@ def release_once(url: str, root, group: str) -> dict:
 
 @pytest.fixture(scope="module")
 def released(node, package_factory):
-    """The package released once: (manifest, package dir, group, model ids by role)."""
+    """The package released once: (manifest, package dir, group, model ids by role); its group removed when the module
+    is done."""
     manifest, root = package_factory(PACKAGE)
     group = f"t-life-{uuid.uuid4().hex[:6]}"
     report = release_once(node, root, group)
     assert report["passed"], report.get("error")
     assert report["steps"]["deploy"]["document"]["loaded"] == "loaded on 1 of 1 node"
     assert report["steps"]["deploy"]["document"]["deployment"]["loaded_on_names"] == ["node-0"]  # named, not unknown
-    return manifest, root, group, report["model_ids"]
-
-
-def set_auto_redeploy(url: str, enabled: bool) -> None:
-    cluster_for(url).request("PUT", "/_cluster/settings", body={"persistent": {deployment.AUTO_REDEPLOY: enabled}})
+    yield manifest, root, group, report["model_ids"]
+    drop_group(cluster_for(node), group)
 
 
 def test_summary_names_missing_nodes_and_when_auto_redeploy_gave_up():
@@ -86,9 +71,12 @@ def test_summary_names_missing_nodes_and_when_auto_redeploy_gave_up():
 @pytest.mark.cluster
 def test_rerun_right_after_a_restart_reuses_the_models_once_auto_redeploy_loads_them(node, released):
     _, root, group, ids = released
-    restart()
-    t0 = time.monotonic()
-    again = release_once(node, root, group)  # at once: auto-redeploy is still loading the models
+    try:
+        restart_restartable()
+        t0 = time.monotonic()
+        again = release_once(node, root, group)  # at once: auto-redeploy is still loading the models
+    finally:
+        start_restartable()  # running again also when the restart failed half-way
     assert again["passed"], again.get("error")
     cl = cluster_for(node)
     gid = models.find_group(cl, group)
@@ -115,9 +103,9 @@ def test_with_auto_redeploy_off_list_shows_unloaded_ingest_refuses_and_rerun_red
         body=render("ingest-pipeline", manifest, version, model_id=ids["document"]),
     )
     cl.request("PUT", f"/{index}", body=render("index-mapping", manifest, version, ingest_pipeline=pipeline))
-    set_auto_redeploy(node, False)
+    previous = put_settings(node, {deployment.AUTO_REDEPLOY: False})
     try:
-        restart()
+        restart_restartable()
         rows = {r["model_id"]: r for r in models.list_models(cl)}
         for model_id in ids.values():
             assert rows[model_id]["loaded"] == "loaded on 0 of 1 node, missing " + rows[model_id]["missing_names"][0]
@@ -154,6 +142,7 @@ def test_with_auto_redeploy_off_list_shows_unloaded_ingest_refuses_and_rerun_red
         )
         assert cl.request("GET", f"/{index}/_doc/after")["_source"]["text_sparse"]
     finally:
-        set_auto_redeploy(node, True)
+        start_restartable()  # running again also when the test failed while it was stopped
+        put_settings(node, previous)
         cl.request("DELETE", f"/{index}", ok_404=True)
         cl.request("DELETE", f"/_ingest/pipeline/{pipeline}", ok_404=True)

@@ -160,22 +160,24 @@ def test_node_cli_status_and_logs(node_3x):
     assert missing.returncode == 4 and json.loads(missing.stdout)["running"] is False
 
 
-def test_restart_keeps_models_and_release_after_a_real_stop_has_no_duplicates(package_factory):
+def test_restart_keeps_models_and_release_after_a_real_stop_has_no_duplicates(
+    restartable_node, package_factory, monkeypatch
+):
     """The node is really stopped while the deploy request is on its way; after a restart (data kept) the re-run
-    reuses the registered models instead of uploading them again."""
+    reuses the registered models instead of uploading them again, taking over the lease the stopped run could not
+    give back. The node is the session's restartable one (shared with test_doctor and test_lifecycle): left running,
+    without this test's group."""
+    from conftest import PORT_RESTARTABLE, drop_group, start_restartable, stop_restartable
     from faultproxy import Fault, FaultProxy
 
+    from sparsepack.registry import lease, models
     from sparsepack.registry.connection import ConnectionOptions
     from sparsepack.rollout.options import ReleaseOptions
     from sparsepack.rollout.run import release
 
-    if os.environ.get("OPENSEARCH_URL"):
-        pytest.skip("external cluster: no local node to stop")
-    port = PORT_BASE + 30
-    state = lifecycle.start("3.6.0", port=port, fresh=True, log=lambda m: None)
-    proxy = FaultProxy(
-        port, [Fault("POST", r"_deploy", "call", before=lambda: lifecycle.stop(port, quiet=True))]
-    ).start()
+    # the re-run waits out the stopped run's lease for its ttl: 10 s rather than the default 60
+    monkeypatch.setenv(lease.TTL_ENV, "10")
+    proxy = FaultProxy(PORT_RESTARTABLE, [Fault("POST", r"_deploy", "call", before=stop_restartable)]).start()
     pkg = package_factory("bert-bi-relu")[1]
     try:
         first = release(
@@ -183,23 +185,26 @@ def test_restart_keeps_models_and_release_after_a_real_stop_has_no_duplicates(pa
         )
         assert not first["passed"] and first["failed_step"] == "deploy"
         assert "cannot connect" in first["error"]
-        lifecycle.start("3.6.0", port=port, log=lambda m: None)  # same version and shape: data kept
+        start_restartable()  # same version and shape: data kept
         again = release(str(pkg), ConnectionOptions(url=proxy.url), ReleaseOptions(group="t-restart", progress=False))
         assert again["passed"], again.get("error")
         assert again["steps"]["register"]["models"]["document"]["reused"] is True
-        cl = cluster_for(state.url)
+        stopped_run = first["steps"]["register"]["lease"]["owner"]
+        assert stopped_run in again["steps"]["register"]["lease"]["took_over_expired_from"]
+        cl = cluster_for(restartable_node)
         group = cl.request(
             "POST", "/_plugins/_ml/model_groups/_search", body={"query": {"term": {"name.keyword": "t-restart"}}}
         )
-        from sparsepack.registry import models
-
+        assert len(group["hits"]["hits"]) == 1  # one group, holding one model
         assert len(models.models_in_group(cl, group["hits"]["hits"][0]["_id"])) == 1
     finally:
         proxy.stop()
-        lifecycle.stop(port, quiet=True)
+        start_restartable()  # running again also when the test failed while it was stopped
+        drop_group(cluster_for(restartable_node), "t-restart")
 
 
-# Ports of the start/recovery tests: free http slots below PORT_BASE+30 (transport ports are http + 100).
+# Ports of the start/recovery tests: free http slots below PORT_BASE+24 (transport ports are http + 100;
+# PORT_LOADED_MULTI and PORT_INJECTED start 2 nodes, on +2..+3 and +4..+5).
 PORT_LOADED, PORT_LOADED_MULTI, PORT_INJECTED, PORT_RECOVERED = (
     PORT_BASE + 1,
     PORT_BASE + 2,
