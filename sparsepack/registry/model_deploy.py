@@ -4,13 +4,24 @@ the same model when a deploy arrives. The profile API (where a predictor is load
 
 from __future__ import annotations
 
-import json
 import time
 
 from ..errors import ClusterError
 from . import deployment
 from .connection import Cluster
-from .models import BASE, DEPLOYED, USABLE, Created, get_model, get_task, node_errors, state_in, task_done, time_left
+from .models import (
+    BASE,
+    DEPLOYED,
+    USABLE,
+    Created,
+    get_model,
+    get_task,
+    node_errors,
+    state_in,
+    task_done,
+    task_errors,
+    time_left,
+)
 
 # Where a deploy ends. ML Commons completes the deploy task before it writes the model's state, so a read right after
 # the task can still say DEPLOYING (or the state before the deploy).
@@ -124,13 +135,13 @@ def _redeploy_reason(dep: deployment.Deployment) -> str:
 def _only_duplicate_deploys(task: dict) -> bool:
     """The deploy failed only on nodes where a deploy of the model was already running: ML Commons' auto-redeploy,
     started as a node rejoined. Those nodes load the model all the same."""
-    if task.get("state") != "COMPLETED_WITH_ERROR":
-        return False
-    try:
-        errors = json.loads(task.get("error") or "")
-    except (TypeError, json.JSONDecodeError):
-        return False
-    return bool(errors) and isinstance(errors, dict) and all("Duplicate deploy" in str(m) for m in errors.values())
+    errors = task_errors(task)
+    return (
+        task.get("state") == "COMPLETED_WITH_ERROR"
+        and isinstance(errors, dict)
+        and bool(errors)
+        and all("Duplicate deploy" in str(m) for m in errors.values())
+    )
 
 
 def _loaded_dep(

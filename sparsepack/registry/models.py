@@ -146,18 +146,26 @@ def task_done(task: dict) -> dict | None:
     return task if task.get("state") in TASK_DONE else None
 
 
-def node_errors(task: dict) -> str:
-    """The task's per-node errors, verbatim."""
+def task_errors(task: dict) -> dict | str | None:
+    """The task's error field: per-node messages (node id -> message) when it parses as such, else the raw text."""
     raw = task.get("error")
     if not raw:
-        return "no error reported by the server"
+        return None
     try:
         errors = json.loads(raw)
     except (TypeError, json.JSONDecodeError):
         return str(raw)
+    return errors if isinstance(errors, dict) else str(errors)
+
+
+def node_errors(task: dict) -> str:
+    """The task's per-node errors, verbatim."""
+    errors = task_errors(task)
+    if errors is None:
+        return "no error reported by the server"
     if isinstance(errors, dict):
         return "; ".join(f"node {nid}: {msg}" for nid, msg in errors.items())
-    return str(errors)
+    return errors
 
 
 def time_left(deadline: float) -> float:
