@@ -305,3 +305,32 @@ def test_verification_message_names_only_what_failed():
     assert _why(sets_only, "vectors") == "48/50 identical token sets"  # no "max |d| 0 > 0.0001"
     both = {"vectors": {"texts": 50, "identical_token_sets": 50, "max_abs_diff": 0.5, "tolerance": 1e-4}}
     assert _why(both, "vectors") == "50/50 identical token sets, max |d| 0.5 > 0.0001"
+
+
+def test_chunked_field_pairs_each_chunk_vector_with_its_chunk_text():
+    from sparsepack.migrate import verify
+    from sparsepack.migrate.run import _why
+
+    pipeline = {
+        "processors": [
+            {"text_chunking": {"field_map": {"text": "text_chunks"}}},
+            {"sparse_encoding": {"model_id": "m", "field_map": {"text_chunks": "text_sparse"}}},
+        ]
+    }
+    for leaf, token_ids in (("rank_features", False), ("sparse_vector", True)):
+        nested = {"type": "nested", "properties": {"sparse_encoding": {"type": leaf}}}
+        mappings = {"properties": {"text": {"type": "text"}, "text_chunks": {"type": "text"}, "text_sparse": nested}}
+        assert verify.vector_fields(pipeline, mappings) == [
+            ("text_chunks", "text_sparse", {"prune_type": None, "token_ids": token_ids, "chunked": True})
+        ]
+    doc = {
+        "text_chunks": ["a b", "c"],
+        "text_sparse": [{"sparse_encoding": {"a": 1.0}}, {"sparse_encoding": {"c": 2.0}}],
+    }
+    assert verify._pairs(doc, "text_chunks", "text_sparse", True) == [("a b", {"a": 1.0}), ("c", {"c": 2.0})]
+    assert verify._pairs({**doc, "text_chunks": ["a b"]}, "text_chunks", "text_sparse", True) is None
+    assert verify._pairs({"text_sparse": doc["text_sparse"]}, "text_chunks", "text_sparse", True) is None
+    assert verify._pairs({"text_chunks": ["a"]}, "text_chunks", "text_sparse", True) == []  # nothing stored yet
+    reason = "1 sampled document(s) hold chunk vectors that do not pair one to one with their chunk texts, e.g. d1"
+    failed = {"vectors": {"texts": 4, "identical_token_sets": 4, "max_abs_diff": 0.0, "reason": reason}}
+    assert _why(failed, "vectors") == reason

@@ -1,7 +1,8 @@
 """The migration of test_migrate.py on the other kinds of index it must handle, each on a real node, with the application
 writing and searching meanwhile: a SEISMIC ``sparse_vector`` field and a ``semantic`` field on 3.6.0 (inference-free
 models: a document model and a query model to switch), and a ``rank_features`` field on 2.19.6 (no semantic or
-sparse_vector there). Nothing lost, nothing stale, the stored vectors are v2's, the pipelines and provenance name v2."""
+sparse_vector there). Nothing lost, nothing stale, the stored vectors are v2's, the pipelines and provenance name v2.
+Chunked indices (a nested field, one vector per chunk) on 3.6.0: every chunk vector is verified."""
 
 import random
 import time
@@ -10,7 +11,8 @@ import pytest
 from conftest import cluster_for, conn, drop_group
 from test_migrate import App, all_docs, drop, text
 
-from sparsepack.migrate import MigrationOptions, migrate, provenance
+from sparsepack.migrate import MigrationError, MigrationOptions, migrate, provenance
+from sparsepack.migrate import verify as verify_mod
 from sparsepack.registry import smoke
 from sparsepack.registry.local_package import LocalPackage
 from sparsepack.registry.references import model_ids_in
@@ -166,5 +168,101 @@ def test_migrate_variant_under_writes_and_searches(released, node, field_type):
             ingest = cl.request("GET", f"/_ingest/pipeline/{settings['index.default_pipeline']}")
             search = cl.request("GET", f"/_search/pipeline/{settings['index.search.default_pipeline']}")
             assert model_ids_in(ingest) == {v2["doc"]} and model_ids_in(search) == {v2["query"] or v2["doc"]}
+    finally:
+        drop(env, alias)
+
+
+CHUNK_TOKENS = 8  # small chunks: most documents hold several
+
+
+def chunked_production(env, alias, field_type, docs=30):
+    """An alias over a chunked index (text_chunking, then sparse_encoding of each chunk into a nested field) that v1
+    fills; seeded through the index name (a sparse_vector field refuses writes through an alias, see above)."""
+    cl, version, v1 = env["cluster"], env["version"], env["v1"]
+    index, ingest, search = f"{alias}-v1", f"{alias}-ingest", f"{alias}-search"
+    ingest_body = render(
+        "ingest-pipeline", v1["manifest"], version, model_id=v1["doc"], chunking=True, chunk_token_limit=CHUNK_TOKENS
+    )
+    cl.request("PUT", f"/_ingest/pipeline/{ingest}", body=ingest_body)
+    search_pipeline = render("search-pipeline", v1["manifest"], version, model_id=v1["query"], two_phase=False)
+    cl.request("PUT", f"/_search/pipeline/{search}", body=search_pipeline)
+    body = render(
+        "index-mapping",
+        v1["manifest"],
+        version,
+        field_type=field_type,
+        chunking=True,
+        ingest_pipeline=ingest,
+        search_pipeline=search,
+    )
+    cl.request("PUT", f"/{index}", body={**body, "aliases": {alias: {}}})
+    rng = random.Random(alias)
+    lines = []
+    for i in range(docs):
+        words = " ".join(text(rng) for _ in range(rng.randint(1, 4)))
+        lines += [{"index": {"_index": index, "_id": f"d{i}"}}, {"text": words, "n": i}]
+    res = cl.client.bulk(body=lines, params={"refresh": "true"})
+    assert not res["errors"], [i for i in res["items"] if i["index"].get("error")][:3]
+
+
+def corrupt_one_chunk(cl, index):
+    """Scale the weights of the last chunk of the document with the most chunks, written past the pipeline: what a
+    faulty copy would leave. Returns the document's id."""
+    hits = cl.client.search(index=index, body={"size": 100}, params={"search_pipeline": "_none"})["hits"]["hits"]
+    hit = max(hits, key=lambda h: len(h["_source"]["text_sparse"]))
+    source = hit["_source"]
+    assert len(source["text_sparse"]) >= 2
+    last = source["text_sparse"][-1]["sparse_encoding"]
+    source["text_sparse"][-1]["sparse_encoding"] = {k: v * 1.5 for k, v in last.items()}
+    cl.client.index(index=index, id=hit["_id"], body=source, params={"pipeline": "_none", "refresh": "true"})
+    return hit["_id"]
+
+
+@pytest.mark.parametrize("field_type", ["rank_features", "sparse_vector"])
+def test_migrate_chunked_index_verifies_every_chunk_vector(released, monkeypatch, field_type):
+    """A chunked index migrates on 3.6.0, and verification compares every sampled document's every chunk vector with
+    the new model's _predict of that chunk's text (token ids for sparse_vector): one corrupted chunk vector (not the
+    first) fails the migration and leaves the alias on the old index; then a clean run swaps."""
+    env = released("3x")
+    cl, v2 = env["cluster"], env["v2"]
+    alias = f"t-migchunk-{field_type.replace('_', '-')}"
+    drop(env, alias)
+    try:
+        chunked_production(env, alias, field_type)
+        real, corrupted = verify_mod.check_vectors, []
+
+        def check_after_corrupting(cluster, index, *args, **kwargs):
+            corrupted.append(corrupt_one_chunk(cluster, index))
+            return real(cluster, index, *args, **kwargs)
+
+        monkeypatch.setattr(verify_mod, "check_vectors", check_after_corrupting)
+        bad_index = f"{alias}-bad"
+        with pytest.raises(MigrationError, match=r"verification of .* failed \(vectors.*max \|d\|") as info:
+            migrate(cl, alias, v2["doc"], v2["query"], options=MigrationOptions(new_index=bad_index, cleanup=True))
+        monkeypatch.setattr(verify_mod, "check_vectors", real)
+        assert corrupted and info.value.step == "verify" and info.value.alias_on == f"{alias}-v1"
+        vectors = info.value.details["vectors"]
+        assert vectors["identical_token_sets"] == vectors["texts"] and vectors["max_abs_diff"] > vectors["tolerance"]
+        assert cl.client.indices.get_alias(name=alias).keys() == {f"{alias}-v1"}
+        assert not cl.client.indices.exists(index=bad_index)
+
+        # these tiny models share few tokens between a query and a document: about half the sampled queries find
+        # nothing, so 20 (not 5) make sure some reach the nested query's scores
+        report = migrate(cl, alias, v2["doc"], v2["query"], options=MigrationOptions(query_samples=20))
+        assert report.passed and report.swapped, report.error
+        new = report.new_index
+        assert cl.client.indices.get_alias(name=alias).keys() == {new}
+        docs = cl.client.search(index=new, body={"size": 100}, params={"search_pipeline": "_none"})["hits"]["hits"]
+        total_chunks = sum(len(h["_source"]["text_chunks"]) for h in docs)
+        checked, queries = report.verification["vectors"], report.verification["queries"]
+        assert checked["passed"] and checked["documents"] == len(docs) == 30, checked
+        assert checked["chunks"] == checked["texts"] == total_chunks > len(docs), checked  # every chunk of every doc
+        assert queries["passed"] and any(q["top_ids"] for q in queries["queries"]), queries  # the nested query found
+
+        # independently of the report: each chunk holds v2's vector of that chunk's text, as the field stores it
+        got = [c["sparse_encoding"] for h in docs for c in h["_source"]["text_sparse"]]
+        chunk_texts = [t for h in docs for t in h["_source"]["text_chunks"]]
+        want = [smoke.as_field_vector(v2["local"], w, field_type) for w in smoke.predict(cl, v2["doc"], chunk_texts)]
+        assert smoke.compare_maps(got, want, smoke.PREDICT_TOLERANCE)["passed"]
     finally:
         drop(env, alias)

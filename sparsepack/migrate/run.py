@@ -175,7 +175,7 @@ def _catch_up(
 def _why(verification: dict, key: str) -> str:
     v = verification[key]
     if key == "vectors":
-        if not v.get("texts"):
+        if v.get("reason") or not v.get("texts"):
             return v.get("reason", "")
         diff, tol = v.get("max_abs_diff", 0), v.get("tolerance")
         out = f"{v.get('identical_token_sets')}/{v.get('texts')} identical token sets"
