@@ -228,7 +228,9 @@ def _blocked_swap(cluster: Cluster, src, plan, cutoff: dict, report: MigrationRe
             swapped_at=provenance.now(),
             stage="swapped",
         )
+        t_swap = time.perf_counter()
         swap.move_alias(cluster, src.alias, src.name, plan.index, src.alias_definition)
+        report.steps["swap"] = round(time.perf_counter() - t_swap, 3)
     except BaseException:
         swap.set_write_block(cluster, src.name, False)
         raise
