@@ -7,7 +7,7 @@ untimed warm-up first. The JVM's cores used come from /proc (local node only). "
 bench's document (one sentence twelve times, a counter appended): the figures the README once quoted came from it.
 
     python bench/ingest.py [--url URL] [--kinds trained,realistic] [--batch-sizes 1,8,32,64] [--bulk-docs 128]
-                           [--rounds 2] [--port 10900] [--out FILE]
+                           [--rounds 2] [--bands 5-15,250-320] [--port 10900] [--out FILE]
 """
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ def ingest(cl, view: dict, model_id: str | None, batch_size: int, texts: list[st
             cl.request("DELETE", f"/_ingest/pipeline/{pipe}", ok_404=True)
 
 
-def run_kind(url: str, root: Path, kind: str, batch_sizes: list[int], bulk_docs: int, rounds: int, cpu: JvmCpu):
+def run_kind(
+    url: str, root: Path, kind: str, batch_sizes: list[int], bulk_docs: int, rounds: int, cpu: JvmCpu, bands: dict
+):
     from sparsepack.packaging.introspect import load_model
 
     spec = load_model(str(_model(kind, root)))
@@ -90,6 +92,7 @@ def run_kind(url: str, root: Path, kind: str, batch_sizes: list[int], bulk_docs:
     texts = {
         label: varied_texts(tok, tokenizer_json["model"]["vocab"], band, bulk_docs, seed=i)
         for i, (label, band) in enumerate(BANDS.items())
+        if label in bands
     }
     texts["fixed 300-word (old bench)"] = [f"{LONG_DOC} #{i}" for i in range(bulk_docs)]
     cl, reports = connect(ConnectionOptions(url=url, timeout=1800.0)), {}
@@ -118,7 +121,7 @@ def run_kind(url: str, root: Path, kind: str, batch_sizes: list[int], bulk_docs:
                 ingest(cl, view[fmt], ids[fmt], 8, ts[:16])
         rates: dict[tuple, list[float]] = {}
         cores: dict[tuple, list[float]] = {}
-        plan = [(label, fmt, bs) for label in BANDS for fmt in FORMATS for bs in batch_sizes]
+        plan = [(label, fmt, bs) for label in bands for fmt in FORMATS for bs in batch_sizes]
         plan += [("fixed 300-word (old bench)", fmt, 8) for fmt in FORMATS]
         plan += [(label, "no model", 0) for label in texts]
         for r in range(rounds):
@@ -148,19 +151,19 @@ def run_kind(url: str, root: Path, kind: str, batch_sizes: list[int], bulk_docs:
     print(f"\n{kind}: docs/s (JVM cores used), median of {rounds}")
     print("| documents | format | " + " | ".join(f"batch {bs}" for bs in batch_sizes) + " |")
     print("|---|---|" + "---|" * len(batch_sizes))
-    for label in BANDS:
+    for label in bands:
         for fmt in FORMATS:
             cells = [f"{med[(label, fmt, bs)]:.1f} ({used[(label, fmt, bs)]:.2f})" for bs in batch_sizes]
             print(f"| {label} | {fmt} | " + " | ".join(cells) + " |")
     print("\nONNX / TorchScript, same batch size:")
-    for label in list(BANDS) + ["fixed 300-word (old bench)"]:
-        sizes = batch_sizes if label in BANDS else [8]
+    for label in list(bands) + ["fixed 300-word (old bench)"]:
+        sizes = batch_sizes if label in bands else [8]
         ratios = ", ".join(
             f"batch {bs} {med[(label, 'onnx', bs)] / med[(label, 'torchscript', bs)]:.2f}x" for bs in sizes
         )
         print(f"  {label:27s} {ratios}; no pipeline {med[(label, 'no model', 0)]:.0f} docs/s")
     print("\nbatch_size against batch 1, same format:")
-    for label in BANDS:
+    for label in bands:
         for fmt in FORMATS:
             base = med[(label, fmt, batch_sizes[0])]
             ratios = ", ".join(f"batch {bs} {med[(label, fmt, bs)] / base:.2f}x" for bs in batch_sizes[1:])
@@ -187,6 +190,7 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,8,32,64")
     ap.add_argument("--bulk-docs", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--bands", help="document lengths, e.g. '5-15,250-320' (default: all four)")
     ap.add_argument("--port", type=int, default=10900)
     ap.add_argument("--out", help="also write the output to this file")
     args = ap.parse_args()
@@ -204,7 +208,10 @@ def main() -> None:
             )
             url, started, cpu = state.url, True, JvmCpu(state.nodes[0].pid)
         for kind in args.kinds.split(","):
-            run_kind(url, root, kind, [int(b) for b in args.batch_sizes.split(",")], args.bulk_docs, args.rounds, cpu)
+            wanted = args.bands.split(",") if args.bands else None
+            bands = {k: v for k, v in BANDS.items() if not wanted or k.split()[0] in wanted}
+            sizes = [int(b) for b in args.batch_sizes.split(",")]
+            run_kind(url, root, kind, sizes, args.bulk_docs, args.rounds, cpu, bands)
     finally:
         if started:
             lifecycle.stop(args.port, quiet=True)
