@@ -279,6 +279,25 @@ def bulk(cl, index: str, docs: Vectors, batch: int = 2000) -> None:
                 print(f"    {index}: {done:,}/{docs.n:,} docs, {done / (last - t0):,.0f} docs/s", flush=True)
 
 
+def force_merge(cl, name: str) -> None:
+    """Force merge to one segment per shard as a task, polled: SEISMIC's build there can take most of an hour at 1M
+    documents, so progress is printed and no single request has to stay open that long."""
+    task = cl.request("POST", f"/{name}/_forcemerge", params={"max_num_segments": "1", "wait_for_completion": "false"})[
+        "task"
+    ]
+    t0 = last = time.perf_counter()
+    while True:
+        time.sleep(1 if time.perf_counter() - t0 < 30 else 5)
+        state = cl.request("GET", f"/_tasks/{task}")
+        if state.get("completed"):
+            if state.get("error"):
+                raise RuntimeError(f"force merge of {name} failed: {state['error']}")
+            return
+        if time.perf_counter() - last > 60:
+            last = time.perf_counter()
+            print(f"    {name}: force merge running, {(last - t0) / 60:.0f} min", flush=True)
+
+
 def build_index(cl, name: str, body: dict, docs: Vectors) -> dict:
     body["settings"]["index"]["refresh_interval"] = "-1"
     cl.request("DELETE", f"/{name}", ok_404=True)
@@ -287,7 +306,7 @@ def build_index(cl, name: str, body: dict, docs: Vectors) -> dict:
     bulk(cl, name, docs)
     t_bulk = time.perf_counter() - t0
     cl.request("POST", f"/{name}/_refresh")
-    cl.request("POST", f"/{name}/_forcemerge", params={"max_num_segments": "1", "wait_for_completion": "true"})
+    force_merge(cl, name)
     cl.request("POST", f"/{name}/_refresh")
     seconds = time.perf_counter() - t0
     size = cl.request("GET", f"/{name}/_stats/store")["indices"][name]["primaries"]["store"]["size_in_bytes"]
