@@ -1,10 +1,13 @@
 """Where the time of one `_predict` of a long document goes on the node: client wall time, ML Commons' own
 model_inference_stats, the artifact alone in Python (one thread), and a Java Flight Recorder profile of the node
-during the calls, with its samples sorted into tokenizer / model run / translator / ML Commons / HTTP+transport.
+during the calls: Java code in ms per call by category (translator, ML Commons, JSON, HTTP/transport), and the predict
+thread's native time split between the tokenizer and the model run.
 
 The JFR profile reads the JVM from /proc, so the node must be local; `jcmd` runs as the node's user. Samples of a
 thread in Java code (jdk.ExecutionSample) and in native code such as libtorch or the Rust tokenizer
-(jdk.NativeMethodSample) are both taken every --period ms; a sample's category is the first known frame from its top.
+(jdk.NativeMethodSample) are both taken every --period ms, but JFR samples only one native thread per period, so native
+time is given as shares of the predict thread's native samples; a sample's category is its first known frame from the
+top.
 
     python bench/predict_profile.py [--kind trained|realistic|tiny] [--calls 200] [--period 2] [--port 10910]
                                     [--out FILE]
@@ -92,7 +95,7 @@ class Recorder:
     def start(self) -> None:
         self._jcmd("JFR.start", "name=sparsepack", f"settings={self.settings}")
 
-    def stop(self) -> list[tuple[str, list[str]]]:
+    def stop(self) -> list[tuple[str, list[str], bool]]:
         self._jcmd("JFR.stop", "name=sparsepack", f"filename={self.file}")
         out = subprocess.run(
             [self.jfr, "print", "--json", "--stack-depth", "64", "--events", "jdk.ExecutionSample,jdk.NativeMethodSample",
@@ -107,7 +110,7 @@ class Recorder:
                 f"{f['method']['type']['name'].replace('/', '.')}.{f['method']['name']}"
                 for f in (values.get("stackTrace") or {}).get("frames", [])
             ]
-            samples.append((thread, frames))
+            samples.append((thread, frames, event["type"] == "jdk.NativeMethodSample"))
         return samples
 
     def close(self) -> None:
@@ -127,6 +130,8 @@ def long_texts(vocab: dict, n: int, seed: int = 7) -> list[str]:
 
 
 def profile_format(cl, rec: Recorder, model_id: str, texts: list[str], calls: int, period: int) -> dict:
+    """JFR takes every Java thread's sample each period but only one native thread's, so Java code is reported as ms
+    per call, and the predict thread's native time (tokenizer, model run) as shares of its native samples."""
     for text in texts[:20]:  # warm-up
         cl.request("POST", f"/_plugins/_ml/_predict/sparse_encoding/{model_id}", body={"text_docs": [text]})
     walls = []
@@ -134,21 +139,21 @@ def profile_format(cl, rec: Recorder, model_id: str, texts: list[str], calls: in
     try:
         for i in range(calls):
             t0 = time.perf_counter()
-            cl.request(
-                "POST",
-                f"/_plugins/_ml/_predict/sparse_encoding/{model_id}",
-                body={"text_docs": [texts[i % len(texts)]]},
-            )
+            body = {"text_docs": [texts[i % len(texts)]]}
+            cl.request("POST", f"/_plugins/_ml/_predict/sparse_encoding/{model_id}", body=body)
             walls.append((time.perf_counter() - t0) * 1000)
     finally:
         samples = rec.stop()
-    by_category = Counter(category(frames) for _, frames in samples)
-    by_pool = Counter(pool(thread) for thread, _ in samples)
+    java = Counter(category(frames) for _, frames, native in samples if not native)
+    predict_native = Counter(
+        category(frames) for thread, frames, native in samples if native and pool(thread) == "opensearch_ml_predict"
+    )
+    total_native = sum(predict_native.values()) or 1
     return {
         "client_ms": statistics.median(walls),
         "inference": profile_ms(cl, model_id),
-        "category_ms": {k: v * period / calls for k, v in by_category.most_common(12)},
-        "pool_ms": {k: v * period / calls for k, v in by_pool.most_common(8)},
+        "java_ms": {k: v * period / calls for k, v in java.most_common(8)},
+        "predict_native_share": {k: v / total_native for k, v in predict_native.most_common(4)},
         "samples": len(samples),
     }
 
@@ -219,12 +224,12 @@ def main() -> None:
                 f"\n{fmt}: client {res['client_ms']:.1f} ms per call (median); ML Commons model_inference_stats p50 "
                 f"{inf.get('p50', float('nan')):.1f} ms; the artifact alone in Python, 1 thread: {alone:.1f} ms"
             )
-            print(f"  node CPU by category, ms per call ({res['samples']} samples every {args.period} ms):")
-            for name, ms in res["category_ms"].items():
+            print(f"  Java code on the node, ms per call ({res['samples']} samples every {args.period} ms):")
+            for name, ms in res["java_ms"].items():
                 print(f"    {name:40s} {ms:7.1f}")
-            print("  by thread pool, ms per call:")
-            for name, ms in res["pool_ms"].items():
-                print(f"    {name:40s} {ms:7.1f}")
+            print("  the predict thread's native time (share of its native samples):")
+            for name, share in res["predict_native_share"].items():
+                print(f"    {name:40s} {share:7.1%}")
     finally:
         for rep in reports.values():
             for mid in rep.get("model_ids", {}).values():
