@@ -11,8 +11,10 @@ fresh local 3.6.0 cluster of --nodes nodes is started, with ML Commons allowed o
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -104,6 +106,7 @@ def run(args, url: str) -> None:
     # Every node may run models, so a model deploys on each node of a multi-node cluster.
     cl.request("PUT", "/_cluster/settings", body={"persistent": {"plugins.ml_commons.only_run_on_ml_node": False}})
     work = Path(tempfile.mkdtemp(prefix="bench-migrate-"))
+    atexit.register(shutil.rmtree, work, True)  # realistic-size models and packages are ~1 GB
     ids, manifests = {}, {}
     for tag, spec in specs(args.kind).items():
         model = build_demo_model(work / f"model-{tag}", spec)
