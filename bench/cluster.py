@@ -145,6 +145,16 @@ def ingest_rate(cl, manifest: dict, doc_id: str | None, n_docs: int, text: str) 
             cl.request("DELETE", f"/_ingest/pipeline/{pipe}", ok_404=True)
 
 
+def delete_releases(cl, reports) -> None:
+    """The models and model groups the bench's releases created."""
+    for rep in reports:
+        for mid in rep.get("model_ids", {}).values():
+            models.delete(cl, mid)
+        group = rep.get("steps", {}).get("register", {}).get("model_group_id")
+        if group:
+            models.delete_group(cl, group)
+
+
 def predict_ms(cl, model_id: str, text: str, calls: int = 5) -> float:
     """Median wall ms of sequential single-document ``_predict`` calls: one inference at a time, no ingest around it."""
     body = {"text_docs": [text]}
@@ -258,12 +268,7 @@ def onnx_vs_torchscript(
                         flush=True,
                     )
     finally:
-        for rep in reports.values():
-            for mid in rep.get("model_ids", {}).values():
-                models.delete(cl, mid)
-            group = rep.get("steps", {}).get("register", {}).get("model_group_id")
-            if group:
-                models.delete_group(cl, group)
+        delete_releases(cl, reports.values())
     for label, text in (("short", SHORT_DOC), ("300-word", LONG_DOC)):
         ts = statistics.median(rates[("torchscript", label)])
         plain = statistics.median(rates[("no model", label)])

@@ -25,13 +25,12 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cluster import JvmCpu, _model  # noqa: E402
+from cluster import JvmCpu, _model, delete_releases  # noqa: E402
 from common import LONG_DOC, machine_line  # noqa: E402
 
 from sparsepack.contract.formats import for_format  # noqa: E402
 from sparsepack.packaging.package import package  # noqa: E402
 from sparsepack.packaging.parity import DjlStyleTokenizer  # noqa: E402
-from sparsepack.registry import models  # noqa: E402
 from sparsepack.registry.connection import ConnectionOptions, connect  # noqa: E402
 from sparsepack.rollout.options import ReleaseOptions  # noqa: E402
 from sparsepack.rollout.run import release  # noqa: E402
@@ -140,12 +139,7 @@ def run_kind(
                     flush=True,
                 )
     finally:
-        for rep in reports.values():
-            for mid in rep.get("model_ids", {}).values():
-                models.delete(cl, mid)
-            group = rep.get("steps", {}).get("register", {}).get("model_group_id")
-            if group:
-                models.delete_group(cl, group)
+        delete_releases(cl, reports.values())
     med = {key: statistics.median(v) for key, v in rates.items()}
     used = {key: statistics.median(v) for key, v in cores.items()}
     print(f"\n{kind}: docs/s (JVM cores used), median of {rounds}")
