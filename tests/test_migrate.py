@@ -334,3 +334,35 @@ def test_chunked_field_pairs_each_chunk_vector_with_its_chunk_text():
     reason = "1 sampled document(s) hold chunk vectors that do not pair one to one with their chunk texts, e.g. d1"
     failed = {"vectors": {"texts": 4, "identical_token_sets": 4, "max_abs_diff": 0.0, "reason": reason}}
     assert _why(failed, "vectors") == reason
+
+
+def test_stored_vectors_with_dotted_tokens_are_migrated_and_rolled_back(models_v1_v2):
+    """A BERT vocabulary has tokens such as "." and "...". neural-search refuses an incoming document whose keys hold
+    a dot ("Field name '...' contains invalid dot usage"), so copying the old vectors through the new pipeline failed
+    every document that had one; the copies now leave out what the pipeline writes again, both ways."""
+    env, alias = models_v1_v2, "t-migdots"
+    cl = env["cluster"]
+    drop(env, alias)
+    try:
+        production(env, alias, docs=20)
+        for i in range(3):
+            cl.client.index(
+                index=f"{alias}-v1",
+                id=f"dot{i}",
+                body={"text": "rain over the river", "n": 100 + i, "text_sparse": {"...": 1.5, ".": 0.7, "rain": 0.5}},
+                params={"pipeline": "_none", "refresh": "true"},
+            )
+        report = migrate(cl, alias, env["v2"])
+        assert report.passed, report.error
+        assert report.verification["counts"] == {"old": 23, "new": 23, "passed": True}
+        for i in range(3):
+            stored = cl.client.get(index=report.new_index, id=f"dot{i}")["_source"]["text_sparse"]
+            assert "..." not in stored and "." not in stored and stored  # v2's vector, written again from the text
+        cl.client.index(
+            index=alias, id="after-swap", body={"text": "cloud water", "n": 200}, params={"refresh": "true"}
+        )
+        back = rollback(cl, alias)
+        assert back.passed and back.alias_on == f"{alias}-v1"
+        assert cl.client.get(index=alias, id="after-swap")["_source"]["text"] == "cloud water"
+    finally:
+        drop(env, alias)

@@ -79,7 +79,8 @@ def migrate(
 
 def _fill_and_swap(cluster: Cluster, src, plan, opts: MigrationOptions, report: MigrationReport) -> None:
     log = opts.progress
-    regenerated = target_mod.regenerated_fields(plan.mappings)  # never copied: the new index derives them again
+    # never copied: the new index's pipelines derive them again
+    regenerated = target_mod.regenerated_fields(plan.mappings, [body for _, body in plan.ingest_copies.values()])
     with report.step("create"):
         meta = provenance.read_meta(cluster, plan.index)
         if meta is None:
@@ -290,8 +291,10 @@ def rollback(cluster: Cluster, alias: str, force: bool = False) -> MigrationRepo
             )
         swap.set_write_block(cluster, old, False)
         if pending and not undeployed:
-            mappings = cluster.call(f"GET /{new}/_mapping", cluster.client.indices.get_mapping, index=new)[new]
-            exclude = target_mod.regenerated_fields(mappings.get("mappings") or {})
+            serving = source_mod.resolve(cluster, alias)  # the new index, still behind the alias
+            pipelines = references.ingest_pipelines(cluster)
+            bodies = [pipelines[n] for n in serving.ingest_pipelines.values() if n in pipelines]
+            exclude = target_mod.regenerated_fields(serving.mappings, bodies)
             report.carried_over = changes.carry_over(cluster, new, old, cutoff, None, False, exclude)
         else:
             report.carried_over = {"lost": pending if undeployed else 0}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..errors import SparsepackError
@@ -13,6 +14,7 @@ from ..registry.connection import Cluster
 from ..registry.references import model_ids_in, rewrite_model_ids
 from .provenance import META_KEY, semantic_fields
 from .source import SourceIndex
+from .verify import vector_fields
 
 
 def short_id(model_id: str) -> str:
@@ -39,12 +41,16 @@ class TargetPlan:
         }
 
 
-def regenerated_fields(mappings: dict) -> list[str]:
-    """What the node writes into ``_source`` beside each semantic field (``<field>_semantic_info``: the embedding and
-    the model that made it). Copies leave it out: the destination's semantic field writes it again from the text, and
-    neural-search (3.6.0) refuses to re-ingest a stored one whose token keys hold a dot ("Field name '.' contains
-    invalid dot usage": it unflattens every key of the incoming document)."""
-    return [f"{path}_semantic_info" for path, _ in semantic_fields(mappings.get("properties"))]
+def regenerated_fields(mappings: dict, ingest_bodies: Iterable[dict] = ()) -> list[str]:
+    """What the destination writes again, left out of every copy: each semantic field's ``<field>_semantic_info``
+    (the embedding and the model that made it) and each ``sparse_encoding`` output of ``ingest_bodies`` (the
+    pipelines the documents are copied through). neural-search (3.6.0) unflattens every key of an incoming document,
+    so a stored vector whose token holds a dot (".", "..." in a BERT vocabulary) is refused on re-ingest ("Field name
+    '...' contains invalid dot usage"), and the new model writes these fields again from the text anyway."""
+    out = [f"{path}_semantic_info" for path, _ in semantic_fields(mappings.get("properties"))]
+    for body in ingest_bodies:
+        out += [dst for _, dst, _ in vector_fields(body, {}) if dst not in out]
+    return out
 
 
 def plan(
