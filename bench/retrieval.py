@@ -23,12 +23,16 @@ keys) and queries: ``rank_features`` (exact, but stores weights with 9 significa
 ``sparse_vector`` + SEISMIC rendered without a manifest, so the server's default quantization ceilings (3.0 documents,
 16.0 queries) apply; ``sparse_vector`` + SEISMIC with the ceilings ``render`` fits from the manifest's weight_stats by
 default. ``approximate_threshold`` is 90% of a shard's documents: only the force-merged segment is SEISMIC.
+SEISMIC's clustering runs on neural-search's own thread pool, one thread unless
+``plugins.neural_search.sparse.algo_param.index_thread_qty`` (dynamic, capped at the node's processors) says more;
+``--index-threads`` sets it (default: every processor of the node) and each row records it.
 Printed, never asserted: recall@10, ``took`` and client p50/p99, index time (bulk + refresh + force merge to one
 segment per shard), docs/s, size on disk (including ``_source``), the goal lines (fitted SEISMIC recall@10 >= 0.97,
 >= 5x faster than exact at ``took`` p50), and this process's peak memory.
 
     python bench/retrieval.py [--docs 1000000] [--base-docs 20000] [--queries 200] [--two-node-docs 100000]
-        [--heap 6g] [--two-node-heap 3g] [--port 10845] [--out FILE] [--skip-one-node] [--skip-two-node]
+        [--heap 6g] [--two-node-heap 3g] [--index-threads N] [--port 10845] [--out FILE] [--skip-one-node]
+        [--skip-two-node]
 """
 
 from __future__ import annotations
@@ -371,11 +375,34 @@ def truth(docs: Vectors, queries: Vectors, vocab: int, label: str) -> np.ndarray
     return top
 
 
-def run(url: str, version: str, manifest: dict, docs: Vectors, queries: Vectors, shards: int, label: str) -> list[dict]:
+INDEX_THREADS = "plugins.neural_search.sparse.algo_param.index_thread_qty"
+
+
+def clustering_threads(cl, wanted: int | None) -> int:
+    """Set SEISMIC's clustering threads to ``wanted`` (None: the fewest processors any node has) and return it."""
+    if wanted is None:
+        nodes = cl.request("GET", "/_nodes/os")["nodes"].values()
+        wanted = min(n["os"]["allocated_processors"] for n in nodes)
+    cl.request("PUT", "/_cluster/settings", body={"persistent": {INDEX_THREADS: wanted}})
+    return wanted
+
+
+def run(
+    url: str,
+    version: str,
+    manifest: dict,
+    docs: Vectors,
+    queries: Vectors,
+    shards: int,
+    label: str,
+    index_threads: int | None = None,
+) -> list[dict]:
     exact = truth(docs, queries, manifest["vocab_size"], label)
     query_maps = queries.maps()
     cl = connect(ConnectionOptions(url=url, timeout=3600.0))
     cl.request("PUT", "/_cluster/settings", body={"persistent": {"plugins.neural_search.circuit_breaker.limit": "50%"}})
+    threads = clustering_threads(cl, index_threads)
+    print(f"[{label}] SEISMIC clustering threads per node: {threads} ({INDEX_THREADS}; server default 1)", flush=True)
     # Only the force-merged segment (a whole shard) reaches the threshold: SEISMIC is built once per shard, not also for
     # segments that merges during the bulk load make (at half a shard, a 1M load built it twice); 0.9: shards differ.
     threshold = max(1, int(0.9 * docs.n / shards))
@@ -413,6 +440,7 @@ def run(url: str, version: str, manifest: dict, docs: Vectors, queries: Vectors,
                     "setup": label,
                     "index": kind + suffix,
                     "ceilings": ceilings,
+                    "index_threads": threads if field["field_type"] == "sparse_vector" else "-",
                     "recall": recall_at_10(exact, top),
                     **stats,
                     **lat,
@@ -474,14 +502,14 @@ class Tee:
 def report(rows: list[dict]) -> None:
     print(
         "\n| setup | index | ceilings ingest / search | recall@10 | took p50 / p99 ms | client p50 / p99 ms | "
-        "index s (bulk + merge) | docs/s | size MB |"
+        "index s (bulk + merge) | clustering threads | docs/s | size MB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['setup']} | {r['index']} | {r['ceilings']} | {r['recall']} | {r['took_p50']} / {r['took_p99']} | "
             f"{r['client_p50']} / {r['client_p99']} | {r['index_s']} ({r['bulk_s']} + {r['merge_s']}) | "
-            f"{r['docs_per_s']} | {r['size_mb']} |"
+            f"{r.get('index_threads', 1)} | {r['docs_per_s']} | {r['size_mb']} |"
         )
     print()
     for setup in dict.fromkeys(r["setup"] for r in rows):
@@ -509,6 +537,9 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=10845)
     ap.add_argument("--heap", default="6g", help="1 node; SEISMIC's cache is capped at 50%% of it (circuit breaker)")
     ap.add_argument("--two-node-heap", default="3g")
+    ap.add_argument(
+        "--index-threads", type=int, help="SEISMIC clustering threads per node (default: the node's processors)"
+    )
     ap.add_argument("--out", help="also write everything printed to this file")
     ap.add_argument("--skip-two-node", action="store_true")
     ap.add_argument("--skip-one-node", action="store_true")
@@ -528,12 +559,20 @@ def main() -> None:
     rows: list[dict] = []
     if not args.skip_one_node:
         rows += stage(
-            args.port, 1, args.heap, lambda url, v: run(url, v, manifest, docs, queries, 1, f"1 node, {docs.n:,} docs")
+            args.port,
+            1,
+            args.heap,
+            lambda url, v: run(url, v, manifest, docs, queries, 1, f"1 node, {docs.n:,} docs", args.index_threads),
         )
     if not args.skip_two_node:
         small = docs.rows(0, min(docs.n, args.two_node_docs))
         label = f"2 nodes, 2 shards, {small.n:,} docs"
-        rows += stage(args.port, 2, args.two_node_heap, lambda url, v: run(url, v, manifest, small, queries, 2, label))
+        rows += stage(
+            args.port,
+            2,
+            args.two_node_heap,
+            lambda url, v: run(url, v, manifest, small, queries, 2, label, args.index_threads),
+        )
     report(rows)
     print(f"python peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
 
