@@ -395,8 +395,10 @@ def run(
     queries: Vectors,
     shards: int,
     label: str,
+    rows: list[dict],
     index_threads: int | None = None,
-) -> list[dict]:
+) -> None:
+    """Each index's rows are appended to ``rows`` as they are measured, so a later failure keeps them."""
     exact = truth(docs, queries, manifest["vocab_size"], label)
     query_maps = queries.maps()
     cl = connect(ConnectionOptions(url=url, timeout=3600.0))
@@ -412,7 +414,6 @@ def run(
         ("SEISMIC, server-default ceilings", "bench-seismic-default", None, seismic),
         ("SEISMIC, fitted ceilings", "bench-seismic-fitted", manifest, seismic),
     ]
-    rows = []
     for kind, name, source, field in kinds:
         body = render("index-mapping", source, version, embedding_field=FIELD, shards=shards, **field)
         params = body["mappings"]["properties"][FIELD].get("method", {}).get("parameters", {})
@@ -427,8 +428,11 @@ def run(
         stats = build_index(cl, name, body, docs)
         variants: list[tuple[str, dict]] = [("", {})]
         if field["field_type"] == "sparse_vector":
-            cl.request("POST", f"/_plugins/_neural/warmup/{name}", ok_404=True)
-            print(f"    {name} warmed up: {heap(cl)}", flush=True)
+            try:  # at 1M documents the caches may not fit the breaker: queries then read from disk, still measured
+                cl.request("POST", f"/_plugins/_neural/warmup/{name}", ok_404=True)
+                print(f"    {name} warmed up: {heap(cl)}", flush=True)
+            except Exception as exc:  # noqa: BLE001 - printed; the queries below still run and are measured
+                print(f"    {name} warmup failed ({type(exc).__name__}: {exc}); {heap(cl)}", flush=True)
             variants = [
                 (f", heap_factor {hf}", {"method_parameters": {"k": 10, "top_n": 10, "heap_factor": hf}})
                 for hf in HEAP_FACTORS
@@ -448,7 +452,6 @@ def run(
             )
             print(json.dumps(rows[-1]), flush=True)
         cl.request("DELETE", f"/{name}")
-    return rows
 
 
 def with_cluster(port: int, nodes: int, heap: str, fn):
@@ -476,13 +479,13 @@ def with_cluster(port: int, nodes: int, heap: str, fn):
         lifecycle.node_layout = original
 
 
-def stage(port: int, nodes: int, heap: str, fn) -> list[dict]:
-    """One cluster's rows; a failure is printed, not raised, so an hours-long run still reports the other stage."""
+def stage(port: int, nodes: int, heap: str, fn) -> None:
+    """One cluster's run; a failure is printed, not raised, so an hours-long run still reports the rows measured
+    before it and the other stage."""
     try:
-        return with_cluster(port, nodes, heap, fn)
+        with_cluster(port, nodes, heap, fn)
     except Exception as exc:  # printed: the other stage and the table still run
         print(f"{nodes}-node run failed: {type(exc).__name__}: {exc}", flush=True)
-        return []
 
 
 class Tee:
@@ -558,20 +561,21 @@ def main() -> None:
     print(frequency_check(base, docs, queries, manifest["vocab_size"]), flush=True)
     rows: list[dict] = []
     if not args.skip_one_node:
-        rows += stage(
+        label = f"1 node, {docs.n:,} docs"
+        stage(
             args.port,
             1,
             args.heap,
-            lambda url, v: run(url, v, manifest, docs, queries, 1, f"1 node, {docs.n:,} docs", args.index_threads),
+            lambda url, v: run(url, v, manifest, docs, queries, 1, label, rows, args.index_threads),
         )
     if not args.skip_two_node:
         small = docs.rows(0, min(docs.n, args.two_node_docs))
         label = f"2 nodes, 2 shards, {small.n:,} docs"
-        rows += stage(
+        stage(
             args.port,
             2,
             args.two_node_heap,
-            lambda url, v: run(url, v, manifest, small, queries, 2, label, args.index_threads),
+            lambda url, v: run(url, v, manifest, small, queries, 2, label, rows, args.index_threads),
         )
     report(rows)
     print(f"python peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
