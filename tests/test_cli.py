@@ -162,6 +162,67 @@ def test_defaults():
     assert parse(["package", "m", "-o", "o"]).devices == "auto"
 
 
+# OpenSearch ids are URL-safe base64: some start with '-' (a full-suite run drew one and `smoke --document-model ID`
+# exited 2 with "expected one argument").
+DASH_ID, DASH_ID_2 = "-lvhwX5QBcDXfuE8S-Vd", "-Q2bWmZ4BcDXfuE8xU1a"
+DASH_CASES = [
+    (["smoke", "p", "--document-model", DASH_ID, "--query-model", DASH_ID_2, "--json"], "document_model", DASH_ID),
+    (["smoke", "p", "--document-model", DASH_ID, "--query-model", DASH_ID_2, "--json"], "query_model", DASH_ID_2),
+    (["smoke", "p", "--doc", DASH_ID], "document_model", DASH_ID),  # argparse's abbreviation of the flag
+    (["migrate", "docs", "--document-model", DASH_ID, "--query-model", DASH_ID_2], "document_model", DASH_ID),
+    (["undeploy", DASH_ID, "plain-id", "--url", "http://x"], "model_ids", [DASH_ID, "plain-id"]),
+    (["delete", "plain-id", "--url", "http://x", DASH_ID], "model_ids", ["plain-id", DASH_ID]),
+    (["release", "p", "--password", "-s3cret", "--url", "http://x"], "password", "-s3cret"),
+    (["render", "query", "--set", "model_id=-x", "--set", "size=3"], "set", ["model_id=-x", "size=3"]),
+]
+
+
+@pytest.mark.parametrize("argv, dest, value", DASH_CASES, ids=[f"{c[0][0]}-{c[1]}" for c in DASH_CASES])
+def test_ids_that_start_with_a_dash_are_values(argv, dest, value):
+    assert getattr(cli.parse_args(argv), dest) == value
+    assert getattr(cli.parse_args([a.replace(DASH_ID, DASH_ID[1:]) for a in argv]), dest) == (
+        [v.replace(DASH_ID, DASH_ID[1:]) for v in value]
+        if isinstance(value, list)
+        else value.replace(DASH_ID, DASH_ID[1:])
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["smoke", "p", "--document-model", "--json"], "argument --document-model: expected one argument"),
+        (["undeploy", "a", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (["smoke", "p", "--document-model"], "argument --document-model: expected one argument"),
+    ],
+)
+def test_a_missing_value_or_a_mistyped_flag_is_still_an_error(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse_args(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_dash_id_reaches_the_command():
+    """The installed command line, end to end: the id gets past argparse to the cluster call (here a closed port)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sparsepack",
+            "undeploy",
+            DASH_ID,
+            "--url",
+            "http://127.0.0.1:9",
+            "--request-timeout",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode not in (0, 2) and "usage:" not in proc.stderr, proc.stderr
+    assert "127.0.0.1:9" in proc.stderr
+
+
 def test_quantize_int8_alone_packages_onnx(monkeypatch, capsys, tmp_path):
     from sparsepack.packaging import input_checks, package
 

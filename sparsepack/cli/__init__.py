@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 from .. import __version__
 from . import demo, doctor, exits, migrate, models, node, package, release, render, serve
+from .argv import protect_dash_values
 
 COMMAND_GROUPS = (package, render, release, migrate, models, doctor, node, serve, demo)
 
@@ -35,7 +37,13 @@ def quiet_libraries() -> None:
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with ids that start with '-' read as values (bad flags: argparse prints usage, exit 2)."""
+    parser = build_parser()
+    return parser.parse_args(protect_dash_values(parser, sys.argv[1:] if argv is None else argv))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # bad flags: argparse prints usage and exits 2
+    args = parse_args(argv)
     quiet_libraries()
     return exits.run_mapped(args.run, args)
