@@ -386,3 +386,15 @@ def test_command_does_not_import_torch(command, package_factory):
     result = json.loads(out.strip().splitlines()[-1])
     assert result["rc"] in (0, 4, 130), err  # 4: nothing listens at CLOSED_URL, after the command's imports
     assert result["torch"] is False
+
+
+def test_a_model_id_the_cluster_does_not_have_is_named_as_such():
+    """`smoke --document-model` with a wrong id once said "stored as None but loaded on 0 of 0 nodes; deploy it again"."""
+    from sparsepack.registry.deployment import Deployment, NotLoadedError
+
+    message = str(NotLoadedError(Deployment("-NoSuchModelAbCdEf12", None), "smoke test of the document model"))
+    assert message == (
+        "smoke test of the document model: no model -NoSuchModelAbCdEf12 on this cluster; check the id (`sparsepack list`)"
+    )
+    stored = str(NotLoadedError(Deployment("m1", "DEPLOYED"), "smoke"))
+    assert "stored as DEPLOYED" in stored and "deploy it again" in stored

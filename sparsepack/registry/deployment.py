@@ -218,9 +218,13 @@ class NotLoadedError(ClusterError):
     """A model stored as deployed that no node can answer for."""
 
     def __init__(self, dep: Deployment, what: str):
-        super().__init__(
-            f"{what}: model {dep.model_id} is stored as {dep.stored_state} but {dep.summary()}; deploy it again"
-        )
+        if dep.stored_state is None:  # no stored document: a wrong or deleted id, nothing to deploy again
+            message = f"{what}: no model {dep.model_id} on this cluster; check the id (`sparsepack list`)"
+        else:
+            message = (
+                f"{what}: model {dep.model_id} is stored as {dep.stored_state} but {dep.summary()}; deploy it again"
+            )
+        super().__init__(message)
         self.deployment = dep
 
 
