@@ -313,6 +313,15 @@ def test_undeploy_and_delete_cli(node_3x, package_factory):
     assert subprocess.run(base + ["undeploy", mid, "--url", node_3x], capture_output=True).returncode == 0
     assert subprocess.run(base + ["delete", mid, "--url", node_3x], capture_output=True).returncode == 0
     assert models.get_model(cluster_for(node_3x), mid) is None
+    for command in ("undeploy", "delete"):  # the id just deleted, and one that starts with '-': refused, not "done"
+        gone = subprocess.run(
+            base + [command, mid, "-NoSuchModelAbCdEf12", "--url", node_3x], capture_output=True, text=True
+        )
+        assert gone.returncode == 2, gone.stderr
+        assert (
+            f"no model {mid}, -NoSuchModelAbCdEf12 on this cluster" in gone.stderr and "sparsepack list" in gone.stderr
+        )
+        assert f"{command}ed" not in gone.stdout and "deleted" not in gone.stdout
     cleanup_group(node_3x, "t-cli-delete")
 
 

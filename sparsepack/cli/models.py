@@ -72,8 +72,16 @@ def run_list(args) -> int:
 
 
 def _refuse_if_used(cl, model_ids: list[str], action: str, nothing_done: str) -> None:
+    """Refused before anything is done: an id the cluster does not have (a typo would otherwise print "undeployed
+    ID"), or a model a pipeline or index uses."""
+    from ..registry.models import get_model
     from ..registry.references import refuse_if_used
 
+    unknown = [m for m in model_ids if get_model(cl, m) is None]
+    if unknown:
+        raise SparsepackError(
+            f"{action}: no model {', '.join(unknown)} on this cluster ({nothing_done}); check the ids with `sparsepack list`"
+        )
     refuse_if_used(cl, model_ids, f"{action} {', '.join(model_ids)} ({nothing_done})")
 
 
