@@ -430,11 +430,13 @@ def run(
         built = f", n_postings {sweep.n_postings}"
     kinds: list[tuple[str, str, dict | None, dict]] = [  # (label, index, manifest to render with, field values)
         ("rank_features (exact)", "bench-rank-features", None, {"field_type": "rank_features"}),
-        ("SEISMIC, server-default ceilings" + built, "bench-seismic-default", None, seismic),
+        *(
+            [("SEISMIC, server-default ceilings" + built, "bench-seismic-default", None, seismic)]
+            if sweep.with_default_ceilings
+            else []
+        ),
         ("SEISMIC, fitted ceilings" + built, "bench-seismic-fitted", manifest, seismic),
     ]
-    if not sweep.with_default_ceilings:
-        del kinds[1]
     for kind, name, source, field in kinds:
         body = render("index-mapping", source, version, embedding_field=FIELD, shards=shards, **field)
         params = body["mappings"]["properties"][FIELD].get("method", {}).get("parameters", {})
