@@ -214,6 +214,39 @@ def test_deploy_outlasts_the_sync_up_race(node_3x, package_factory):
         cleanup_group(node_3x, group)
 
 
+def test_undeploy_outlasts_a_deploy_that_lands_after_it(node_3x, package_factory):
+    """ML Commons' auto-redeploy, queued at a restart while it was off, loads a model again as soon as it is turned back
+    on, which can be right after an undeploy answered (a full-suite run's teardown timed out on that). The proxy lets
+    the undeploy through, then deploys the model again on the node before it answers: undeploy must still leave the
+    model loaded nowhere, within its timeout."""
+    group = "t-undeploy-race"
+    direct = cluster_for(node_3x)
+    pkg = package_factory("bert-bi-relu")[1]
+    try:
+        report = release(str(pkg), conn(node_3x), ReleaseOptions(group=group, **OPTS))
+        assert report["passed"], report.get("error")
+        mid = report["model_ids"]["document"]
+
+        def deploy_again(data: bytes) -> bytes:
+            assert not models.worker_nodes(direct, mid)  # the undeploy itself took effect
+            direct.request("POST", f"/_plugins/_ml/models/{mid}/_deploy")
+            direct.wait_for(lambda: models.worker_nodes(direct, mid), 120, "the injected deploy to load the model")
+            return data
+
+        proxy = FaultProxy(int(node_3x.rsplit(":", 1)[1]), [Fault("POST", r"/_undeploy$", "rewrite", 1, deploy_again)])
+        try:
+            proxy.start()
+            models.undeploy(cluster_for(proxy.url), mid, timeout=120, check_references=False)
+        finally:
+            proxy.stop()
+        assert proxy.faults[0].hits == 1  # the deploy was injected
+        assert [p for m, p, _ in proxy.log if m == "POST" and p.endswith("/_undeploy")][1:], "undeploy was not resent"
+        assert not models.worker_nodes(direct, mid)
+        assert models.get_model(direct, mid)["model_state"] not in models.DEPLOYED
+    finally:
+        cleanup_group(node_3x, group)
+
+
 def test_deploy_failure_shows_node_error_and_rolls_back(node_3x, package_factory, tmp_path):
     manifest, pkg = package_factory("bert-bi-relu")
     from test_upgrades import broken_copy

@@ -185,21 +185,33 @@ def worker_nodes(cluster: Cluster, model_id: str) -> list[str]:
 def undeploy(cluster: Cluster, model_id: str, timeout: float = 60.0, check_references: bool = True) -> None:
     """Undeploy and wait until the model is loaded nowhere and its stored state says so; refused while a pipeline
     or index uses the model. An auto-redeploy in progress is waited out first, or it would load the model again
-    right after the undeploy."""
+    right after the undeploy; a deploy that still lands after it is undeployed again."""
     if check_references:
         references.refuse_if_used(cluster, [model_id], f"undeploy {model_id}")
     deadline = time.monotonic() + timeout
     dep = deployment.read(cluster, model_id)
     if dep.redeploy_pending:
         deployment.wait_for_auto_redeploy(cluster, model_id, timeout / 2)
-    cluster.call(f"POST {BASE}/models/{model_id}/_undeploy", cluster.ml.undeploy_model, model_id=model_id, ok_404=True)
+
+    def send() -> None:
+        cluster.call(
+            f"POST {BASE}/models/{model_id}/_undeploy", cluster.ml.undeploy_model, model_id=model_id, ok_404=True
+        )
 
     def gone() -> bool:
         model = get_model(cluster, model_id)
-        return model is None or (
-            model.get("model_state") not in DEPLOYED | {"DEPLOYING"} and not deployment.loaded_nodes(cluster, model_id)
-        )
+        if model is None:
+            return True
+        state, loaded = model.get("model_state"), deployment.loaded_nodes(cluster, model_id)
+        if state in DEPLOYED and loaded:
+            # The undeploy answers once every node has dropped its predictor, so a predictor now is a deploy that
+            # landed after it: ML Commons' auto-redeploy, queued at a restart while it was off, runs as soon as it is
+            # turned on again.
+            send()
+            return False
+        return state not in DEPLOYED | {"DEPLOYING"} and not loaded
 
+    send()
     cluster.wait_for(gone, time_left(deadline), f"model {model_id} to undeploy")
 
 
