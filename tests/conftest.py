@@ -217,6 +217,31 @@ def edit_artifact(pkg: Path, file: str, change) -> Path:
     return pkg
 
 
+def with_document_module(cached: Path, manifest: dict, dest: Path, make) -> dict:
+    """A copy of the package ``cached`` in ``dest`` whose TorchScript document artifact runs ``make(tokenizer)`` (a
+    module, scripted) instead of the model, ``tokenizer`` being the artifact's tokenizer.json, which is returned. For
+    probes of what the node does with an artifact."""
+    import io
+    import json
+    import shutil
+    import zipfile
+
+    import torch
+
+    shutil.copytree(cached, dest)
+    doc = next(a for a in manifest["artifacts"] if a["role"] == "document" and a["file"].endswith(".zip"))
+    with zipfile.ZipFile(dest / doc["file"]) as zf:
+        tokenizer = json.loads(zf.read("tokenizer.json"))
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(make(tokenizer)), buffer)
+
+    def swap_model(entries):
+        entries[next(n for n in entries if n.endswith(".pt"))] = buffer.getvalue()
+
+    edit_artifact(dest, doc["file"], swap_model)
+    return tokenizer
+
+
 def default_signals():
     """The child gets default SIGINT/SIGTERM dispositions: a suite started in the background (``cmd &``, CI runners,
     nohup) inherits an ignored SIGINT, and Python then installs no KeyboardInterrupt handler at all."""

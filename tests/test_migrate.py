@@ -84,9 +84,16 @@ def drop(env, alias):
 NEURAL_SPARSE_SEARCH = {"size": 5, "query": {"neural_sparse": {"text_sparse": {"query_text": "rain over the city"}}}}
 
 
+# neural-search 3.6.0 encodes a neural query on a semantic field with the search model of the index the alias names
+# when the query arrives, then rewrites it against the index the alias names after the encoding: a search that
+# straddles the swap finds no encoding for the new index's model and fails with this (docs/release.md says to retry).
+SEMANTIC_SWAP_RACE = "Not able to find the sparse embedding"
+
+
 class App:
     """Writes (insert, update, delete; retried while blocked, as a client would on 403) and searches through the
-    alias; ``expected`` holds what every acknowledged write left. ``search_body`` is what the searcher sends (the
+    alias; ``expected`` holds what every acknowledged write left. A search that fails with the semantic swap race is
+    retried once and counted in ``swap_races``, as docs/release.md tells applications to do. ``search_body`` is what the searcher sends (the
     default relies on the index's search pipeline for the model id); ``pause`` spaces the writes out (seconds).
     ``resolve``: each request names the index the alias points at, read just before (a 403 from the blocked old index
     is retried, so it reads the alias again and finds the new index once swapped)."""
@@ -97,6 +104,7 @@ class App:
         self.search_body, self.pause, self.resolve = search_body or NEURAL_SPARSE_SEARCH, pause, resolve
         self.max_ops, self.deadline = max_ops, time.monotonic() + seconds
         self.stop, self.ops, self.search_errors, self.searches, self.write_retries = threading.Event(), 0, [], 0, 0
+        self.swap_races = 0
         self.rng = random.Random(5)
         self.threads = [threading.Thread(target=self.write), threading.Thread(target=self.search)]
 
@@ -154,7 +162,13 @@ class App:
     def search(self):
         while not self.stop.is_set():
             try:
-                self.search_cl.search(index=self.target(self.search_cl), body=self.search_body)
+                try:
+                    self.search_cl.search(index=self.target(self.search_cl), body=self.search_body)
+                except Exception as exc:  # noqa: BLE001 - only the swap race is retried, once
+                    if SEMANTIC_SWAP_RACE not in str(exc):
+                        raise
+                    self.swap_races += 1
+                    self.search_cl.search(index=self.target(self.search_cl), body=self.search_body)
                 self.searches += 1
             except Exception as exc:  # noqa: BLE001 - every failure is counted
                 self.search_errors.append(repr(exc)[:200])

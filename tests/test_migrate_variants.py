@@ -5,11 +5,15 @@ sparse_vector there). Nothing lost, nothing stale, the stored vectors are v2's, 
 Chunked indices (a nested field, one vector per chunk) on 3.6.0: every chunk vector is verified."""
 
 import random
+import threading
 import time
+from typing import Dict  # noqa: UP035  (TorchScript's type annotations)
 
 import pytest
-from conftest import cluster_for, conn, drop_group
-from test_migrate import App, all_docs, drop, text
+import torch
+from conftest import cluster_for, conn, drop_group, with_document_module
+from test_migrate import SEMANTIC_SWAP_RACE, App, all_docs, drop, text
+from torch import Tensor
 
 from sparsepack.migrate import MigrationError, MigrationOptions, migrate, provenance
 from sparsepack.migrate import verify as verify_mod
@@ -141,6 +145,7 @@ def test_migrate_variant_under_writes_and_searches(released, node, field_type):
         new = report.new_index
         assert cl.client.indices.get_alias(name=alias).keys() == {new}
         assert app.search_errors == [] and app.searches > 0
+        assert field_type == "semantic" or app.swap_races == 0, "only a semantic field's query can straddle the swap"
         assert ops_at_swap > ops_at_start, "the writer must have written during the migration"
         assert all_docs(cl.client, alias) == expected  # ids and _source: nothing lost, nothing stale
         assert report.verification["vectors"]["passed"] and report.verification["queries"]["passed"]
@@ -170,6 +175,86 @@ def test_migrate_variant_under_writes_and_searches(released, node, field_type):
             assert model_ids_in(ingest) == {v2["doc"]} and model_ids_in(search) == {v2["query"] or v2["doc"]}
     finally:
         drop(env, alias)
+
+
+class SlowEncoder(torch.nn.Module):
+    """A document model that takes a while per call (one 512x768x768 matrix product per input token, then discarded)
+    and weighs each input token 1.0: slow enough, for a long enough text, that an alias swap lands while the node
+    encodes a query with it."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.w = torch.nn.Parameter(torch.randn(768, 768, generator=torch.Generator().manual_seed(0)) * 0.03)
+
+    def forward(self, inputs: Dict[str, Tensor]) -> Dict[str, Tensor]:  # noqa: UP006
+        ids = inputs["input_ids"]
+        x = torch.ones(512, 768)
+        for _ in range(ids.shape[1]):
+            x = torch.tanh(x @ self.w)
+        out = torch.zeros(ids.shape[0], self.vocab_size).scatter_(1, ids, 1.0)
+        return {"output": out + (x.mean() > 2.0).float()}  # tanh keeps x.mean() <= 1: adds 0, but x is computed
+
+
+def test_a_semantic_query_that_straddles_an_alias_swap_fails_once_then_succeeds(node_3x, package_factory, tmp_path):
+    """The server race docs/release.md warns of, made certain: a neural query on a semantic field is encoded with the
+    search model of the index the alias names when it arrives (a slow one here), the alias moves to an index whose
+    field has another search model meanwhile, and the query fails with SEMANTIC_SWAP_RACE; sent again, it succeeds."""
+    manifest, cached = package_factory("bert-if-log1p")
+    pkg = tmp_path / "slow"
+    with_document_module(cached, manifest, pkg, lambda tok: SlowEncoder(len(tok["model"]["vocab"])))
+    cl, group, alias = cluster_for(node_3x), "t-semswap", "t-semswap"
+    version = cl.client.info()["version"]["number"]
+    indices = {"slow": f"{alias}-slow", "fast": f"{alias}-fast"}
+    try:
+        rep = release(str(pkg), conn(node_3x), ReleaseOptions(group=group, smoke=False, progress=False, timeout=300))
+        assert rep["passed"], rep.get("error")
+        slow, tokenizer = rep["model_ids"]["document"], rep["model_ids"]["query"]
+        for name, search_model in ((indices["slow"], slow), (indices["fast"], tokenizer)):
+            body = render(
+                "index-mapping", manifest, version, field_type="semantic", model_id=slow, search_model_id=search_model
+            )
+            cl.request("PUT", f"/{name}", body=body)
+        cl.request("POST", "/_aliases", body={"actions": [{"add": {"index": indices["slow"], "alias": alias}}]})
+        for words in (8, 32, 128, 400):  # the encoding's time grows with the text: long enough to swap within it
+            query = {"size": 1, "query": {"neural": {"text": {"query_text": " ".join(["rain"] * words)}}}}
+            t0 = time.monotonic()
+            cl.request("POST", f"/{indices['slow']}/_search", body=query)
+            encode_s = time.monotonic() - t0
+            if encode_s > 1.0:
+                break
+        assert encode_s > 1.0, (
+            f"the slow encoder answered {words} words in {encode_s:.2f}s: too fast to straddle a swap"
+        )
+
+        outcome: dict = {}
+
+        def search():
+            try:
+                outcome["answer"] = cl.request("POST", f"/{alias}/_search", body=query)
+            except Exception as exc:  # noqa: BLE001 - what the query met is the result
+                outcome["error"] = str(exc)
+            outcome["done"] = time.monotonic()
+
+        thread = threading.Thread(target=search)
+        thread.start()
+        time.sleep(encode_s / 4)
+        swap = {
+            "actions": [
+                {"remove": {"index": indices["slow"], "alias": alias}},
+                {"add": {"index": indices["fast"], "alias": alias}},
+            ]
+        }
+        cl.request("POST", "/_aliases", body=swap)
+        swapped = time.monotonic()
+        thread.join(encode_s * 10 + 60)
+        assert "done" in outcome and swapped < outcome["done"], "the swap came after the query: nothing straddled it"
+        assert SEMANTIC_SWAP_RACE in outcome.get("error", ""), outcome
+        assert "hits" in cl.request("POST", f"/{alias}/_search", body=query)  # sent again: the new index answers
+    finally:
+        for name in indices.values():
+            cl.request("DELETE", f"/{name}", ok_404=True)
+        drop_group(cl, group)
 
 
 CHUNK_TOKENS = 8  # small chunks: most documents hold several

@@ -3,11 +3,11 @@ shape of its input into its output, and the stored vectors say how ML Commons ca
 one document per call and a padded batch; this pins which of the two the node really does (docs/templates.md)."""
 
 import io
-import shutil
+import zipfile
 from typing import Dict  # noqa: UP035  (TorchScript's type annotations)
 
 import torch
-from conftest import cluster_for, conn, drop_group, edit_artifact
+from conftest import cluster_for, conn, drop_group, with_document_module
 from torch import Tensor
 
 from sparsepack.contract.formats import for_format
@@ -36,29 +36,18 @@ class ShapeProbe(torch.nn.Module):
 
 def test_the_node_calls_the_artifact_once_per_document_even_with_batch_size(node_3x, package_factory, tmp_path):
     import json
-    import zipfile
 
     manifest, cached = package_factory("bert-if-log1p")
     pkg = tmp_path / "probe"
-    shutil.copytree(cached, pkg)
+    tokenizer = with_document_module(cached, manifest, pkg, lambda tok: ShapeProbe(len(tok["model"]["vocab"])))
     doc = next(a for a in manifest["artifacts"] if a["role"] == "document" and a["file"].endswith(".zip"))
     with zipfile.ZipFile(pkg / doc["file"]) as zf:
-        tokenizer = json.loads(zf.read("tokenizer.json"))
-    vocab_size = len(tokenizer["model"]["vocab"])
-    buffer = io.BytesIO()
-    torch.jit.save(torch.jit.script(ShapeProbe(vocab_size)), buffer)
-    probe = torch.jit.load(io.BytesIO(buffer.getvalue()))
+        probe = torch.jit.load(io.BytesIO(zf.read(next(n for n in zf.namelist() if n.endswith(".pt")))))
     padded = {
         "input_ids": torch.ones(2, 9, dtype=torch.long),
         "attention_mask": torch.tensor([[1] * 9, [1] * 4 + [0] * 5]),
     }
     assert probe(padded)["output"][:, [BATCH, PADDED, OWN]].tolist() == [[2, 9, 9], [2, 9, 4]]  # it would show a batch
-
-    def swap_model(entries):
-        name = next(n for n in entries if n.endswith(".pt"))
-        entries[name] = buffer.getvalue()
-
-    edit_artifact(pkg, doc["file"], swap_model)
     cl = cluster_for(node_3x)
     group = "test-node-batching"
     report = release(str(pkg), conn(node_3x), ReleaseOptions(group=group, smoke=False, progress=False, timeout=300))
