@@ -93,8 +93,9 @@ SEMANTIC_SWAP_RACE = "Not able to find the sparse embedding"
 class App:
     """Writes (insert, update, delete; retried while blocked, as a client would on 403) and searches through the
     alias; ``expected`` holds what every acknowledged write left. A search that fails with the semantic swap race is
-    retried once and counted in ``swap_races``, as docs/release.md tells applications to do. ``search_body`` is what the searcher sends (the
-    default relies on the index's search pipeline for the model id); ``pause`` spaces the writes out (seconds).
+    retried once and counted in ``swap_races``, as docs/release.md tells applications to do. ``search_body`` is what
+    the searcher sends (the default relies on the index's search pipeline for the model id); ``pause`` spaces the
+    writes out (seconds).
     ``resolve``: each request names the index the alias points at, read just before (a 403 from the blocked old index
     is retried, so it reads the alias again and finds the new index once swapped)."""
 
