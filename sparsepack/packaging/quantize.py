@@ -2,7 +2,10 @@
 
 Two parts, each where int8 pays:
 - the encoder's MatMuls with constant weights run as onnxruntime dynamic int8 (``MatMulInteger``: weights int8,
-  activations quantised per call) - the speed;
+  activations quantised per call) - the speed. The weights use 7 bits (-64..64): on CPUs without VNNI (AVX2, and
+  AVX-512 before Cascade Lake) onnxruntime adds each pair of uint8 x int8 products in 16 bits, which 8-bit weights
+  overflow (255 x 127 x 2 > 32767), so the same file would rank worse there than on the VNNI machine that gated it;
+  with 7-bit weights every CPU computes the exact integer sums, and the gate's figures hold on any ML node;
 - the word-embedding matrix, which the masked-LM decoder shares (tied) and which is most of a small model's bytes,
   is stored int8 with one scale per token and rebuilt as float32 by ``Cast`` x ``Mul`` - constant inputs only, so
   onnxruntime folds them once when the session starts and the decoder still multiplies in float32 - the size.
@@ -19,6 +22,7 @@ import numpy as np
 from ..errors import SparsepackError
 
 SCHEMES = ("dynamic", "dynamic-per-channel")
+WEIGHT_LIMIT = 64  # 7-bit weights: 255 x 64 x 2 = 32,640 fits the int16 pair sums of non-VNNI kernels
 
 
 def quantize_int8(src: Path, dst: Path, scheme: str = "dynamic-per-channel", exclude: tuple[str, ...] = ()) -> dict:
@@ -37,7 +41,7 @@ def quantize_int8(src: Path, dst: Path, scheme: str = "dynamic-per-channel", exc
                 str(staged),
                 weight_type=QuantType.QInt8,
                 per_channel=scheme.endswith("per-channel"),
-                reduce_range=False,
+                reduce_range=True,
                 op_types_to_quantize=["MatMul"],
                 nodes_to_exclude=list(exclude),
                 extra_options={"MatMulConstBOnly": True},
@@ -46,11 +50,63 @@ def quantize_int8(src: Path, dst: Path, scheme: str = "dynamic-per-channel", exc
             logging.disable(logging.NOTSET)
         model = onnx.load(str(staged))
     quantized = sum(1 for n in model.graph.node if n.op_type == "MatMulInteger")
+    widest = max_matmul_weight(model)
+    if widest > WEIGHT_LIMIT:
+        raise SparsepackError(
+            f"the int8 quantizer wrote MatMul weights up to {widest}, over the {WEIGHT_LIMIT} that keep the integer "
+            f"sums exact on every CPU; package without int8, or with another onnxruntime version"
+        )
     embedding = quantize_embedding_table(model)
     _strip_ort_metadata(model)
     onnx.checker.check_model(model)
     dst.write_bytes(model.SerializeToString())
-    return {"scheme": scheme, "matmuls_int8": quantized, "excluded": sorted(exclude), "embedding": embedding}
+    return {
+        "scheme": scheme,
+        "matmuls_int8": quantized,
+        "max_abs_weight": widest,
+        "excluded": sorted(exclude),
+        "embedding": embedding,
+    }
+
+
+def max_matmul_weight(model) -> int:
+    """The largest |int8 weight| any ``MatMulInteger`` multiplies by (0 when none does)."""
+    from onnx import numpy_helper
+
+    consts = {i.name: i for i in model.graph.initializer}
+    weights = [consts[n.input[1]] for n in model.graph.node if n.op_type == "MatMulInteger" and n.input[1] in consts]
+    return max((int(np.abs(numpy_helper.to_array(w).astype(np.int16)).max()) for w in weights), default=0)
+
+
+def inexact_integer_sums(model_path: Path, inputs: dict[str, np.ndarray]) -> tuple[int, int]:
+    """Run the int8 ONNX file with onnxruntime on this CPU and compare every ``MatMulInteger`` output with the exact
+    integer product of its inputs: (sums that differ, sums). Non-zero means this CPU's int8 kernel saturated."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    model = onnx.load(str(model_path))
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
+    exposed = {o.name for o in model.graph.output}
+    for name in dict.fromkeys(x for n in matmuls for x in (*n.input, *n.output) if x and x not in consts):
+        if name not in exposed:
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    values = dict(zip([o.name for o in session.get_outputs()], session.run(None, inputs), strict=True))
+
+    def value(name: str) -> np.ndarray:
+        return (values[name] if name in values else consts[name]).astype(np.int64)
+
+    wrong = total = 0
+    for node in matmuls:
+        a, b = value(node.input[0]), value(node.input[1])
+        zero_a = value(node.input[2]) if len(node.input) > 2 and node.input[2] else 0
+        zero_b = value(node.input[3]) if len(node.input) > 3 and node.input[3] else 0
+        exact = np.matmul(a - zero_a, b - zero_b)
+        wrong += int((value(node.output[0]) != exact).sum())
+        total += exact.size
+    return wrong, total
 
 
 def quantize_embedding_table(model) -> dict:
