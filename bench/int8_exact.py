@@ -13,15 +13,12 @@ import argparse
 import json
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import LONG_DOC, SHORT_DOC, machine_line  # noqa: E402
+from common import LONG_DOC, SHORT_DOC, machine_line, unzip_artifact  # noqa: E402
 
-from sparsepack.packaging.onnx_export import INPUT_NAMES  # noqa: E402
 from sparsepack.packaging.package import package  # noqa: E402
-from sparsepack.packaging.parity import DjlStyleTokenizer  # noqa: E402
 from sparsepack.packaging.quantize import inexact_integer_sums, max_matmul_weight, quantize_int8  # noqa: E402
 from sparsepack.wheel_models import build_trained_splade  # noqa: E402
 
@@ -57,21 +54,14 @@ def main() -> None:
     if not (pkg / "manifest.json").exists():
         package(str(model), pkg, artifact_format="onnx", log=lambda m: None)
     art = json.loads((pkg / "manifest.json").read_text())["artifacts"][0]
-    with zipfile.ZipFile(pkg / art["file"]) as zf:
-        onnx_name = next(n for n in zf.namelist() if n.endswith(".onnx"))
-        (root / "fp32.onnx").write_bytes(zf.read(onnx_name))
-        tokenizer = DjlStyleTokenizer(json.loads(zf.read("tokenizer.json")))
-    eight_bit(root / "fp32.onnx", root / "int8-8bit.onnx")
-    quantize_int8(root / "fp32.onnx", root / "int8-7bit.onnx")
+    fp32, tokenizer = unzip_artifact(pkg / art["file"], ".onnx", root)
+    eight_bit(fp32, root / "int8-8bit.onnx")
+    quantize_int8(fp32, root / "int8-7bit.onnx")
     for label in ("8bit", "7bit"):
         path = root / f"int8-{label}.onnx"
         widest = max_matmul_weight(onnx.load(str(path)))
         for doc_label, text in (("short", SHORT_DOC), ("300-word", LONG_DOC)):
-            batch = tokenizer.batch([text])
-            inputs = {
-                name: batch[key].numpy() for name, key in zip(INPUT_NAMES, ("input_ids", "attention_mask"), strict=True)
-            }
-            wrong, total = inexact_integer_sums(path, inputs)
+            wrong, total = inexact_integer_sums(path, tokenizer.batch([text]))
             print(
                 f"  {label} weights (max |w| {widest:3d}), {doc_label:8s}: {wrong:7,d} of {total:9,d} integer sums "
                 f"differ from the exact product ({100 * wrong / total:.2f}%)"

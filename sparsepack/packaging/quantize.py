@@ -78,12 +78,17 @@ def max_matmul_weight(model) -> int:
     return max((int(np.abs(numpy_helper.to_array(w).astype(np.int16)).max()) for w in weights), default=0)
 
 
-def inexact_integer_sums(model_path: Path, inputs: dict[str, np.ndarray]) -> tuple[int, int]:
-    """Run the int8 ONNX file with onnxruntime on this CPU and compare every ``MatMulInteger`` output with the exact
-    integer product of its inputs: (sums that differ, sums). Non-zero means this CPU's int8 kernel saturated."""
+def inexact_integer_sums(model_path: Path, batch: dict) -> tuple[int, int]:
+    """Run the int8 ONNX file with onnxruntime on this CPU on a tokenizer batch (``input_ids``, ``attention_mask``) and
+    compare every ``MatMulInteger`` output with the exact integer product of its inputs: (sums that differ, sums).
+    Non-zero means this CPU's int8 kernel saturated."""
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
+
+    from .onnx_export import INPUT_NAMES
+
+    inputs = {name: batch[key].numpy() for name, key in zip(INPUT_NAMES, ("input_ids", "attention_mask"), strict=True)}
 
     model = onnx.load(str(model_path))
     consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
