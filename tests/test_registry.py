@@ -247,6 +247,42 @@ def test_undeploy_outlasts_a_deploy_that_lands_after_it(node_3x, package_factory
         cleanup_group(node_3x, group)
 
 
+def test_delete_outlasts_a_deploy_that_lands_before_it(node_3x, package_factory):
+    """The same auto-redeploy can land between delete's undeploy and its DELETE (a full-suite run's teardown failed
+    on that): the node then refuses the DELETE with 400 "cannot be deleted in deploying or deployed state". The proxy
+    deploys the model again on the node just before the first DELETE reaches it, so the refusal is the node's own:
+    delete must undeploy again and delete, within its timeout."""
+    group = "t-delete-race"
+    direct = cluster_for(node_3x)
+    pkg = package_factory("bert-bi-relu")[1]
+    try:
+        report = release(str(pkg), conn(node_3x), ReleaseOptions(group=group, **OPTS))
+        assert report["passed"], report.get("error")
+        mid = report["model_ids"]["document"]
+
+        def deploy_again() -> None:
+            assert not models.worker_nodes(direct, mid)  # delete's own undeploy took effect
+            direct.request("POST", f"/_plugins/_ml/models/{mid}/_deploy")
+            direct.wait_for(lambda: models.worker_nodes(direct, mid), 120, "the injected deploy to load the model")
+
+        fault = Fault("DELETE", rf"/models/{mid}(\?|$)", "call", 1, before=deploy_again)
+        proxy = FaultProxy(int(node_3x.rsplit(":", 1)[1]), [fault])
+        try:
+            proxy.start()
+            models.delete(cluster_for(proxy.url), mid, timeout=120, check_references=False)
+        finally:
+            proxy.stop()
+        assert fault.hits == 1  # the deploy was injected before the first DELETE
+        calls = [
+            ("DELETE" if m == "DELETE" else "undeploy") for m, p, _ in proxy.log if m == "DELETE" or "_undeploy" in p
+        ]
+        assert calls[:3] == ["undeploy", "DELETE", "undeploy"] and calls[-1] == "DELETE", calls
+        assert models.get_model(direct, mid) is None
+        assert not models.worker_nodes(direct, mid)
+    finally:
+        cleanup_group(node_3x, group)
+
+
 def test_deploy_failure_shows_node_error_and_rolls_back(node_3x, package_factory, tmp_path):
     manifest, pkg = package_factory("bert-bi-relu")
     from test_upgrades import broken_copy

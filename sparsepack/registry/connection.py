@@ -230,15 +230,18 @@ def _as_cluster_error(exc, what: str, opts: ConnectionOptions) -> ClusterError:
         return ClusterError(
             f"cannot connect to {opts.url} ({_short(exc.info)}); check --url and that the cluster is up"
         )
-    status = exc.status_code
+    status = exc.status_code if isinstance(exc.status_code, int) else None
     if status == 401:
-        return ClusterError(f"{opts.url} refused the credentials (401); check --username/--password or --api-key")
+        return ClusterError(
+            f"{opts.url} refused the credentials (401); check --username/--password or --api-key", status=status
+        )
     if status == 403:
         return ClusterError(
             f"{what} is forbidden for this user (403): {_reason(exc)}; grant that permission to the "
-            f"user's role (docs/secured-clusters.md: the sparsepack-release role lists all a release needs)"
+            f"user's role (docs/secured-clusters.md: the sparsepack-release role lists all a release needs)",
+            status=status,
         )
-    return ClusterError(f"{what} failed with HTTP {status}: {_reason(exc)}")
+    return ClusterError(f"{what} failed with HTTP {exc.status_code}: {_reason(exc)}", status=status)
 
 
 def _reason(exc) -> str:

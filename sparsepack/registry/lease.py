@@ -77,10 +77,6 @@ def doc_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
-def _status(exc: ClusterError) -> int | None:
-    return getattr(exc.__cause__, "status_code", None)
-
-
 def _forbidden() -> ClusterError:
     return ClusterError(
         f"this user may not use the coordination index {INDEX} (403): grant the release role "
@@ -124,7 +120,7 @@ class Coordinator:
                 },
             )
         except ClusterError as exc:  # it exists (another run created it), or an admin manages it for us
-            if _status(exc) != 403 and "already exists" not in str(exc) and "resource_already_exists" not in str(exc):
+            if exc.status != 403 and "already exists" not in str(exc) and "resource_already_exists" not in str(exc):
                 raise
         self._index_ready = True
 
@@ -157,9 +153,9 @@ class Coordinator:
                     params={"if_seq_no": version[0], "if_primary_term": version[1]},
                 )
         except ClusterError as exc:
-            if _status(exc) == 403:
+            if exc.status == 403:
                 raise _forbidden() from exc
-            if _status(exc) != 409:
+            if exc.status != 409:
                 raise
             # 409 also answers the retry of a write that landed but whose response was lost: is it ours?
             res = _get(self.cluster, did) or {}

@@ -25,7 +25,7 @@ def _register_meta_once(cluster: Cluster, body: dict, group_id: str, sha256: str
             cause = exc.__cause__
             transient = (
                 isinstance(cause, ex.ConnectionError)
-                or getattr(cause, "status_code", None) in (429, 502, 503, 504)
+                or exc.status in (429, 502, 503, 504)
                 or is_group_version_conflict(exc)
             )
             if not transient or attempt == cluster.opts.retries:

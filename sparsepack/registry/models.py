@@ -121,7 +121,7 @@ def stale_uploads(cluster: Cluster, group_id: str, sha256: str) -> list[str]:
 def is_group_version_conflict(exc: ClusterError) -> bool:
     """ML Commons bumps the model group's latest version on every register with optimistic concurrency, so two
     registers into one group at the same moment answer 409 "version conflict" to one of them: worth a retry."""
-    return getattr(exc.__cause__, "status_code", None) == 409 and "version conflict" in str(exc).lower()
+    return exc.status == 409 and "version conflict" in str(exc).lower()
 
 
 def nodes_with_attr(cluster: Cluster, attr: str) -> list[str]:
@@ -216,15 +216,34 @@ def undeploy(cluster: Cluster, model_id: str, timeout: float = 60.0, check_refer
 
 
 def delete(cluster: Cluster, model_id: str, timeout: float = 60.0, check_references: bool = True) -> None:
-    """Undeploy if needed, then delete; refused while a pipeline or index uses the model."""
+    """Undeploy if needed, then delete; refused while a pipeline or index uses the model. A deploy that lands
+    between the undeploy and the delete (ML Commons' auto-redeploy after a restart) is undeployed again."""
     model = get_model(cluster, model_id)
     if model is None:
         return
     if check_references:
         references.refuse_if_used(cluster, [model_id], f"delete {model_id}")
+    deadline = time.monotonic() + timeout
+
+    def delete_once() -> bool:
+        try:
+            cluster.call(f"DELETE {BASE}/models/{model_id}", cluster.ml.delete_model, model_id=model_id, ok_404=True)
+            return True
+        except ClusterError as exc:
+            if not is_refused_while_deployed(exc):
+                raise
+        undeploy(cluster, model_id, time_left(deadline), check_references=False)
+        return False
+
     if model.get("model_state") in DEPLOYED | {"DEPLOYING"}:
         undeploy(cluster, model_id, timeout, check_references=False)
-    cluster.call(f"DELETE {BASE}/models/{model_id}", cluster.ml.delete_model, model_id=model_id, ok_404=True)
+    cluster.wait_for(delete_once, time_left(deadline), f"model {model_id} to delete")
+
+
+def is_refused_while_deployed(exc: ClusterError) -> bool:
+    """ML Commons answers 400 "Model cannot be deleted in deploying or deployed state" to a DELETE of a model that
+    is loaded somewhere."""
+    return exc.status == 400 and "deployed state" in str(exc)
 
 
 def delete_group(cluster: Cluster, group_id: str, timeout: float = 30.0) -> None:
@@ -241,7 +260,7 @@ def delete_group(cluster: Cluster, group_id: str, timeout: float = 30.0) -> None
             )
             return True
         except ClusterError as exc:  # 409 while the deleted models' chunks (removed asynchronously) still count
-            if getattr(exc.__cause__, "status_code", None) == 409:
+            if exc.status == 409:
                 return False
             raise
 
