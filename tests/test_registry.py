@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import pytest
 from conftest import cluster_for, conn
@@ -214,23 +215,34 @@ def test_deploy_outlasts_the_sync_up_race(node_3x, package_factory):
         cleanup_group(node_3x, group)
 
 
+@contextmanager
+def released_document_model(url, package_factory, group):
+    """A fresh release of the small bi-encoder into ``group``; yields its document model id, removes the group after."""
+    try:
+        report = release(str(package_factory("bert-bi-relu")[1]), conn(url), ReleaseOptions(group=group, **OPTS))
+        assert report["passed"], report.get("error")
+        yield report["model_ids"]["document"]
+    finally:
+        cleanup_group(url, group)
+
+
+def deploy_again_as_auto_redeploy_does(direct, mid):
+    """Load the model again behind the client's back, once the client's own undeploy has taken effect."""
+    assert not models.worker_nodes(direct, mid)
+    direct.request("POST", f"/_plugins/_ml/models/{mid}/_deploy")
+    direct.wait_for(lambda: models.worker_nodes(direct, mid), 120, "the injected deploy to load the model")
+
+
 def test_undeploy_outlasts_a_deploy_that_lands_after_it(node_3x, package_factory):
     """ML Commons' auto-redeploy, queued at a restart while it was off, loads a model again as soon as it is turned back
     on, which can be right after an undeploy answered (a full-suite run's teardown timed out on that). The proxy lets
     the undeploy through, then deploys the model again on the node before it answers: undeploy must still leave the
     model loaded nowhere, within its timeout."""
-    group = "t-undeploy-race"
     direct = cluster_for(node_3x)
-    pkg = package_factory("bert-bi-relu")[1]
-    try:
-        report = release(str(pkg), conn(node_3x), ReleaseOptions(group=group, **OPTS))
-        assert report["passed"], report.get("error")
-        mid = report["model_ids"]["document"]
+    with released_document_model(node_3x, package_factory, "t-undeploy-race") as mid:
 
         def deploy_again(data: bytes) -> bytes:
-            assert not models.worker_nodes(direct, mid)  # the undeploy itself took effect
-            direct.request("POST", f"/_plugins/_ml/models/{mid}/_deploy")
-            direct.wait_for(lambda: models.worker_nodes(direct, mid), 120, "the injected deploy to load the model")
+            deploy_again_as_auto_redeploy_does(direct, mid)
             return data
 
         proxy = FaultProxy(int(node_3x.rsplit(":", 1)[1]), [Fault("POST", r"/_undeploy$", "rewrite", 1, deploy_again)])
@@ -243,8 +255,6 @@ def test_undeploy_outlasts_a_deploy_that_lands_after_it(node_3x, package_factory
         assert [p for m, p, _ in proxy.log if m == "POST" and p.endswith("/_undeploy")][1:], "undeploy was not resent"
         assert not models.worker_nodes(direct, mid)
         assert models.get_model(direct, mid)["model_state"] not in models.DEPLOYED
-    finally:
-        cleanup_group(node_3x, group)
 
 
 def test_delete_outlasts_a_deploy_that_lands_before_it(node_3x, package_factory):
@@ -252,20 +262,11 @@ def test_delete_outlasts_a_deploy_that_lands_before_it(node_3x, package_factory)
     on that): the node then refuses the DELETE with 400 "cannot be deleted in deploying or deployed state". The proxy
     deploys the model again on the node just before the first DELETE reaches it, so the refusal is the node's own:
     delete must undeploy again and delete, within its timeout."""
-    group = "t-delete-race"
     direct = cluster_for(node_3x)
-    pkg = package_factory("bert-bi-relu")[1]
-    try:
-        report = release(str(pkg), conn(node_3x), ReleaseOptions(group=group, **OPTS))
-        assert report["passed"], report.get("error")
-        mid = report["model_ids"]["document"]
-
-        def deploy_again() -> None:
-            assert not models.worker_nodes(direct, mid)  # delete's own undeploy took effect
-            direct.request("POST", f"/_plugins/_ml/models/{mid}/_deploy")
-            direct.wait_for(lambda: models.worker_nodes(direct, mid), 120, "the injected deploy to load the model")
-
-        fault = Fault("DELETE", rf"/models/{mid}(\?|$)", "call", 1, before=deploy_again)
+    with released_document_model(node_3x, package_factory, "t-delete-race") as mid:
+        fault = Fault(
+            "DELETE", rf"/models/{mid}(\?|$)", "call", 1, before=lambda: deploy_again_as_auto_redeploy_does(direct, mid)
+        )
         proxy = FaultProxy(int(node_3x.rsplit(":", 1)[1]), [fault])
         try:
             proxy.start()
@@ -279,8 +280,6 @@ def test_delete_outlasts_a_deploy_that_lands_before_it(node_3x, package_factory)
         assert calls[:3] == ["undeploy", "DELETE", "undeploy"] and calls[-1] == "DELETE", calls
         assert models.get_model(direct, mid) is None
         assert not models.worker_nodes(direct, mid)
-    finally:
-        cleanup_group(node_3x, group)
 
 
 def test_deploy_failure_shows_node_error_and_rolls_back(node_3x, package_factory, tmp_path):
