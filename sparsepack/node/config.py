@@ -15,7 +15,8 @@ from .rest import http_json
 from .state import NodeInfo
 
 # The cluster-settings template with the values a local test node needs: no breakers, any node may serve,
-# URL registration allowed (its default trusted_url_regex admits file://).
+# URL registration allowed from this machine only (files and loopback servers): ML Commons' default regex admits
+# any host, which `sparsepack doctor` rightly reports on a node that allows URL registration.
 NODE_ML_SETTINGS: dict[str, Any] = {
     "only_run_on_ml_node": False,
     "native_memory_threshold": 100,
@@ -23,6 +24,7 @@ NODE_ML_SETTINGS: dict[str, Any] = {
     "disk_free_space_threshold": -1,
     "allow_custom_deployment_plan": True,
     "allow_registering_model_via_url": True,
+    "trusted_url_regex": r"^(file://|https?://(127\.0\.0\.1|localhost)(:[0-9]+)?/)",
 }
 
 
