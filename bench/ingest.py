@@ -156,6 +156,8 @@ def run_kind(
             f"batch {bs} {med[(label, 'onnx', bs)] / med[(label, 'torchscript', bs)]:.2f}x" for bs in sizes
         )
         print(f"  {label:27s} {ratios}; no pipeline {med[(label, 'no model', 0)]:.0f} docs/s")
+    if len(batch_sizes) < 2:
+        return
     print("\nbatch_size against batch 1, same format:")
     for label in bands:
         for fmt in FORMATS:
