@@ -12,7 +12,7 @@ from sparsepack.errors import SparsepackError
 from sparsepack.node import lifecycle
 from sparsepack.node.maven import Coordinate, fetch
 from sparsepack.node.plan import plan_for
-from sparsepack.node.processes import node_processes
+from sparsepack.node.processes import node_processes, node_tmpdir
 from sparsepack.node.state import STATE_FILE, cluster_dir, default_home
 from sparsepack.node.wait import wait_for
 
@@ -36,6 +36,17 @@ def test_node_binds_loopback_and_runs_as_non_root(any_node):
         if os.environ.get("OPENSEARCH_URL") is None and os.geteuid() == 0:
             pid = node["process"]["id"]
             assert os.stat(f"/proc/{pid}").st_uid != 0
+
+
+def test_node_keeps_its_temporary_files_in_its_own_folder(any_node):
+    """OpenSearch's default java.io.tmpdir is a new /tmp/opensearch-<random> per launch that nothing removes; the
+    node's own folder goes with the cluster."""
+    local_only()
+    cdir = cluster_dir(default_home(), int(any_node.rsplit(":", 1)[1]))
+    for node in get(any_node, "/_nodes/jvm")["nodes"].values():
+        tmpdirs = [a.split("=", 1)[1] for a in node["jvm"]["input_arguments"] if a.startswith("-Djava.io.tmpdir=")]
+        assert tmpdirs == [str(node_tmpdir(cdir / node["name"]))]
+        assert os.path.isdir(tmpdirs[0])
 
 
 def test_rank_features_from_mapper_extras(any_node):

@@ -11,6 +11,7 @@ from typing import Any
 from . import secure as secure_mod
 from .assemble import seed_dirs
 from .plan import NodePlan
+from .processes import node_tmpdir
 from .rest import http_json
 from .state import NodeInfo
 
@@ -83,6 +84,8 @@ def write_node_config(
     )
     (conf / "jvm.options.d").mkdir(exist_ok=True)
     (conf / "jvm.options.d" / "sparsepack.options").write_text(jvm_options(heap))
+    shutil.rmtree(node_tmpdir(ndir), ignore_errors=True)  # what an earlier JVM of this node left there
+    node_tmpdir(ndir).mkdir()
 
 
 def seed_data_dir(install: Path, plan: NodePlan, data: Path) -> None:

@@ -17,6 +17,14 @@ from .service_user import SERVICE_USER
 from .wait import NodeTimeout, wait_for
 
 PIDFILE = "opensearch.pid"
+
+
+def node_tmpdir(ndir: Path) -> Path:
+    """The JVM's java.io.tmpdir: inside the node folder, so that removing the cluster removes it (OpenSearch's default
+    is a new /tmp/opensearch-<random> at every launch, which nothing ever removes)."""
+    return ndir / "tmp"
+
+
 # One JSON line per stop: a node logs only a clean "stopping ...", which does not say who sent the SIGTERM.
 STOP_RECORD = "stops.log"
 JVM_MAIN = "org.opensearch.bootstrap.OpenSearch"
@@ -117,6 +125,7 @@ def launch_node(install: Path, java_home: Path, ndir: Path, ids: tuple[int, int]
         "PATH": "/usr/bin:/bin",
         "OPENSEARCH_JAVA_HOME": str(java_home),
         "OPENSEARCH_PATH_CONF": str(ndir / "config"),
+        "OPENSEARCH_TMPDIR": str(node_tmpdir(ndir)),
         "HOME": str(ndir),
         "LANG": "C.UTF-8",
     }
