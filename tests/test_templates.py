@@ -317,6 +317,19 @@ def test_sparse_vector_default_leaves_seismic_parameters_to_the_server():
     assert given == {"n_postings": 160, "approximate_threshold": 0, "quantization_ceiling_ingest": 3.0}
 
 
+def test_cli_notes_that_the_server_picks_n_postings(capsys):
+    from sparsepack import cli
+
+    assert cli.main(["render", "index-mapping", "--set", "field_type=sparse_vector"]) == 0
+    out, err = capsys.readouterr()
+    assert "n_postings" not in out and err.count("\n") == 1 and "n_postings is left to the server" in err
+    assert cli.main(["render", "index-mapping", "--set", "field_type=sparse_vector", "--set", "n_postings=2000"]) == 0
+    out, err = capsys.readouterr()
+    assert '"n_postings": 2000' in out and err == ""
+    assert cli.main(["render", "index-mapping"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize(
     "name, value, rule",
     [

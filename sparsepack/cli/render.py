@@ -9,6 +9,15 @@ from pathlib import Path
 from ..errors import SparsepackError
 from .flags import add_opensearch_version
 from .inputs import load_manifest_data
+from .output import err
+
+# Rendered mappings leave n_postings to the server on purpose (the right value depends on the corpus, and SEISMIC's
+# build time grows with its square); what the user must know is that it bounds recall.
+N_POSTINGS_NOTE = (
+    "note: n_postings is left to the server (per segment: max(160, 0.0005 x documents)), which bounds SEISMIC's "
+    "recall as a shard grows; measure recall on your data and set n_postings if it is too low "
+    "(docs/retrieval.md: SEISMIC n_postings)"
+)
 
 # The newest line with published artifacts and the one the suite runs against; the library's own default
 # (templates.versions.DEFAULT_TARGET) is the newest line it knows.
@@ -57,6 +66,8 @@ def run(args) -> int:
             f"--set {', '.join(unknown)}: template {args.template} has no such variable; it takes {', '.join(known)}"
         )
     body = render(args.template, manifest, args.opensearch_version, template_dir=args.template_dir, **values)
+    if args.template == "index-mapping" and values.get("field_type") == "sparse_vector" and "n_postings" not in values:
+        err(N_POSTINGS_NOTE)
     text = json.dumps(body, indent=2) + "\n"
     if args.output:
         tmp = Path(args.output).with_suffix(".tmp")
