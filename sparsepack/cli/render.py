@@ -12,7 +12,7 @@ from .inputs import load_manifest_data
 from .output import err
 
 # Rendered mappings leave n_postings to the server on purpose (the right value depends on the corpus, and SEISMIC's
-# build time grows with its square); what the user must know is that it bounds recall.
+# build time grows with it); what the user must know is that it bounds recall.
 N_POSTINGS_NOTE = (
     "note: n_postings is left to the server (per segment: max(160, 0.0005 x documents)), which bounds SEISMIC's "
     "recall as a shard grows; measure recall on your data and set n_postings if it is too low "
