@@ -21,7 +21,6 @@ from sparsepack.templates import render
 
 PACKAGE = "bert-if-log1p"
 ML = preflight.ML
-# the node's own setup leaves URL registration open to any host; a clean cluster admits one host only
 
 
 @pytest.fixture(scope="module")

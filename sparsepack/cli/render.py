@@ -11,13 +11,18 @@ from .flags import add_opensearch_version
 from .inputs import load_manifest_data
 from .output import err
 
+
 # Rendered mappings leave n_postings to the server on purpose (the right value depends on the corpus, and SEISMIC's
 # build time grows with it); what the user must know is that it bounds recall.
-N_POSTINGS_NOTE = (
-    "note: n_postings is left to the server (per segment: max(160, 0.0005 x documents)), which bounds SEISMIC's "
-    "recall as a shard grows; measure recall on your data and set n_postings if it is too low "
-    "(docs/retrieval.md: SEISMIC n_postings)"
-)
+def n_postings_note() -> str:
+    from ..templates.checks import SEISMIC_PARAMETERS
+
+    return (
+        f"note: n_postings is left to the server ({SEISMIC_PARAMETERS['n_postings'].server_default}), which bounds "
+        "SEISMIC's recall as a shard grows; measure recall on your data and set n_postings if it is too low "
+        "(docs/retrieval.md: SEISMIC n_postings)"
+    )
+
 
 # The newest line with published artifacts and the one the suite runs against; the library's own default
 # (templates.versions.DEFAULT_TARGET) is the newest line it knows.
@@ -67,7 +72,7 @@ def run(args) -> int:
         )
     body = render(args.template, manifest, args.opensearch_version, template_dir=args.template_dir, **values)
     if args.template == "index-mapping" and values.get("field_type") == "sparse_vector" and "n_postings" not in values:
-        err(N_POSTINGS_NOTE)
+        err(n_postings_note())
     text = json.dumps(body, indent=2) + "\n"
     if args.output:
         tmp = Path(args.output).with_suffix(".tmp")
