@@ -15,6 +15,7 @@ import pytest
 from conftest import cluster_for, conn, drop_group
 
 from sparsepack.migrate import MigrationError, MigrationOptions, migrate, provenance, rollback
+from sparsepack.migrate import verify as verify_step
 from sparsepack.registry import references, smoke
 from sparsepack.rollout.options import ReleaseOptions
 from sparsepack.rollout.run import release
@@ -220,13 +221,13 @@ def test_migrate_under_writes_and_searches_then_rollback(models_v1_v2):
         cl.client.index(index=alias, id="after-rollback", body={"text": "rain"}, params={"refresh": "true"})
 
         # a verification failure (the new model's _predict disagreeing with what was stored) keeps the alias
-        real = smoke.predict
-        smoke.predict = lambda c, m, t, **kw: [{k: v * 1.5 for k, v in r.items()} for r in real(c, m, t, **kw)]
+        real = verify_step.predict
+        verify_step.predict = lambda c, m, t, **kw: [{k: v * 1.5 for k, v in r.items()} for r in real(c, m, t, **kw)]
         try:
             with pytest.raises(MigrationError, match="verification") as info:
                 migrate(cl, alias, env["v2"], options=MigrationOptions(new_index=f"{alias}-bad", cleanup=True))
         finally:
-            smoke.predict = real
+            verify_step.predict = real
         assert info.value.alias_on == f"{alias}-v1" and info.value.step == "verify"
         assert cl.client.indices.get_alias(name=alias).keys() == {f"{alias}-v1"}
         assert not cl.client.indices.exists(index=f"{alias}-bad")

@@ -216,7 +216,7 @@ def run_verify(args) -> int:
 def run_eval(args) -> int:
     from ..metrics.gate import Gate
     from ..packaging.evaluation import evaluate, load_corpus, resolve_encoder
-    from ..registry.smoke import predict
+    from ..registry.predict import predict
 
     def predictor():
         cluster = connect(args)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..registry.connection import Cluster
+from ..registry.predict import predict
 from ..registry.references import model_ids_in
 from ..registry.switch import field_map_leaves
 from .provenance import semantic_fields
@@ -125,7 +126,7 @@ def check_vectors(cluster: Cluster, index: str, model_id: str, fields: list[tupl
         which = [i for i, t in enumerate(ids) if t == token_ids]
         for start in range(0, len(which), PREDICT_BATCH):
             batch = which[start : start + PREDICT_BATCH]
-            answers = smoke.predict(cluster, model_id, [texts[i] for i in batch], token_ids=token_ids)
+            answers = predict(cluster, model_id, [texts[i] for i in batch], token_ids=token_ids)
             for i, answer in zip(batch, answers, strict=True):
                 predicted[i] = answer
     if pruned:  # the processor dropped low weights: what it kept must match
@@ -190,7 +191,7 @@ def check_queries(
     queries = [" ".join(rng.sample(t.split(), min(3, len(t.split())))) for t in texts[:samples]]
     checks = []
     for q_text in queries:
-        q_vec = smoke.predict(cluster, query_model, [q_text], token_ids=bool(options.get("token_ids")))[0]
+        q_vec = predict(cluster, query_model, [q_text], token_ids=bool(options.get("token_ids")))[0]
         q_vec = {k: v for k, v in q_vec.items() if v > 0}
         local = sorted(((_score(smoke, q_vec, vecs), doc_id) for doc_id, vecs in vectors.items()), reverse=True)
         local = [(s, d) for s, d in local if s > 0][:10]

@@ -1,6 +1,7 @@
 """Deploying a model, and knowing when it is really deployed: ML Commons completes the deploy task before it stores
 the model's state, its sync-up job can store a stale state over a fresh deploy, and its auto-redeploy can be loading
-the same model when a deploy arrives. The profile API (where a predictor is loaded) decides."""
+the same model when a deploy arrives. The profile API (where a predictor is loaded) decides, and a deploy ends once
+the node sparsepack talks to routes predicts to the model (ML Commons syncs that after the task completes)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,11 @@ from .models import (
     task_errors,
     time_left,
 )
+from .predict import SYNC_UP_WAIT, wait_until_routed
 
 # Where a deploy ends. ML Commons completes the deploy task before it writes the model's state, so a read right after
 # the task can still say DEPLOYING (or the state before the deploy).
 DEPLOY_ENDED = DEPLOYED | {"DEPLOY_FAILED", "LOAD_FAILED"}
-# plugins.ml_commons.sync_up_job_interval_in_seconds is 10 by default: a few of its runs on a busy node
-SYNC_UP_WAIT = 60.0
 
 
 def deploy(cluster: Cluster, model_id: str, node_ids: list[str] | None, timeout: float, created: Created) -> dict:
@@ -52,6 +52,7 @@ def deploy(cluster: Cluster, model_id: str, node_ids: list[str] | None, timeout:
             "reused": True,
             "loaded": dep.summary(),
             "deployment": dep.as_dict(),
+            "routing_wait_seconds": wait_until_routed(cluster, model_id, time_left(deadline)),
         }
     why = _redeploy_reason(dep) if dep.stored_deployed else None
     body = {"node_ids": node_ids} if node_ids else None
@@ -90,6 +91,9 @@ def deploy(cluster: Cluster, model_id: str, node_ids: list[str] | None, timeout:
         "reused": False,
         "loaded": dep.summary(),
         "deployment": dep.as_dict(),
+        # the task completes before ML Commons' routing sync reaches every node: a predict or an ingest sent now
+        # could still be refused
+        "routing_wait_seconds": wait_until_routed(cluster, model_id, time_left(deadline)),
     }
     if why:
         out["redeployed_because"] = why

@@ -6,6 +6,7 @@ import json
 import struct
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 from ..contract.limits import MAX_QUERY_WEIGHT, weight_problem
@@ -16,28 +17,12 @@ from ..templates import render
 from . import deployment
 from .connection import Cluster
 from .local_package import LocalPackage
-from .models import BASE
+from .predict import predict, when_routed
 from .preflight import field_type_problem
 from .smoke_corpus import CORPUS, QUERIES, expansion_queries
 
 PREDICT_TOLERANCE = 1e-4
 SCORE_RTOL = 1e-3
-
-
-def predict(cluster: Cluster, model_id: str, texts: list[str], token_ids: bool = False) -> list[dict[str, float]]:
-    """The model's token weights for each text, keyed by token string; ``token_ids``: keyed by token id, as the
-    sparse_encoding processor writes them into a sparse_vector field (ML Commons' TOKEN_ID format, 3.2+)."""
-    body: dict[str, Any] = {"text_docs": texts}
-    if token_ids:
-        body["parameters"] = {"sparse_embedding_format": "TOKEN_ID"}
-    res = cluster.call(
-        f"POST {BASE}/_predict/sparse_encoding/{model_id}",
-        cluster.ml.predict,
-        algorithm_name="sparse_encoding",
-        model_id=model_id,
-        body=body,
-    )
-    return [r["output"][0]["dataAsMap"]["response"][0] for r in res["inference_results"]]
 
 
 def compare_maps(got: list[dict], want: list[dict], tolerance: float) -> dict:
@@ -202,13 +187,18 @@ def check_retrieval(
         )
         cluster.call(f"PUT /{index}", cluster.client.indices.create, index=index, body=mapping)
         for i, text in enumerate(CORPUS):
-            cluster.call(
-                f"PUT /{index}/_doc/{i}",
-                cluster.client.index,
-                index=index,
-                id=i,
-                body={"text": text},
-                params={"refresh": "false"},
+            when_routed(
+                cluster,
+                [doc_model],
+                partial(
+                    cluster.call,
+                    f"PUT /{index}/_doc/{i}",
+                    cluster.client.index,
+                    index=index,
+                    id=i,
+                    body={"text": text},
+                    params={"refresh": "false"},
+                ),
             )
         cluster.call(f"POST /{index}/_refresh", cluster.client.indices.refresh, index=index)
         doc_vectors = local.encode_documents(CORPUS)
@@ -241,13 +231,15 @@ def check_retrieval(
                 chunking=chunking,
                 field_type=field_type,
             )
-            hits = search_hits(cluster, local, index, body, {"search_pipeline": "_none"}, q_text)
+            hits = search_hits(cluster, local, index, body, {"search_pipeline": "_none"}, q_text, query_id)
             # No model_id: the search pipeline's neural_query_enricher must supply it; two-phase picks the top.
             # A semantic field names its own models: no search pipeline to go through.
             hits_p = (
                 hits
                 if semantic
-                else search_hits(cluster, local, index, _drop_model_id(body), {"search_pipeline": search}, q_text)
+                else search_hits(
+                    cluster, local, index, _drop_model_id(body), {"search_pipeline": search}, q_text, query_id
+                )
             )
             top = int(hits[0]["_id"]) if hits else None
             top_p = int(hits_p[0]["_id"]) if hits_p else None
@@ -326,12 +318,18 @@ def _put_pipelines(
     )
 
 
-def search_hits(cluster: Cluster, local: LocalPackage, index: str, body: dict, params: dict, q_text: str) -> list:
+def search_hits(
+    cluster: Cluster, local: LocalPackage, index: str, body: dict, params: dict, q_text: str, query_model: str
+) -> list:
     """The hits of one search; a refused query is reported with the tokens and weights that explain it."""
     try:
-        return cluster.call(f"POST /{index}/_search", cluster.client.search, index=index, body=body, params=params)[
-            "hits"
-        ]["hits"]
+        return when_routed(
+            cluster,
+            [query_model],
+            lambda: cluster.call(
+                f"POST /{index}/_search", cluster.client.search, index=index, body=body, params=params
+            ),
+        )["hits"]["hits"]
     except ClusterError as exc:
         raise ClusterError(
             f"the cluster rejected the query {q_text!r} ({culprits(local.served_query(q_text))}): {exc}"
@@ -361,7 +359,7 @@ def low_weight_probe(
         return {"skipped": "idf.json has no whole-word token to build the query from", "passed": True}
     q_vec = local.encode_queries([text])[0]
     body = render("query", local.manifest, version, model_id=query_id, query_text=text, size=3, **query_values)
-    hits = search_hits(cluster, local, index, body, {"search_pipeline": "_none"}, text)
+    hits = search_hits(cluster, local, index, body, {"search_pipeline": "_none"}, text, query_id)
     best = max(_dot(q_vec, d) for d in doc_vectors)
     score = hits[0]["_score"] if hits else 0.0
     exact = query_values.get("field_type", "rank_features") == "rank_features" and not query_values.get("chunking")

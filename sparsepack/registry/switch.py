@@ -15,8 +15,9 @@ from ..packaging.batteries import DOCUMENT_BATTERY
 from . import deployment, references
 from .connection import Cluster
 from .index_models import index_provenance
+from .predict import predict
 from .references import model_ids_in, rewrite_model_ids
-from .smoke import PREDICT_TOLERANCE, compare_maps, predict
+from .smoke import PREDICT_TOLERANCE, compare_maps
 
 SAMPLE_TEXT = "OpenSearch finds documents with a neural sparse query over rank features."
 PLACEHOLDER = "<new version>"
