@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import ssl
 import threading
@@ -22,6 +23,7 @@ class Fault:
     times: int = 1
     rewrite: Callable[[bytes], bytes] | None = None
     before: Callable[[], None] | None = None  # action "call": run this (e.g. stop the node), then forward
+    reason: str = "injected"  # action "status:N": the error reason answered, e.g. the node's own words for a refusal
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -61,7 +63,8 @@ class FaultProxy:
                 proxy.log.append((self.command, self.path, fault.action if fault else "pass"))
                 if fault and fault.action.startswith("status:"):
                     code = int(fault.action.split(":")[1])
-                    payload = b'{"error":{"reason":"injected","type":"injected"},"status":%d}' % code
+                    error = {"reason": fault.reason, "type": "injected"}
+                    payload = json.dumps({"error": error, "status": code}).encode()
                     self.send_response(code)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
