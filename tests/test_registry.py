@@ -218,13 +218,16 @@ def test_outage_mid_deploy_then_rerun_without_duplicates(node_3x, package_factor
     proxy = FaultProxy(port, [Fault("POST", r"_deploy", "outage")]).start()
     pkg = package_factory("bert-bi-relu")[1]
     try:
-        report = release(str(pkg), ConnectionOptions(url=proxy.url, retries=1), ReleaseOptions(group=group, **OPTS))
+        # the first run will not free its lease: a re-run takes it over once it went unrenewed for the lease's own
+        # TTL, so a short one spares the re-run the default minute
+        report = release(
+            str(pkg), ConnectionOptions(url=proxy.url, retries=1), ReleaseOptions(group=group, lease_ttl=5, **OPTS)
+        )
         assert not report["passed"] and report["failed_step"] == "deploy"
         assert "cannot connect" in report["error"]
         assert report["rollback"]["left"]  # it could not reach the node to roll back, and says so
         proxy.down = False  # the node is back
-        # the first run could not free its lease: a short TTL lets the re-run take it over without waiting a minute
-        again = release(str(pkg), ConnectionOptions(url=proxy.url), ReleaseOptions(group=group, lease_ttl=5, **OPTS))
+        again = release(str(pkg), ConnectionOptions(url=proxy.url), ReleaseOptions(group=group, **OPTS))
         assert again["passed"], again.get("error")
         assert len(group_models(node_3x, group)) == 1
     finally:
