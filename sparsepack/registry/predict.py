@@ -11,15 +11,14 @@ that some node holds; for a model loaded nowhere it is the real answer and is ra
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..errors import ClusterError
 from .connection import Cluster
-from .deployment import loaded_nodes
+from .deployment import BASE, loaded_nodes
 
 T = TypeVar("T")
-BASE = "/_plugins/_ml"
 NOT_ROUTED = "not ready yet"  # ML Commons: "Model not ready yet. Please deploy the model first."
 # a few sync-up runs on a busy node
 SYNC_UP_WAIT = 60.0
@@ -35,26 +34,26 @@ def is_not_routed(exc: ClusterError) -> bool:
     return exc.status == 400 and NOT_ROUTED in str(exc).lower()
 
 
-def _loaded_somewhere(cluster: Cluster, model_ids: Iterable[str]) -> bool:
+def _loaded_somewhere(cluster: Cluster, model_id: str) -> bool:
     try:
-        return all(loaded_nodes(cluster, m) for m in model_ids)
+        return bool(loaded_nodes(cluster, model_id))
     except ClusterError:  # the profile cannot be read (a least-privilege user): the refusal stands
         return False
 
 
-def when_routed(cluster: Cluster, model_ids: list[str], fn: Callable[[], T], timeout: float = SYNC_UP_WAIT) -> T:
-    """``fn()``, run again while the node refuses it as "not ready" for models that some node holds, within
-    ``timeout``."""
+def when_routed(cluster: Cluster, model_id: str, fn: Callable[[], T], timeout: float = SYNC_UP_WAIT) -> T:
+    """``fn()``, a call that uses the model, run again while the node refuses it as "not ready" although some node
+    holds the model, within ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return fn()
         except ClusterError as exc:
-            if not is_not_routed(exc) or not _loaded_somewhere(cluster, model_ids):
+            if not is_not_routed(exc) or not _loaded_somewhere(cluster, model_id):
                 raise
             if time.monotonic() >= deadline:
                 raise NotRoutedError(
-                    f'model {", ".join(model_ids)} is loaded, but the node asked still answers "Model not ready yet" '
+                    f'model {model_id} is loaded, but the node asked still answers "Model not ready yet" '
                     f"after {timeout:.0f}s: ML Commons' routing sync has not reached it; check the sync-up job in the "
                     "node's log, or raise the timeout",
                     status=400,
@@ -72,7 +71,7 @@ def predict(
         body["parameters"] = {"sparse_embedding_format": "TOKEN_ID"}
     res = when_routed(
         cluster,
-        [model_id],
+        model_id,
         lambda: cluster.call(
             f"POST {BASE}/_predict/sparse_encoding/{model_id}",
             cluster.ml.predict,

@@ -189,7 +189,7 @@ def check_retrieval(
         for i, text in enumerate(CORPUS):
             when_routed(
                 cluster,
-                [doc_model],
+                doc_model,
                 partial(
                     cluster.call,
                     f"PUT /{index}/_doc/{i}",
@@ -325,7 +325,7 @@ def search_hits(
     try:
         return when_routed(
             cluster,
-            [query_model],
+            query_model,
             lambda: cluster.call(
                 f"POST /{index}/_search", cluster.client.search, index=index, body=body, params=params
             ),
