@@ -26,10 +26,6 @@ ROUTING_POLL_SECONDS = 0.5
 PROBE_TEXT = "sparsepack"
 
 
-class NotRoutedError(ClusterError):
-    """The model is loaded, yet the node asked still refuses it as not deployed when the wait ends."""
-
-
 def is_not_routed(exc: ClusterError) -> bool:
     return exc.status == 400 and NOT_ROUTED in str(exc).lower()
 
@@ -44,21 +40,22 @@ def _loaded_somewhere(cluster: Cluster, model_id: str) -> bool:
 def when_routed(cluster: Cluster, model_id: str, fn: Callable[[], T], timeout: float = SYNC_UP_WAIT) -> T:
     """``fn()``, a call that uses the model, run again while the node refuses it as "not ready" although some node
     holds the model, within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def attempt() -> list[T] | None:  # the result in a list: a falsy one is an answer too
         try:
-            return fn()
+            return [fn()]
         except ClusterError as exc:
             if not is_not_routed(exc) or not _loaded_somewhere(cluster, model_id):
                 raise
-            if time.monotonic() >= deadline:
-                raise NotRoutedError(
-                    f'model {model_id} is loaded, but the node asked still answers "Model not ready yet" '
-                    f"after {timeout:.0f}s: ML Commons' routing sync has not reached it; check the sync-up job in the "
-                    "node's log, or raise the timeout",
-                    status=400,
-                ) from exc
-        time.sleep(ROUTING_POLL_SECONDS)
+            return None
+
+    return cluster.wait_for(
+        attempt,
+        timeout,
+        f"the node to route requests to model {model_id}, loaded but still refused as not ready (ML Commons' routing "
+        "sync has not reached that node: see its sync-up job in the node's log)",
+        interval=ROUTING_POLL_SECONDS,
+    )[0]
 
 
 def predict(
